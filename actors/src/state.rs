@@ -1,0 +1,301 @@
+//! The file-transfer lifecycle as a pure function: `transition(state, command) -> outcome`.
+//!
+//! No I/O happens here. The supervisor persists an outcome's effects (one DB transaction, events included)
+//! before it acknowledges the command, then performs the side effects (such as deleting a blob).
+
+use broker_protocol::events::EventType;
+use broker_protocol::{ErrorCode, FileTransferStatus, RecipientStatus};
+
+/// What is known about a stored, synced file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub size: u64,
+    /// Lower-case hex MD5 of the whole file.
+    pub md5: String,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+}
+
+/// Where a transfer is in its life, carrying the data that exists at that point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Initialized,
+    UploadStarted,
+    UploadProcessing(StoredFile),
+    Published(StoredFile),
+    AllConfirmedDownloaded(StoredFile),
+    Purged,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub fn status(&self) -> FileTransferStatus {
+        match self {
+            Phase::Initialized => FileTransferStatus::Initialized,
+            Phase::UploadStarted => FileTransferStatus::UploadStarted,
+            Phase::UploadProcessing(_) => FileTransferStatus::UploadProcessing,
+            Phase::Published(_) => FileTransferStatus::Published,
+            Phase::AllConfirmedDownloaded(_) => FileTransferStatus::AllConfirmedDownloaded,
+            Phase::Purged => FileTransferStatus::Purged,
+            Phase::Failed => FileTransferStatus::Failed,
+            Phase::Cancelled => FileTransferStatus::Cancelled,
+        }
+    }
+
+    /// The stored file while it can be read.
+    pub fn stored(&self) -> Option<&StoredFile> {
+        match self {
+            Phase::UploadProcessing(f) | Phase::Published(f) | Phase::AllConfirmedDownloaded(f) => {
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_downloadable(&self) -> bool {
+        matches!(self, Phase::Published(_) | Phase::AllConfirmedDownloaded(_))
+    }
+}
+
+/// The lifecycle-relevant state of one transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferState {
+    pub phase: Phase,
+    /// Each recipient (`0192:NNN`) with its current (highest) status.
+    pub recipients: Vec<(String, RecipientStatus)>,
+    /// The MD5 declared at initialize, if any.
+    pub declared_md5: Option<String>,
+    pub use_virus_scan: bool,
+    pub purge_after_all_confirmed: bool,
+}
+
+/// Why an upload ended without a verified file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadFailure {
+    /// Our storage failed (disk full, I/O error): the transfer fails.
+    Storage,
+}
+
+/// What a transfer can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A binary upload is about to stream.
+    StartUpload,
+    /// The upload streamed completely and the file is synced.
+    CompleteUpload(StoredFile),
+    /// The upload failed on our side.
+    FailUpload(UploadFailure),
+    /// A recipient started a download.
+    RecordDownload { recipient: String },
+    /// A recipient confirms its download.
+    ConfirmDownload { recipient: String },
+    /// The file's time is up (expiry, or grace after all confirmed).
+    Purge,
+}
+
+/// Who an event goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    Sender,
+    Recipient(String),
+}
+
+/// A consequence of a transition, to be persisted (or carried out) by the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append a status row (with an optional detailed text) and make it current.
+    RecordStatus(FileTransferStatus, Option<&'static str>),
+    /// Store the verified file's size and hashes (and its MD5 as checksum when none was declared).
+    RecordStoredFile(StoredFile),
+    /// Append a recipient status row; the recipient's current status is the highest reached.
+    RecordRecipient(String, RecipientStatus),
+    Emit(EventType, Audience),
+    /// Schedule the purge at now + the resource's grace period.
+    SchedulePurgeAfterGrace,
+    /// Remove the stored bytes (after the DB commit).
+    DeleteBlob,
+}
+
+/// The result of a command: the next state, its effects, and what the caller is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub next: TransferState,
+    pub effects: Vec<Effect>,
+    /// `Err` when the state changed but the caller still gets an error (e.g. checksum mismatch).
+    pub reply: Result<(), ErrorCode>,
+}
+
+impl Outcome {
+    fn unchanged(state: &TransferState) -> Outcome {
+        Outcome { next: state.clone(), effects: vec![], reply: Ok(()) }
+    }
+}
+
+/// The pure transition function. `Err` means the command is refused and nothing changes.
+pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, ErrorCode> {
+    use Phase::*;
+    match (command, &state.phase) {
+        (Command::StartUpload, Initialized) => Ok(Outcome {
+            next: TransferState { phase: UploadStarted, ..state.clone() },
+            effects: vec![Effect::RecordStatus(FileTransferStatus::UploadStarted, None)],
+            reply: Ok(()),
+        }),
+        // A retry after an interrupted upload starts over; the status is already UploadStarted.
+        (Command::StartUpload, UploadStarted) => Ok(Outcome::unchanged(state)),
+        (Command::StartUpload, _) => Err(ErrorCode::FileTransferAlreadyUploaded),
+
+        (Command::CompleteUpload(file), UploadStarted) => Ok(complete_upload(state, file)),
+        (Command::CompleteUpload(_), _) => Err(ErrorCode::FileTransferAlreadyUploaded),
+
+        (Command::FailUpload(UploadFailure::Storage), UploadStarted) => Ok(Outcome {
+            next: TransferState { phase: Failed, ..state.clone() },
+            effects: vec![
+                Effect::RecordStatus(
+                    FileTransferStatus::Failed,
+                    Some("Error occurred while uploading fileTransfer"),
+                ),
+                Effect::Emit(EventType::UploadFailed, Audience::Sender),
+                Effect::DeleteBlob,
+            ],
+            reply: Err(ErrorCode::UploadFailed),
+        }),
+        (Command::FailUpload(_), _) => Err(ErrorCode::FileTransferAlreadyUploaded),
+
+        (Command::RecordDownload { recipient }, phase) => {
+            if !phase.is_downloadable() {
+                return Err(ErrorCode::FileNotReadyForDownload);
+            }
+            let mut next = state.clone();
+            raise_recipient(&mut next, recipient, RecipientStatus::DownloadStarted);
+            Ok(Outcome {
+                next,
+                effects: vec![Effect::RecordRecipient(
+                    recipient.clone(),
+                    RecipientStatus::DownloadStarted,
+                )],
+                reply: Ok(()),
+            })
+        }
+
+        (Command::ConfirmDownload { recipient }, phase) => confirm(state, phase, recipient),
+
+        (Command::Purge, Purged) => Ok(Outcome::unchanged(state)),
+        (Command::Purge, _) => Ok(purge(state)),
+    }
+}
+
+fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
+    if let Some(declared) = &state.declared_md5 {
+        if !declared.eq_ignore_ascii_case(&file.md5) {
+            // As Altinn: Failed with a detailed text, bytes removed, no uploadfailed event on this path.
+            return Outcome {
+                next: TransferState { phase: Phase::Failed, ..state.clone() },
+                effects: vec![
+                    Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch")),
+                    Effect::DeleteBlob,
+                ],
+                reply: Err(ErrorCode::ChecksumMismatch),
+            };
+        }
+    }
+    let mut effects = vec![Effect::RecordStoredFile(file.clone())];
+    if state.use_virus_scan {
+        effects.push(Effect::RecordStatus(FileTransferStatus::UploadProcessing, None));
+        effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
+        return Outcome {
+            next: TransferState { phase: Phase::UploadProcessing(file.clone()), ..state.clone() },
+            effects,
+            reply: Ok(()),
+        };
+    }
+    effects.push(Effect::RecordStatus(FileTransferStatus::Published, None));
+    effects.extend(publish_events(state));
+    Outcome {
+        next: TransferState { phase: Phase::Published(file.clone()), ..state.clone() },
+        effects,
+        reply: Ok(()),
+    }
+}
+
+fn publish_events(state: &TransferState) -> Vec<Effect> {
+    std::iter::once(Effect::Emit(EventType::Published, Audience::Sender))
+        .chain(state.recipients.iter().map(|(r, _)| {
+            Effect::Emit(EventType::Published, Audience::Recipient(r.clone()))
+        }))
+        .collect()
+}
+
+fn confirm(state: &TransferState, phase: &Phase, recipient: &str) -> Result<Outcome, ErrorCode> {
+    let file = match phase {
+        Phase::Published(f) => f,
+        Phase::Initialized | Phase::UploadStarted => return Err(ErrorCode::NoFileUploaded),
+        _ => return Err(ErrorCode::ConfirmRequiresPublished),
+    };
+    let current = state
+        .recipients
+        .iter()
+        .find(|(r, _)| r == recipient)
+        .map(|(_, s)| *s)
+        .ok_or(ErrorCode::NoAccess)?;
+    match current {
+        RecipientStatus::DownloadConfirmed => return Ok(Outcome::unchanged(state)),
+        RecipientStatus::Initialized => return Err(ErrorCode::ConfirmBeforeDownload),
+        RecipientStatus::DownloadStarted => {}
+    }
+    let mut next = state.clone();
+    raise_recipient(&mut next, recipient, RecipientStatus::DownloadConfirmed);
+    let mut effects = vec![
+        Effect::RecordRecipient(recipient.to_string(), RecipientStatus::DownloadConfirmed),
+        Effect::Emit(EventType::DownloadConfirmed, Audience::Recipient(recipient.to_string())),
+        Effect::Emit(EventType::DownloadConfirmed, Audience::Sender),
+    ];
+    if next.recipients.iter().all(|(_, s)| *s == RecipientStatus::DownloadConfirmed) {
+        next.phase = Phase::AllConfirmedDownloaded(file.clone());
+        effects.push(Effect::RecordStatus(FileTransferStatus::AllConfirmedDownloaded, None));
+        effects.push(Effect::Emit(EventType::AllConfirmedDownloaded, Audience::Sender));
+        if state.purge_after_all_confirmed {
+            effects.push(Effect::SchedulePurgeAfterGrace);
+        }
+    }
+    Ok(Outcome { next, effects, reply: Ok(()) })
+}
+
+fn purge(state: &TransferState) -> Outcome {
+    let mut effects = vec![
+        Effect::RecordStatus(FileTransferStatus::Purged, None),
+        Effect::DeleteBlob,
+        Effect::Emit(EventType::FilePurged, Audience::Sender),
+    ];
+    let unconfirmed: Vec<&String> = state
+        .recipients
+        .iter()
+        .filter(|(_, s)| *s != RecipientStatus::DownloadConfirmed)
+        .map(|(r, _)| r)
+        .collect();
+    for r in &unconfirmed {
+        effects.push(Effect::Emit(
+            EventType::FileNeverConfirmedDownloaded,
+            Audience::Recipient((*r).clone()),
+        ));
+    }
+    if !unconfirmed.is_empty() {
+        effects.push(Effect::Emit(EventType::FileNeverConfirmedDownloaded, Audience::Sender));
+    }
+    Outcome {
+        next: TransferState { phase: Phase::Purged, ..state.clone() },
+        effects,
+        reply: Ok(()),
+    }
+}
+
+/// A recipient's current status only ever rises.
+fn raise_recipient(state: &mut TransferState, recipient: &str, to: RecipientStatus) {
+    if let Some((_, s)) = state.recipients.iter_mut().find(|(r, _)| r == recipient) {
+        *s = (*s).max(to);
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+use proptest::prelude::*;
+
+fn file(md5: &str) -> StoredFile {
+    StoredFile { size: 3, md5: md5.into(), sha256: "ab".into() }
+}
+
+fn state(phase: Phase, recipients: &[&str]) -> TransferState {
+    TransferState {
+        phase,
+        recipients: recipients.iter().map(|r| (r.to_string(), RecipientStatus::Initialized)).collect(),
+        declared_md5: None,
+        use_virus_scan: false,
+        purge_after_all_confirmed: true,
+    }
+}
+
+fn emits(outcome: &Outcome) -> Vec<(EventType, Audience)> {
+    outcome
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Emit(t, a) => Some((*t, a.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_upload_without_scan_publishes_to_sender_and_every_recipient() {
+    let s = state(Phase::UploadStarted, &["0192:1", "0192:2"]);
+    let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
+    assert_eq!(out.next.phase, Phase::Published(file("aa")));
+    assert_eq!(out.reply, Ok(()));
+    assert_eq!(
+        emits(&out),
+        vec![
+            (EventType::Published, Audience::Sender),
+            (EventType::Published, Audience::Recipient("0192:1".into())),
+            (EventType::Published, Audience::Recipient("0192:2".into())),
+        ]
+    );
+}
+
+#[test]
+fn a_checksum_mismatch_fails_the_transfer_deletes_the_bytes_and_emits_nothing() {
+    let mut s = state(Phase::UploadStarted, &["0192:1"]);
+    s.declared_md5 = Some("bb".into());
+    let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
+    assert_eq!(out.next.phase, Phase::Failed);
+    assert_eq!(out.reply, Err(ErrorCode::ChecksumMismatch));
+    assert!(out.effects.contains(&Effect::DeleteBlob));
+    assert!(emits(&out).is_empty());
+}
+
+#[test]
+fn a_scanned_transfer_waits_in_upload_processing() {
+    let mut s = state(Phase::UploadStarted, &["0192:1"]);
+    s.use_virus_scan = true;
+    let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
+    assert_eq!(out.next.phase, Phase::UploadProcessing(file("aa")));
+    assert_eq!(emits(&out), vec![(EventType::UploadProcessing, Audience::Sender)]);
+}
+
+#[test]
+fn an_upload_may_restart_until_processing_begins() {
+    let s = state(Phase::UploadStarted, &["0192:1"]);
+    assert_eq!(transition(&s, &Command::StartUpload).unwrap().next, s);
+    let published = state(Phase::Published(file("aa")), &["0192:1"]);
+    assert_eq!(
+        transition(&published, &Command::StartUpload),
+        Err(ErrorCode::FileTransferAlreadyUploaded)
+    );
+}
+
+#[test]
+fn a_storage_failure_fails_the_transfer_with_an_uploadfailed_event() {
+    let s = state(Phase::UploadStarted, &["0192:1"]);
+    let out = transition(&s, &Command::FailUpload(UploadFailure::Storage)).unwrap();
+    assert_eq!(out.next.phase, Phase::Failed);
+    assert_eq!(out.reply, Err(ErrorCode::UploadFailed));
+    assert_eq!(emits(&out), vec![(EventType::UploadFailed, Audience::Sender)]);
+}
+
+#[test]
+fn confirming_needs_a_download_first_and_is_idempotent() {
+    let s = state(Phase::Published(file("aa")), &["0192:1", "0192:2"]);
+    let confirm = Command::ConfirmDownload { recipient: "0192:1".into() };
+    assert_eq!(transition(&s, &confirm), Err(ErrorCode::ConfirmBeforeDownload));
+    let s = transition(&s, &Command::RecordDownload { recipient: "0192:1".into() }).unwrap().next;
+    let once = transition(&s, &confirm).unwrap();
+    assert_eq!(once.next.phase, Phase::Published(file("aa")));
+    assert_eq!(
+        emits(&once),
+        vec![
+            (EventType::DownloadConfirmed, Audience::Recipient("0192:1".into())),
+            (EventType::DownloadConfirmed, Audience::Sender),
+        ]
+    );
+    let twice = transition(&once.next, &confirm).unwrap();
+    assert!(twice.effects.is_empty());
+}
+
+#[test]
+fn the_last_confirmation_moves_to_all_confirmed_downloaded_and_schedules_the_purge() {
+    let mut s = state(Phase::Published(file("aa")), &["0192:1", "0192:2"]);
+    for r in ["0192:1", "0192:2"] {
+        s = transition(&s, &Command::RecordDownload { recipient: r.into() }).unwrap().next;
+    }
+    s = transition(&s, &Command::ConfirmDownload { recipient: "0192:1".into() }).unwrap().next;
+    let last = transition(&s, &Command::ConfirmDownload { recipient: "0192:2".into() }).unwrap();
+    assert_eq!(last.next.phase, Phase::AllConfirmedDownloaded(file("aa")));
+    assert!(last.effects.contains(&Effect::SchedulePurgeAfterGrace));
+    assert!(emits(&last).contains(&(EventType::AllConfirmedDownloaded, Audience::Sender)));
+    assert_eq!(
+        transition(&last.next, &Command::ConfirmDownload { recipient: "0192:2".into() }),
+        Err(ErrorCode::ConfirmRequiresPublished)
+    );
+}
+
+#[test]
+fn confirming_before_any_upload_says_no_file_uploaded() {
+    let s = state(Phase::Initialized, &["0192:1"]);
+    assert_eq!(
+        transition(&s, &Command::ConfirmDownload { recipient: "0192:1".into() }),
+        Err(ErrorCode::NoFileUploaded)
+    );
+}
+
+#[test]
+fn a_purge_tells_unconfirmed_recipients_and_the_sender_once() {
+    let s = state(Phase::Published(file("aa")), &["0192:1", "0192:2"]);
+    let out = transition(&s, &Command::Purge).unwrap();
+    let never: Vec<_> = emits(&out)
+        .into_iter()
+        .filter(|(t, _)| *t == EventType::FileNeverConfirmedDownloaded)
+        .collect();
+    assert_eq!(never.len(), 3);
+    assert!(out.effects.contains(&Effect::DeleteBlob));
+}
+
+fn any_command() -> impl Strategy<Value = Command> {
+    let recipient = prop_oneof![Just("0192:1".to_string()), Just("0192:2".to_string())];
+    let md5 = prop_oneof![Just("aa".to_string()), Just("bb".to_string())];
+    prop_oneof![
+        Just(Command::StartUpload),
+        md5.prop_map(|m| Command::CompleteUpload(file(&m))),
+        Just(Command::FailUpload(UploadFailure::Storage)),
+        recipient.clone().prop_map(|recipient| Command::RecordDownload { recipient }),
+        recipient.prop_map(|recipient| Command::ConfirmDownload { recipient }),
+        Just(Command::Purge),
+    ]
+}
+
+proptest! {
+    /// Invariants over any command sequence: nothing is published without a verified file, a purged
+    /// transfer stays purged, recipient statuses never fall, and a refused command changes nothing.
+    #[test]
+    fn the_lifecycle_invariants_hold_for_any_command_sequence(
+        commands in proptest::collection::vec(any_command(), 0..30),
+        declared in proptest::option::of(Just("aa".to_string())),
+        scan in any::<bool>(),
+    ) {
+        let mut s = state(Phase::Initialized, &["0192:1", "0192:2"]);
+        s.declared_md5 = declared.clone();
+        s.use_virus_scan = scan;
+        for c in &commands {
+            let before = s.clone();
+            match transition(&s, c) {
+                Err(_) => {}
+                Ok(out) => {
+                    if let Some(f) = out.next.phase.stored() {
+                        if let Some(d) = &declared { prop_assert_eq!(&f.md5, d); }
+                    }
+                    if before.phase == Phase::Purged { prop_assert_eq!(&out.next.phase, &Phase::Purged); }
+                    if scan { prop_assert!(!matches!(out.next.phase, Phase::Published(_)) || matches!(before.phase, Phase::Published(_))); }
+                    for ((_, a), (_, b)) in before.recipients.iter().zip(out.next.recipients.iter()) {
+                        prop_assert!(b >= a);
+                    }
+                    let status_changed = before.phase.status() != out.next.phase.status();
+                    let recorded = out.effects.iter().any(|e| matches!(e, Effect::RecordStatus(..)));
+                    prop_assert_eq!(status_changed, recorded);
+                    s = out.next;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Per-transfer supervisors: one task per transfer with work in flight, owning that transfer's state
+//! machine. Every command for a transfer goes through its supervisor, so writes are serialized; the
+//! DB stays the source of truth (each commit is also conditional on the expected status).
+//!
+//! A supervisor is spawned on demand, loads its transfer from the store, and stops as soon as it has
+//! nothing left to do (no queued message, no upload streaming). A restart therefore spawns nothing.
+
+use crate::ports::{BlobStore, Clock, LifecycleStore, StoreError, TransferChange, TransferRecord};
+use crate::state::{transition, Audience, Command, Effect, StoredFile, UploadFailure};
+use broker_protocol::events::{CloudEvent, EventRole};
+use broker_protocol::ErrorCode;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+const MAILBOX: usize = 64;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("refused: {0:?}")]
+    Rejected(ErrorCode),
+    #[error("the transfer changed concurrently")]
+    Conflict,
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for LifecycleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => LifecycleError::Conflict,
+            StoreError::Failure(m) => LifecycleError::Internal(m),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), LifecycleError>>;
+
+enum Message {
+    /// Start a binary upload: persists UploadStarted and hands out the upload slot.
+    BeginUpload { lease: u64, reply: Reply },
+    /// A command for the state machine; `lease` ties upload commands to the upload that holds the slot.
+    Apply { command: Command, lease: Option<u64>, reply: Reply },
+    /// The upload holding the slot ended without a result (client gone, crash of the handler).
+    AbandonUpload { lease: u64 },
+}
+
+struct Shared {
+    store: Arc<dyn LifecycleStore>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    /// The CloudEvent `source`.
+    event_source: String,
+    mailboxes: Mutex<HashMap<Uuid, mpsc::Sender<Message>>>,
+    next_lease: std::sync::atomic::AtomicU64,
+}
+
+/// The entry point to every transfer's supervisor.
+#[derive(Clone)]
+pub struct Lifecycle {
+    shared: Arc<Shared>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn LifecycleStore>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        event_source: String,
+    ) -> Self {
+        Lifecycle {
+            shared: Arc::new(Shared {
+                store,
+                blobs,
+                clock,
+                event_source,
+                mailboxes: Mutex::new(HashMap::new()),
+                next_lease: std::sync::atomic::AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// How many supervisors are alive (for tests and metrics).
+    pub fn live_supervisors(&self) -> usize {
+        self.shared.mailboxes.lock().expect("mailbox registry").len()
+    }
+
+    /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
+    pub async fn begin_upload(&self, id: Uuid) -> Result<UploadLease, LifecycleError> {
+        let lease = self
+            .shared
+            .next_lease
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ask(id, |reply| Message::BeginUpload { lease, reply }).await?;
+        Ok(UploadLease { lifecycle: self.clone(), id, lease: Some(lease) })
+    }
+
+    pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
+        self.command(id, Command::RecordDownload { recipient }).await
+    }
+
+    pub async fn confirm_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
+        self.command(id, Command::ConfirmDownload { recipient }).await
+    }
+
+    pub async fn purge(&self, id: Uuid) -> Result<(), LifecycleError> {
+        self.command(id, Command::Purge).await
+    }
+
+    async fn command(&self, id: Uuid, command: Command) -> Result<(), LifecycleError> {
+        self.ask(id, |reply| Message::Apply { command, lease: None, reply }).await
+    }
+
+    async fn ask(
+        &self,
+        id: Uuid,
+        make: impl FnOnce(Reply) -> Message,
+    ) -> Result<(), LifecycleError> {
+        let (reply, answer) = oneshot::channel();
+        self.deliver(id, make(reply)).await;
+        answer
+            .await
+            .map_err(|_| LifecycleError::Internal("the transfer's supervisor stopped".into()))?
+    }
+
+    /// Hands a message to the transfer's supervisor, spawning one if none is alive.
+    async fn deliver(&self, id: Uuid, mut message: Message) {
+        loop {
+            let mailbox = {
+                let mut boxes = self.shared.mailboxes.lock().expect("mailbox registry");
+                boxes
+                    .entry(id)
+                    .or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(MAILBOX);
+                        tokio::spawn(supervise(self.shared.clone(), id, rx));
+                        tx
+                    })
+                    .clone()
+            };
+            match mailbox.send(message).await {
+                Ok(()) => return,
+                // That supervisor stopped between lookup and send: it has left the registry; retry.
+                Err(mpsc::error::SendError(m)) => {
+                    message = m;
+                    let mut boxes = self.shared.mailboxes.lock().expect("mailbox registry");
+                    if boxes.get(&id).is_some_and(|b| b.same_channel(&mailbox)) {
+                        boxes.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The right to stream one upload into a transfer. Dropping it without `complete` or `fail` (the client
+/// went away, the server is stopping) leaves the transfer UploadStarted and retryable.
+pub struct UploadLease {
+    lifecycle: Lifecycle,
+    id: Uuid,
+    lease: Option<u64>,
+}
+
+impl UploadLease {
+    pub fn transfer_id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The file is stored and synced: verify it and publish (or fail on a checksum mismatch).
+    pub async fn complete(mut self, file: StoredFile) -> Result<(), LifecycleError> {
+        let lease = self.lease.take();
+        let command = Command::CompleteUpload(file);
+        self.lifecycle
+            .ask(self.id, |reply| Message::Apply { command, lease, reply })
+            .await
+    }
+
+    /// Our storage failed: the transfer fails and its bytes are removed.
+    pub async fn fail(mut self, failure: UploadFailure) -> Result<(), LifecycleError> {
+        let lease = self.lease.take();
+        let command = Command::FailUpload(failure);
+        self.lifecycle
+            .ask(self.id, |reply| Message::Apply { command, lease, reply })
+            .await
+    }
+}
+
+impl Drop for UploadLease {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let lifecycle = self.lifecycle.clone();
+            let id = self.id;
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    lifecycle.deliver(id, Message::AbandonUpload { lease }).await;
+                });
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    record: TransferRecord,
+    upload_in_flight: Option<u64>,
+}
+
+async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Message>) {
+    let loaded = shared.store.load_transfer(id).await;
+    let mut supervisor = match loaded {
+        Ok(Some(record)) => Some(Supervisor { shared: shared.clone(), record, upload_in_flight: None }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(%id, error = %e, "could not load transfer");
+            None
+        }
+    };
+    let refuse = |message: Message| {
+        if let Message::BeginUpload { reply, .. } | Message::Apply { reply, .. } = message {
+            let _ = reply.send(Err(LifecycleError::Rejected(ErrorCode::FileTransferNotFound)));
+        }
+    };
+    loop {
+        let idle = supervisor.as_ref().is_none_or(|s| s.upload_in_flight.is_none());
+        if idle {
+            // Leave the registry only when nothing is queued; the check and the removal happen under
+            // the registry lock, so no sender can pick this mailbox up in between.
+            let mut boxes = shared.mailboxes.lock().expect("mailbox registry");
+            if mailbox.is_empty() {
+                boxes.remove(&id);
+                drop(boxes);
+                mailbox.close();
+                break;
+            }
+        }
+        let Some(message) = mailbox.recv().await else { break };
+        match supervisor.as_mut() {
+            Some(s) => s.handle(message).await,
+            None => refuse(message),
+        }
+    }
+    // Messages that slipped in before the mailbox closed are still answered.
+    while let Ok(message) = mailbox.try_recv() {
+        match supervisor.as_mut() {
+            Some(s) => s.handle(message).await,
+            None => refuse(message),
+        }
+    }
+}
+
+impl Supervisor {
+    async fn handle(&mut self, message: Message) {
+        match message {
+            Message::BeginUpload { lease, reply } => {
+                let result = if self.upload_in_flight.is_some() {
+                    Err(LifecycleError::Rejected(ErrorCode::FileTransferAlreadyUploaded))
+                } else {
+                    let r = self.apply(Command::StartUpload).await;
+                    if r.is_ok() {
+                        self.upload_in_flight = Some(lease);
+                    }
+                    r
+                };
+                let _ = reply.send(result);
+            }
+            Message::Apply { command, lease, reply } => {
+                if lease.is_some() {
+                    if lease != self.upload_in_flight {
+                        let _ = reply.send(Err(LifecycleError::Conflict));
+                        return;
+                    }
+                    self.upload_in_flight = None;
+                }
+                let _ = reply.send(self.apply(command).await);
+            }
+            Message::AbandonUpload { lease } => {
+                if self.upload_in_flight == Some(lease) {
+                    self.upload_in_flight = None;
+                    // The partial bytes are of no use: a retry starts over.
+                    if let Err(e) = self.shared.blobs.delete(self.record.id).await {
+                        tracing::warn!(id = %self.record.id, error = %e, "could not remove a partial upload");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the pure transition, persists its effects, then carries out the side effects.
+    async fn apply(&mut self, command: Command) -> Result<(), LifecycleError> {
+        let outcome = transition(&self.record.state, &command).map_err(LifecycleError::Rejected)?;
+        if !outcome.effects.is_empty() {
+            let change = self.change_for(&outcome.effects);
+            if let Err(e) = self.shared.store.commit_change(change).await {
+                if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
+                    self.record = fresh;
+                }
+                return Err(e.into());
+            }
+        }
+        if outcome.effects.contains(&Effect::DeleteBlob) {
+            if let Err(e) = self.shared.blobs.delete(self.record.id).await {
+                tracing::warn!(id = %self.record.id, error = %e, "could not remove stored bytes");
+            }
+        }
+        self.record.state = outcome.next;
+        outcome.reply.map_err(LifecycleError::Rejected)
+    }
+
+    fn change_for(&self, effects: &[Effect]) -> TransferChange {
+        let record = &self.record;
+        let now = self.shared.clock.now();
+        let mut change = TransferChange {
+            id: record.id,
+            expected_status: record.state.phase.status(),
+            at: now,
+            new_status: None,
+            stored_file: None,
+            recipient_rows: vec![],
+            events: vec![],
+            purge_at: None,
+        };
+        for effect in effects {
+            match effect {
+                Effect::RecordStatus(status, text) => {
+                    change.new_status = Some((*status, text.map(str::to_string)))
+                }
+                Effect::RecordStoredFile(file) => change.stored_file = Some(file.clone()),
+                Effect::RecordRecipient(r, s) => change.recipient_rows.push((r.clone(), *s)),
+                Effect::Emit(event_type, audience) => {
+                    let (party, role) = match audience {
+                        Audience::Sender => (record.sender.as_str(), EventRole::Sender),
+                        Audience::Recipient(r) => (r.as_str(), EventRole::Recipient),
+                    };
+                    change.events.push(CloudEvent::new(
+                        *event_type,
+                        record.id,
+                        &record.resource_id,
+                        party,
+                        role,
+                        &self.shared.event_source,
+                        now,
+                    ));
+                }
+                Effect::SchedulePurgeAfterGrace => {
+                    change.purge_at = Some(now + record.purge_grace_period)
+                }
+                Effect::DeleteBlob => {}
+            }
+        }
+        change
+    }
+}

@@ -1,0 +1,31 @@
+//! Wire types of the Altinn 3 Broker v1 API as Broker speaks it.
+//!
+//! Everything here is pure data and grammar: JSON bodies, status enums, the error catalogue, CloudEvent
+//! payloads and the HTTP Range grammar. The optional `client` feature adds the HTTP client used by the
+//! CLI, the benchmark and the black-box tests.
+
+pub mod events;
+pub mod json;
+pub mod problem;
+pub mod range;
+pub mod resource;
+pub mod status;
+pub mod time;
+pub mod transfer;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use problem::{ErrorCode, ProblemDetails};
+pub use status::{FileTransferStatus, RecipientStatus};
+
+/// Every API route starts with this prefix.
+pub const API_BASE: &str = "/broker/api/v1";
+
+/// OAuth scopes of the Altinn Broker API.
+pub mod scopes {
+    pub const WRITE: &str = "altinn:broker.write";
+    pub const READ: &str = "altinn:broker.read";
+    pub const SERVICE_OWNER: &str = "altinn:serviceowner";
+    pub const MAINTENANCE: &str = "altinn:broker.maintenance";
+}
