@@ -1,1 +1,150 @@
-pub fn x(){}
+//! Broker: a managed file-transfer service, wire-compatible with the Altinn 3 Broker v1 API.
+//!
+//! One entry point, [`serve`]: `main` parses the configuration, binds and calls it; tests and examples
+//! call it on port 0.
+
+pub mod app;
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod db;
+pub mod duration;
+pub mod http;
+pub mod registry;
+pub mod util;
+
+use crate::app::AppState;
+use crate::auth::dev_issuer::DevIssuer;
+use crate::auth::Authenticator;
+use crate::config::{Config, RegistryMode};
+use crate::registry::Registry;
+use anyhow::Context;
+use broker_actors::{Lifecycle, SystemClock};
+use std::future::Future;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The CloudEvent `source` of this deployment.
+pub fn event_source(config: &Config) -> String {
+    let base = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    format!("{}/broker/api/v1/filetransfer", base.trim_end_matches('/'))
+}
+
+fn create_data_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = &config.storage.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict the data dir {}", dir.display()))?;
+    Ok(())
+}
+
+/// Builds the application: storage, authentication, registry and the lifecycle.
+pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
+    create_data_dir(&config)?;
+    let store = Arc::new(
+        db::sqlite::SqliteStore::open(&config.database_path())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    config.database_path().display()
+                )
+            })?,
+    );
+    let blobs = Arc::new(blob::local::LocalBlobStore::open(&config.storage.data_dir)?);
+    let mut auth = Authenticator::new(config.auth.clock_skew_secs);
+    if config.auth.dev_issuer {
+        let dev = DevIssuer::ensure(&config.storage.data_dir, &config.auth.dev_issuer_name)
+            .map_err(anyhow::Error::msg)?;
+        auth.add_issuer_key(
+            &dev.name,
+            Some(dev.kid.clone()),
+            dev.decoding_key().map_err(anyhow::Error::msg)?,
+            jsonwebtoken::Algorithm::ES256,
+        );
+        tracing::warn!(
+            issuer = %dev.name,
+            "DEVELOPMENT TOKEN ISSUER ENABLED: anyone who can read {} can mint tokens. Disable auth.dev_issuer in production.",
+            auth::dev_issuer::key_path(&config.storage.data_dir).display()
+        );
+    }
+    for issuer in &config.auth.issuers {
+        auth.add_configured(issuer)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let registry = match config.registry.mode {
+        RegistryMode::Open => Registry::Open,
+        RegistryMode::File => {
+            let path = config
+                .registry
+                .file
+                .as_ref()
+                .context("registry.file is not set")?;
+            Registry::from_file(path).map_err(anyhow::Error::msg)?
+        }
+    };
+    let clock = Arc::new(SystemClock);
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        blobs.clone(),
+        clock.clone(),
+        event_source(&config),
+    );
+    Ok(Arc::new(AppState::new(
+        config,
+        store,
+        blobs,
+        lifecycle,
+        auth,
+        registry,
+        clock,
+        CancellationToken::new(),
+    )))
+}
+
+/// Serves the API on `listener` until `shutdown` completes. Streaming uploads are then stopped (and
+/// stay retryable); other requests get `shutdown_grace_secs` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    mut config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    config.server.listen = local;
+    if config.auth.dev_issuer
+        && !local.ip().is_loopback()
+        && !config.auth.allow_dev_issuer_on_public_address
+    {
+        anyhow::bail!(
+            "refusing to serve the development token issuer on the non-loopback address {local}: \
+             listen on 127.0.0.1, disable auth.dev_issuer, or set auth.allow_dev_issuer_on_public_address = true"
+        );
+    }
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let app = build(config).await?;
+    let stopping = app.shutdown.clone();
+    let router = http::router(app);
+    let signal = stopping.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    tokio::select! {
+        result = server => result.context("server failed"),
+        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}

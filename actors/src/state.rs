@@ -128,7 +128,11 @@ pub struct Outcome {
 
 impl Outcome {
     fn unchanged(state: &TransferState) -> Outcome {
-        Outcome { next: state.clone(), effects: vec![], reply: Ok(()) }
+        Outcome {
+            next: state.clone(),
+            effects: vec![],
+            reply: Ok(()),
+        }
     }
 }
 
@@ -137,8 +141,14 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
     use Phase::*;
     match (command, &state.phase) {
         (Command::StartUpload, Initialized) => Ok(Outcome {
-            next: TransferState { phase: UploadStarted, ..state.clone() },
-            effects: vec![Effect::RecordStatus(FileTransferStatus::UploadStarted, None)],
+            next: TransferState {
+                phase: UploadStarted,
+                ..state.clone()
+            },
+            effects: vec![Effect::RecordStatus(
+                FileTransferStatus::UploadStarted,
+                None,
+            )],
             reply: Ok(()),
         }),
         // A retry after an interrupted upload starts over; the status is already UploadStarted.
@@ -149,7 +159,10 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
         (Command::CompleteUpload(_), _) => Err(ErrorCode::FileTransferAlreadyUploaded),
 
         (Command::FailUpload(UploadFailure::Storage), UploadStarted) => Ok(Outcome {
-            next: TransferState { phase: Failed, ..state.clone() },
+            next: TransferState {
+                phase: Failed,
+                ..state.clone()
+            },
             effects: vec![
                 Effect::RecordStatus(
                     FileTransferStatus::Failed,
@@ -190,7 +203,10 @@ fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
         if !declared.eq_ignore_ascii_case(&file.md5) {
             // As Altinn: Failed with a detailed text, bytes removed, no uploadfailed event on this path.
             return Outcome {
-                next: TransferState { phase: Phase::Failed, ..state.clone() },
+                next: TransferState {
+                    phase: Phase::Failed,
+                    ..state.clone()
+                },
                 effects: vec![
                     Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch")),
                     Effect::DeleteBlob,
@@ -201,10 +217,16 @@ fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
     }
     let mut effects = vec![Effect::RecordStoredFile(file.clone())];
     if state.use_virus_scan {
-        effects.push(Effect::RecordStatus(FileTransferStatus::UploadProcessing, None));
+        effects.push(Effect::RecordStatus(
+            FileTransferStatus::UploadProcessing,
+            None,
+        ));
         effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
         return Outcome {
-            next: TransferState { phase: Phase::UploadProcessing(file.clone()), ..state.clone() },
+            next: TransferState {
+                phase: Phase::UploadProcessing(file.clone()),
+                ..state.clone()
+            },
             effects,
             reply: Ok(()),
         };
@@ -212,7 +234,10 @@ fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
     effects.push(Effect::RecordStatus(FileTransferStatus::Published, None));
     effects.extend(publish_events(state));
     Outcome {
-        next: TransferState { phase: Phase::Published(file.clone()), ..state.clone() },
+        next: TransferState {
+            phase: Phase::Published(file.clone()),
+            ..state.clone()
+        },
         effects,
         reply: Ok(()),
     }
@@ -220,9 +245,12 @@ fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
 
 fn publish_events(state: &TransferState) -> Vec<Effect> {
     std::iter::once(Effect::Emit(EventType::Published, Audience::Sender))
-        .chain(state.recipients.iter().map(|(r, _)| {
-            Effect::Emit(EventType::Published, Audience::Recipient(r.clone()))
-        }))
+        .chain(
+            state
+                .recipients
+                .iter()
+                .map(|(r, _)| Effect::Emit(EventType::Published, Audience::Recipient(r.clone()))),
+        )
         .collect()
 }
 
@@ -247,18 +275,35 @@ fn confirm(state: &TransferState, phase: &Phase, recipient: &str) -> Result<Outc
     raise_recipient(&mut next, recipient, RecipientStatus::DownloadConfirmed);
     let mut effects = vec![
         Effect::RecordRecipient(recipient.to_string(), RecipientStatus::DownloadConfirmed),
-        Effect::Emit(EventType::DownloadConfirmed, Audience::Recipient(recipient.to_string())),
+        Effect::Emit(
+            EventType::DownloadConfirmed,
+            Audience::Recipient(recipient.to_string()),
+        ),
         Effect::Emit(EventType::DownloadConfirmed, Audience::Sender),
     ];
-    if next.recipients.iter().all(|(_, s)| *s == RecipientStatus::DownloadConfirmed) {
+    if next
+        .recipients
+        .iter()
+        .all(|(_, s)| *s == RecipientStatus::DownloadConfirmed)
+    {
         next.phase = Phase::AllConfirmedDownloaded(file.clone());
-        effects.push(Effect::RecordStatus(FileTransferStatus::AllConfirmedDownloaded, None));
-        effects.push(Effect::Emit(EventType::AllConfirmedDownloaded, Audience::Sender));
+        effects.push(Effect::RecordStatus(
+            FileTransferStatus::AllConfirmedDownloaded,
+            None,
+        ));
+        effects.push(Effect::Emit(
+            EventType::AllConfirmedDownloaded,
+            Audience::Sender,
+        ));
         if state.purge_after_all_confirmed {
             effects.push(Effect::SchedulePurgeAfterGrace);
         }
     }
-    Ok(Outcome { next, effects, reply: Ok(()) })
+    Ok(Outcome {
+        next,
+        effects,
+        reply: Ok(()),
+    })
 }
 
 fn purge(state: &TransferState) -> Outcome {
@@ -280,10 +325,16 @@ fn purge(state: &TransferState) -> Outcome {
         ));
     }
     if !unconfirmed.is_empty() {
-        effects.push(Effect::Emit(EventType::FileNeverConfirmedDownloaded, Audience::Sender));
+        effects.push(Effect::Emit(
+            EventType::FileNeverConfirmedDownloaded,
+            Audience::Sender,
+        ));
     }
     Outcome {
-        next: TransferState { phase: Phase::Purged, ..state.clone() },
+        next: TransferState {
+            phase: Phase::Purged,
+            ..state.clone()
+        },
         effects,
         reply: Ok(()),
     }

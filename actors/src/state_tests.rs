@@ -2,13 +2,20 @@ use super::*;
 use proptest::prelude::*;
 
 fn file(md5: &str) -> StoredFile {
-    StoredFile { size: 3, md5: md5.into(), sha256: "ab".into() }
+    StoredFile {
+        size: 3,
+        md5: md5.into(),
+        sha256: "ab".into(),
+    }
 }
 
 fn state(phase: Phase, recipients: &[&str]) -> TransferState {
     TransferState {
         phase,
-        recipients: recipients.iter().map(|r| (r.to_string(), RecipientStatus::Initialized)).collect(),
+        recipients: recipients
+            .iter()
+            .map(|r| (r.to_string(), RecipientStatus::Initialized))
+            .collect(),
         declared_md5: None,
         use_virus_scan: false,
         purge_after_all_confirmed: true,
@@ -59,7 +66,10 @@ fn a_scanned_transfer_waits_in_upload_processing() {
     s.use_virus_scan = true;
     let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
     assert_eq!(out.next.phase, Phase::UploadProcessing(file("aa")));
-    assert_eq!(emits(&out), vec![(EventType::UploadProcessing, Audience::Sender)]);
+    assert_eq!(
+        emits(&out),
+        vec![(EventType::UploadProcessing, Audience::Sender)]
+    );
 }
 
 #[test]
@@ -79,21 +89,39 @@ fn a_storage_failure_fails_the_transfer_with_an_uploadfailed_event() {
     let out = transition(&s, &Command::FailUpload(UploadFailure::Storage)).unwrap();
     assert_eq!(out.next.phase, Phase::Failed);
     assert_eq!(out.reply, Err(ErrorCode::UploadFailed));
-    assert_eq!(emits(&out), vec![(EventType::UploadFailed, Audience::Sender)]);
+    assert_eq!(
+        emits(&out),
+        vec![(EventType::UploadFailed, Audience::Sender)]
+    );
 }
 
 #[test]
 fn confirming_needs_a_download_first_and_is_idempotent() {
     let s = state(Phase::Published(file("aa")), &["0192:1", "0192:2"]);
-    let confirm = Command::ConfirmDownload { recipient: "0192:1".into() };
-    assert_eq!(transition(&s, &confirm), Err(ErrorCode::ConfirmBeforeDownload));
-    let s = transition(&s, &Command::RecordDownload { recipient: "0192:1".into() }).unwrap().next;
+    let confirm = Command::ConfirmDownload {
+        recipient: "0192:1".into(),
+    };
+    assert_eq!(
+        transition(&s, &confirm),
+        Err(ErrorCode::ConfirmBeforeDownload)
+    );
+    let s = transition(
+        &s,
+        &Command::RecordDownload {
+            recipient: "0192:1".into(),
+        },
+    )
+    .unwrap()
+    .next;
     let once = transition(&s, &confirm).unwrap();
     assert_eq!(once.next.phase, Phase::Published(file("aa")));
     assert_eq!(
         emits(&once),
         vec![
-            (EventType::DownloadConfirmed, Audience::Recipient("0192:1".into())),
+            (
+                EventType::DownloadConfirmed,
+                Audience::Recipient("0192:1".into())
+            ),
             (EventType::DownloadConfirmed, Audience::Sender),
         ]
     );
@@ -105,15 +133,40 @@ fn confirming_needs_a_download_first_and_is_idempotent() {
 fn the_last_confirmation_moves_to_all_confirmed_downloaded_and_schedules_the_purge() {
     let mut s = state(Phase::Published(file("aa")), &["0192:1", "0192:2"]);
     for r in ["0192:1", "0192:2"] {
-        s = transition(&s, &Command::RecordDownload { recipient: r.into() }).unwrap().next;
+        s = transition(
+            &s,
+            &Command::RecordDownload {
+                recipient: r.into(),
+            },
+        )
+        .unwrap()
+        .next;
     }
-    s = transition(&s, &Command::ConfirmDownload { recipient: "0192:1".into() }).unwrap().next;
-    let last = transition(&s, &Command::ConfirmDownload { recipient: "0192:2".into() }).unwrap();
+    s = transition(
+        &s,
+        &Command::ConfirmDownload {
+            recipient: "0192:1".into(),
+        },
+    )
+    .unwrap()
+    .next;
+    let last = transition(
+        &s,
+        &Command::ConfirmDownload {
+            recipient: "0192:2".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(last.next.phase, Phase::AllConfirmedDownloaded(file("aa")));
     assert!(last.effects.contains(&Effect::SchedulePurgeAfterGrace));
     assert!(emits(&last).contains(&(EventType::AllConfirmedDownloaded, Audience::Sender)));
     assert_eq!(
-        transition(&last.next, &Command::ConfirmDownload { recipient: "0192:2".into() }),
+        transition(
+            &last.next,
+            &Command::ConfirmDownload {
+                recipient: "0192:2".into()
+            }
+        ),
         Err(ErrorCode::ConfirmRequiresPublished)
     );
 }
@@ -122,7 +175,12 @@ fn the_last_confirmation_moves_to_all_confirmed_downloaded_and_schedules_the_pur
 fn confirming_before_any_upload_says_no_file_uploaded() {
     let s = state(Phase::Initialized, &["0192:1"]);
     assert_eq!(
-        transition(&s, &Command::ConfirmDownload { recipient: "0192:1".into() }),
+        transition(
+            &s,
+            &Command::ConfirmDownload {
+                recipient: "0192:1".into()
+            }
+        ),
         Err(ErrorCode::NoFileUploaded)
     );
 }
@@ -146,7 +204,9 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(Command::StartUpload),
         md5.prop_map(|m| Command::CompleteUpload(file(&m))),
         Just(Command::FailUpload(UploadFailure::Storage)),
-        recipient.clone().prop_map(|recipient| Command::RecordDownload { recipient }),
+        recipient
+            .clone()
+            .prop_map(|recipient| Command::RecordDownload { recipient }),
         recipient.prop_map(|recipient| Command::ConfirmDownload { recipient }),
         Just(Command::Purge),
     ]

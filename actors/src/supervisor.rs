@@ -41,7 +41,11 @@ enum Message {
     /// Start a binary upload: persists UploadStarted and hands out the upload slot.
     BeginUpload { lease: u64, reply: Reply },
     /// A command for the state machine; `lease` ties upload commands to the upload that holds the slot.
-    Apply { command: Command, lease: Option<u64>, reply: Reply },
+    Apply {
+        command: Command,
+        lease: Option<u64>,
+        reply: Reply,
+    },
     /// The upload holding the slot ended without a result (client gone, crash of the handler).
     AbandonUpload { lease: u64 },
 }
@@ -83,7 +87,11 @@ impl Lifecycle {
 
     /// How many supervisors are alive (for tests and metrics).
     pub fn live_supervisors(&self) -> usize {
-        self.shared.mailboxes.lock().expect("mailbox registry").len()
+        self.shared
+            .mailboxes
+            .lock()
+            .expect("mailbox registry")
+            .len()
     }
 
     /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
@@ -92,16 +100,27 @@ impl Lifecycle {
             .shared
             .next_lease
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.ask(id, |reply| Message::BeginUpload { lease, reply }).await?;
-        Ok(UploadLease { lifecycle: self.clone(), id, lease: Some(lease) })
+        self.ask(id, |reply| Message::BeginUpload { lease, reply })
+            .await?;
+        Ok(UploadLease {
+            lifecycle: self.clone(),
+            id,
+            lease: Some(lease),
+        })
     }
 
     pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
-        self.command(id, Command::RecordDownload { recipient }).await
+        self.command(id, Command::RecordDownload { recipient })
+            .await
     }
 
-    pub async fn confirm_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
-        self.command(id, Command::ConfirmDownload { recipient }).await
+    pub async fn confirm_download(
+        &self,
+        id: Uuid,
+        recipient: String,
+    ) -> Result<(), LifecycleError> {
+        self.command(id, Command::ConfirmDownload { recipient })
+            .await
     }
 
     pub async fn purge(&self, id: Uuid) -> Result<(), LifecycleError> {
@@ -109,7 +128,12 @@ impl Lifecycle {
     }
 
     async fn command(&self, id: Uuid, command: Command) -> Result<(), LifecycleError> {
-        self.ask(id, |reply| Message::Apply { command, lease: None, reply }).await
+        self.ask(id, |reply| Message::Apply {
+            command,
+            lease: None,
+            reply,
+        })
+        .await
     }
 
     async fn ask(
@@ -171,7 +195,11 @@ impl UploadLease {
         let lease = self.lease.take();
         let command = Command::CompleteUpload(file);
         self.lifecycle
-            .ask(self.id, |reply| Message::Apply { command, lease, reply })
+            .ask(self.id, |reply| Message::Apply {
+                command,
+                lease,
+                reply,
+            })
             .await
     }
 
@@ -180,7 +208,11 @@ impl UploadLease {
         let lease = self.lease.take();
         let command = Command::FailUpload(failure);
         self.lifecycle
-            .ask(self.id, |reply| Message::Apply { command, lease, reply })
+            .ask(self.id, |reply| Message::Apply {
+                command,
+                lease,
+                reply,
+            })
             .await
     }
 }
@@ -192,7 +224,9 @@ impl Drop for UploadLease {
             let id = self.id;
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    lifecycle.deliver(id, Message::AbandonUpload { lease }).await;
+                    lifecycle
+                        .deliver(id, Message::AbandonUpload { lease })
+                        .await;
                 });
             }
         }
@@ -208,7 +242,11 @@ struct Supervisor {
 async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Message>) {
     let loaded = shared.store.load_transfer(id).await;
     let mut supervisor = match loaded {
-        Ok(Some(record)) => Some(Supervisor { shared: shared.clone(), record, upload_in_flight: None }),
+        Ok(Some(record)) => Some(Supervisor {
+            shared: shared.clone(),
+            record,
+            upload_in_flight: None,
+        }),
         Ok(None) => None,
         Err(e) => {
             tracing::error!(%id, error = %e, "could not load transfer");
@@ -217,11 +255,15 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
     };
     let refuse = |message: Message| {
         if let Message::BeginUpload { reply, .. } | Message::Apply { reply, .. } = message {
-            let _ = reply.send(Err(LifecycleError::Rejected(ErrorCode::FileTransferNotFound)));
+            let _ = reply.send(Err(LifecycleError::Rejected(
+                ErrorCode::FileTransferNotFound,
+            )));
         }
     };
     loop {
-        let idle = supervisor.as_ref().is_none_or(|s| s.upload_in_flight.is_none());
+        let idle = supervisor
+            .as_ref()
+            .is_none_or(|s| s.upload_in_flight.is_none());
         if idle {
             // Leave the registry only when nothing is queued; the check and the removal happen under
             // the registry lock, so no sender can pick this mailbox up in between.
@@ -233,7 +275,9 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
                 break;
             }
         }
-        let Some(message) = mailbox.recv().await else { break };
+        let Some(message) = mailbox.recv().await else {
+            break;
+        };
         match supervisor.as_mut() {
             Some(s) => s.handle(message).await,
             None => refuse(message),
@@ -253,7 +297,9 @@ impl Supervisor {
         match message {
             Message::BeginUpload { lease, reply } => {
                 let result = if self.upload_in_flight.is_some() {
-                    Err(LifecycleError::Rejected(ErrorCode::FileTransferAlreadyUploaded))
+                    Err(LifecycleError::Rejected(
+                        ErrorCode::FileTransferAlreadyUploaded,
+                    ))
                 } else {
                     let r = self.apply(Command::StartUpload).await;
                     if r.is_ok() {
@@ -263,7 +309,11 @@ impl Supervisor {
                 };
                 let _ = reply.send(result);
             }
-            Message::Apply { command, lease, reply } => {
+            Message::Apply {
+                command,
+                lease,
+                reply,
+            } => {
                 if lease.is_some() {
                     if lease != self.upload_in_flight {
                         let _ = reply.send(Err(LifecycleError::Conflict));

@@ -148,5 +148,9 @@ where
     };
     let size = writer.commit().await?;
     debug_assert_eq!(size, total);
-    Ok(StoredFile { size: total, md5, sha256 })
+    Ok(StoredFile {
+        size: total,
+        md5,
+        sha256,
+    })
 }

@@ -16,7 +16,11 @@ pub enum ClientError {
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error("HTTP {status}: {body}")]
-    Status { status: u16, problem: Option<ProblemDetails>, body: String },
+    Status {
+        status: u16,
+        problem: Option<ProblemDetails>,
+        body: String,
+    },
 }
 
 impl ClientError {
@@ -30,7 +34,9 @@ impl ClientError {
     /// The `BRO-xxxxx` code of a ProblemDetails reply.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ClientError::Status { problem: Some(p), .. } => p.code.as_deref(),
+            ClientError::Status {
+                problem: Some(p), ..
+            } => p.code.as_deref(),
             _ => None,
         }
     }
@@ -50,12 +56,19 @@ impl BrokerClient {
             .pool_max_idle_per_host(64)
             .build()
             .expect("a default reqwest client builds");
-        BrokerClient { http, base: base_url.trim_end_matches('/').to_string(), token: None }
+        BrokerClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token: None,
+        }
     }
 
     /// The same client (sharing connections) acting with another bearer token.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        BrokerClient { token: Some(token.into()), ..self.clone() }
+        BrokerClient {
+            token: Some(token.into()),
+            ..self.clone()
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -64,7 +77,9 @@ impl BrokerClient {
 
     /// An API request (`path` below `/broker/api/v1`) carrying the bearer token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let builder = self.http.request(method, format!("{}{}{}", self.base, API_BASE, path));
+        let builder = self
+            .http
+            .request(method, format!("{}{}{}", self.base, API_BASE, path));
         match &self.token {
             Some(t) => builder.bearer_auth(t),
             None => builder,
@@ -78,7 +93,11 @@ impl BrokerClient {
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         let problem = serde_json::from_str(&body).ok();
-        Err(ClientError::Status { status, problem, body })
+        Err(ClientError::Status {
+            status,
+            problem,
+            body,
+        })
     }
 
     async fn send(builder: RequestBuilder) -> Result<Response, ClientError> {
@@ -87,11 +106,17 @@ impl BrokerClient {
 
     pub async fn initialize(&self, body: &FileTransferInitialize) -> Result<Uuid, ClientError> {
         let r = Self::send(self.request(Method::POST, "/filetransfer").json(body)).await?;
-        Ok(r.json::<FileTransferInitializeResponse>().await?.file_transfer_id)
+        Ok(r.json::<FileTransferInitializeResponse>()
+            .await?
+            .file_transfer_id)
     }
 
     /// A binary upload of the whole file in one request.
-    pub async fn upload(&self, id: Uuid, body: impl Into<reqwest::Body>) -> Result<(), ClientError> {
+    pub async fn upload(
+        &self,
+        id: Uuid,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(), ClientError> {
         Self::send(
             self.request(Method::POST, &format!("/filetransfer/{id}/upload"))
                 .header("content-type", "application/octet-stream")
@@ -107,7 +132,8 @@ impl BrokerClient {
     }
 
     pub async fn details(&self, id: Uuid) -> Result<FileTransferDetails, ClientError> {
-        let r = Self::send(self.request(Method::GET, &format!("/filetransfer/{id}/details"))).await?;
+        let r =
+            Self::send(self.request(Method::GET, &format!("/filetransfer/{id}/details"))).await?;
         Ok(r.json().await?)
     }
 
@@ -127,7 +153,8 @@ impl BrokerClient {
     }
 
     pub async fn confirm_download(&self, id: Uuid) -> Result<(), ClientError> {
-        Self::send(self.request(Method::POST, &format!("/filetransfer/{id}/confirmdownload"))).await?;
+        Self::send(self.request(Method::POST, &format!("/filetransfer/{id}/confirmdownload")))
+            .await?;
         Ok(())
     }
 
@@ -141,7 +168,10 @@ impl BrokerClient {
     }
 
     pub async fn service_owner(&self) -> Result<ServiceOwnerOverview, ClientError> {
-        Ok(Self::send(self.request(Method::GET, "/serviceowner")).await?.json().await?)
+        Ok(Self::send(self.request(Method::GET, "/serviceowner"))
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn configure_resource(
@@ -149,8 +179,11 @@ impl BrokerClient {
         resource_id: &str,
         update: &ResourceUpdate,
     ) -> Result<(), ClientError> {
-        Self::send(self.request(Method::PUT, &format!("/resource/{resource_id}")).json(update))
-            .await?;
+        Self::send(
+            self.request(Method::PUT, &format!("/resource/{resource_id}"))
+                .json(update),
+        )
+        .await?;
         Ok(())
     }
 

@@ -83,21 +83,66 @@ impl ErrorCode {
 /// The RFC 9110 section and reason phrase ASP.NET puts in `type` and `title` for a status.
 pub fn type_and_title(status: u16) -> (&'static str, &'static str) {
     match status {
-        400 => ("https://tools.ietf.org/html/rfc9110#section-15.5.1", "Bad Request"),
-        401 => ("https://tools.ietf.org/html/rfc9110#section-15.5.2", "Unauthorized"),
-        403 => ("https://tools.ietf.org/html/rfc9110#section-15.5.4", "Forbidden"),
-        404 => ("https://tools.ietf.org/html/rfc9110#section-15.5.5", "Not Found"),
-        406 => ("https://tools.ietf.org/html/rfc9110#section-15.5.7", "Not Acceptable"),
-        409 => ("https://tools.ietf.org/html/rfc9110#section-15.5.10", "Conflict"),
-        410 => ("https://tools.ietf.org/html/rfc9110#section-15.5.11", "Gone"),
-        413 => ("https://tools.ietf.org/html/rfc9110#section-15.5.14", "Content Too Large"),
-        415 => ("https://tools.ietf.org/html/rfc9110#section-15.5.16", "Unsupported Media Type"),
-        416 => ("https://tools.ietf.org/html/rfc9110#section-15.5.17", "Range Not Satisfiable"),
-        422 => ("https://tools.ietf.org/html/rfc9110#section-15.5.21", "Unprocessable Content"),
-        500 => ("https://tools.ietf.org/html/rfc9110#section-15.6.1", "Internal Server Error"),
-        502 => ("https://tools.ietf.org/html/rfc9110#section-15.6.3", "Bad Gateway"),
-        503 => ("https://tools.ietf.org/html/rfc9110#section-15.6.4", "Service Unavailable"),
-        507 => ("https://tools.ietf.org/html/rfc4918#section-11.5", "Insufficient Storage"),
+        400 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+            "Bad Request",
+        ),
+        401 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+            "Unauthorized",
+        ),
+        403 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+            "Forbidden",
+        ),
+        404 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+            "Not Found",
+        ),
+        406 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.7",
+            "Not Acceptable",
+        ),
+        409 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+            "Conflict",
+        ),
+        410 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.11",
+            "Gone",
+        ),
+        413 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+            "Content Too Large",
+        ),
+        415 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.16",
+            "Unsupported Media Type",
+        ),
+        416 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.17",
+            "Range Not Satisfiable",
+        ),
+        422 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.21",
+            "Unprocessable Content",
+        ),
+        500 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+            "Internal Server Error",
+        ),
+        502 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.6.3",
+            "Bad Gateway",
+        ),
+        503 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+            "Service Unavailable",
+        ),
+        507 => (
+            "https://tools.ietf.org/html/rfc4918#section-11.5",
+            "Insufficient Storage",
+        ),
         _ => ("about:blank", "Error"),
     }
 }

@@ -76,7 +76,16 @@ mod tests {
 
     #[test]
     fn malformed_or_multiple_ranges_are_ignored() {
-        for h in ["", "bytes=", "bytes=abc", "bytes=9-2", "bytes=0-1,5-10", "items=0-1", "bytes=-", "bytes=1-x"] {
+        for h in [
+            "",
+            "bytes=",
+            "bytes=abc",
+            "bytes=9-2",
+            "bytes=0-1,5-10",
+            "items=0-1",
+            "bytes=-",
+            "bytes=1-x",
+        ] {
             assert_eq!(ByteRange::parse(h), None, "{h}");
         }
     }

@@ -67,16 +67,17 @@ pub fn strip_resource_urn(s: &str) -> &str {
 }
 
 fn is_valid_md5(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl FileTransferInitialize {
     /// Field validation (ASP.NET data annotations): field name -> messages. Empty when valid.
     pub fn validate(&self) -> BTreeMap<String, Vec<String>> {
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut fail = |field: &str, msg: String| {
-            errors.entry(field.to_string()).or_default().push(msg)
-        };
+        let mut fail =
+            |field: &str, msg: String| errors.entry(field.to_string()).or_default().push(msg);
         match self.file_name.as_deref() {
             None => fail("FileName", "The FileName field is required.".into()),
             Some(n) if n.is_empty() || n.chars().count() > 255 => {
@@ -108,7 +109,10 @@ impl FileTransferInitialize {
         }
         match self.recipients.as_deref() {
             None => fail("Recipients", "The Recipients field is required.".into()),
-            Some([]) => fail("Recipients", "The Recipients field must have at least one recipient.".into()),
+            Some([]) => fail(
+                "Recipients",
+                "The Recipients field must have at least one recipient.".into(),
+            ),
             Some(list) => {
                 if list.iter().any(|r| !is_valid_org_number(r)) {
                     fail("Recipients", "Each recipient must be an organization number on the form countrycode:organizationnumber, for instance 0192:910753614".into())
@@ -117,13 +121,22 @@ impl FileTransferInitialize {
         }
         if let Some(props) = &self.property_list {
             if props.len() > 10 {
-                fail("PropertyList", "PropertyList can contain at most 10 properties".into());
+                fail(
+                    "PropertyList",
+                    "PropertyList can contain at most 10 properties".into(),
+                );
             }
             if props.keys().any(|k| k.chars().count() > 50) {
-                fail("PropertyList", "PropertyList Key can not be longer than 50".into());
+                fail(
+                    "PropertyList",
+                    "PropertyList Key can not be longer than 50".into(),
+                );
             }
             if props.values().any(|v| v.chars().count() > 3000) {
-                fail("PropertyList", "PropertyList Value can not be longer than 3000".into());
+                fail(
+                    "PropertyList",
+                    "PropertyList Value can not be longer than 3000".into(),
+                );
             }
         }
         if let Some(c) = self.checksum.as_deref() {

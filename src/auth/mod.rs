@@ -1,0 +1,339 @@
+//! Bearer-token authentication: JWT validation (RS256, ES256) against configured issuers, and the
+//! caller identity Altinn derives from the claims (spec 0.3).
+
+pub mod dev_issuer;
+
+use crate::config::IssuerConfig;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// Who is calling, as far as the token tells.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The caller's organisation, normalised to `0192:NNNNNNNNN`, if the claims name one.
+    pub org: Option<String>,
+    pub scopes: HashSet<String>,
+    /// `consumer.ID` (the vendor, for statistics).
+    pub vendor: Option<String>,
+}
+
+impl Caller {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    #[error("no key of the issuer matches the token")]
+    UnknownKey,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+struct VerificationKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+struct Issuer {
+    keys: RwLock<Vec<VerificationKey>>,
+    jwks_url: Option<String>,
+    last_fetch: RwLock<Option<Instant>>,
+}
+
+pub struct Authenticator {
+    issuers: HashMap<String, Issuer>,
+    leeway: u64,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Consumer {
+    #[serde(rename = "ID", alias = "id")]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SystemUserOrg {
+    #[serde(rename = "ID", alias = "id")]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AuthorizationDetail {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    systemuser_org: Option<SystemUserOrg>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: Option<String>,
+    scope: Option<String>,
+    consumer: Option<Consumer>,
+    #[serde(rename = "urn:altinn:orgNumber")]
+    org_number: Option<String>,
+    authorization_details: Option<serde_json::Value>,
+}
+
+/// `0192:NNN`, `urn:…:NNN` or a bare number -> `0192:NNN`.
+pub fn normalize_org(raw: &str) -> Option<String> {
+    let digits = raw.rsplit(':').next()?.trim();
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("0192:{digits}"))
+}
+
+fn caller_from(claims: Claims) -> Caller {
+    let system_user_org = claims.authorization_details.and_then(|v| {
+        let details: Vec<AuthorizationDetail> = match v {
+            serde_json::Value::Array(_) => serde_json::from_value(v).ok()?,
+            other => vec![serde_json::from_value(other).ok()?],
+        };
+        details
+            .into_iter()
+            .find(|d| d.type_.as_deref() == Some("urn:altinn:systemuser"))
+            .and_then(|d| d.systemuser_org?.id)
+    });
+    let vendor = claims.consumer.as_ref().and_then(|c| c.id.clone());
+    let org = system_user_org
+        .as_deref()
+        .and_then(normalize_org)
+        .or_else(|| claims.org_number.as_deref().and_then(normalize_org))
+        .or_else(|| vendor.as_deref().and_then(normalize_org));
+    Caller {
+        org,
+        scopes: claims
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        vendor,
+    }
+}
+
+fn key_from_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+    if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+        return Ok((k, Algorithm::ES256));
+    }
+    DecodingKey::from_rsa_pem(pem)
+        .map(|k| (k, Algorithm::RS256))
+        .map_err(|e| format!("not an EC P-256 or RSA public key: {e}"))
+}
+
+fn keys_from_jwks(set: &JwkSet) -> Vec<VerificationKey> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let algorithm = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => return None,
+            };
+            Some(VerificationKey {
+                kid: jwk.common.key_id.clone(),
+                key: DecodingKey::from_jwk(jwk).ok()?,
+                algorithm,
+            })
+        })
+        .collect()
+}
+
+impl Authenticator {
+    pub fn new(leeway: u64) -> Self {
+        Authenticator {
+            issuers: HashMap::new(),
+            leeway,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Trusts `issuer` with the keys of a PEM public key.
+    pub fn add_pem_issuer(
+        &mut self,
+        issuer: &str,
+        kid: Option<String>,
+        pem: &[u8],
+    ) -> Result<(), String> {
+        let (key, algorithm) = key_from_pem(pem)?;
+        self.add_issuer_key(issuer, kid, key, algorithm);
+        Ok(())
+    }
+
+    /// Trusts `issuer` with one verification key.
+    pub fn add_issuer_key(
+        &mut self,
+        issuer: &str,
+        kid: Option<String>,
+        key: DecodingKey,
+        algorithm: Algorithm,
+    ) {
+        self.issuers.insert(
+            issuer.to_string(),
+            Issuer {
+                keys: RwLock::new(vec![VerificationKey {
+                    kid,
+                    key,
+                    algorithm,
+                }]),
+                jwks_url: None,
+                last_fetch: RwLock::new(None),
+            },
+        );
+    }
+
+    pub async fn add_configured(&mut self, config: &IssuerConfig) -> Result<(), String> {
+        if let Some(path) = &config.public_key_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            return self.add_pem_issuer(&config.issuer, None, &pem);
+        }
+        let (keys, url) = if let Some(path) = &config.jwks_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            (keys_from_jwks(&set), None)
+        } else if let Some(url) = &config.jwks_url {
+            (self.fetch_jwks(url).await?, Some(url.clone()))
+        } else {
+            return Err(format!("issuer {} has no key source", config.issuer));
+        };
+        self.issuers.insert(
+            config.issuer.clone(),
+            Issuer {
+                keys: RwLock::new(keys),
+                jwks_url: url,
+                last_fetch: RwLock::new(Some(Instant::now())),
+            },
+        );
+        Ok(())
+    }
+
+    async fn fetch_jwks(&self, url: &str) -> Result<Vec<VerificationKey>, String> {
+        let set: JwkSet = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("JWKS {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("JWKS {url}: {e}"))?;
+        Ok(keys_from_jwks(&set))
+    }
+
+    /// Validates signature, issuer and lifetime, and returns the caller the claims describe.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(AuthError::Algorithm);
+        }
+        let payload = token
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| AuthError::Malformed("no payload".into()))?;
+        let unverified: Claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| AuthError::Malformed("unreadable claims".into()))?;
+        let iss = unverified.iss.ok_or(AuthError::UnknownIssuer)?;
+        let issuer = self.issuers.get(&iss).ok_or(AuthError::UnknownIssuer)?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&iss]);
+        validation.validate_aud = false;
+        validation.leeway = self.leeway;
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        for attempt in 0..2 {
+            let verified = {
+                let keys = issuer.keys.read().expect("issuer keys");
+                let candidates = keys.iter().filter(|k| {
+                    k.algorithm == header.alg
+                        && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+                });
+                let mut outcome = Err(AuthError::UnknownKey);
+                for key in candidates {
+                    match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                        Ok(data) => {
+                            outcome = Ok(data.claims);
+                            break;
+                        }
+                        Err(e) => outcome = Err(AuthError::Invalid(e.to_string())),
+                    }
+                }
+                outcome
+            };
+            match verified {
+                Ok(claims) => return Ok(caller_from(claims)),
+                // An unknown kid may mean the issuer rotated its keys: refetch its JWKS once.
+                Err(AuthError::UnknownKey) if attempt == 0 && self.may_refetch(issuer) => {
+                    if let Some(url) = &issuer.jwks_url {
+                        if let Ok(keys) = self.fetch_jwks(url).await {
+                            *issuer.keys.write().expect("issuer keys") = keys;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(AuthError::UnknownKey)
+    }
+
+    fn may_refetch(&self, issuer: &Issuer) -> bool {
+        if issuer.jwks_url.is_none() {
+            return false;
+        }
+        let mut last = issuer.last_fetch.write().expect("fetch time");
+        let due = last.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_user_org_wins_over_org_number_and_consumer() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "scope": "altinn:broker.write altinn:broker.read",
+            "consumer": {"authority": "iso6523-actorid-upis", "ID": "0192:111111111"},
+            "urn:altinn:orgNumber": "222222222",
+            "authorization_details": [{"type": "urn:altinn:systemuser",
+                "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": "0192:333333333"}}]
+        }))
+        .unwrap();
+        let caller = caller_from(claims);
+        assert_eq!(caller.org.as_deref(), Some("0192:333333333"));
+        assert_eq!(caller.vendor.as_deref(), Some("0192:111111111"));
+        assert!(caller.has_scope("altinn:broker.read"));
+    }
+
+    #[test]
+    fn without_system_user_the_org_number_then_the_consumer_is_used() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "consumer": {"authority": "iso6523-actorid-upis", "ID": "0192:111111111"}
+        }))
+        .unwrap();
+        assert_eq!(caller_from(claims).org.as_deref(), Some("0192:111111111"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Files on the local disk, under `<data_dir>/blobs/<first two hex digits>/<transfer id>`. Paths derive
+//! from ids only, never from file names.
+//!
+//! Writes go through one blocking thread per upload that receives whole batches; the file is synced once,
+//! at commit. Reads use large positioned reads on a blocking thread, handed on as `Bytes`.
+
+use async_trait::async_trait;
+use broker_actors::ports::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
+use bytes::{Bytes, BytesMut};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Bytes per read on downloads: large reads keep syscalls few without holding much memory.
+const READ_CHUNK: usize = 1 << 20;
+/// Reads queued ahead of the socket per download.
+const READ_AHEAD: usize = 2;
+/// Batches queued ahead of the disk per upload.
+const WRITE_QUEUE: usize = 2;
+
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+impl LocalBlobStore {
+    pub fn open(data_dir: &Path) -> std::io::Result<LocalBlobStore> {
+        let root = data_dir.join("blobs");
+        std::fs::create_dir_all(&root)?;
+        Ok(LocalBlobStore { root })
+    }
+
+    fn path(&self, id: Uuid) -> PathBuf {
+        let name = id.simple().to_string();
+        self.root.join(&name[..2]).join(name)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn create(&self, id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let path = self.path(id);
+        let file =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
+                let dir = path.parent().expect("blob paths have a parent");
+                std::fs::create_dir_all(dir)?;
+                // Unlink first: a writer of an abandoned earlier attempt may still hold the old inode.
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                Ok((file, dir.to_path_buf()))
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        let (tx, rx) = mpsc::channel::<Batch>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_batches(file.0, &file.1, rx));
+        Ok(Box::new(LocalWriter {
+            tx: Some(tx),
+            writer,
+        }))
+    }
+
+    async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
+        let path = self.path(id);
+        let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BlobError::NotFound,
+                _ => BlobError::Io(e),
+            })?;
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || read_range(file, start, len, tx));
+        Ok(Box::pin(tokio_stream_from(rx)))
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
+        let path = self.path(id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlobError::Io(e)),
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
+
+    async fn available_space(&self) -> Result<Option<u64>, BlobError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || free_bytes(&root).map(Some))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(BlobError::Io)
+    }
+
+    async fn check(&self) -> Result<(), BlobError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|_| ()))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(BlobError::Io)
+    }
+}
+
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+struct LocalWriter {
+    tx: Option<mpsc::Sender<Batch>>,
+    writer: tokio::task::JoinHandle<std::io::Result<u64>>,
+}
+
+fn write_batches(
+    file: std::fs::File,
+    dir: &Path,
+    mut rx: mpsc::Receiver<Batch>,
+) -> std::io::Result<u64> {
+    let mut out = std::io::BufWriter::with_capacity(0, file);
+    let mut written = 0u64;
+    while let Some(batch) = rx.blocking_recv() {
+        for chunk in batch.iter() {
+            out.write_all(chunk)?;
+            written += chunk.len() as u64;
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_data()?;
+    sync_dir(dir)?;
+    Ok(written)
+}
+
+impl LocalWriter {
+    async fn writer_error(&mut self) -> BlobError {
+        self.tx = None;
+        match (&mut self.writer).await {
+            Ok(Err(e)) => BlobError::Io(e),
+            Ok(Ok(_)) => BlobError::Io(std::io::Error::other("the writer stopped early")),
+            Err(e) => BlobError::Io(std::io::Error::other(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for LocalWriter {
+    async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(batch).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.writer_error().await)
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<u64, BlobError> {
+        self.tx = None;
+        match (&mut self.writer).await {
+            Ok(result) => result.map_err(BlobError::Io),
+            Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+fn read_range(file: std::fs::File, start: u64, len: u64, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+    let mut offset = start;
+    let end = start + len;
+    while offset < end {
+        let want = ((end - offset) as usize).min(READ_CHUNK);
+        let mut buf = BytesMut::zeroed(want);
+        let result = file.read_exact_at(&mut buf, offset).map(|()| buf.freeze());
+        let failed = result.is_err();
+        if tx.blocking_send(result).is_err() || failed {
+            return; // the client went away, or the read failed and was reported
+        }
+        offset += want as u64;
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,3 @@
+//! Blob storage adapters.
+
+pub mod local;

@@ -1,0 +1,345 @@
+//! Typed, layered configuration: defaults -> TOML file -> `BROKER__SECTION__KEY` env -> command-line flags.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The URL clients reach this server at; used as the CloudEvent `source` prefix.
+    /// Defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// A request body slower than this (bytes/s, averaged) after the grace period is cut off.
+    pub min_data_rate: u64,
+    pub min_data_rate_grace_secs: u64,
+    /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// Files on the local disk under `data_dir/blobs`.
+    Local,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    pub data_dir: PathBuf,
+    /// Space kept free on the data disk: an upload whose declared length would eat into it is refused.
+    pub reserve_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseKind {
+    /// Embedded SQLite in `data_dir/broker.db` (or `path`).
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub kind: DatabaseKind,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The development issuer: a signing key in the data dir, tokens minted by `broker token`.
+    pub dev_issuer: bool,
+    pub dev_issuer_name: String,
+    /// Allow the development issuer on a non-loopback address (never do this in production).
+    pub allow_dev_issuer_on_public_address: bool,
+    /// Whether expired tokens are refused (Altinn checks lifetime with no clock skew).
+    pub clock_skew_secs: u64,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim this issuer's tokens carry.
+    pub issuer: String,
+    /// A PEM public key (RSA or EC P-256).
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, refetched when a token names an unknown `kid`.
+    pub jwks_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryMode {
+    /// The first service owner to configure a resource id owns it.
+    Open,
+    /// Resources, owners and access lists come from `registry.file`.
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub mode: RegistryMode,
+    pub file: Option<PathBuf>,
+    pub environment: Environment,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            public_url: None,
+            min_data_rate: 100,
+            min_data_rate_grace_secs: 10,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Local,
+            data_dir: "./broker-data".into(),
+            reserve_bytes: 256 << 20,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            kind: DatabaseKind::Sqlite,
+            path: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            dev_issuer: true,
+            dev_issuer_name: "broker-dev".into(),
+            allow_dev_issuer_on_public_address: false,
+            clock_skew_secs: 0,
+            issuers: vec![],
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            mode: RegistryMode::Open,
+            file: None,
+            environment: Environment::Development,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+/// Overrides given on the command line (applied last).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layers in order; `env` is the process environment (passed in so tests stay hermetic).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+            let layer: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(path.into(), e.to_string()))?;
+            merge(&mut tree, layer);
+        }
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("BROKER__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut tree, &path, parse_env_value(&value));
+        }
+        let mut config: Config = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
+            return Err(ConfigError::Invalid(
+                "registry.mode = \"file\" needs registry.file".into(),
+            ));
+        }
+        for issuer in &self.auth.issuers {
+            let sources = [
+                issuer.public_key_file.is_some(),
+                issuer.jwks_file.is_some(),
+                issuer.jwks_url.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(ConfigError::Invalid(format!(
+                    "issuer {} needs exactly one of public_key_file, jwks_file, jwks_url",
+                    issuer.issuer
+                )));
+            }
+        }
+        if !self.auth.dev_issuer && self.auth.issuers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no token issuer: enable auth.dev_issuer or configure auth.issuers".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .path
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("broker.db"))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(b), toml::Value::Table(l)) => {
+            for (k, v) in l {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, l) => *b = l,
+    }
+}
+
+fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for p in parents {
+        let toml::Value::Table(t) = node else { return };
+        node = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    if let toml::Value::Table(t) = node {
+        t.insert(last.clone(), value);
+    }
+}
+
+/// An env value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_beat_the_file_and_flags_beat_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9000\"\nmin_data_rate = 5\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("BROKER__SERVER__MIN_DATA_RATE".to_string(), "7".to_string()),
+            (
+                "BROKER__STORAGE__DATA_DIR".to_string(),
+                "/tmp/x".to_string(),
+            ),
+            ("BROKER_URL".to_string(), "ignored".to_string()),
+        ];
+        let flags = Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: None,
+        };
+        let c = Config::load(Some(&file), env, &flags).unwrap();
+        assert_eq!(c.server.min_data_rate, 7);
+        assert_eq!(c.server.listen.port(), 0);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_clear_error() {
+        let env = vec![("BROKER__SERVER__LISTN".to_string(), "x".to_string())];
+        let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,130 @@
+//! Downloads with the single-range rules of spec 5.
+
+use crate::app::{parse_transfer_id, require_recipient, App, Policy};
+use crate::http::error::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use broker_protocol::range::ByteRange;
+use broker_protocol::ErrorCode;
+
+/// RFC 6266 / 5987: an ASCII fallback plus the UTF-8 name, percent-encoded; control characters removed.
+pub fn content_disposition(file_name: &str) -> String {
+    let clean: String = file_name.chars().filter(|c| !c.is_control()).collect();
+    let fallback: String = clean
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in clean.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Downloads the file, whole or one byte range.
+#[utoipa::path(get, path = "/broker/api/v1/filetransfer/{fileTransferId}/download", tag = "File transfer",
+    params(("fileTransferId" = Uuid, Path), ("Range" = Option<String>, Header, description = "One range: bytes=a-b, bytes=a- or bytes=-n")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401), (status = 403, body = broker_protocol::ProblemDetails), (status = 404, body = broker_protocol::ProblemDetails),
+        (status = 410, body = broker_protocol::ProblemDetails), (status = 416, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.read"])))]
+pub async fn download(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = app.authorize(&headers, Policy::Recipient).await?;
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let recipient = require_recipient(&caller, &view)?;
+    if !matches!(
+        view.status,
+        broker_protocol::FileTransferStatus::Published
+            | broker_protocol::FileTransferStatus::AllConfirmedDownloaded
+    ) {
+        return Err(ErrorCode::FileNotReadyForDownload.into());
+    }
+    app.resource_of(&view).await?;
+    if app.clock.now() >= view.expiration_time {
+        return Err(ErrorCode::FileTransferExpired.into());
+    }
+    let size = view.size as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ByteRange::parse);
+    let (start, end) = match range {
+        Some(r) => r
+            .resolve(size)
+            .map_err(|_| ApiError::Code(ErrorCode::RangeNotSatisfiable))?,
+        None if size == 0 => (0, 0),
+        None => (0, size - 1),
+    };
+    let len = if size == 0 { 0 } else { end - start + 1 };
+    if app.should_record_download(view.id, &recipient, range.is_some()) {
+        app.lifecycle.record_download(view.id, recipient).await?;
+    }
+    let body = if len == 0 {
+        Body::empty()
+    } else {
+        let stream = app
+            .blobs
+            .read(view.id, start, len)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Body::from_stream(stream)
+    };
+    let mut response = (
+        if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        },
+        body,
+    )
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&view.file_name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_encoded_for_content_disposition() {
+        assert_eq!(
+            content_disposition("rapport 2026.pdf"),
+            "attachment; filename=\"rapport 2026.pdf\"; filename*=UTF-8''rapport%202026.pdf"
+        );
+        assert_eq!(
+            content_disposition("bl\u{e5}b\u{e6}r\"\n.txt"),
+            "attachment; filename=\"bl_b_r_.txt\"; filename*=UTF-8''bl%C3%A5b%C3%A6r%22.txt"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The HTTP surface: routes, the cross-cutting middleware of spec 0 (security headers, the Accept
+//! check), and the OpenAPI description generated from the handlers.
+
+pub mod admin;
+pub mod download;
+pub mod error;
+pub mod transfers;
+pub mod upload;
+
+use crate::app::App;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+/// The JSON endpoints' request bodies are small; uploads are streamed and unlimited.
+const JSON_BODY_LIMIT: usize = 16 << 20;
+
+/// ASP.NET's Accept check: when the request names media types, one must be a produced type or `*/*`.
+fn accepts(request: &Request, produced: &str) -> bool {
+    let values: Vec<&str> = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return true;
+    }
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .any(|t| t == produced || t == "*/*")
+}
+
+async fn accept_json(request: Request, next: Next) -> Response {
+    check_accept(request, next, "application/json").await
+}
+
+async fn accept_octet_stream(request: Request, next: Next) -> Response {
+    check_accept(request, next, "application/octet-stream").await
+}
+
+async fn check_accept(request: Request, next: Next, produced: &'static str) -> Response {
+    if accepts(&request, produced) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::NOT_ACCEPTABLE,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("This endpoint does not support the requested Accept header. Supported Accept headers are: {produced}, */*."),
+    )
+        .into_response()
+}
+
+pub fn router(app: App) -> Router {
+    let api = "/broker/api/v1";
+    let json_routes = Router::new()
+        .route(
+            &format!("{api}/filetransfer"),
+            post(transfers::initialize).get(transfers::search),
+        )
+        .route(
+            &format!("{api}/filetransfer/{{id}}"),
+            get(transfers::overview),
+        )
+        .route(
+            &format!("{api}/filetransfer/{{id}}/details"),
+            get(transfers::details),
+        )
+        .route(
+            &format!("{api}/filetransfer/{{id}}/confirmdownload"),
+            post(transfers::confirm_download),
+        )
+        .route(
+            &format!("{api}/serviceowner"),
+            post(admin::create_service_owner).get(admin::service_owner),
+        )
+        .route(
+            &format!("{api}/resource/{{id}}"),
+            get(admin::resource).put(admin::configure_resource),
+        )
+        .route(&format!("{api}/maintenance/events"), get(admin::events))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .merge(
+            Router::new()
+                .route(
+                    &format!("{api}/filetransfer/{{id}}/upload"),
+                    post(upload::upload),
+                )
+                .route(
+                    &format!("{api}/filetransfer/upload"),
+                    post(upload::initialize_and_upload),
+                )
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route_layer(middleware::from_fn(accept_json));
+    let download_routes = Router::new()
+        .route(
+            &format!("{api}/filetransfer/{{id}}/download"),
+            get(download::download),
+        )
+        .route_layer(middleware::from_fn(accept_octet_stream));
+    Router::new()
+        .merge(json_routes)
+        .merge(download_routes)
+        .route("/health", get(admin::health))
+        .route("/openapi.json", get(openapi_json))
+        .with_state(app)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Broker", description = "A managed file-transfer broker speaking the Altinn 3 Broker v1 API."),
+    paths(
+        transfers::initialize, transfers::overview, transfers::details, transfers::search, transfers::confirm_download,
+        upload::upload, upload::initialize_and_upload, download::download,
+        admin::create_service_owner, admin::service_owner, admin::configure_resource, admin::resource,
+        admin::events, admin::health,
+    ),
+    components(schemas(broker_protocol::events::CloudEvent, broker_protocol::events::EventData, broker_protocol::events::EventRole)),
+    modifiers(&BearerScheme),
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,322 @@
+//! Initialize, overview, details, search and confirm.
+
+use crate::app::{decode_json, parse_transfer_id, require_party, require_recipient, App, Policy};
+use crate::auth::Caller;
+use crate::db::{Created, NewTransfer, SearchQuery, TransferView};
+use crate::http::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use broker_protocol::events::{CloudEvent, EventRole, EventType};
+use broker_protocol::status::Role;
+use broker_protocol::transfer::{
+    normalize_org, strip_resource_urn, FileTransferDetails, FileTransferInitialize,
+    FileTransferInitializeResponse, FileTransferOverview, FileTransferSummary,
+    RecipientFileTransferStatus,
+};
+use broker_protocol::{ErrorCode, FileTransferStatus, RecipientStatus};
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Initializes a file transfer.
+#[utoipa::path(post, path = "/broker/api/v1/filetransfer", tag = "File transfer",
+    request_body = FileTransferInitialize,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Broker extension: the same key from the same sender within 24 h returns the same id")),
+    responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails),
+        (status = 401), (status = 403), (status = 503, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.write"])))]
+pub async fn initialize(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
+    let caller = app.authorize(&headers, Policy::Sender).await?;
+    let request: FileTransferInitialize = decode_json(&headers, &body)?;
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let id = initialize_transfer(&app, &caller, request, key).await?;
+    Ok(Json(FileTransferInitializeResponse {
+        file_transfer_id: id,
+    }))
+}
+
+/// The checks and effects of initialize (spec 1.2), shared with the form-data upload.
+pub async fn initialize_transfer(
+    app: &App,
+    caller: &Caller,
+    request: FileTransferInitialize,
+    idempotency_key: Option<String>,
+) -> Result<Uuid, ApiError> {
+    let errors = request.validate();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let fingerprint = crate::util::sha256_hex(&serde_json::to_vec(&request).unwrap_or_default());
+    let resource_id =
+        strip_resource_urn(request.resource_id.as_deref().unwrap_or_default()).to_string();
+    let sender = request.sender.clone().unwrap_or_default();
+    let sender_org = normalize_org(&sender);
+    let recipients: Vec<String> = request
+        .recipients
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| normalize_org(r))
+        .collect();
+    let resource = app.store.resource(&resource_id).await?;
+    let entry = app.registry.lookup(
+        &resource_id,
+        resource.as_ref().map(|r| r.service_owner_id.as_str()),
+        None,
+    );
+    // 1. Policy: the caller acts for the sender, and the registry lets that sender use the resource.
+    let permitted = caller.org.as_deref() == Some(sender_org.as_str())
+        && entry.as_ref().is_none_or(|e| e.allows_sender(&sender_org));
+    if !permitted {
+        return Err(ErrorCode::NoAccess.into());
+    }
+    // 2-3. The resource is configured for Broker and its service owner exists.
+    let resource = resource.ok_or(ErrorCode::ResourceNotConfigured)?;
+    if app
+        .store
+        .service_owner(&resource.service_owner_id)
+        .await?
+        .is_none()
+    {
+        return Err(ErrorCode::ServiceOwnerNotConfigured.into());
+    }
+    // 4. Turning the scan off needs an approval in production.
+    let disable_scan = request.disable_virus_scan.unwrap_or(false);
+    if disable_scan
+        && app.is_production()
+        && !entry
+            .as_ref()
+            .is_some_and(|e| e.approved_for_disabled_virus_scan)
+    {
+        return Err(ErrorCode::VirusScanCannotBeDisabled.into());
+    }
+    // 6-7. Registered in the registry; recipients on its access list.
+    let entry = entry.ok_or(ErrorCode::ResourceNotRegistered)?;
+    if !recipients.iter().all(|r| entry.allows_recipient(r)) {
+        return Err(ErrorCode::RecipientsNotInAccessList.into());
+    }
+    // 8. A required party must take part: as sender, or as the only recipient.
+    if let Some(required) = resource.required_party.as_deref().map(normalize_org) {
+        if required != sender_org {
+            if recipients.len() > 1 {
+                return Err(ErrorCode::RequiredPartyOneRecipient.into());
+            }
+            if recipients.first() != Some(&required) {
+                return Err(ErrorCode::RequiredPartyMissing.into());
+            }
+        }
+    }
+    // No scanner is configured yet, so every transfer takes the no-virus-scan path.
+    let use_virus_scan = false;
+    let now = app.clock.now();
+    let id = Uuid::new_v4();
+    let event = CloudEvent::new(
+        EventType::FileTransferInitialized,
+        id,
+        &resource_id,
+        &sender,
+        EventRole::Sender,
+        &crate::event_source(&app.config),
+        now,
+    );
+    let new = NewTransfer {
+        id,
+        resource_id,
+        file_name: request.file_name.clone().unwrap_or_default(),
+        senders_reference: request.senders_file_transfer_reference.clone(),
+        sender,
+        sender_org,
+        recipients,
+        property_list: request.property_list.clone().unwrap_or_default(),
+        declared_checksum: request.declared_checksum().map(str::to_string),
+        use_virus_scan,
+        created: now,
+        expiration_time: now + resource.time_to_live(),
+        idempotency: idempotency_key.map(|k| (k, fingerprint)),
+    };
+    match app.store.create_transfer(new, vec![event]).await? {
+        Created::New(id) | Created::Existing(id) => Ok(id),
+        Created::KeyReused => Err(ErrorCode::IdempotencyKeyReused.into()),
+    }
+}
+
+fn summary(view: TransferView) -> FileTransferSummary {
+    let status_text = view
+        .status_text
+        .clone()
+        .unwrap_or_else(|| view.status.default_text().to_string());
+    FileTransferSummary {
+        file_transfer_id: view.id,
+        resource_id: view.resource_id,
+        file_name: view.file_name,
+        senders_file_transfer_reference: view.senders_reference,
+        checksum: view.checksum,
+        sha256: view.sha256,
+        use_virus_scan: view.use_virus_scan,
+        file_transfer_size: view.size,
+        file_transfer_status: view.status,
+        file_transfer_status_text: status_text,
+        file_transfer_status_changed: view.status_changed,
+        created: view.created,
+        expiration_time: view.expiration_time,
+        sender: view.sender,
+        recipients: view
+            .recipients
+            .into_iter()
+            .map(|r| RecipientFileTransferStatus {
+                recipient: r.recipient,
+                current_recipient_file_transfer_status_code: r.status,
+                current_recipient_file_transfer_status_text: r.status.text().to_string(),
+                current_recipient_file_transfer_status_changed: r.changed,
+            })
+            .collect(),
+        property_list: view.property_list,
+    }
+}
+
+/// The transfer's current status and each recipient's.
+#[utoipa::path(get, path = "/broker/api/v1/filetransfer/{fileTransferId}", tag = "File transfer",
+    params(("fileTransferId" = Uuid, Path)),
+    responses((status = 200, body = FileTransferOverview), (status = 401), (status = 404, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.write", "altinn:broker.read"])))]
+pub async fn overview(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FileTransferOverview>, ApiError> {
+    let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    require_party(&caller, &view)?;
+    let published = view.published;
+    Ok(Json(FileTransferOverview {
+        summary: summary(view),
+        published,
+    }))
+}
+
+/// The overview plus the full status and recipient histories.
+#[utoipa::path(get, path = "/broker/api/v1/filetransfer/{fileTransferId}/details", tag = "File transfer",
+    params(("fileTransferId" = Uuid, Path)),
+    responses((status = 200, body = FileTransferDetails), (status = 401), (status = 404, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.write", "altinn:broker.read"])))]
+pub async fn details(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FileTransferDetails>, ApiError> {
+    let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
+    let mut view = app.transfer(parse_transfer_id(&id)?, true).await?;
+    require_party(&caller, &view)?;
+    let status_history = std::mem::take(&mut view.status_history);
+    let recipient_history = std::mem::take(&mut view.recipient_history);
+    Ok(Json(FileTransferDetails {
+        summary: summary(view),
+        file_transfer_status_history: status_history,
+        recipient_file_transfer_status_history: recipient_history,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    resource_id: Option<String>,
+    status: Option<String>,
+    recipient_status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    order_ascending: Option<String>,
+    role: Option<String>,
+}
+
+fn parse_param<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    raw: &Option<String>,
+) -> Result<Option<T>, ApiError> {
+    raw.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(|e| ApiError::field(field, e)))
+        .transpose()
+}
+
+fn parse_time(
+    field: &str,
+    raw: &Option<String>,
+) -> Result<Option<broker_protocol::time::Timestamp>, ApiError> {
+    raw.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::field(field, format!("The value '{s}' is not valid.")))
+        })
+        .transpose()
+}
+
+/// The caller's transfers on a resource (at most 100 ids), newest first unless `orderAscending`.
+#[utoipa::path(get, path = "/broker/api/v1/filetransfer", tag = "File transfer", params(SearchParams),
+    responses((status = 200, body = Vec<Uuid>), (status = 401), (status = 403, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.write", "altinn:broker.read"])))]
+pub async fn search(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<Vec<Uuid>>, ApiError> {
+    let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
+    let caller_org = caller.org.clone().ok_or(ErrorCode::NoAccess)?;
+    let resource_id = params
+        .resource_id
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| strip_resource_urn(r).to_string())
+        .ok_or_else(|| ApiError::field("resourceId", "The resourceId field is required."))?;
+    let query = SearchQuery {
+        resource_id,
+        caller_org,
+        status: parse_param::<FileTransferStatus>("status", &params.status)?,
+        recipient_status: parse_param::<RecipientStatus>(
+            "recipientStatus",
+            &params.recipient_status,
+        )?,
+        from: parse_time("from", &params.from)?,
+        to: parse_time("to", &params.to)?,
+        ascending: match params.order_ascending.as_deref() {
+            None | Some("") => false,
+            Some(v) => v.parse::<bool>().map_err(|_| {
+                ApiError::field("orderAscending", format!("The value '{v}' is not valid."))
+            })?,
+        },
+        role: parse_param::<Role>("role", &params.role)?,
+    };
+    if app.store.resource(&query.resource_id).await?.is_none() {
+        return Err(ErrorCode::ResourceNotRegistered.into());
+    }
+    Ok(Json(app.store.search(&query).await?))
+}
+
+/// A recipient confirms it has downloaded the file.
+#[utoipa::path(post, path = "/broker/api/v1/filetransfer/{fileTransferId}/confirmdownload", tag = "File transfer",
+    params(("fileTransferId" = Uuid, Path)),
+    responses((status = 204), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 404, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.read"])))]
+pub async fn confirm_download(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let caller = app.authorize(&headers, Policy::Recipient).await?;
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let recipient = require_recipient(&caller, &view)?;
+    app.lifecycle.confirm_download(view.id, recipient).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

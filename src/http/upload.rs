@@ -1,0 +1,285 @@
+//! Binary upload (`POST /filetransfer/{id}/upload`) and initialize-and-upload (multipart/form-data).
+//! Bodies stream through the upload pipeline; nothing is buffered whole.
+
+use crate::app::{
+    parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE,
+};
+use crate::db::{ResourceRow, TransferView};
+use crate::http::error::ApiError;
+use crate::http::transfers::{initialize_transfer, IDEMPOTENCY_KEY};
+use axum::body::{Body, Bytes};
+use axum::extract::{Multipart, Path, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use broker_actors::state::UploadFailure;
+use broker_actors::upload::{stream_into_blob, StreamError};
+use broker_protocol::transfer::{FileTransferInitialize, FileTransferInitializeResponse};
+use broker_protocol::{ErrorCode, FileTransferStatus};
+use futures::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Uploads the file of an initialized transfer as one streamed request body.
+#[utoipa::path(post, path = "/broker/api/v1/filetransfer/{fileTransferId}/upload", tag = "File transfer",
+    params(("fileTransferId" = Uuid, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails),
+        (status = 401), (status = 404, body = broker_protocol::ProblemDetails), (status = 409, body = broker_protocol::ProblemDetails),
+        (status = 500, body = broker_protocol::ProblemDetails), (status = 507, body = broker_protocol::ProblemDetails)),
+    security(("bearer" = ["altinn:broker.write"])))]
+pub async fn upload(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
+    let caller = app.authorize(&headers, Policy::Sender).await?;
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    require_sender(&caller, &view)?;
+    if view.status > FileTransferStatus::UploadStarted {
+        return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+    }
+    let resource = app.resource_of(&view).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/octet-stream")
+    {
+        return Err(ApiError::UnsupportedMediaType("application/octet-stream"));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = check_size(&app, &view, &resource, declared).await?;
+    store_upload(&app, view.id, body.into_data_stream(), limit).await?;
+    Ok(Json(FileTransferInitializeResponse {
+        file_transfer_id: view.id,
+    }))
+}
+
+/// Refuses a declared length above the transfer's limits (400 `16`) or the free space (507 `9001`),
+/// and returns the limit to enforce while streaming.
+async fn check_size(
+    app: &App,
+    view: &TransferView,
+    resource: &ResourceRow,
+    declared: Option<u64>,
+) -> Result<u64, ApiError> {
+    let mut limit = MAX_FILE_SIZE;
+    if view.use_virus_scan {
+        limit = limit.min(MAX_VIRUS_SCAN_SIZE);
+    }
+    if let Some(max) = resource.max_file_transfer_size {
+        limit = limit.min(max);
+    }
+    let limit = limit.max(0) as u64;
+    if let Some(len) = declared {
+        if len > limit {
+            return Err(ErrorCode::FileSizeExceedsMaximum.into());
+        }
+        if let Ok(Some(free)) = app.blobs.available_space().await {
+            if len > free.saturating_sub(app.config.storage.reserve_bytes) {
+                return Err(ErrorCode::InsufficientStorage.into());
+            }
+        }
+    }
+    Ok(limit)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body arrived slower than {0} bytes/s")]
+    TooSlow(u64),
+    #[error("{0}")]
+    Read(String),
+}
+
+/// Cuts a body off once it averages less than `rate` bytes/s after `grace` (Kestrel's minimum data
+/// rate): a slow multi-hour stream that still moves is never cut; a stalled one is.
+fn with_min_rate<S, E>(
+    body: S,
+    rate: u64,
+    grace: Duration,
+) -> impl Stream<Item = Result<Bytes, BodyError>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let start = Instant::now();
+    futures::stream::unfold(
+        (body, 0u64, false),
+        move |(mut body, total, done)| async move {
+            if done {
+                return None;
+            }
+            let next = if rate == 0 {
+                Ok(body.next().await)
+            } else {
+                let needed = Duration::from_secs_f64((total + 1) as f64 / rate as f64);
+                tokio::time::timeout_at(start + needed.max(grace), body.next()).await
+            };
+            match next {
+                Err(_) => Some((Err(BodyError::TooSlow(rate)), (body, total, true))),
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => {
+                    let total = total + chunk.len() as u64;
+                    Some((Ok(chunk), (body, total, false)))
+                }
+                Ok(Some(Err(e))) => {
+                    Some((Err(BodyError::Read(e.to_string())), (body, total, true)))
+                }
+            }
+        },
+    )
+}
+
+/// Claims the upload slot, streams the body into storage with hashing, and hands the result to the
+/// transfer's supervisor. A cut body or a shutdown leaves the transfer UploadStarted and retryable.
+async fn store_upload<S, E>(app: &App, id: Uuid, body: S, limit: u64) -> Result<(), ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let lease = app.lifecycle.begin_upload(id).await?;
+    let writer = match app.blobs.create(id).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(%id, error = %e, "cannot create the blob");
+            return Err(lease
+                .fail(UploadFailure::Storage)
+                .await
+                .err()
+                .map(Into::into)
+                .unwrap_or(ErrorCode::UploadFailed.into()));
+        }
+    };
+    let server = &app.config.server;
+    let body = Box::pin(with_min_rate(
+        body,
+        server.min_data_rate,
+        Duration::from_secs(server.min_data_rate_grace_secs),
+    ));
+    let streamed = tokio::select! {
+        r = stream_into_blob(body, writer, Some(limit)) => r,
+        _ = app.shutdown.cancelled() => return Err(ErrorCode::ShuttingDown.into()),
+    };
+    match streamed {
+        Ok(file) => Ok(lease.complete(file).await?),
+        Err(StreamError::Body(e)) => Err(ApiError::BadRequest(format!(
+            "The upload was interrupted: {e}. Retry the upload."
+        ))),
+        Err(StreamError::TooLarge(_)) => Err(ErrorCode::FileSizeExceedsMaximum.into()),
+        Err(StreamError::Storage(e)) => {
+            tracing::error!(%id, error = %e, "storage failed during upload");
+            Err(lease
+                .fail(UploadFailure::Storage)
+                .await
+                .err()
+                .map(Into::into)
+                .unwrap_or(ErrorCode::UploadFailed.into()))
+        }
+    }
+}
+
+/// Applies one `Metadata.*` form field to the initialize request.
+fn apply_metadata(
+    request: &mut FileTransferInitialize,
+    name: &str,
+    value: String,
+) -> Result<(), ApiError> {
+    let lower = name.to_ascii_lowercase();
+    let Some(field) = lower.strip_prefix("metadata.") else {
+        return Ok(());
+    };
+    let original = &name["metadata.".len()..];
+    match field {
+        "filename" => request.file_name = Some(value),
+        "resourceid" => request.resource_id = Some(value),
+        "sendersfiletransferreference" => request.senders_file_transfer_reference = Some(value),
+        "sender" => request.sender = Some(value),
+        "checksum" => request.checksum = Some(value),
+        "disablevirusscan" => {
+            let v = value
+                .trim()
+                .to_ascii_lowercase()
+                .parse::<bool>()
+                .map_err(|_| {
+                    ApiError::field(
+                        "Metadata.DisableVirusScan",
+                        format!("The value '{value}' is not valid."),
+                    )
+                })?;
+            request.disable_virus_scan = Some(v);
+        }
+        f if f == "recipients" || (f.starts_with("recipients[") && f.ends_with(']')) => {
+            request.recipients.get_or_insert_with(Vec::new).push(value)
+        }
+        f if f.starts_with("propertylist.") || f.starts_with("propertylist[") => {
+            let key = original["propertylist".len()..]
+                .trim_start_matches(['.', '['])
+                .trim_end_matches(']');
+            request
+                .property_list
+                .get_or_insert_with(BTreeMap::new)
+                .insert(key.to_string(), value);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Initializes a transfer and uploads its file in one multipart/form-data request: the `Metadata.*`
+/// fields first, then the file part `FileTransfer`, which streams straight to storage.
+#[utoipa::path(post, path = "/broker/api/v1/filetransfer/upload", tag = "File transfer",
+    request_body(content_type = "multipart/form-data", description = "Metadata.FileName, Metadata.ResourceId, Metadata.Sender, Metadata.Recipients (repeated), Metadata.SendersFileTransferReference, Metadata.PropertyList.<key>, Metadata.Checksum, Metadata.DisableVirusScan, then the file part FileTransfer"),
+    responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403)),
+    security(("bearer" = ["altinn:broker.write"])))]
+pub async fn initialize_and_upload(
+    State(app): State<App>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
+    let caller = app.authorize(&headers, Policy::Sender).await?;
+    let mut multipart =
+        multipart.map_err(|_| ApiError::UnsupportedMediaType("multipart/form-data"))?;
+    let mut request = FileTransferInitialize::default();
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let Some(field) = field else {
+            return Err(ApiError::field(
+                "FileTransfer",
+                "The FileTransfer field is required.",
+            ));
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if name.eq_ignore_ascii_case("filetransfer") {
+            let id = initialize_transfer(&app, &caller, request, key).await?;
+            let view = app.transfer(id, false).await?;
+            let resource = app.resource_of(&view).await?;
+            let limit = check_size(&app, &view, &resource, None).await?;
+            store_upload(&app, id, field, limit).await?;
+            return Ok(Json(FileTransferInitializeResponse {
+                file_transfer_id: id,
+            }));
+        }
+        let value = field
+            .text()
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        apply_metadata(&mut request, &name, value)?;
+    }
+}
