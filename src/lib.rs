@@ -142,7 +142,7 @@ pub async fn serve(
     });
     tokio::select! {
         result = server => result.context("server failed"),
-        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = async move { stopping.cancelled_owned().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
             Ok(())
         }

@@ -90,17 +90,23 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(30));
-        let mut conn = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(failure)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .map_err(failure)?;
         let reads = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
+            .await
+            .map_err(failure)?;
+        // sqlx's migration future is not provably `Send` (a higher-ranked lifetime); running it on a
+        // blocking thread keeps `serve` spawnable.
+        let pool = reads.clone();
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current()
+                .block_on(sqlx::migrate!("./migrations/sqlite").run(&pool))
+        })
+        .await
+        .map_err(failure)?
+        .map_err(failure)?;
+        let conn = SqliteConnection::connect_with(&options)
             .await
             .map_err(failure)?;
         let (writer, jobs) = mpsc::channel(1024);
