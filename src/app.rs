@@ -33,7 +33,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub shutdown: CancellationToken,
-    range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
+    /// Last recorded range download per (transfer, recipient), for the debounce.
+    pub(crate) range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
 }
 
 pub type App = Arc<AppState>;
@@ -62,29 +63,6 @@ impl Policy {
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        blobs: Arc<dyn BlobStore>,
-        lifecycle: Lifecycle,
-        auth: Authenticator,
-        registry: Registry,
-        clock: Arc<dyn Clock>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        AppState {
-            config,
-            store,
-            blobs,
-            lifecycle,
-            auth,
-            registry,
-            clock,
-            shutdown,
-            range_downloads: Mutex::new(HashMap::new()),
-        }
-    }
-
     pub fn is_production(&self) -> bool {
         self.config.registry.environment == Environment::Production
     }
@@ -202,7 +180,7 @@ pub fn decode_json<T: DeserializeOwned + WireFields>(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if !(essence == "application/json" || essence.ends_with("+json")) {
+    if !(essence == "application/json" || essence == "text/json" || essence.ends_with("+json")) {
         return Err(ApiError::UnsupportedMediaType("application/json"));
     }
     decode_case_insensitive(body).map_err(|e| ApiError::field("$", e.to_string()))

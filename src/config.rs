@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -157,18 +157,6 @@ impl Default for RegistryConfig {
             mode: RegistryMode::Open,
             file: None,
             environment: Environment::Development,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            database: DatabaseConfig::default(),
-            auth: AuthConfig::default(),
-            registry: RegistryConfig::default(),
         }
     }
 }

@@ -100,7 +100,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         clock.clone(),
         event_source(&config),
     );
-    Ok(Arc::new(AppState::new(
+    Ok(Arc::new(AppState {
         config,
         store,
         blobs,
@@ -108,11 +108,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         auth,
         registry,
         clock,
-        CancellationToken::new(),
-    )))
+        shutdown: CancellationToken::new(),
+        range_downloads: Default::default(),
+    }))
 }
 
-/// Serves the API on `listener` until `shutdown` completes. Streaming uploads are then stopped (and
+/// Serves the API on `listener` until `shutdown` completes; prints `listening on http://ADDR` when ready. Streaming uploads are then stopped (and
 /// stay retryable); other requests get `shutdown_grace_secs` to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -132,6 +133,8 @@ pub async fn serve(
     }
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let app = build(config).await?;
+    // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
+    println!("listening on http://{local}");
     let stopping = app.shutdown.clone();
     let router = http::router(app);
     let signal = stopping.clone();

@@ -118,7 +118,6 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            println!("listening on http://{}", listener.local_addr()?);
             broker::serve(listener, config, shutdown_signal()).await
         }
         Command::Token {

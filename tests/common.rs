@@ -53,14 +53,22 @@ impl TestServer {
 
     /// A server with the given configuration (its data dir is not removed afterwards).
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let data_dir = config.storage.data_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(broker::serve(listener, config, async move {
             let _ = stopped.await;
         }));
-        let server = TestServer { url, data_dir, _temp: None, stop: Some(stop), task: Some(task) };
+        let server = TestServer {
+            url,
+            data_dir,
+            _temp: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
         server.wait_healthy().await;
         server
     }
@@ -145,8 +153,16 @@ impl Fixture {
     /// Sets up the parties on `server` (registering the service owner and resource).
     pub async fn on(server: TestServer) -> Fixture {
         let fixture = Self::clients(server);
-        fixture.owner.create_service_owner("Test service owner").await.unwrap();
-        fixture.owner.configure_resource(RESOURCE, &ResourceUpdate::default()).await.unwrap();
+        fixture
+            .owner
+            .create_service_owner("Test service owner")
+            .await
+            .unwrap();
+        fixture
+            .owner
+            .configure_resource(RESOURCE, &ResourceUpdate::default())
+            .await
+            .unwrap();
         fixture
     }
 
@@ -176,7 +192,10 @@ impl Fixture {
 
     /// Initializes a transfer from SENDER to the given recipients.
     pub async fn initialize(&self, recipients: &[&str]) -> Uuid {
-        self.sender.initialize(&self.initialize_body(recipients)).await.unwrap()
+        self.sender
+            .initialize(&self.initialize_body(recipients))
+            .await
+            .unwrap()
     }
 
     /// Initializes and uploads `content`; the transfer ends Published.

@@ -2,5 +2,21 @@
 //! and drives it over HTTP. One binary, so CI links once.
 
 mod common;
+mod support;
 
+mod admin;
+mod auth_admin;
+mod auth_matrix;
+mod config_errors;
+mod endpoints;
+mod errors;
+mod events;
+mod headers;
+mod json_input;
 mod lifecycle;
+mod multipart;
+mod ranges;
+mod restart;
+mod search;
+mod storage;
+mod tokens;

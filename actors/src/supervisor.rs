@@ -400,3 +400,7 @@ impl Supervisor {
         change
     }
 }
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@ pub enum ClientError {
     #[error("HTTP {status}: {body}")]
     Status {
         status: u16,
-        problem: Option<ProblemDetails>,
+        problem: Option<Box<ProblemDetails>>,
         body: String,
     },
 }
@@ -92,7 +92,7 @@ impl BrokerClient {
         }
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        let problem = serde_json::from_str(&body).ok();
+        let problem = serde_json::from_str(&body).ok().map(Box::new);
         Err(ClientError::Status {
             status,
             problem,

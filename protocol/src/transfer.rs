@@ -16,7 +16,8 @@ pub struct FileTransferInitialize {
     pub file_name: Option<String>,
     #[serde(default)]
     pub resource_id: Option<String>,
-    #[serde(default)]
+    /// Omitted, it is `""` (which fails validation, as in Altinn); an explicit `null` means none.
+    #[serde(default = "omitted_reference")]
     pub senders_file_transfer_reference: Option<String>,
     #[serde(default)]
     pub sender: Option<String>,
@@ -29,6 +30,10 @@ pub struct FileTransferInitialize {
     pub checksum: Option<String>,
     #[serde(default)]
     pub disable_virus_scan: Option<bool>,
+}
+
+fn omitted_reference() -> Option<String> {
+    Some(String::new())
 }
 
 impl WireFields for FileTransferInitialize {

@@ -259,6 +259,7 @@ impl Authenticator {
         validation.set_issuer(&[&iss]);
         validation.validate_aud = false;
         validation.leeway = self.leeway;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss"]);
         for attempt in 0..2 {
             let verified = {

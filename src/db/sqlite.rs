@@ -619,9 +619,7 @@ impl Store for SqliteStore {
         } else {
             "f.created"
         };
-        let mut sql = QueryBuilder::new(format!(
-            "SELECT f.id FROM file_transfers f WHERE f.resource_id = "
-        ));
+        let mut sql = QueryBuilder::new("SELECT f.id FROM file_transfers f WHERE f.resource_id = ");
         sql.push_bind(&q.resource_id);
         if let Some(rs) = q.recipient_status {
             sql.push(" AND EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ");

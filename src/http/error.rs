@@ -50,6 +50,11 @@ impl ApiError {
     }
 }
 
+tokio::task_local! {
+    /// The path of the request being handled, for the `instance` of an unexpected error.
+    pub static REQUEST_PATH: String;
+}
+
 /// A W3C trace-context id, as ASP.NET puts in `traceId`.
 pub fn new_trace_id() -> String {
     let a = uuid::Uuid::new_v4().simple().to_string();
@@ -121,6 +126,7 @@ impl IntoResponse for ApiError {
                 let mut p = ProblemDetails::for_code(ErrorCode::InternalError, trace_id);
                 p.code = None;
                 p.detail = None;
+                p.instance = REQUEST_PATH.try_with(String::clone).ok();
                 p.title = "Internal Server Error".into();
                 problem_response(p)
             }

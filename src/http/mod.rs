@@ -65,6 +65,12 @@ async fn check_accept(request: Request, next: Next, produced: &'static str) -> R
         .into_response()
 }
 
+/// Makes the request path available to error rendering (`instance` of a 500).
+async fn remember_path(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    error::REQUEST_PATH.scope(path, next.run(request)).await
+}
+
 pub fn router(app: App) -> Router {
     let api = "/broker/api/v1";
     let json_routes = Router::new()
@@ -119,6 +125,7 @@ pub fn router(app: App) -> Router {
         .route("/health", get(admin::health))
         .route("/openapi.json", get(openapi_json))
         .with_state(app)
+        .layer(middleware::from_fn(remember_path))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -16,7 +16,6 @@ use broker_protocol::transfer::{
     RecipientFileTransferStatus,
 };
 use broker_protocol::{ErrorCode, FileTransferStatus, RecipientStatus};
-use serde::Deserialize;
 use uuid::Uuid;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -226,9 +225,8 @@ pub async fn details(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct SearchParams {
     resource_id: Option<String>,
     status: Option<String>,
@@ -237,6 +235,27 @@ pub struct SearchParams {
     to: Option<String>,
     order_ascending: Option<String>,
     role: Option<String>,
+}
+
+impl SearchParams {
+    /// Query parameter names bind case-insensitively, as in ASP.NET.
+    fn from_pairs(pairs: Vec<(String, String)>) -> SearchParams {
+        let mut p = SearchParams::default();
+        for (key, value) in pairs {
+            let slot = match key.to_ascii_lowercase().as_str() {
+                "resourceid" => &mut p.resource_id,
+                "status" => &mut p.status,
+                "recipientstatus" => &mut p.recipient_status,
+                "from" => &mut p.from,
+                "to" => &mut p.to,
+                "orderascending" => &mut p.order_ascending,
+                "role" => &mut p.role,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        p
+    }
 }
 
 fn parse_param<T: std::str::FromStr<Err = String>>(
@@ -270,8 +289,9 @@ fn parse_time(
 pub async fn search(
     State(app): State<App>,
     headers: HeaderMap,
-    Query(params): Query<SearchParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Uuid>>, ApiError> {
+    let params = SearchParams::from_pairs(pairs);
     let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
     let caller_org = caller.org.clone().ok_or(ErrorCode::NoAccess)?;
     let resource_id = params
@@ -292,7 +312,7 @@ pub async fn search(
         to: parse_time("to", &params.to)?,
         ascending: match params.order_ascending.as_deref() {
             None | Some("") => false,
-            Some(v) => v.parse::<bool>().map_err(|_| {
+            Some(v) => v.to_ascii_lowercase().parse::<bool>().map_err(|_| {
                 ApiError::field("orderAscending", format!("The value '{v}' is not valid."))
             })?,
         },

@@ -249,7 +249,11 @@ pub async fn initialize_and_upload(
     let caller = app.authorize(&headers, Policy::Sender).await?;
     let mut multipart =
         multipart.map_err(|_| ApiError::UnsupportedMediaType("multipart/form-data"))?;
-    let mut request = FileTransferInitialize::default();
+    // As in JSON, an omitted sender's reference binds as "" and fails validation.
+    let mut request = FileTransferInitialize {
+        senders_file_transfer_reference: Some(String::new()),
+        ..Default::default()
+    };
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
