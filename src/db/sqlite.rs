@@ -14,6 +14,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most writes one transaction groups.
@@ -22,6 +24,8 @@ const MAX_GROUP: usize = 256;
 pub struct SqliteStore {
     reads: SqlitePool,
     writer: mpsc::Sender<Box<dyn WriteJob>>,
+    /// Transactions committed by the writer (each one fsync), for metrics and tests.
+    group_commits: Arc<AtomicU64>,
 }
 
 fn failure(e: impl std::fmt::Display) -> StoreError {
@@ -110,8 +114,17 @@ impl SqliteStore {
             .await
             .map_err(failure)?;
         let (writer, jobs) = mpsc::channel(1024);
-        tokio::spawn(write_loop(conn, jobs));
-        Ok(SqliteStore { reads, writer })
+        let group_commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_loop(conn, jobs, group_commits.clone()));
+        Ok(SqliteStore {
+            reads,
+            writer,
+            group_commits,
+        })
+    }
+
+    pub fn group_commits(&self) -> u64 {
+        self.group_commits.load(Ordering::Relaxed)
     }
 
     /// Queues `work` for the next group commit and waits until it is durable.
@@ -138,7 +151,11 @@ impl SqliteStore {
     }
 }
 
-async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Box<dyn WriteJob>>,
+    group_commits: Arc<AtomicU64>,
+) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -148,6 +165,7 @@ async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Box<dyn
             }
         }
         let committed = commit_group(&mut conn, &mut group).await;
+        group_commits.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &committed {
             tracing::error!(error = %e, writes = group.len(), "group commit failed");
             let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
@@ -688,5 +706,64 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_group_commits_and_all_become_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("b.db")).await.unwrap());
+        let before = store.group_commits();
+        let writes: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .create_service_owner(&format!("0192:{i:09}"), "x", chrono::Utc::now())
+                        .await
+                })
+            })
+            .collect();
+        for w in writes {
+            assert!(w.await.unwrap().unwrap());
+        }
+        let groups = store.group_commits() - before;
+        assert!(groups < 64, "64 concurrent writes took {groups} commits");
+        drop(store);
+        let reopened = SqliteStore::open(&dir.path().join("b.db")).await.unwrap();
+        for i in 0..64 {
+            assert!(reopened
+                .service_owner(&format!("0192:{i:09}"))
+                .await
+                .unwrap()
+                .is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_in_a_group_does_not_undo_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("b.db")).await.unwrap());
+        // A resource whose owner does not exist violates a foreign key; the owner beside it must stay.
+        let bad = ResourceRow {
+            id: "r".into(),
+            service_owner_id: "0192:000000001".into(),
+            ..Default::default()
+        };
+        let (a, b) = tokio::join!(
+            store.save_resource(bad, chrono::Utc::now()),
+            store.create_service_owner("0192:000000002", "ok", chrono::Utc::now())
+        );
+        assert!(a.is_err());
+        assert!(b.unwrap());
+        assert!(store
+            .service_owner("0192:000000002")
+            .await
+            .unwrap()
+            .is_some());
     }
 }
