@@ -13,6 +13,7 @@ mod endpoints;
 mod errors;
 mod events;
 mod headers;
+mod issuers;
 mod json_input;
 mod lifecycle;
 mod multipart;

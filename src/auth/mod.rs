@@ -216,7 +216,7 @@ impl Authenticator {
             Issuer {
                 keys: RwLock::new(keys),
                 jwks_url: url,
-                last_fetch: RwLock::new(Some(Instant::now())),
+                last_fetch: RwLock::new(None), // the first unknown kid may refetch at once
             },
         );
         Ok(())
