@@ -138,6 +138,13 @@ pub async fn serve(
     let stopping = app.shutdown.clone();
     let router = http::router(app);
     let signal = stopping.clone();
+    // Small responses must not wait for delayed ACKs (Nagle): every accepted socket gets TCP_NODELAY.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down");

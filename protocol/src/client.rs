@@ -71,6 +71,11 @@ impl BrokerClient {
         }
     }
 
+    /// The underlying HTTP client (shared connection pool), e.g. to fetch other URLs the same way.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -1,0 +1,116 @@
+//! Transfers as a client performs them; the same code fetches from Broker and from the nginx anchor.
+
+use anyhow::{bail, Context};
+use broker_protocol::client::BrokerClient;
+use futures::StreamExt;
+use reqwest::RequestBuilder;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Uploads a file as one streamed binary request; returns the time until the broker answered (the
+/// answer comes after the file is verified and Published).
+pub async fn upload_file(
+    sender: &BrokerClient,
+    id: Uuid,
+    path: &Path,
+    size: u64,
+) -> anyhow::Result<Duration> {
+    let file = tokio::fs::File::open(path).await?;
+    let body =
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let started = Instant::now();
+    let response = sender
+        .request(reqwest::Method::POST, &format!("/filetransfer/{id}/upload"))
+        .header("content-type", "application/octet-stream")
+        .header("content-length", size)
+        .body(body)
+        .send()
+        .await?;
+    let elapsed = started.elapsed();
+    if !response.status().is_success() {
+        bail!(
+            "upload answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(elapsed)
+}
+
+/// Splits `size` bytes into `parts` contiguous inclusive ranges.
+pub fn split_ranges(size: u64, parts: usize) -> Vec<(u64, u64)> {
+    let parts = parts.max(1) as u64;
+    let step = size.div_ceil(parts).max(1);
+    (0..size)
+        .step_by(step as usize)
+        .map(|start| (start, (start + step).min(size) - 1))
+        .collect()
+}
+
+/// Fetches `size` bytes, whole (`parallel` = 1) or as `parallel` concurrent Range requests, counting
+/// the bytes received. `request(None)` asks for the whole resource, `request(Some((a, b)))` for a range.
+pub async fn fetch<F>(request: F, size: u64, parallel: usize) -> anyhow::Result<(u64, Duration)>
+where
+    F: Fn(Option<(u64, u64)>) -> RequestBuilder,
+{
+    let started = Instant::now();
+    let ranges: Vec<Option<(u64, u64)>> = if parallel <= 1 {
+        vec![None]
+    } else {
+        split_ranges(size, parallel).into_iter().map(Some).collect()
+    };
+    let transfers = ranges.into_iter().map(|range| {
+        let builder = match range {
+            Some((a, b)) => request(range).header("range", format!("bytes={a}-{b}")),
+            None => request(None),
+        };
+        async move {
+            let response = builder.send().await?;
+            let expected = if range.is_some() { 206 } else { 200 };
+            if response.status().as_u16() != expected {
+                bail!("expected {expected}, got {}", response.status());
+            }
+            let mut stream = response.bytes_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = stream.next().await {
+                n += chunk.context("the download broke off")?.len() as u64;
+            }
+            anyhow::Ok(n)
+        }
+    });
+    let received: u64 = futures::future::try_join_all(transfers)
+        .await?
+        .into_iter()
+        .sum();
+    Ok((received, started.elapsed()))
+}
+
+/// Fetches the whole transfer and returns its SHA-256 (to verify what was measured).
+pub async fn download_sha256(recipient: &BrokerClient, id: Uuid) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut stream = recipient.download(id, None).await?.bytes_stream();
+    let mut sha = sha2::Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        sha.update(&chunk?);
+    }
+    Ok(crate::payload::hex(&sha.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_file_exactly_once() {
+        for (size, parts) in [(10u64, 4usize), (1, 4), (4096, 4), (1 << 31, 4), (7, 1)] {
+            let r = split_ranges(size, parts);
+            assert_eq!(r.first().unwrap().0, 0);
+            assert_eq!(r.last().unwrap().1, size - 1);
+            for w in r.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0);
+            }
+            assert!(r.len() <= parts);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `broker-bench`: see benches/README.md.
+
+use anyhow::Context as _;
+use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
+use broker_bench::scenarios::{lifecycle, mixed, transfer, Context};
+use broker_bench::target::{default_broker_bin, Target, TargetSpec};
+use broker_bench::{parse_duration, parse_size};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "broker-bench",
+    version,
+    about = "Benchmarks Broker through its public API, beside same-run anchors"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Args)]
+struct Global {
+    /// The broker binary to start (default: `broker` beside this executable).
+    #[arg(long, global = true)]
+    broker_bin: Option<PathBuf>,
+    /// Benchmark a broker already running at this URL instead of starting one.
+    #[arg(long, global = true)]
+    url: Option<String>,
+    #[arg(long, global = true)]
+    token_sender: Option<String>,
+    #[arg(long, global = true)]
+    token_recipient: Option<String>,
+    #[arg(long, global = true)]
+    token_serviceowner: Option<String>,
+    /// With --url: the remote broker's data dir, to mint tokens with its development issuer.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// The resource id to use (configured when a service-owner token is at hand).
+    #[arg(long, global = true, default_value = "broker-bench")]
+    resource: String,
+    /// Measure the anchors (write+fsync, MD5, SHA-256, nginx) in the same run.
+    #[arg(long, global = true)]
+    anchors: bool,
+    /// Where the large test file is generated once and kept.
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Write the report as JSON (schema: benches/schema/report-v1.json).
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Write SVG charts of the report.
+    #[arg(long, global = true)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One large file as a binary upload: MiB/s and time to Published.
+    Upload {
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        size: u64,
+    },
+    /// A published file downloaded whole and as N parallel ranges.
+    Download {
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Many small transfers by concurrent clients: initialize, upload, search, download, confirm.
+    Lifecycle {
+        /// One or more client counts, comma-separated (e.g. 16,64): one run each.
+        #[arg(long, default_value = "16", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "1KiB", value_parser = parse_size)]
+        size: u64,
+    },
+    /// The lifecycle load alone, then beside large uploads and downloads.
+    Mixed {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "1KiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        large_size: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let g = cli.global;
+    let broker_bin = g.broker_bin.clone().unwrap_or_else(default_broker_bin);
+    let spec = match &g.url {
+        None => TargetSpec::Spawn { broker_bin },
+        Some(url) => TargetSpec::Remote {
+            url: url.clone(),
+            sender_token: g.token_sender.clone(),
+            recipient_token: g.token_recipient.clone(),
+            owner_token: g.token_serviceowner.clone(),
+            data_dir: g.data_dir.clone(),
+            broker_bin,
+        },
+    };
+    let started = chrono::Utc::now().to_rfc3339();
+    let target = Target::start(&spec, &g.resource).await?;
+    let ctx = Arc::new(Context {
+        target,
+        cache_dir: g
+            .cache_dir
+            .clone()
+            .unwrap_or_else(broker_bench::payload::default_cache_dir),
+        anchors: g.anchors,
+    });
+    let mut results: Vec<ScenarioResult> = vec![];
+    match cli.scenario {
+        Scenario::Upload { size } => results.push(transfer::upload(&ctx, size).await?),
+        Scenario::Download { size, parallel } => {
+            results.push(transfer::download(&ctx, size, parallel).await?)
+        }
+        Scenario::Lifecycle {
+            concurrency,
+            duration,
+            size,
+        } => {
+            for c in concurrency {
+                let r = lifecycle::run(ctx.clone(), c, duration, size).await?;
+                print!("{}", r.table());
+                results.push(r);
+            }
+        }
+        Scenario::Mixed {
+            concurrency,
+            duration,
+            size,
+            large_size,
+        } => results.push(mixed::run(ctx.clone(), concurrency, duration, size, large_size).await?),
+    }
+    if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {
+        for r in &results {
+            print!("{}", r.table());
+        }
+    }
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: "broker-bench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started,
+        target: if g.url.is_some() {
+            "remote".into()
+        } else {
+            "spawned".into()
+        },
+        machine: Machine::detect(),
+        scenarios: results,
+    };
+    if let Some(path) = &g.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &g.svg {
+        broker_bench::chart::write_svg(&report, path)
+            .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))?;
+    }
+    let failed: u64 = report.scenarios.iter().map(|s| s.errors).sum();
+    if failed > 0 {
+        eprintln!("{failed} requests failed");
+        std::process::exit(2);
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The scenarios. Each measures through the public API only and returns a `ScenarioResult`.
+
+pub mod lifecycle;
+pub mod mixed;
+pub mod transfer;
+
+use crate::target::{Target, RECIPIENT_ORG, SENDER_ORG};
+use broker_protocol::transfer::FileTransferInitialize;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// What every scenario needs.
+pub struct Context {
+    pub target: Target,
+    /// Where the large test file is generated once and kept.
+    pub cache_dir: PathBuf,
+    /// Measure the anchors (`--anchors`).
+    pub anchors: bool,
+}
+
+pub fn initialize_body(resource: &str, file_name: &str) -> FileTransferInitialize {
+    FileTransferInitialize {
+        file_name: Some(file_name.into()),
+        resource_id: Some(resource.into()),
+        senders_file_transfer_reference: Some("broker-bench".into()),
+        sender: Some(SENDER_ORG.into()),
+        recipients: Some(vec![RECIPIENT_ORG.into()]),
+        ..Default::default()
+    }
+}
+
+impl Context {
+    pub async fn initialize(&self, file_name: &str) -> anyhow::Result<Uuid> {
+        Ok(self
+            .target
+            .sender
+            .initialize(&initialize_body(&self.target.resource, file_name))
+            .await?)
+    }
+
+    /// The directory the write anchor writes to: the broker's own data disk when this tool started it.
+    pub fn disk_dir(&self) -> PathBuf {
+        self.target
+            .data_dir()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| self.cache_dir.clone())
+    }
+}
