@@ -33,6 +33,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub shutdown: CancellationToken,
+    /// Bounds how many uploads stream at once (each holds threads and a few MiB).
+    pub upload_permits: tokio::sync::Semaphore,
     /// Last recorded range download per (transfer, recipient), for the debounce.
     pub(crate) range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
 }

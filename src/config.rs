@@ -24,6 +24,10 @@ pub struct ServerConfig {
     /// A request body slower than this (bytes/s, averaged) after the grace period is cut off.
     pub min_data_rate: u64,
     pub min_data_rate_grace_secs: u64,
+    /// An upload body that sends nothing for this long is cut off (its slot frees up for a retry).
+    pub upload_idle_timeout_secs: u64,
+    /// Uploads streaming at once; more get 503 `BRO-09007` (retryable).
+    pub max_concurrent_uploads: usize,
     /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
     pub shutdown_grace_secs: u64,
 }
@@ -115,6 +119,8 @@ impl Default for ServerConfig {
             public_url: None,
             min_data_rate: 100,
             min_data_rate_grace_secs: 10,
+            upload_idle_timeout_secs: 120,
+            max_concurrent_uploads: 256,
             shutdown_grace_secs: 10,
         }
     }

@@ -2,13 +2,10 @@
 
 use chrono::Duration;
 
-/// Parses `[-]P[nY][nM][nD][T[nH][nM][n[.f]S]]` (a year is 365 days, a month 30, as XmlConvert counts).
+/// Parses `P[nY][nM][nD][T[nH][nM][n[.f]S]]` (a year is 365 days, a month 30, as XmlConvert counts).
+/// Negative durations make no sense for a lifetime or a grace period and are refused.
 pub fn parse_iso8601(text: &str) -> Option<Duration> {
     let s = text.trim();
-    let (negative, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
     let s = s.strip_prefix('P')?;
     let (date, time) = match s.split_once('T') {
         Some((d, t)) if !t.is_empty() => (d, Some(t)),
@@ -54,8 +51,7 @@ pub fn parse_iso8601(text: &str) -> Option<Duration> {
         add(time, &[('H', 3600 * SEC), ('M', 60 * SEC), ('S', SEC)])?;
     }
     let micros = i64::try_from(micros).ok()?;
-    let d = Duration::microseconds(micros);
-    Some(if negative { -d } else { d })
+    Some(Duration::microseconds(micros))
 }
 
 /// .NET `TimeSpan.ToString()`: `[-][d.]hh:mm:ss[.fffffff]`.

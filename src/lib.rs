@@ -34,14 +34,23 @@ pub fn event_source(config: &Config) -> String {
     format!("{}/broker/api/v1/filetransfer", base.trim_end_matches('/'))
 }
 
+/// Creates the data dir private (0700). An existing directory keeps its mode (it may be a directory
+/// the operator chose on purpose), with a warning when others can read it.
 fn create_data_dir(config: &Config) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = &config.storage.data_dir;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), "the data dir is accessible to other users; consider chmod 700");
+        }
+        return Ok(());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    // The umask may have narrowed the mode further, never widened it; set it exactly.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict the data dir {}", dir.display()))?;
     Ok(())
@@ -100,6 +109,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         clock.clone(),
         event_source(&config),
     );
+    let upload_permits = tokio::sync::Semaphore::new(config.server.max_concurrent_uploads);
     Ok(Arc::new(AppState {
         config,
         store,
@@ -109,6 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         registry,
         clock,
         shutdown: CancellationToken::new(),
+        upload_permits,
         range_downloads: Default::default(),
     }))
 }

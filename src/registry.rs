@@ -2,7 +2,7 @@
 //! owner to configure a resource id owns it; in `file` mode resources, owners, access lists and approvals
 //! come from a TOML file.
 
-use crate::auth::normalize_org;
+use broker_protocol::transfer::parse_org;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,7 +52,7 @@ fn org(raw: &str) -> Result<String, String> {
     if raw.eq_ignore_ascii_case("ttd") {
         return Ok(TTD_ORG.to_string());
     }
-    normalize_org(raw).ok_or_else(|| format!("'{raw}' is not an organisation number"))
+    parse_org(raw).ok_or_else(|| format!("'{raw}' is not an organisation number"))
 }
 
 impl Registry {

@@ -19,6 +19,7 @@ mod lifecycle;
 mod multipart;
 mod ranges;
 mod restart;
+mod robustness;
 mod search;
 mod storage;
 mod tokens;

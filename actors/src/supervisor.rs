@@ -240,38 +240,28 @@ struct Supervisor {
 }
 
 async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Message>) {
-    let loaded = shared.store.load_transfer(id).await;
-    let mut supervisor = match loaded {
-        Ok(Some(record)) => Some(Supervisor {
+    let mut supervisor = match shared.store.load_transfer(id).await {
+        Ok(Some(record)) => Ok(Supervisor {
             shared: shared.clone(),
             record,
             upload_in_flight: None,
         }),
-        Ok(None) => None,
+        Ok(None) => Err(LifecycleError::Rejected(ErrorCode::FileTransferNotFound)),
         Err(e) => {
             tracing::error!(%id, error = %e, "could not load transfer");
-            None
-        }
-    };
-    let refuse = |message: Message| {
-        if let Message::BeginUpload { reply, .. } | Message::Apply { reply, .. } = message {
-            let _ = reply.send(Err(LifecycleError::Rejected(
-                ErrorCode::FileTransferNotFound,
-            )));
+            Err(LifecycleError::Internal(format!(
+                "could not load the transfer: {e}"
+            )))
         }
     };
     loop {
-        let idle = supervisor
-            .as_ref()
-            .is_none_or(|s| s.upload_in_flight.is_none());
+        let idle = !matches!(&supervisor, Ok(s) if s.upload_in_flight.is_some());
         if idle {
-            // Leave the registry only when nothing is queued; the check and the removal happen under
-            // the registry lock, so no sender can pick this mailbox up in between.
+            // Leave only when nothing is queued and no sender but the registry's exists. Senders are
+            // cloned only under this lock, so once both hold no message can arrive any more.
             let mut boxes = shared.mailboxes.lock().expect("mailbox registry");
-            if mailbox.is_empty() {
+            if mailbox.is_empty() && mailbox.sender_strong_count() == 1 {
                 boxes.remove(&id);
-                drop(boxes);
-                mailbox.close();
                 break;
             }
         }
@@ -279,15 +269,12 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
             break;
         };
         match supervisor.as_mut() {
-            Some(s) => s.handle(message).await,
-            None => refuse(message),
-        }
-    }
-    // Messages that slipped in before the mailbox closed are still answered.
-    while let Ok(message) = mailbox.try_recv() {
-        match supervisor.as_mut() {
-            Some(s) => s.handle(message).await,
-            None => refuse(message),
+            Ok(s) => s.handle(message).await,
+            Err(refusal) => {
+                if let Message::BeginUpload { reply, .. } | Message::Apply { reply, .. } = message {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+            }
         }
     }
 }
@@ -307,7 +294,11 @@ impl Supervisor {
                     }
                     r
                 };
-                let _ = reply.send(result);
+                // The caller may have gone (its request was cancelled): then nobody holds the lease,
+                // so the slot must not stay taken.
+                if reply.send(result).is_err() && self.upload_in_flight == Some(lease) {
+                    self.upload_in_flight = None;
+                }
             }
             Message::Apply {
                 command,

@@ -61,11 +61,11 @@ catalogue! {
     ServiceOwnerNotFound = 7004, 404, "Service owner not found";
     // Broker's own codes.
     InsufficientStorage = 9001, 507, "The declared upload size exceeds the storage space the broker has free. Try again later or upload a smaller file.";
-    UploadInProgress = 9002, 409, "Another upload for this file transfer is in progress. Retry when it has finished or failed.";
     IdempotencyKeyReused = 9003, 422, "The Idempotency-Key was already used for a different initialize request by this sender.";
     InternalError = 9004, 500, "An unexpected error occurred.";
     FileTransferExpired = 9005, 410, "The file transfer has expired and its file is no longer available.";
     ShuttingDown = 9006, 503, "The broker is shutting down. Retry against another node or in a moment.";
+    TooManyUploads = 9007, 503, "Too many uploads are streaming at once. Retry in a moment.";
 }
 
 impl ErrorCode {

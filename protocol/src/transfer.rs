@@ -61,9 +61,22 @@ pub fn is_valid_org_number(s: &str) -> bool {
     }
 }
 
-/// Normalises an accepted org number to the stored `0192:NNNNNNNNN` form.
+/// Reads an organisation number in any form Altinn uses (`dddd:ddddddddd`,
+/// `urn:altinn:organization:identifier-no:ddddddddd`, or the bare nine digits) as `0192:ddddddddd`.
+pub fn parse_org(s: &str) -> Option<String> {
+    let s = s.trim();
+    let digits = if is_valid_org_number(s) {
+        crate::events::org_digits(s)
+    } else {
+        s
+    };
+    (digits.len() == 9 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("0192:{digits}"))
+}
+
+/// Normalises an org number that passed validation to the stored `0192:NNNNNNNNN` form.
 pub fn normalize_org(s: &str) -> String {
-    format!("0192:{}", crate::events::org_digits(s))
+    parse_org(s).unwrap_or_else(|| s.to_string())
 }
 
 /// The resource id without its optional `urn:altinn:resource:` prefix.

@@ -52,21 +52,27 @@ impl DevIssuer {
                 &SystemRandom::new(),
             )
             .map_err(|_| "cannot generate a signing key".to_string())?;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+            // Written whole to a private temporary file, then linked into place: a crash never leaves a
+            // truncated key, and of two processes racing, the first link wins and both use that key.
+            let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temp)?;
+                f.write_all(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())?;
+                f.sync_all()?;
+                match std::fs::hard_link(&temp, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
                 }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("{}: {e}", path.display())),
-            }
+                std::fs::remove_file(&temp)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Self::load(data_dir, name)
     }

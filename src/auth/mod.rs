@@ -5,6 +5,7 @@ pub mod dev_issuer;
 
 use crate::config::IssuerConfig;
 use base64::Engine;
+use broker_protocol::transfer::parse_org;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -89,13 +90,6 @@ struct Claims {
     authorization_details: Option<serde_json::Value>,
 }
 
-/// `0192:NNN`, `urn:…:NNN` or a bare number -> `0192:NNN`.
-pub fn normalize_org(raw: &str) -> Option<String> {
-    let digits = raw.rsplit(':').next()?.trim();
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("0192:{digits}"))
-}
-
 fn caller_from(claims: Claims) -> Caller {
     let system_user_org = claims.authorization_details.and_then(|v| {
         let details: Vec<AuthorizationDetail> = match v {
@@ -110,9 +104,9 @@ fn caller_from(claims: Claims) -> Caller {
     let vendor = claims.consumer.as_ref().and_then(|c| c.id.clone());
     let org = system_user_org
         .as_deref()
-        .and_then(normalize_org)
-        .or_else(|| claims.org_number.as_deref().and_then(normalize_org))
-        .or_else(|| vendor.as_deref().and_then(normalize_org));
+        .and_then(parse_org)
+        .or_else(|| claims.org_number.as_deref().and_then(parse_org))
+        .or_else(|| vendor.as_deref().and_then(parse_org));
     Caller {
         org,
         scopes: claims

@@ -16,8 +16,6 @@ use uuid::Uuid;
 
 /// Bytes per read on downloads: large reads keep syscalls few without holding much memory.
 const READ_CHUNK: usize = 1 << 20;
-/// Reads queued ahead of the socket per download.
-const READ_AHEAD: usize = 2;
 /// Batches queued ahead of the disk per upload.
 const WRITE_QUEUE: usize = 4;
 
@@ -49,7 +47,11 @@ impl BlobStore for LocalBlobStore {
         let file =
             tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
                 let dir = path.parent().expect("blob paths have a parent");
-                std::fs::create_dir_all(dir)?;
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir)?;
+                    // The new directory's entry must survive a power loss too.
+                    sync_dir(dir.parent().expect("blob directories have a parent"))?;
+                }
                 // Unlink first: a writer of an abandoned earlier attempt may still hold the old inode.
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
@@ -84,9 +86,7 @@ impl BlobStore for LocalBlobStore {
                 std::io::ErrorKind::NotFound => BlobError::NotFound,
                 _ => BlobError::Io(e),
             })?;
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        tokio::task::spawn_blocking(move || read_range(file, start, len, tx));
-        Ok(Box::pin(tokio_stream_from(rx)))
+        Ok(Box::pin(read_range(std::sync::Arc::new(file), start, len)))
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
@@ -252,25 +252,43 @@ impl BlobWriter for LocalWriter {
     }
 }
 
-fn read_range(file: std::fs::File, start: u64, len: u64, tx: mpsc::Sender<std::io::Result<Bytes>>) {
-    let mut offset = start;
-    let end = start + len;
-    while offset < end {
-        let want = ((end - offset) as usize).min(READ_CHUNK);
-        let mut buf = BytesMut::zeroed(want);
-        let result = file.read_exact_at(&mut buf, offset).map(|()| buf.freeze());
-        let failed = result.is_err();
-        if tx.blocking_send(result).is_err() || failed {
-            return; // the client went away, or the read failed and was reported
-        }
-        offset += want as u64;
-    }
+type PendingRead = tokio::task::JoinHandle<std::io::Result<Bytes>>;
+
+fn read_chunk_at(file: std::sync::Arc<std::fs::File>, offset: u64, end: u64) -> PendingRead {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = BytesMut::zeroed(((end - offset) as usize).min(READ_CHUNK));
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf.freeze())
+    })
 }
 
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
+/// Streams `[start, start + len)` in large positioned reads, one read ahead of the consumer. A blocking
+/// thread is held only for the read itself, so slow clients cannot exhaust the blocking pool.
+fn read_range(
+    file: std::sync::Arc<std::fs::File>,
+    start: u64,
+    len: u64,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    let end = start + len;
+    let first = (len > 0).then(|| read_chunk_at(file.clone(), start, end));
+    // State: the file, where the pending read ends, and the pending read itself.
+    futures::stream::unfold(
+        (file, start, first),
+        move |(file, offset, pending)| async move {
+            let chunk = match pending?.await {
+                Ok(read) => read,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            match chunk {
+                Ok(bytes) => {
+                    let next = offset + bytes.len() as u64;
+                    let ahead = (next < end).then(|| read_chunk_at(file.clone(), next, end));
+                    Some((Ok(bytes), (file, next, ahead)))
+                }
+                Err(e) => Some((Err(e), (file, end, None))),
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -143,7 +143,8 @@ pub trait Store: LifecycleStore {
     ) -> Result<bool, StoreError>;
     async fn service_owner(&self, id: &str) -> Result<Option<ServiceOwnerRow>, StoreError>;
     async fn resource(&self, id: &str) -> Result<Option<ResourceRow>, StoreError>;
-    async fn save_resource(&self, row: ResourceRow, at: Timestamp) -> Result<(), StoreError>;
+    /// Inserts or updates the resource; `false` when it exists with another owner (nothing written).
+    async fn save_resource(&self, row: ResourceRow, at: Timestamp) -> Result<bool, StoreError>;
     /// Creates the transfer (Initialized, recipients Initialized) and appends `events` to the outbox,
     /// in one transaction; honours the idempotency key within 24 h.
     async fn create_transfer(

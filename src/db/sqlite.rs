@@ -468,7 +468,17 @@ impl Store for SqliteStore {
             .execute(&self.reads)
             .await
             .map_err(failure)?;
-        Ok(())
+        // The writer task must answer too, or every write would fail while reads still work.
+        self.write(|conn| {
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn create_service_owner(
@@ -516,11 +526,11 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(resource_from_row))
     }
 
-    async fn save_resource(&self, r: ResourceRow, at: Timestamp) -> Result<(), StoreError> {
+    async fn save_resource(&self, r: ResourceRow, at: Timestamp) -> Result<bool, StoreError> {
         let at = time::format(&at);
         self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query(
+                let updated = sqlx::query(
                     "INSERT INTO resources (id, service_owner_id, max_file_transfer_size, file_transfer_time_to_live_us,
                         purge_after_all_confirmed, purge_grace_period_us, use_manifest_file_shim,
                         external_service_code_legacy, external_service_edition_code_legacy, required_party, created)
@@ -533,7 +543,8 @@ impl Store for SqliteStore {
                         use_manifest_file_shim = excluded.use_manifest_file_shim,
                         external_service_code_legacy = excluded.external_service_code_legacy,
                         external_service_edition_code_legacy = excluded.external_service_edition_code_legacy,
-                        required_party = excluded.required_party",
+                        required_party = excluded.required_party
+                     WHERE resources.service_owner_id = excluded.service_owner_id",
                 )
                 .bind(r.id)
                 .bind(r.service_owner_id)
@@ -549,7 +560,7 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(failure)?;
-                Ok(())
+                Ok(updated.rows_affected() == 1)
             })
         })
         .await

@@ -13,10 +13,9 @@ use broker_protocol::resource::{
     ResourceConfiguration, ResourceUpdate, ServiceOwnerInitialize, ServiceOwnerOverview,
     StorageProvider,
 };
-use broker_protocol::transfer::strip_resource_urn;
+use broker_protocol::transfer::{parse_org, strip_resource_urn};
 use broker_protocol::ErrorCode;
 use chrono::Duration;
-use serde::Deserialize;
 
 /// Registers the calling organisation as a Broker service owner.
 #[utoipa::path(post, path = "/broker/api/v1/serviceowner", tag = "Service owner", request_body = ServiceOwnerInitialize,
@@ -125,7 +124,16 @@ fn apply_update(
         row.external_service_edition_code_legacy = Some(edition);
     }
     if let Some(party) = &update.required_party {
-        row.required_party = Some(party.clone()).filter(|p| !p.is_empty());
+        row.required_party = if party.trim().is_empty() {
+            None
+        } else {
+            Some(parse_org(party).ok_or_else(|| {
+                ApiError::field(
+                    "RequiredParty",
+                    format!("'{party}' is not an organization number."),
+                )
+            })?)
+        };
     }
     if let Some(shim) = update.use_manifest_file_shim {
         if shim {
@@ -226,7 +234,10 @@ pub async fn configure_resource(
         .as_ref()
         .is_some_and(|e| e.approved_for_disabled_virus_scan);
     apply_update(&app, &mut row, &update, approved)?;
-    app.store.save_resource(row, app.clock.now()).await?;
+    if !app.store.save_resource(row, app.clock.now()).await? {
+        // Another owner configured it between our read and our write.
+        return Err(ErrorCode::NoAccess.into());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -260,7 +271,7 @@ pub async fn resource(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsParams {
     /// Return entries with a sequence number above this (default 0).
@@ -276,9 +287,21 @@ pub struct EventsParams {
 pub async fn events(
     State(app): State<App>,
     headers: HeaderMap,
-    Query(params): Query<EventsParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<OutboxEntry>>, ApiError> {
     app.authorize(&headers, Policy::Maintenance).await?;
+    let mut params = EventsParams {
+        after: None,
+        limit: None,
+    };
+    for (key, value) in &pairs {
+        let invalid = || ApiError::field(key, format!("The value '{value}' is not valid."));
+        match key.to_ascii_lowercase().as_str() {
+            "after" => params.after = Some(value.parse::<i64>().map_err(|_| invalid())?),
+            "limit" => params.limit = Some(value.parse::<u32>().map_err(|_| invalid())?),
+            _ => {}
+        }
+    }
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
         app.store

@@ -4,7 +4,7 @@ use crate::app::{parse_transfer_id, require_recipient, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_protocol::range::ByteRange;
 use broker_protocol::ErrorCode;
@@ -43,8 +43,11 @@ pub fn content_disposition(file_name: &str) -> String {
 pub async fn download(
     State(app): State<App>,
     Path(id): Path<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // HEAD tells the size and range support without downloading, so it records no DownloadStarted.
+    let head = method == Method::HEAD;
     let caller = app.authorize(&headers, Policy::Recipient).await?;
     let view = app.transfer(parse_transfer_id(&id)?, false).await?;
     let recipient = require_recipient(&caller, &view)?;
@@ -72,10 +75,10 @@ pub async fn download(
         None => (0, size - 1),
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
-    if app.should_record_download(view.id, &recipient, range.is_some()) {
+    if !head && app.should_record_download(view.id, &recipient, range.is_some()) {
         app.lifecycle.record_download(view.id, recipient).await?;
     }
-    let body = if len == 0 {
+    let body = if len == 0 || head {
         Body::empty()
     } else {
         let stream = app

@@ -268,6 +268,21 @@ fn parse_param<T: std::str::FromStr<Err = String>>(
         .transpose()
 }
 
+/// A date-time as ASP.NET binds a `DateTimeOffset` query value: RFC 3339, a date-time without offset
+/// (taken as UTC), or a bare date (midnight UTC).
+fn parse_date_time(s: &str) -> Option<broker_protocol::time::Timestamp> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+}
+
 fn parse_time(
     field: &str,
     raw: &Option<String>,
@@ -275,9 +290,8 @@ fn parse_time(
     raw.as_deref()
         .filter(|s| !s.is_empty())
         .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|_| ApiError::field(field, format!("The value '{s}' is not valid.")))
+            parse_date_time(s)
+                .ok_or_else(|| ApiError::field(field, format!("The value '{s}' is not valid.")))
         })
         .transpose()
 }

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use broker_actors::state::UploadFailure;
 use broker_actors::upload::{stream_into_blob, StreamError};
+use broker_actors::UploadLease;
 use broker_protocol::transfer::{FileTransferInitialize, FileTransferInitializeResponse};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 use futures::{Stream, StreamExt};
@@ -21,13 +22,26 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+/// A form-data metadata field may hold at most this much; only the file part is unbounded.
+const MAX_METADATA_FIELD: usize = 64 << 10;
+/// At most this many metadata fields (recipients are repeated fields).
+const MAX_METADATA_FIELDS: usize = 10_000;
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Uploads the file of an initialized transfer as one streamed request body.
 #[utoipa::path(post, path = "/broker/api/v1/filetransfer/{fileTransferId}/upload", tag = "File transfer",
     params(("fileTransferId" = Uuid, Path)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails),
         (status = 401), (status = 404, body = broker_protocol::ProblemDetails), (status = 409, body = broker_protocol::ProblemDetails),
-        (status = 500, body = broker_protocol::ProblemDetails), (status = 507, body = broker_protocol::ProblemDetails)),
+        (status = 500, body = broker_protocol::ProblemDetails), (status = 503, body = broker_protocol::ProblemDetails),
+        (status = 507, body = broker_protocol::ProblemDetails)),
     security(("bearer" = ["altinn:broker.write"])))]
 pub async fn upload(
     State(app): State<App>,
@@ -53,11 +67,7 @@ pub async fn upload(
     {
         return Err(ApiError::UnsupportedMediaType("application/octet-stream"));
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let limit = check_size(&app, &view, &resource, declared).await?;
+    let limit = check_size(&app, &view, &resource, declared_length(&headers)).await?;
     store_upload(&app, view.id, body.into_data_stream(), limit).await?;
     Ok(Json(FileTransferInitializeResponse {
         file_transfer_id: view.id,
@@ -84,29 +94,38 @@ async fn check_size(
         if len > limit {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
         }
-        if let Ok(Some(free)) = app.blobs.available_space().await {
-            if len > free.saturating_sub(app.config.storage.reserve_bytes) {
-                return Err(ErrorCode::InsufficientStorage.into());
-            }
-        }
+        check_free_space(app, len).await?;
     }
     Ok(limit)
+}
+
+async fn check_free_space(app: &App, len: u64) -> Result<(), ApiError> {
+    if let Ok(Some(free)) = app.blobs.available_space().await {
+        if len > free.saturating_sub(app.config.storage.reserve_bytes) {
+            return Err(ErrorCode::InsufficientStorage.into());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("the body arrived slower than {0} bytes/s")]
     TooSlow(u64),
+    #[error("no data arrived for {0:?}")]
+    Idle(Duration),
     #[error("{0}")]
     Read(String),
 }
 
 /// Cuts a body off once it averages less than `rate` bytes/s after `grace` (Kestrel's minimum data
-/// rate): a slow multi-hour stream that still moves is never cut; a stalled one is.
+/// rate), or when nothing arrives for `idle`: a slow multi-hour stream that still moves is never cut;
+/// a stalled one is, so its upload slot frees up for a retry.
 fn with_min_rate<S, E>(
     body: S,
     rate: u64,
     grace: Duration,
+    idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -119,14 +138,16 @@ where
             if done {
                 return None;
             }
-            let next = if rate == 0 {
-                Ok(body.next().await)
-            } else {
-                let needed = Duration::from_secs_f64((total + 1) as f64 / rate as f64);
-                tokio::time::timeout_at(start + needed.max(grace), body.next()).await
-            };
-            match next {
-                Err(_) => Some((Err(BodyError::TooSlow(rate)), (body, total, true))),
+            let idle_deadline = Instant::now() + idle;
+            let rate_deadline = (rate > 0).then(|| {
+                start + Duration::from_secs_f64((total + 1) as f64 / rate as f64).max(grace)
+            });
+            let deadline = rate_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
+            match tokio::time::timeout_at(deadline, body.next()).await {
+                Err(_) if Some(deadline) == rate_deadline => {
+                    Some((Err(BodyError::TooSlow(rate)), (body, total, true)))
+                }
+                Err(_) => Some((Err(BodyError::Idle(idle)), (body, total, true))),
                 Ok(None) => None,
                 Ok(Some(Ok(chunk))) => {
                     let total = total + chunk.len() as u64;
@@ -140,6 +161,15 @@ where
     )
 }
 
+/// Our storage failed: the transfer fails (500 `8`) and its bytes are removed.
+async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(id = %lease.transfer_id(), %error, "storage failed during upload");
+    match lease.fail(UploadFailure::Storage).await {
+        Err(e) => e.into(),
+        Ok(()) => ErrorCode::UploadFailed.into(),
+    }
+}
+
 /// Claims the upload slot, streams the body into storage with hashing, and hands the result to the
 /// transfer's supervisor. A cut body or a shutdown leaves the transfer UploadStarted and retryable.
 async fn store_upload<S, E>(app: &App, id: Uuid, body: S, limit: u64) -> Result<(), ApiError>
@@ -147,24 +177,22 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
+    // Each streaming upload holds a few threads and MiB: bound how many run at once.
+    let _permit = app
+        .upload_permits
+        .try_acquire()
+        .map_err(|_| ApiError::Code(ErrorCode::TooManyUploads))?;
     let lease = app.lifecycle.begin_upload(id).await?;
     let writer = match app.blobs.create(id).await {
         Ok(w) => w,
-        Err(e) => {
-            tracing::error!(%id, error = %e, "cannot create the blob");
-            return Err(lease
-                .fail(UploadFailure::Storage)
-                .await
-                .err()
-                .map(Into::into)
-                .unwrap_or(ErrorCode::UploadFailed.into()));
-        }
+        Err(e) => return Err(fail_storage(lease, e).await),
     };
     let server = &app.config.server;
     let body = Box::pin(with_min_rate(
         body,
         server.min_data_rate,
         Duration::from_secs(server.min_data_rate_grace_secs),
+        Duration::from_secs(server.upload_idle_timeout_secs),
     ));
     let streamed = tokio::select! {
         r = stream_into_blob(body, writer, Some(limit)) => r,
@@ -176,15 +204,7 @@ where
             "The upload was interrupted: {e}. Retry the upload."
         ))),
         Err(StreamError::TooLarge(_)) => Err(ErrorCode::FileSizeExceedsMaximum.into()),
-        Err(StreamError::Storage(e)) => {
-            tracing::error!(%id, error = %e, "storage failed during upload");
-            Err(lease
-                .fail(UploadFailure::Storage)
-                .await
-                .err()
-                .map(Into::into)
-                .unwrap_or(ErrorCode::UploadFailed.into()))
-        }
+        Err(StreamError::Storage(e)) => Err(fail_storage(lease, e).await),
     }
 }
 
@@ -235,10 +255,30 @@ fn apply_metadata(
     Ok(())
 }
 
+/// Reads a metadata field, refusing more than [`MAX_METADATA_FIELD`] bytes.
+async fn read_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut value = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+    {
+        if value.len() + chunk.len() > MAX_METADATA_FIELD {
+            return Err(ApiError::field(
+                &name,
+                format!("The field is longer than {MAX_METADATA_FIELD} bytes."),
+            ));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    String::from_utf8(value).map_err(|_| ApiError::field(&name, "The field is not valid UTF-8."))
+}
+
 /// Initializes a transfer and uploads its file in one multipart/form-data request: the `Metadata.*`
 /// fields first, then the file part `FileTransfer`, which streams straight to storage.
 #[utoipa::path(post, path = "/broker/api/v1/filetransfer/upload", tag = "File transfer",
-    request_body(content_type = "multipart/form-data", description = "Metadata.FileName, Metadata.ResourceId, Metadata.Sender, Metadata.Recipients (repeated), Metadata.SendersFileTransferReference, Metadata.PropertyList.<key>, Metadata.Checksum, Metadata.DisableVirusScan, then the file part FileTransfer"),
+    request_body(content_type = "multipart/form-data", description = "Metadata.FileName, Metadata.ResourceId, Metadata.Sender, Metadata.Recipients (repeated), Metadata.SendersFileTransferReference, Metadata.PropertyList.<key>, Metadata.Checksum, Metadata.DisableVirusScan, then the file part FileTransfer (the file must come last: it is streamed, not buffered)"),
     responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403)),
     security(("bearer" = ["altinn:broker.write"])))]
 pub async fn initialize_and_upload(
@@ -258,7 +298,7 @@ pub async fn initialize_and_upload(
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    loop {
+    for _ in 0..MAX_METADATA_FIELDS {
         let field = multipart
             .next_field()
             .await
@@ -273,17 +313,26 @@ pub async fn initialize_and_upload(
         if name.eq_ignore_ascii_case("filetransfer") {
             let id = initialize_transfer(&app, &caller, request, key).await?;
             let view = app.transfer(id, false).await?;
+            if view.status > FileTransferStatus::UploadStarted {
+                // A replay (same Idempotency-Key) of a request whose upload already completed.
+                return Ok(Json(FileTransferInitializeResponse {
+                    file_transfer_id: id,
+                }));
+            }
             let resource = app.resource_of(&view).await?;
             let limit = check_size(&app, &view, &resource, None).await?;
+            if let Some(len) = declared_length(&headers) {
+                check_free_space(&app, len).await?;
+            }
             store_upload(&app, id, field, limit).await?;
             return Ok(Json(FileTransferInitializeResponse {
                 file_transfer_id: id,
             }));
         }
-        let value = field
-            .text()
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let value = read_field(field).await?;
         apply_metadata(&mut request, &name, value)?;
     }
+    Err(ApiError::BadRequest(format!(
+        "More than {MAX_METADATA_FIELDS} form fields."
+    )))
 }
