@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod auth_admin;
 mod auth_matrix;
+mod bench_smoke;
 mod cli;
 mod config_errors;
 mod endpoints;

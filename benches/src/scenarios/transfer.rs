@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::anchors::{md5_rate, sha256_rate, write_fsync_rate, Nginx};
-use crate::http::{fetch, upload_file};
+use crate::http::{download_sha256, fetch, upload_file};
 use crate::payload::{ensure_file, warm};
 use crate::procwatch::ProcWatch;
 use crate::report::ScenarioResult;
@@ -91,6 +91,11 @@ pub async fn download(ctx: &Context, size: u64, parallel: usize) -> anyhow::Resu
     let proc = watch.map(ProcWatch::finish);
     if full_bytes != size || parallel_bytes != size {
         bail!("short download: {full_bytes} and {parallel_bytes} of {size} bytes");
+    }
+    // Timed passes only count bytes; one more pass checks they are the bytes that were sent.
+    let downloaded = download_sha256(recipient, id).await?;
+    if downloaded != sha256 {
+        bail!("the downloaded bytes differ: sha256 {downloaded}, sent {sha256}");
     }
     let full = mib_per_sec(size, full_time);
     let par = mib_per_sec(size, parallel_time);

@@ -1,0 +1,114 @@
+//! broker-bench, briefly: every scenario runs against a real broker process with tiny sizes, produces
+//! its figures with no failed request, and the report validates against the published JSON schema.
+//! (No timing thresholds: speed is judged by the benchmark itself, not by tests.)
+
+use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
+use broker_bench::scenarios::{lifecycle, mixed, transfer, Context};
+use broker_bench::target::{Target, TargetSpec};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn context(cache: &std::path::Path) -> Arc<Context> {
+    let spec = TargetSpec::Spawn {
+        broker_bin: env!("CARGO_BIN_EXE_broker").into(),
+    };
+    let target = Target::start(&spec, "bench-smoke").await.unwrap();
+    Arc::new(Context {
+        target,
+        cache_dir: cache.to_path_buf(),
+        anchors: true,
+    })
+}
+
+fn assert_clean(r: &ScenarioResult) {
+    assert_eq!(
+        r.errors, 0,
+        "{}: failed requests {:?}",
+        r.scenario, r.errors_by_status
+    );
+    assert!(
+        r.peak_rss_mib.is_some_and(|m| m > 0.0),
+        "{}: no RSS figure",
+        r.scenario
+    );
+    assert!(r.cpu_seconds.is_some(), "{}: no CPU figure", r.scenario);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its_schema() {
+    let cache = tempfile::tempdir().unwrap();
+    let ctx = context(cache.path()).await;
+    let size = 4 << 20;
+
+    let upload = transfer::upload(&ctx, size).await.unwrap();
+    assert_clean(&upload);
+    assert!(upload.mb_per_sec.is_some_and(|v| v > 0.0));
+    for anchor in ["md5_single_core", "sha256_single_core", "write_fsync"] {
+        assert!(
+            upload.anchors.get(anchor).is_some_and(|v| *v > 0.0),
+            "anchor {anchor} missing"
+        );
+    }
+    assert!(upload.ratios.contains_key("upload_to_ceiling"));
+
+    let download = transfer::download(&ctx, size, 4).await.unwrap();
+    assert_clean(&download);
+    assert!(download.mb_per_sec.is_some_and(|v| v > 0.0));
+    assert!(download
+        .figures
+        .get("parallel_mb_per_sec")
+        .is_some_and(|v| *v > 0.0));
+
+    let small = lifecycle::run(ctx.clone(), 4, Duration::from_millis(1500), 1024)
+        .await
+        .unwrap();
+    assert_clean(&small);
+    assert!(small.lifecycles_per_sec.is_some_and(|v| v > 0.0));
+    for step in lifecycle::STEPS.iter().chain(["whole_lifecycle"].iter()) {
+        assert!(small.steps.contains_key(*step), "step {step} missing");
+    }
+
+    let both = mixed::run(ctx.clone(), 2, Duration::from_millis(1500), 1024, size)
+        .await
+        .unwrap();
+    assert_clean(&both);
+    for figure in [
+        "p99_growth",
+        "large_upload_mb_per_sec",
+        "large_download_mb_per_sec",
+    ] {
+        assert!(
+            both.figures
+                .get(figure)
+                .is_some_and(|v| v.is_finite() && *v > 0.0),
+            "figure {figure} missing"
+        );
+    }
+
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: "broker-bench".into(),
+        tool_version: "test".into(),
+        started: chrono::Utc::now().to_rfc3339(),
+        target: "spawned".into(),
+        machine: Machine::detect(),
+        scenarios: vec![upload, download, small, both],
+    };
+    let json = serde_json::to_value(&report).unwrap();
+    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "the report does not match its schema: {problems:#?}"
+    );
+
+    let svg = cache.path().join("report.svg");
+    broker_bench::chart::write_svg(&report, &svg).unwrap();
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
