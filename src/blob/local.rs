@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 /// Bytes per read on downloads: large reads keep syscalls few without holding much memory.
 const READ_CHUNK: usize = 1 << 20;
+/// Reads queued ahead of the socket per download (so at most this many MiB buffered per download).
+const READS_IN_FLIGHT: usize = 4;
 /// Batches queued ahead of the disk per upload.
 const WRITE_QUEUE: usize = 4;
 
@@ -134,9 +136,12 @@ struct LocalWriter {
     writer: tokio::sync::oneshot::Receiver<std::io::Result<u64>>,
 }
 
-/// Writeback is started for every window of this size as soon as it is written, and the window before
-/// it is waited for: dirty pages stay bounded, the kernel never throttles the stream in bursts, and the
-/// final sync has little left to do.
+/// Writeback is started for every window of this size as soon as it is written; the window before it is
+/// waited for and then dropped from the page cache. Dirty pages stay bounded, the kernel never throttles
+/// the stream in bursts, the final sync has little left to do, and a multi-gigabyte upload does not push
+/// everything else out of the cache (its clean pages are recycled at once, which also costs the writer
+/// far less CPU than growing the cache: measured ~0.70 -> ~0.88 of the MD5 ceiling on 2 cores).
+/// Files smaller than two windows stay cached.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 fn write_batches(
@@ -168,6 +173,12 @@ fn write_batches(
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
                             | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                    libc::posix_fadvise(
+                        fd,
+                        (flushed - WRITEBACK_WINDOW) as i64,
+                        WRITEBACK_WINDOW as i64,
+                        libc::POSIX_FADV_DONTNEED,
                     );
                 }
             }
@@ -262,33 +273,43 @@ fn read_chunk_at(file: std::sync::Arc<std::fs::File>, offset: u64, end: u64) -> 
     })
 }
 
-/// Streams `[start, start + len)` in large positioned reads, one read ahead of the consumer. A blocking
-/// thread is held only for the read itself, so slow clients cannot exhaust the blocking pool.
+/// Streams `[start, start + len)` in large positioned reads, up to [`READS_IN_FLIGHT`] ahead of the
+/// consumer, so a file that is not in the page cache streams at the disk's parallel speed. A blocking
+/// thread is held only for a read itself, so slow clients cannot exhaust the blocking pool.
 fn read_range(
     file: std::sync::Arc<std::fs::File>,
     start: u64,
     len: u64,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use std::collections::VecDeque;
+    use std::os::fd::AsRawFd;
     let end = start + len;
-    let first = (len > 0).then(|| read_chunk_at(file.clone(), start, end));
-    // State: the file, where the pending read ends, and the pending read itself.
-    futures::stream::unfold(
-        (file, start, first),
-        move |(file, offset, pending)| async move {
-            let chunk = match pending?.await {
-                Ok(read) => read,
-                Err(e) => Err(std::io::Error::other(e)),
-            };
-            match chunk {
-                Ok(bytes) => {
-                    let next = offset + bytes.len() as u64;
-                    let ahead = (next < end).then(|| read_chunk_at(file.clone(), next, end));
-                    Some((Ok(bytes), (file, next, ahead)))
-                }
-                Err(e) => Some((Err(e), (file, end, None))),
-            }
-        },
-    )
+    // SAFETY: the descriptor is open for the lifetime of `file`; advice has no memory effects.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            start as i64,
+            len as i64,
+            libc::POSIX_FADV_SEQUENTIAL,
+        );
+    }
+    // State: the file, where the next read to issue starts, and the reads in flight (in order).
+    let state = (file, start, VecDeque::<PendingRead>::new());
+    futures::stream::unfold(state, move |(file, mut next, mut in_flight)| async move {
+        while in_flight.len() < READS_IN_FLIGHT && next < end {
+            in_flight.push_back(read_chunk_at(file.clone(), next, end));
+            next = (next + READ_CHUNK as u64).min(end);
+        }
+        let chunk = match in_flight.pop_front()?.await {
+            Ok(read) => read,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match chunk {
+            Ok(bytes) => Some((Ok(bytes), (file, next, in_flight))),
+            // Stop after reporting the error; reads still in flight are dropped.
+            Err(e) => Some((Err(e), (file, end, VecDeque::new()))),
+        }
+    })
 }
 
 #[cfg(test)]
