@@ -42,12 +42,29 @@ fn latency_points(report: &Report) -> Vec<(f64, f64, f64, f64)> {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Draws the charts the report has data for: throughput beside anchors, latency vs concurrency, or both.
 pub fn write_svg(report: &Report, path: &Path) -> DrawResult {
-    let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
+    let throughput = !throughput_groups(report).is_empty();
+    let latency = !latency_points(report).is_empty();
+    let width = if throughput && latency { 1400 } else { 760 };
+    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(760);
-    draw_throughput(report, &left)?;
-    draw_latency(report, &right)?;
+    match (throughput, latency) {
+        (true, true) => {
+            let (left, right) = root.split_horizontally(760);
+            draw_throughput(report, &left)?;
+            draw_latency(report, &right)?;
+        }
+        (true, false) => draw_throughput(report, &root)?,
+        (false, true) => draw_latency(report, &root)?,
+        (false, false) => {
+            root.draw(&Text::new(
+                "no throughput or latency figures in this report",
+                (20, 20),
+                ("sans-serif", 18),
+            ))?;
+        }
+    }
     root.present()?;
     Ok(())
 }

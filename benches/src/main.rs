@@ -81,6 +81,12 @@ enum Scenario {
         #[arg(long, default_value = "1KiB", value_parser = parse_size)]
         size: u64,
     },
+    /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
+    Report {
+        /// Report files written by --json.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
     /// The lifecycle load alone, then beside large uploads and downloads.
     Mixed {
         #[arg(long, default_value_t = 16)]
@@ -92,6 +98,43 @@ enum Scenario {
         #[arg(long, default_value = "1GiB", value_parser = parse_size)]
         large_size: u64,
     },
+}
+
+fn write_outputs(report: &Report, g: &Global) -> anyhow::Result<()> {
+    if let Some(path) = &g.json {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &g.svg {
+        broker_bench::chart::write_svg(report, path)
+            .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn merge_reports(inputs: &[PathBuf], g: &Global) -> anyhow::Result<()> {
+    let mut merged: Option<Report> = None;
+    for path in inputs {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a broker-bench report", path.display()))?;
+        anyhow::ensure!(
+            report.schema_version == SCHEMA_VERSION,
+            "{} has schema version {}",
+            path.display(),
+            report.schema_version
+        );
+        match &mut merged {
+            None => merged = Some(report),
+            Some(m) => m.scenarios.extend(report.scenarios),
+        }
+    }
+    let merged = merged.context("no input report")?;
+    for r in &merged.scenarios {
+        print!("{}", r.table());
+    }
+    write_outputs(&merged, g)
 }
 
 #[tokio::main]
@@ -110,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
             broker_bin,
         },
     };
+    if let Scenario::Report { inputs } = &cli.scenario {
+        return merge_reports(inputs, &g);
+    }
     let started = chrono::Utc::now().to_rfc3339();
     let target = Target::start(&spec, &g.resource).await?;
     let ctx = Arc::new(Context {
@@ -143,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
             size,
             large_size,
         } => results.push(mixed::run(ctx.clone(), concurrency, duration, size, large_size).await?),
+        Scenario::Report { .. } => unreachable!("handled before a broker is started"),
     }
     if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {
         for r in &results {
