@@ -78,7 +78,7 @@ async fn each_single_range_form_is_served_as_206() {
 }
 
 #[tokio::test]
-async fn unsatisfiable_ranges_are_416_bro_00029_without_content_range() {
+async fn unsatisfiable_ranges_are_416_bro_00029_with_the_size_in_content_range() {
     let f = Fixture::new().await;
     let (id, _) = published(&f).await;
     for range in [
@@ -88,7 +88,12 @@ async fn unsatisfiable_ranges_are_416_bro_00029_without_content_range() {
         "bytes=-0".to_string(),
     ] {
         let response = get_range(&f, id, &range).await;
-        assert!(response.headers().get("content-range").is_none(), "{range}");
+        // Beyond Altinn (which sends none): RFC 9110's `bytes */size`, so a client learns the size.
+        assert_eq!(
+            header(&response, "content-range"),
+            format!("bytes */{SIZE}"),
+            "{range}"
+        );
         let body = expect_problem_response(response, 416, Some("BRO-00029")).await;
         assert_eq!(body["title"], "Range Not Satisfiable", "{range}");
     }
@@ -278,4 +283,31 @@ async fn a_range_download_allows_confirming() {
     let (id, _) = published(&f).await;
     get_range(&f, id, "bytes=-1").await.bytes().await.unwrap();
     f.recipient.confirm_download(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn downloads_carry_the_sha256_as_a_strong_etag_and_if_range_guards_resumes() {
+    let f = Fixture::new().await;
+    let (id, content) = published(&f).await;
+    let etag = format!("\"{}\"", sha256_hex(&content));
+    let full = f.recipient.download(id, None).await.unwrap();
+    assert_eq!(header(&full, "etag"), etag);
+    let request = |if_range: &str| {
+        f.recipient
+            .request(
+                reqwest::Method::GET,
+                &format!("/filetransfer/{id}/download"),
+            )
+            .header("range", "bytes=10-19")
+            .header("if-range", if_range.to_string())
+            .send()
+    };
+    let resumed = request(&etag).await.unwrap();
+    assert_eq!(resumed.status(), 206);
+    assert_eq!(resumed.bytes().await.unwrap().as_ref(), &content[10..20]);
+    for stale in ["\"0000\"", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        let whole = request(stale).await.unwrap();
+        assert_eq!(whole.status(), 200, "If-Range {stale}");
+        assert_eq!(whole.bytes().await.unwrap().len(), content.len());
+    }
 }

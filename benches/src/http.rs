@@ -1,5 +1,6 @@
 //! Transfers as a client performs them; the same code fetches from Broker and from the nginx anchor.
 
+use crate::MIB;
 use anyhow::{bail, Context};
 use broker_protocol::client::BrokerClient;
 use futures::StreamExt;
@@ -17,17 +18,42 @@ pub async fn upload_file(
     size: u64,
 ) -> anyhow::Result<Duration> {
     let file = tokio::fs::File::open(path).await?;
-    let body =
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = {
+        let sent = sent.clone();
+        tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                sent.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let body = reqwest::Body::wrap_stream(counted);
     let started = Instant::now();
+    // Live progress on stderr, once a second.
+    let progress = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let n = sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / MIB;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  {secs:5.1} s  {n:.0} of {:.0} MiB sent  ({:.0} MiB/s)",
+                size as f64 / MIB,
+                n / secs
+            );
+        }
+    });
     let response = sender
         .request(reqwest::Method::POST, &format!("/filetransfer/{id}/upload"))
         .header("content-type", "application/octet-stream")
         .header("content-length", size)
         .body(body)
         .send()
-        .await?;
+        .await;
     let elapsed = started.elapsed();
+    progress.abort();
+    let response = response?;
     if !response.status().is_success() {
         bail!(
             "upload answered {}: {}",

@@ -35,7 +35,8 @@ pub fn content_disposition(file_name: &str) -> String {
 
 /// Downloads the file, whole or one byte range.
 #[utoipa::path(get, path = "/broker/api/v1/filetransfer/{fileTransferId}/download", tag = "File transfer",
-    params(("fileTransferId" = Uuid, Path), ("Range" = Option<String>, Header, description = "One range: bytes=a-b, bytes=a- or bytes=-n")),
+    params(("fileTransferId" = Uuid, Path), ("Range" = Option<String>, Header, description = "One range: bytes=a-b, bytes=a- or bytes=-n"),
+        ("If-Range" = Option<String>, Header, description = "The ETag of a partial copy: the range is served only if the file still has it, else the whole file")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 401), (status = 403, body = broker_protocol::ProblemDetails), (status = 404, body = broker_protocol::ProblemDetails),
         (status = 410, body = broker_protocol::ProblemDetails), (status = 416, body = broker_protocol::ProblemDetails)),
@@ -63,14 +64,29 @@ pub async fn download(
         return Err(ErrorCode::FileTransferExpired.into());
     }
     let size = view.size as u64;
+    // A strong validator: the content's SHA-256. `If-Range` with anything else (another tag, a date)
+    // means the client's partial copy is stale, so the whole file is sent.
+    let etag = view.sha256.as_ref().map(|sha| format!("\"{sha}\""));
+    let range_still_valid = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(validator) => etag.as_deref() == Some(validator.trim()),
+    };
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(ByteRange::parse);
+        .and_then(ByteRange::parse)
+        .filter(|_| range_still_valid);
     let (start, end) = match range {
-        Some(r) => r
-            .resolve(size)
-            .map_err(|_| ApiError::Code(ErrorCode::RangeNotSatisfiable))?,
+        Some(r) => match r.resolve(size) {
+            Ok(bounds) => bounds,
+            Err(_) => {
+                let mut response = ApiError::Code(ErrorCode::RangeNotSatisfiable).into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(response);
+            }
+        },
         None if size == 0 => (0, 0),
         None => (0, size - 1),
     };
@@ -104,6 +120,9 @@ pub async fn download(
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, v);
+    }
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&view.file_name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -35,6 +35,7 @@ async fn publish(
             overview.summary.sha256
         );
     }
+    eprintln!("upload: the broker stored SHA-256 {sha256}, equal to the file's");
     Ok((id, elapsed))
 }
 
@@ -102,6 +103,7 @@ pub async fn download(ctx: &Context, size: u64, parallel: usize) -> anyhow::Resu
     if downloaded != sha256 {
         bail!("the downloaded bytes differ: sha256 {downloaded}, sent {sha256}");
     }
+    eprintln!("download: the SHA-256 of the downloaded bytes equals the file's ({sha256})");
     let full = mib_per_sec(size, full_time);
     let par = mib_per_sec(size, parallel_time);
     let mut result = ScenarioResult {
