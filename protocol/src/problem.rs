@@ -184,6 +184,21 @@ impl ProblemDetails {
         }
     }
 
+    /// A problem outside the catalogue (no `code`), e.g. 415 or an unreadable body.
+    pub fn plain(status: u16, detail: String, trace_id: String) -> Self {
+        let (type_, title) = type_and_title(status);
+        ProblemDetails {
+            type_: type_.into(),
+            title: title.into(),
+            status,
+            detail: Some(detail),
+            code: None,
+            instance: None,
+            trace_id,
+            errors: None,
+        }
+    }
+
     /// ASP.NET's ValidationProblemDetails: 400, a fixed title, the per-field messages and no `code`.
     pub fn validation(errors: BTreeMap<String, Vec<String>>, trace_id: String) -> Self {
         let (type_, _) = type_and_title(400);

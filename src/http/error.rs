@@ -95,32 +95,12 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
             ApiError::MissingScope => StatusCode::FORBIDDEN.into_response(),
-            ApiError::UnsupportedMediaType(expected) => {
-                let (type_, title) = broker_protocol::problem::type_and_title(415);
-                problem_response(ProblemDetails {
-                    type_: type_.into(),
-                    title: title.into(),
-                    status: 415,
-                    detail: Some(format!("The request body must be {expected}.")),
-                    code: None,
-                    instance: None,
-                    trace_id,
-                    errors: None,
-                })
-            }
-            ApiError::BadRequest(detail) => {
-                let (type_, title) = broker_protocol::problem::type_and_title(400);
-                problem_response(ProblemDetails {
-                    type_: type_.into(),
-                    title: title.into(),
-                    status: 400,
-                    detail: Some(detail),
-                    code: None,
-                    instance: None,
-                    trace_id,
-                    errors: None,
-                })
-            }
+            ApiError::UnsupportedMediaType(expected) => problem_response(ProblemDetails::plain(
+                415,
+                format!("The request body must be {expected}."),
+                trace_id,
+            )),
+            ApiError::BadRequest(detail) => problem_response(ProblemDetails::plain(400, detail, trace_id)),
             ApiError::Internal(message) => {
                 tracing::error!(%trace_id, error = %message, "internal error");
                 let mut p = ProblemDetails::for_code(ErrorCode::InternalError, trace_id);
