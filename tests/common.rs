@@ -198,6 +198,23 @@ impl Fixture {
             .unwrap()
     }
 
+    /// The first recipient downloads the transfer and gets exactly `content`.
+    pub async fn assert_recipient_downloads(&self, id: Uuid, content: &[u8]) {
+        let downloaded = self
+            .recipient
+            .download(id, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            sha256_hex(&downloaded),
+            sha256_hex(content),
+            "downloaded bytes differ from those sent"
+        );
+    }
+
     /// Initializes and uploads `content`; the transfer ends Published.
     pub async fn publish(&self, recipients: &[&str], content: &[u8]) -> Uuid {
         let id = self.initialize(recipients).await;

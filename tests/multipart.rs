@@ -49,15 +49,7 @@ async fn multipart_form_data_initializes_and_uploads_in_one_request() {
         s.property_list.get("kind").map(String::as_str),
         Some("test")
     );
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
     assert_eq!(
         event_types_of(&f.maintenance, id).await,
         vec![

@@ -63,15 +63,7 @@ async fn state_and_file_survive_a_restart_between_every_step() {
         Some(sha256_hex(&content).as_str())
     );
     assert!(overview.published.is_some());
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
 
     let f = restart(f).await;
     let overview = f.sender.overview(id).await.unwrap();
@@ -209,15 +201,7 @@ async fn an_upload_cut_mid_stream_stays_upload_started_and_a_retry_publishes() {
         FileTransferStatus::Published
     );
     assert_eq!(overview.summary.file_transfer_size, content.len() as i64);
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,15 +233,7 @@ async fn an_upload_aborted_by_the_client_body_stream_stays_retryable() {
     upload_when_slot_is_free(&f.sender, id, &content)
         .await
         .unwrap();
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,15 +316,7 @@ async fn a_stalled_upload_is_cut_by_the_minimum_data_rate_and_can_be_retried() {
     upload_when_slot_is_free(&f.sender, id, &content)
         .await
         .unwrap();
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,13 +357,5 @@ async fn a_shutdown_during_an_upload_leaves_it_retryable_after_the_restart() {
     assert_unpublished(&f, id).await;
     let content = payload(40_000, 69);
     f.sender.upload(id, content.clone()).await.unwrap();
-    let downloaded = f
-        .recipient
-        .download(id, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256_hex(&downloaded), sha256_hex(&content));
+    f.assert_recipient_downloads(id, &content).await;
 }

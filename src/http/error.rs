@@ -100,7 +100,9 @@ impl IntoResponse for ApiError {
                 format!("The request body must be {expected}."),
                 trace_id,
             )),
-            ApiError::BadRequest(detail) => problem_response(ProblemDetails::plain(400, detail, trace_id)),
+            ApiError::BadRequest(detail) => {
+                problem_response(ProblemDetails::plain(400, detail, trace_id))
+            }
             ApiError::Internal(message) => {
                 tracing::error!(%trace_id, error = %message, "internal error");
                 let mut p = ProblemDetails::for_code(ErrorCode::InternalError, trace_id);
