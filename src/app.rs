@@ -35,6 +35,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Bounds how many uploads stream at once (each holds threads and a few MiB).
     pub upload_permits: tokio::sync::Semaphore,
+    /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
+    pub tus_hashes: Mutex<HashMap<Uuid, broker_actors::upload::HashState>>,
     /// Last recorded range download per (transfer, recipient), for the debounce.
     pub(crate) range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
 }

@@ -120,6 +120,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         clock,
         shutdown: CancellationToken::new(),
         upload_permits,
+        tus_hashes: Default::default(),
         range_downloads: Default::default(),
     }))
 }

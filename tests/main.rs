@@ -24,3 +24,4 @@ mod robustness;
 mod search;
 mod storage;
 mod tokens;
+mod tus;

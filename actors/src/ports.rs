@@ -69,6 +69,9 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new file for the transfer, replacing any earlier partial one.
     async fn create(&self, id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Continues the transfer's file at `offset`: anything stored past it (bytes never acknowledged)
+    /// is cut off first. A missing file is created when `offset` is 0.
+    async fn open_append(&self, id: Uuid, offset: u64) -> Result<Box<dyn BlobWriter>, BlobError>;
     /// Streams `len` bytes starting at `start`.
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError>;
     /// Removes the file; removing a missing file succeeds.

@@ -48,6 +48,8 @@ enum Message {
     },
     /// The upload holding the slot ended without a result (client gone, crash of the handler).
     AbandonUpload { lease: u64 },
+    /// The upload holding the slot stopped, keeping what it stored (a resumable upload's request ended).
+    ReleaseUpload { lease: u64 },
 }
 
 struct Shared {
@@ -203,6 +205,16 @@ impl UploadLease {
             .await
     }
 
+    /// Ends this request's hold on the upload slot, keeping the stored bytes (a resumable upload goes on
+    /// in a later request).
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.lifecycle
+                .deliver(self.id, Message::ReleaseUpload { lease })
+                .await;
+        }
+    }
+
     /// Our storage failed: the transfer fails and its bytes are removed.
     pub async fn fail(mut self, failure: UploadFailure) -> Result<(), LifecycleError> {
         let lease = self.lease.take();
@@ -313,6 +325,11 @@ impl Supervisor {
                     self.upload_in_flight = None;
                 }
                 let _ = reply.send(self.apply(command).await);
+            }
+            Message::ReleaseUpload { lease } => {
+                if self.upload_in_flight == Some(lease) {
+                    self.upload_in_flight = None;
+                }
             }
             Message::AbandonUpload { lease } => {
                 if self.upload_in_flight == Some(lease) {

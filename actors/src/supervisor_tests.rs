@@ -48,6 +48,9 @@ impl BlobStore for MemoryBlobs {
     async fn create(&self, _id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
         unimplemented!("not used by these tests")
     }
+    async fn open_append(&self, _id: Uuid, _offset: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
+        unimplemented!("not used by these tests")
+    }
     async fn read(&self, _id: Uuid, _start: u64, _len: u64) -> Result<ByteStream, BlobError> {
         Err(BlobError::NotFound)
     }

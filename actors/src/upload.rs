@@ -4,6 +4,9 @@
 //! (MD5 is the serial ceiling of the stream, ~600 MB/s on one core, so SHA-256 must not share its core)
 //! and to the blob writer. Bounded channels keep memory per upload at a few MiB whatever the size.
 //!
+//! The hash state ([`HashState`]) can start from an earlier one, so an upload that arrives in several
+//! requests (tus PATCHes) is hashed once, in order, as it streams.
+//!
 //! MD5 is the critical path: SHA-256 and the disk writer have slack, so their threads run at a lower
 //! scheduling priority ([`lower_thread_priority`]). On a machine with few cores this keeps MD5 from being
 //! preempted by work that can wait (measured on 2 cores: ~0.75 -> ~0.84 of the MD5 ceiling).
@@ -19,13 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches queued per hashing thread.
 const HASH_QUEUE: usize = 4;
-/// Below this, a whole upload is hashed on the calling task: a thread hand-off would cost more.
+/// Below this, a whole body is hashed on the calling task: a thread hand-off would cost more.
 const INLINE_HASH_BYTES: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError<E> {
+pub enum StreamError {
     #[error("the request body failed: {0}")]
-    Body(E),
+    Body(String),
     #[error(transparent)]
     Storage(#[from] BlobError),
     #[error("the body is longer than the allowed {0} bytes")]
@@ -42,11 +45,45 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// MD5 and SHA-256 of the bytes seen so far, and how many there were.
+#[derive(Clone, Default)]
+pub struct HashState {
+    md5: md5::Md5,
+    sha256: sha2::Sha256,
+    len: u64,
+}
+
+impl HashState {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.md5.update(bytes);
+        sha2::Digest::update(&mut self.sha256, bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// The hex digests of everything seen: the stored file's identity.
+    pub fn finish(self) -> StoredFile {
+        StoredFile {
+            size: self.len,
+            md5: hex(&self.md5.finalize()),
+            sha256: hex(&sha2::Digest::finalize(self.sha256)),
+        }
+    }
+}
+
 struct HashThreads {
     md5_tx: mpsc::Sender<Batch>,
     sha_tx: mpsc::Sender<Batch>,
-    md5: oneshot::Receiver<String>,
-    sha256: oneshot::Receiver<String>,
+    md5: oneshot::Receiver<md5::Md5>,
+    sha256: oneshot::Receiver<sha2::Sha256>,
+    len: u64,
 }
 
 /// Runs `work` on a dedicated thread and hands its result back through a oneshot channel.
@@ -67,53 +104,48 @@ pub fn spawn_thread<T: Send + 'static>(
 }
 
 impl HashThreads {
-    fn spawn() -> Self {
+    fn spawn(state: HashState) -> Self {
         let (md5_tx, md5_rx) = mpsc::channel(HASH_QUEUE);
         let (sha_tx, sha_rx) = mpsc::channel(HASH_QUEUE);
+        let (md5, sha256) = (state.md5, state.sha256);
         HashThreads {
             md5_tx,
             sha_tx,
-            md5: spawn_thread("md5", move || hash_all(md5_rx, md5::Md5::new())),
+            md5: spawn_thread("md5", move || hash_all(md5_rx, md5)),
             sha256: spawn_thread("sha256", move || {
                 lower_thread_priority();
-                hash_all(sha_rx, sha2::Sha256::new())
+                hash_all(sha_rx, sha256)
             }),
+            len: state.len,
         }
     }
 
-    async fn feed(&self, batch: &Batch) {
+    async fn feed(&mut self, batch: &Batch) {
         // A send only fails if a hashing thread died; `finish` then reports it.
         let _ = self.md5_tx.send(batch.clone()).await;
         let _ = self.sha_tx.send(batch.clone()).await;
+        self.len += batch.iter().map(|b| b.len() as u64).sum::<u64>();
     }
 
-    async fn finish(self) -> Result<(String, String), BlobError> {
+    async fn finish(self) -> Result<HashState, BlobError> {
         drop(self.md5_tx);
         drop(self.sha_tx);
-        let joined = |r: Result<String, oneshot::error::RecvError>| {
-            r.map_err(|_| BlobError::Io(std::io::Error::other("a hashing thread failed")))
-        };
-        Ok((joined(self.md5.await)?, joined(self.sha256.await)?))
+        let failed = || BlobError::Io(std::io::Error::other("a hashing thread failed"));
+        Ok(HashState {
+            md5: self.md5.await.map_err(|_| failed())?,
+            sha256: self.sha256.await.map_err(|_| failed())?,
+            len: self.len,
+        })
     }
 }
 
-fn hash_all<D: sha2::Digest>(mut rx: mpsc::Receiver<Batch>, mut digest: D) -> String {
+fn hash_all<D: sha2::Digest>(mut rx: mpsc::Receiver<Batch>, mut digest: D) -> D {
     while let Some(batch) = rx.blocking_recv() {
         for chunk in batch.iter() {
             digest.update(chunk);
         }
     }
-    hex(&digest.finalize())
-}
-
-fn hash_batch(batch: &[Bytes]) -> (String, String) {
-    let mut md5 = md5::Md5::new();
-    let mut sha = sha2::Sha256::new();
-    for chunk in batch {
-        md5.update(chunk);
-        sha2::Digest::update(&mut sha, chunk);
-    }
-    (hex(&md5.finalize()), hex(&sha2::Digest::finalize(sha)))
+    digest
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -126,22 +158,42 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Streams `body` into `writer`, refusing more than `max_len` bytes, and returns the synced file's
-/// size and hashes. On any error the caller discards the partial blob.
-pub async fn stream_into_blob<S, E>(
+/// What an append streamed: the hash state after it, and why it stopped early if the body broke off
+/// (only when the caller keeps partial bodies).
+pub struct Appended {
+    pub state: HashState,
+    pub interrupted: Option<String>,
+}
+
+/// Streams `body` into `writer` after the bytes `state` has seen, refusing more than `max_len` bytes in
+/// this body, and makes them durable. When the body breaks off and `keep_partial` is set, what arrived
+/// is still written, synced and reported (`interrupted`); otherwise the error is returned and the caller
+/// discards the partial bytes.
+pub async fn stream_append<S, E>(
     mut body: S,
     mut writer: Box<dyn BlobWriter>,
+    state: HashState,
     max_len: Option<u64>,
-) -> Result<StoredFile, StreamError<E>>
+    keep_partial: bool,
+) -> Result<Appended, StreamError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
 {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut total: u64 = 0;
     let mut hashers: Option<HashThreads> = None;
+    let mut interrupted = None;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(StreamError::Body)?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) if keep_partial => {
+                interrupted = Some(e.to_string());
+                break;
+            }
+            Err(e) => return Err(StreamError::Body(e.to_string())),
+        };
         total += chunk.len() as u64;
         if let Some(max) = max_len {
             if total > max {
@@ -153,37 +205,52 @@ where
         if batch_len >= BATCH_BYTES {
             let full: Batch = Arc::new(std::mem::take(&mut batch));
             batch_len = 0;
-            let threads = hashers.get_or_insert_with(HashThreads::spawn);
+            let threads = hashers.get_or_insert_with(|| HashThreads::spawn(state.clone()));
             threads.feed(&full).await;
             writer.append(full).await?;
         }
     }
     let last: Batch = Arc::new(batch);
-    let (md5, sha256) = match hashers {
-        Some(threads) => {
+    let state = match hashers {
+        Some(mut threads) => {
             threads.feed(&last).await;
             writer.append(last).await?;
             threads.finish().await?
         }
-        None if batch_len <= INLINE_HASH_BYTES => {
-            let digests = hash_batch(&last);
-            writer.append(last).await?;
-            digests
-        }
         None => {
-            let for_hash = last.clone();
-            let hashing = tokio::task::spawn_blocking(move || hash_batch(&for_hash));
-            writer.append(last).await?;
-            hashing
-                .await
-                .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+            let mut state = state;
+            if batch_len <= INLINE_HASH_BYTES {
+                last.iter().for_each(|c| state.update(c));
+                writer.append(last).await?;
+                state
+            } else {
+                let for_hash = last.clone();
+                let hashing = tokio::task::spawn_blocking(move || {
+                    for_hash.iter().for_each(|c| state.update(c));
+                    state
+                });
+                writer.append(last).await?;
+                hashing
+                    .await
+                    .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+            }
         }
     };
-    let size = writer.commit().await?;
-    debug_assert_eq!(size, total);
-    Ok(StoredFile {
-        size: total,
-        md5,
-        sha256,
-    })
+    writer.commit().await?;
+    Ok(Appended { state, interrupted })
+}
+
+/// Streams a whole file into `writer` (a new blob) and returns its size and hashes. On any error the
+/// caller discards the partial blob.
+pub async fn stream_into_blob<S, E>(
+    body: S,
+    writer: Box<dyn BlobWriter>,
+    max_len: Option<u64>,
+) -> Result<StoredFile, StreamError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let appended = stream_append(body, writer, HashState::default(), max_len, false).await?;
+    Ok(appended.state.finish())
 }

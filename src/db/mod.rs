@@ -131,6 +131,13 @@ pub struct SearchQuery {
 
 pub const SEARCH_LIMIT: i64 = 100;
 
+/// A resumable upload in progress: its declared length (None while deferred) and durable offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TusRow {
+    pub length: Option<u64>,
+    pub offset: u64,
+}
+
 #[async_trait]
 pub trait Store: LifecycleStore {
     async fn health(&self) -> Result<(), StoreError>;
@@ -159,4 +166,23 @@ pub trait Store: LifecycleStore {
     ) -> Result<Option<TransferView>, StoreError>;
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError>;
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Starts (or restarts) the transfer's resumable upload at offset 0.
+    async fn create_tus(
+        &self,
+        id: Uuid,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    async fn tus(&self, id: Uuid) -> Result<Option<TusRow>, StoreError>;
+    /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` if the offset
+    /// was no longer `from`.
+    async fn advance_tus(
+        &self,
+        id: Uuid,
+        from: u64,
+        to: u64,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn delete_tus(&self, id: Uuid) -> Result<(), StoreError>;
 }

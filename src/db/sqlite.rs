@@ -718,6 +718,87 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    async fn create_tus(
+        &self,
+        id: Uuid,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let at = time::format(&at);
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO tus_uploads (file_transfer_id, length, \"offset\", updated) VALUES (?, ?, 0, ?)
+                     ON CONFLICT(file_transfer_id) DO UPDATE SET length = excluded.length, \"offset\" = 0, updated = excluded.updated",
+                )
+                .bind(id.to_string())
+                .bind(length.map(|l| l as i64))
+                .bind(at)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn tus(&self, id: Uuid) -> Result<Option<TusRow>, StoreError> {
+        let row =
+            sqlx::query("SELECT length, \"offset\" FROM tus_uploads WHERE file_transfer_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(failure)?;
+        Ok(row.map(|r| TusRow {
+            length: r.get::<Option<i64>, _>(0).map(|l| l as u64),
+            offset: r.get::<i64, _>(1) as u64,
+        }))
+    }
+
+    async fn advance_tus(
+        &self,
+        id: Uuid,
+        from: u64,
+        to: u64,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let at = time::format(&at);
+        self.write(move |conn| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "UPDATE tus_uploads SET \"offset\" = ?, length = COALESCE(length, ?), updated = ?
+                     WHERE file_transfer_id = ? AND \"offset\" = ?",
+                )
+                .bind(to as i64)
+                .bind(length.map(|l| l as i64))
+                .bind(at)
+                .bind(id.to_string())
+                .bind(from as i64)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+                Ok(r.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn delete_tus(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM tus_uploads WHERE file_transfer_id = ?")
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod download;
 pub mod error;
 pub mod transfers;
+pub mod tus;
 pub mod upload;
 
 use crate::app::App;
@@ -119,9 +120,18 @@ pub fn router(app: App) -> Router {
             get(download::download),
         )
         .route_layer(middleware::from_fn(accept_octet_stream));
+    let tus_routes = Router::new().route(
+        &format!("{api}/filetransfer/upload/tus/{{id}}"),
+        axum::routing::options(tus::options)
+            .post(tus::create)
+            .head(tus::head)
+            .patch(tus::patch)
+            .delete(tus::terminate),
+    );
     Router::new()
         .merge(json_routes)
         .merge(download_routes)
+        .merge(tus_routes)
         .route("/health", get(admin::health))
         .route("/openapi.json", get(openapi_json))
         .with_state(app)

@@ -121,7 +121,7 @@ pub enum BodyError {
 /// Cuts a body off once it averages less than `rate` bytes/s after `grace` (Kestrel's minimum data
 /// rate), or when nothing arrives for `idle`: a slow multi-hour stream that still moves is never cut;
 /// a stalled one is, so its upload slot frees up for a retry.
-fn with_min_rate<S, E>(
+pub(crate) fn with_min_rate<S, E>(
     body: S,
     rate: u64,
     grace: Duration,
@@ -162,7 +162,7 @@ where
 }
 
 /// Our storage failed: the transfer fails (500 `8`) and its bytes are removed.
-async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> ApiError {
+pub(crate) async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> ApiError {
     tracing::error!(id = %lease.transfer_id(), %error, "storage failed during upload");
     match lease.fail(UploadFailure::Storage).await {
         Err(e) => e.into(),

@@ -1,0 +1,481 @@
+//! tus 1.0.0 resumable uploads at `/broker/api/v1/filetransfer/upload/tus/{fileTransferId}` (spec 4):
+//! creation (with upload, with deferred length), HEAD, PATCH and termination.
+//!
+//! Every PATCH holds the transfer's upload slot through its supervisor, so one upload advances at a
+//! time. The bytes stream through the same pipeline as a binary upload, continuing the upload's MD5 and
+//! SHA-256 state; the offset is acknowledged only once the bytes are synced and the DB offset has moved
+//! (conditionally). The hash state of an upload lives in memory between PATCHes; after a restart it is
+//! rebuilt from the durable prefix on disk.
+
+use crate::app::{
+    parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE,
+};
+use crate::db::{TransferView, TusRow};
+use crate::http::error::ApiError;
+use crate::http::upload::{fail_storage, with_min_rate};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use broker_actors::upload::{stream_append, HashState, StreamError};
+use broker_protocol::{ErrorCode, FileTransferStatus};
+use futures::StreamExt;
+use std::time::Duration;
+use uuid::Uuid;
+
+const TUS_VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination";
+const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
+
+fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(name),
+        HeaderValue::from_str(&value.to_string()).expect("header values are ASCII"),
+    )
+}
+
+/// A tus protocol error: plain text, as tusd and tusdotnet answer.
+struct TusError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for TusError {
+    fn into_response(self) -> Response {
+        let headers = [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("tus-version", TUS_VERSION),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        ];
+        (self.status, headers, self.message).into_response()
+    }
+}
+
+fn tus_error(status: StatusCode, message: &str) -> Response {
+    TusError {
+        status,
+        message: message.to_string(),
+    }
+    .into_response()
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), TusError> {
+    match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(TusError {
+            status: StatusCode::PRECONDITION_FAILED,
+            message: "Tus-Resumable must be 1.0.0".into(),
+        }),
+    }
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| TusError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("{name} must be a non-negative integer"),
+            }),
+    }
+}
+
+/// The largest file this transfer may hold.
+async fn max_size(app: &App, view: &TransferView) -> Result<u64, ApiError> {
+    let resource = app.resource_of(view).await?;
+    let mut limit = MAX_FILE_SIZE;
+    if view.use_virus_scan {
+        limit = limit.min(MAX_VIRUS_SCAN_SIZE);
+    }
+    if let Some(max) = resource.max_file_transfer_size {
+        limit = limit.min(max);
+    }
+    Ok(limit.max(0) as u64)
+}
+
+/// The sender's transfer, while an upload may still go to it.
+async fn sender_transfer(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<TransferView, ApiError> {
+    let caller = app.authorize(headers, Policy::Sender).await?;
+    let view = app.transfer(parse_transfer_id(id)?, false).await?;
+    require_sender(&caller, &view)?;
+    if view.status > FileTransferStatus::UploadStarted {
+        return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+    }
+    Ok(view)
+}
+
+/// `OPTIONS`: what this server speaks (no token needed, so browsers' preflights pass).
+pub async fn options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("tus-version", TUS_VERSION),
+            tus_header("tus-extension", EXTENSIONS),
+            tus_header("tus-max-size", MAX_FILE_SIZE),
+        ],
+    )
+        .into_response()
+}
+
+/// `POST`: creates the upload (Upload-Length, or Upload-Defer-Length: 1), optionally with its first bytes.
+pub async fn create(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(&headers) {
+        return Ok(e.into_response());
+    }
+    let view = sender_transfer(&app, &headers, &id).await?;
+    let length = match (
+        number(&headers, "upload-length"),
+        headers.get("upload-defer-length"),
+    ) {
+        (Err(e), _) => return Ok(e.into_response()),
+        (Ok(Some(l)), None) => Some(l),
+        (Ok(None), Some(v)) if v.as_bytes() == b"1" => None,
+        _ => {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                "Upload-Length or Upload-Defer-Length: 1 is required",
+            ))
+        }
+    };
+    if length.is_some_and(|l| l > 0) && length > Some(max_size(&app, &view).await?) {
+        return Err(ErrorCode::FileSizeExceedsMaximum.into());
+    }
+    // Claim the slot (this records UploadStarted), start an empty file, and let the slot go.
+    let lease = app.lifecycle.begin_upload(view.id).await?;
+    let writer = match app.blobs.create(view.id).await {
+        Ok(w) => w,
+        Err(e) => return Err(fail_storage(lease, e).await),
+    };
+    if let Err(e) = writer.commit().await {
+        return Err(fail_storage(lease, e).await);
+    }
+    app.store
+        .create_tus(view.id, length, app.clock.now())
+        .await?;
+    app.tus_hashes
+        .lock()
+        .expect("tus hash states")
+        .insert(view.id, HashState::default());
+    lease.release().await;
+    let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
+    let with_upload = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.eq_ignore_ascii_case(OFFSET_CONTENT_TYPE));
+    let mut response = if with_upload {
+        let row = TusRow { length, offset: 0 };
+        let (offset, _) = append(&app, &view, row, body, None).await?;
+        (StatusCode::CREATED, [tus_header("upload-offset", offset)]).into_response()
+    } else {
+        StatusCode::CREATED.into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ids are ASCII"),
+    );
+    h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    Ok(response)
+}
+
+/// `HEAD`: the durable offset.
+pub async fn head(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(&headers) {
+        return Ok(e.into_response());
+    }
+    let caller = app.authorize(&headers, Policy::Sender).await?;
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    require_sender(&caller, &view)?;
+    let row = if view.status > FileTransferStatus::UploadStarted && view.size > 0 {
+        // The upload completed: it is whole.
+        Some(TusRow {
+            length: Some(view.size as u64),
+            offset: view.size as u64,
+        })
+    } else {
+        app.store.tus(view.id).await?
+    };
+    let Some(row) = row else {
+        return Ok(tus_error(
+            StatusCode::NOT_FOUND,
+            "No upload has been created for this file transfer",
+        ));
+    };
+    let mut response = (
+        StatusCode::OK,
+        [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("upload-offset", row.offset),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response();
+    match row.length {
+        Some(l) => response
+            .headers_mut()
+            .insert("upload-length", HeaderValue::from(l)),
+        None => response
+            .headers_mut()
+            .insert("upload-defer-length", HeaderValue::from_static("1")),
+    };
+    Ok(response)
+}
+
+/// `PATCH`: appends at `Upload-Offset`.
+pub async fn patch(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(&headers) {
+        return Ok(e.into_response());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .eq_ignore_ascii_case(OFFSET_CONTENT_TYPE)
+    {
+        return Ok(tus_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/offset+octet-stream",
+        ));
+    }
+    let (offset, declared_length, content_length) = match (
+        number(&headers, "upload-offset"),
+        number(&headers, "upload-length"),
+        number(&headers, "content-length"),
+    ) {
+        (Ok(Some(o)), Ok(l), Ok(c)) => (o, l, c),
+        (Ok(None), _, _) => {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                "Upload-Offset is required",
+            ))
+        }
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Ok(r.into_response()),
+    };
+    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    // A PATCH repeated after its upload completed (e.g. after a timeout) succeeds idempotently.
+    if view.status > FileTransferStatus::UploadStarted {
+        let caller = app.authorize(&headers, Policy::Sender).await?;
+        require_sender(&caller, &view)?;
+        if view.size as u64 == offset {
+            return Ok((
+                StatusCode::NO_CONTENT,
+                [
+                    tus_header("tus-resumable", TUS_VERSION),
+                    tus_header("upload-offset", offset),
+                ],
+            )
+                .into_response());
+        }
+        return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+    }
+    let view = sender_transfer(&app, &headers, &id).await?;
+    let Some(mut row) = app.store.tus(view.id).await? else {
+        return Ok(tus_error(
+            StatusCode::NOT_FOUND,
+            "No upload has been created for this file transfer",
+        ));
+    };
+    if row.offset != offset {
+        return Ok(tus_error(
+            StatusCode::CONFLICT,
+            &format!(
+                "Upload-Offset {offset} does not match the upload's offset {}",
+                row.offset
+            ),
+        ));
+    }
+    if let Some(l) = declared_length {
+        match row.length {
+            None if l >= offset && l <= max_size(&app, &view).await? => row.length = Some(l),
+            None => return Err(ErrorCode::FileSizeExceedsMaximum.into()),
+            Some(known) if known != l => {
+                return Ok(tus_error(
+                    StatusCode::BAD_REQUEST,
+                    "Upload-Length cannot change",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let (Some(length), Some(cl)) = (row.length, content_length) {
+        if offset + cl > length {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                "The PATCH would exceed the upload's length",
+            ));
+        }
+    }
+    let (new_offset, exceeded) = append(&app, &view, row, body, declared_length).await?;
+    if exceeded {
+        return Ok(tus_error(
+            StatusCode::BAD_REQUEST,
+            "The PATCH exceeded the upload's length",
+        ));
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("upload-offset", new_offset),
+        ],
+    )
+        .into_response())
+}
+
+/// The upload's hash state at its durable offset: kept in memory between PATCHes, rebuilt from the
+/// stored prefix when missing or stale (after a restart).
+async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashState, ApiError> {
+    let cached = app.tus_hashes.lock().expect("tus hash states").remove(&id);
+    if let Some(state) = cached.filter(|s| s.len() == offset) {
+        return Ok(state);
+    }
+    let mut state = HashState::default();
+    if offset > 0 {
+        let mut stream = app
+            .blobs
+            .read(id, 0, offset)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Internal(e.to_string()))?;
+            state = tokio::task::spawn_blocking(move || {
+                state.update(&chunk);
+                state
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+    }
+    Ok(state)
+}
+
+/// Streams one request body onto the upload at `row.offset`, makes it durable and moves the offset;
+/// completes the transfer at its full length. Returns the new offset, and whether the body ran past the
+/// length (its bytes are then dropped and the offset does not move).
+async fn append(
+    app: &App,
+    view: &TransferView,
+    row: TusRow,
+    body: Body,
+    new_length: Option<u64>,
+) -> Result<(u64, bool), ApiError> {
+    let lease = app.lifecycle.begin_upload(view.id).await?;
+    let state = match hash_state(app, view.id, row.offset).await {
+        Ok(s) => s,
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
+        }
+    };
+    let writer = match app.blobs.open_append(view.id, row.offset).await {
+        Ok(w) => w,
+        Err(e) => return Err(fail_storage(lease, e).await),
+    };
+    let server = &app.config.server;
+    let body = Box::pin(with_min_rate(
+        body.into_data_stream(),
+        server.min_data_rate,
+        Duration::from_secs(server.min_data_rate_grace_secs),
+        Duration::from_secs(server.upload_idle_timeout_secs),
+    ));
+    let room = row.length.map(|l| l - row.offset);
+    // A broken-off body keeps what arrived: that is what makes the upload resumable.
+    let appended = match stream_append(body, writer, state, room, true).await {
+        Ok(a) => a,
+        Err(StreamError::TooLarge(_)) => {
+            lease.release().await;
+            return Ok((row.offset, true));
+        }
+        Err(StreamError::Storage(e)) => return Err(fail_storage(lease, e).await),
+        Err(StreamError::Body(e)) => {
+            lease.release().await;
+            return Err(ApiError::BadRequest(e));
+        }
+    };
+    let new_offset = appended.state.len();
+    let now = app.clock.now();
+    if !app
+        .store
+        .advance_tus(view.id, row.offset, new_offset, new_length, now)
+        .await?
+    {
+        lease.release().await;
+        return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+    }
+    if row.length == Some(new_offset) {
+        app.store.delete_tus(view.id).await?;
+        lease.complete(appended.state.finish()).await?;
+    } else {
+        app.tus_hashes
+            .lock()
+            .expect("tus hash states")
+            .insert(view.id, appended.state);
+        lease.release().await;
+    }
+    if let Some(reason) = appended.interrupted {
+        tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
+    }
+    Ok((new_offset, false))
+}
+
+/// `DELETE` (termination): removes the upload's bytes; the transfer stays UploadStarted, so a new upload
+/// can be created.
+pub async fn terminate(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(&headers) {
+        return Ok(e.into_response());
+    }
+    let view = sender_transfer(&app, &headers, &id).await?;
+    if app.store.tus(view.id).await?.is_none() {
+        return Ok(tus_error(
+            StatusCode::NOT_FOUND,
+            "No upload has been created for this file transfer",
+        ));
+    }
+    let lease = app.lifecycle.begin_upload(view.id).await?;
+    app.tus_hashes
+        .lock()
+        .expect("tus hash states")
+        .remove(&view.id);
+    app.store.delete_tus(view.id).await?;
+    if let Err(e) = app.blobs.delete(view.id).await {
+        tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");
+    }
+    lease.release().await;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [tus_header("tus-resumable", TUS_VERSION)],
+    )
+        .into_response())
+}
