@@ -399,3 +399,85 @@ async fn a_patch_cut_mid_stream_keeps_what_arrived_and_the_upload_resumes_from_h
     );
     f.assert_recipient_downloads(id, &content).await;
 }
+
+fn upload_checksum(algorithm: &str, bytes: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = match algorithm {
+        "sha1" => sha1::Sha1::digest(bytes).to_vec(),
+        "md5" => md5::Md5::digest(bytes).to_vec(),
+        _ => sha2::Sha256::digest(bytes).to_vec(),
+    };
+    format!(
+        "{algorithm} {}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+async fn patch_with_checksum(
+    f: &Fixture,
+    id: Uuid,
+    offset: u64,
+    bytes: &[u8],
+    checksum: &str,
+) -> Response {
+    f.sender
+        .request(Method::PATCH, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset)
+        .header("upload-checksum", checksum)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chunk_checksum_mismatch_is_460_and_the_offset_does_not_move() {
+    let f = Fixture::new().await;
+    let content = payload(300_000, 31);
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, content.len() as u64).await;
+    let first = &content[..100_000];
+    let r = patch_with_checksum(&f, id, 0, first, &upload_checksum("sha1", first)).await;
+    assert_eq!(r.status(), 204);
+    let second = &content[100_000..200_000];
+    let wrong = patch_with_checksum(
+        &f,
+        id,
+        100_000,
+        second,
+        &upload_checksum("md5", &content[..10]),
+    )
+    .await;
+    assert_eq!(wrong.status(), 460);
+    assert_eq!(head_offset(&f, id).await, 100_000);
+    let r = patch_with_checksum(&f, id, 100_000, second, &upload_checksum("sha256", second)).await;
+    assert_eq!(r.status(), 204);
+    let r = patch_with_checksum(
+        &f,
+        id,
+        200_000,
+        &content[200_000..],
+        &upload_checksum("md5", &content[200_000..]),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let overview = f.recipient.overview(id).await.unwrap();
+    assert_eq!(
+        overview.summary.sha256.as_deref(),
+        Some(sha256_hex(&content).as_str())
+    );
+    f.assert_recipient_downloads(id, &content).await;
+}
+
+#[tokio::test]
+async fn an_unsupported_checksum_algorithm_is_400() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, 10).await;
+    let r = patch_with_checksum(&f, id, 0, &[0; 10], "crc32 AAAA").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(head_offset(&f, id).await, 0);
+}

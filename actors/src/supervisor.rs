@@ -108,6 +108,7 @@ impl Lifecycle {
             lifecycle: self.clone(),
             id,
             lease: Some(lease),
+            keep_on_drop: false,
         })
     }
 
@@ -185,6 +186,8 @@ pub struct UploadLease {
     lifecycle: Lifecycle,
     id: Uuid,
     lease: Option<u64>,
+    /// Dropped without a result, keep the stored bytes (resumable uploads) instead of removing them.
+    keep_on_drop: bool,
 }
 
 impl UploadLease {
@@ -203,6 +206,12 @@ impl UploadLease {
                 reply,
             })
             .await
+    }
+
+    /// Makes a drop without a result release the slot but keep the stored bytes (for resumable uploads,
+    /// whose earlier requests' bytes are durable and acknowledged).
+    pub fn keep_bytes_on_drop(&mut self) {
+        self.keep_on_drop = true;
     }
 
     /// Ends this request's hold on the upload slot, keeping the stored bytes (a resumable upload goes on
@@ -234,11 +243,14 @@ impl Drop for UploadLease {
         if let Some(lease) = self.lease.take() {
             let lifecycle = self.lifecycle.clone();
             let id = self.id;
+            let message = if self.keep_on_drop {
+                Message::ReleaseUpload { lease }
+            } else {
+                Message::AbandonUpload { lease }
+            };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    lifecycle
-                        .deliver(id, Message::AbandonUpload { lease })
-                        .await;
+                    lifecycle.deliver(id, message).await;
                 });
             }
         }

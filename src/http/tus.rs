@@ -24,7 +24,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,checksum";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
@@ -123,6 +123,7 @@ pub async fn options() -> Response {
             tus_header("tus-resumable", TUS_VERSION),
             tus_header("tus-version", TUS_VERSION),
             tus_header("tus-extension", EXTENSIONS),
+            tus_header("tus-checksum-algorithm", "md5,sha1,sha256"),
             tus_header("tus-max-size", MAX_FILE_SIZE),
         ],
     )
@@ -180,9 +181,17 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.eq_ignore_ascii_case(OFFSET_CONTENT_TYPE));
     let mut response = if with_upload {
+        let checksum = match parse_checksum(&headers) {
+            Ok(c) => c,
+            Err(e) => return Ok(e.into_response()),
+        };
         let row = TusRow { length, offset: 0 };
-        let (offset, _) = append(&app, &view, row, body, None).await?;
-        (StatusCode::CREATED, [tus_header("upload-offset", offset)]).into_response()
+        match append(&app, &view, row, body, None, checksum).await? {
+            Appended::Offset(offset) => {
+                (StatusCode::CREATED, [tus_header("upload-offset", offset)]).into_response()
+            }
+            refused => return Ok(refusal(refused)),
+        }
     } else {
         StatusCode::CREATED.into_response()
     };
@@ -333,13 +342,14 @@ pub async fn patch(
             ));
         }
     }
-    let (new_offset, exceeded) = append(&app, &view, row, body, declared_length).await?;
-    if exceeded {
-        return Ok(tus_error(
-            StatusCode::BAD_REQUEST,
-            "The PATCH exceeded the upload's length",
-        ));
-    }
+    let checksum = match parse_checksum(&headers) {
+        Ok(c) => c,
+        Err(e) => return Ok(e.into_response()),
+    };
+    let new_offset = match append(&app, &view, row, body, declared_length, checksum).await? {
+        Appended::Offset(offset) => offset,
+        refused => return Ok(refusal(refused)),
+    };
     Ok((
         StatusCode::NO_CONTENT,
         [
@@ -377,17 +387,110 @@ async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashState, ApiEr
     Ok(state)
 }
 
+/// An `Upload-Checksum` (tus checksum extension): the algorithm and the digest the PATCH body must have.
+pub struct Checksum {
+    hasher: ChecksumHasher,
+    expected: Vec<u8>,
+}
+
+enum ChecksumHasher {
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+    Sha256(sha2::Sha256),
+}
+
+impl ChecksumHasher {
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            ChecksumHasher::Sha1(h) => h.update(bytes),
+            ChecksumHasher::Md5(h) => h.update(bytes),
+            ChecksumHasher::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            ChecksumHasher::Sha1(h) => h.finalize().to_vec(),
+            ChecksumHasher::Md5(h) => h.finalize().to_vec(),
+            ChecksumHasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Reads `Upload-Checksum: <algorithm> <base64 digest>`.
+fn parse_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, TusError> {
+    use base64::Engine;
+    let Some(value) = headers.get("upload-checksum") else {
+        return Ok(None);
+    };
+    let bad = |message: &str| TusError {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad("Upload-Checksum is not valid"))?;
+    let (algorithm, digest) = text
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| bad("Upload-Checksum must be '<algorithm> <base64>'"))?;
+    let hasher = match algorithm.to_ascii_lowercase().as_str() {
+        "sha1" => ChecksumHasher::Sha1(Default::default()),
+        "md5" => ChecksumHasher::Md5(Default::default()),
+        "sha256" => ChecksumHasher::Sha256(Default::default()),
+        _ => {
+            return Err(bad(
+                "Unsupported checksum algorithm; use sha1, md5 or sha256",
+            ))
+        }
+    };
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| bad("The Upload-Checksum digest is not base64"))?;
+    Ok(Some(Checksum { hasher, expected }))
+}
+
+/// How an append ended.
+enum Appended {
+    /// The bytes are durable and the offset moved here.
+    Offset(u64),
+    /// The body ran past the upload's length: nothing of it was kept.
+    TooLong,
+    /// The body did not match its `Upload-Checksum`: nothing of it was kept.
+    ChecksumMismatch,
+}
+
+/// The answer to a body that was not kept.
+fn refusal(outcome: Appended) -> Response {
+    match outcome {
+        Appended::ChecksumMismatch => tus_error(
+            StatusCode::from_u16(460).expect("460 is a valid status"),
+            "Checksum Mismatch: the body does not match its Upload-Checksum; the offset did not move",
+        ),
+        _ => tus_error(StatusCode::BAD_REQUEST, "The PATCH exceeded the upload's length"),
+    }
+}
+
 /// Streams one request body onto the upload at `row.offset`, makes it durable and moves the offset;
-/// completes the transfer at its full length. Returns the new offset, and whether the body ran past the
-/// length (its bytes are then dropped and the offset does not move).
+/// completes the transfer at its full length. A body with a checksum is all or nothing; one without
+/// keeps what arrived if it breaks off (that is what makes the upload resumable).
 async fn append(
     app: &App,
     view: &TransferView,
     row: TusRow,
     body: Body,
     new_length: Option<u64>,
-) -> Result<(u64, bool), ApiError> {
-    let lease = app.lifecycle.begin_upload(view.id).await?;
+    checksum: Option<Checksum>,
+) -> Result<Appended, ApiError> {
+    let room = match row.length {
+        Some(length) => length - row.offset,
+        None => max_size(app, view).await?.saturating_sub(row.offset),
+    };
+    let mut lease = app.lifecycle.begin_upload(view.id).await?;
+    // Whatever happens to this request, the bytes acknowledged before it stay.
+    lease.keep_bytes_on_drop();
     let state = match hash_state(app, view.id, row.offset).await {
         Ok(s) => s,
         Err(e) => {
@@ -400,19 +503,33 @@ async fn append(
         Err(e) => return Err(fail_storage(lease, e).await),
     };
     let server = &app.config.server;
+    let (expected, check) = match checksum {
+        Some(c) => (
+            Some(c.expected),
+            Some(std::sync::Arc::new(std::sync::Mutex::new(c.hasher))),
+        ),
+        None => (None, None),
+    };
+    let body = {
+        let check = check.clone();
+        body.into_data_stream().inspect(move |chunk| {
+            if let (Some(check), Ok(bytes)) = (&check, chunk) {
+                check.lock().expect("checksum state").update(bytes);
+            }
+        })
+    };
     let body = Box::pin(with_min_rate(
-        body.into_data_stream(),
+        body,
         server.min_data_rate,
         Duration::from_secs(server.min_data_rate_grace_secs),
         Duration::from_secs(server.upload_idle_timeout_secs),
     ));
-    let room = row.length.map(|l| l - row.offset);
-    // A broken-off body keeps what arrived: that is what makes the upload resumable.
-    let appended = match stream_append(body, writer, state, room, true).await {
+    let keep_partial = check.is_none();
+    let appended = match stream_append(body, writer, state, Some(room), keep_partial).await {
         Ok(a) => a,
         Err(StreamError::TooLarge(_)) => {
             lease.release().await;
-            return Ok((row.offset, true));
+            return Ok(Appended::TooLong);
         }
         Err(StreamError::Storage(e)) => return Err(fail_storage(lease, e).await),
         Err(StreamError::Body(e)) => {
@@ -420,6 +537,16 @@ async fn append(
             return Err(ApiError::BadRequest(e));
         }
     };
+    if let (Some(check), Some(expected)) = (check, expected) {
+        let hasher = std::sync::Arc::try_unwrap(check)
+            .ok()
+            .map(|m| m.into_inner().expect("checksum state"));
+        if hasher.map(ChecksumHasher::finish).as_deref() != Some(expected.as_slice()) {
+            // The bytes past the durable offset are cut off when the upload continues.
+            lease.release().await;
+            return Ok(Appended::ChecksumMismatch);
+        }
+    }
     let new_offset = appended.state.len();
     let now = app.clock.now();
     if !app
@@ -430,7 +557,7 @@ async fn append(
         lease.release().await;
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
-    if row.length == Some(new_offset) {
+    if row.length.or(new_length) == Some(new_offset) {
         app.store.delete_tus(view.id).await?;
         lease.complete(appended.state.finish()).await?;
     } else {
@@ -443,7 +570,7 @@ async fn append(
     if let Some(reason) = appended.interrupted {
         tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
     }
-    Ok((new_offset, false))
+    Ok(Appended::Offset(new_offset))
 }
 
 /// `DELETE` (termination): removes the upload's bytes; the transfer stays UploadStarted, so a new upload
