@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests.
-# Test-only tools are installed when missing (idempotent, quick when present): nginx-light gives the
-# benchmark's download anchor; without it (no apt) that anchor is skipped with a warning.
+# Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
+# tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, and nginx-light for the benchmark's
+# download anchor (without apt that anchor is skipped with a warning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
@@ -10,6 +11,12 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1; } \
       || echo "warning: could not install nginx-light; the nginx anchor will be skipped"
   fi
+fi
+if ! python3 -c "import tusclient" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check tuspy
+fi
+if [ ! -f tests/tus-clients/node_modules/tus-js-client/package.json ]; then
+  (cd tests/tus-clients && npm ci --no-audit --no-fund --silent)
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

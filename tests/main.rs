@@ -25,3 +25,4 @@ mod search;
 mod storage;
 mod tokens;
 mod tus;
+mod tus_clients;
