@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_broker");
 
-struct Served {
-    child: Child,
-    url: String,
+pub struct Served {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Drop for Served {
@@ -21,12 +21,18 @@ impl Drop for Served {
     }
 }
 
-fn serve(data_dir: &std::path::Path) -> Served {
+pub fn serve(data_dir: &std::path::Path) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // BROKER_TEST_SERVER_LOG=1 shows the server's log while debugging a test.
+        .stderr(if std::env::var("BROKER_TEST_SERVER_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .env("RUST_LOG", "info,broker=debug")
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -41,7 +47,7 @@ fn serve(data_dir: &std::path::Path) -> Served {
     Served { child, url }
 }
 
-fn token(data_dir: &std::path::Path, org: &str, scope: &str, extra: &[&str]) -> String {
+pub fn token(data_dir: &std::path::Path, org: &str, scope: &str, extra: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(["token", "--org", org, "--scope", scope, "--data-dir"])
         .arg(data_dir)

@@ -26,3 +26,4 @@ mod storage;
 mod tokens;
 mod tus;
 mod tus_clients;
+mod tus_crash;

@@ -86,6 +86,8 @@ pub trait BlobStore: Send + Sync + 'static {
 pub trait BlobWriter: Send {
     /// Appends a batch after everything appended before.
     async fn append(&mut self, batch: Batch) -> Result<(), BlobError>;
+    /// Makes every byte appended so far durable, and goes on accepting appends (a checkpoint).
+    async fn sync(&mut self) -> Result<(), BlobError>;
     /// Makes every appended byte durable; returns the stored size.
     async fn commit(self: Box<Self>) -> Result<u64, BlobError>;
 }

@@ -158,6 +158,17 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Told each time a long body's bytes so far have been made durable mid-stream, so a crash loses at
+/// most one interval (tus records the new offset).
+#[async_trait::async_trait]
+pub trait Checkpoint: Send {
+    /// The first `written` bytes of this body are durable.
+    async fn durable(&mut self, written: u64);
+}
+
+/// How often a long body is made durable mid-stream when a [`Checkpoint`] is given.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
 /// What an append streamed: the hash state after it, and why it stopped early if the body broke off
 /// (only when the caller keeps partial bodies).
 pub struct Appended {
@@ -175,6 +186,7 @@ pub async fn stream_append<S, E>(
     state: HashState,
     max_len: Option<u64>,
     keep_partial: bool,
+    mut checkpoint: Option<&mut dyn Checkpoint>,
 ) -> Result<Appended, StreamError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -185,6 +197,7 @@ where
     let mut total: u64 = 0;
     let mut hashers: Option<HashThreads> = None;
     let mut interrupted = None;
+    let mut since_checkpoint = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -208,6 +221,13 @@ where
             let threads = hashers.get_or_insert_with(|| HashThreads::spawn(state.clone()));
             threads.feed(&full).await;
             writer.append(full).await?;
+            if let Some(cp) = checkpoint.as_deref_mut() {
+                if total / CHECKPOINT_BYTES > since_checkpoint / CHECKPOINT_BYTES {
+                    writer.sync().await?;
+                    cp.durable(total).await;
+                    since_checkpoint = total;
+                }
+            }
         }
     }
     let last: Batch = Arc::new(batch);
@@ -251,6 +271,6 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let appended = stream_append(body, writer, HashState::default(), max_len, false).await?;
+    let appended = stream_append(body, writer, HashState::default(), max_len, false, None).await?;
     Ok(appended.state.finish())
 }

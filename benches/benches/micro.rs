@@ -25,6 +25,9 @@ impl BlobWriter for Discard {
         self.0 += batch.iter().map(|b| b.len() as u64).sum::<u64>();
         Ok(())
     }
+    async fn sync(&mut self) -> Result<(), BlobError> {
+        Ok(())
+    }
     async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
         Ok(self.0)
     }

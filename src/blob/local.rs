@@ -151,8 +151,15 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// What the writer thread is asked to do, in order.
+enum WriteCommand {
+    Append(Batch),
+    /// Make everything appended so far durable, then answer.
+    Sync(tokio::sync::oneshot::Sender<std::io::Result<()>>),
+}
+
 struct LocalWriter {
-    tx: Option<mpsc::Sender<Batch>>,
+    tx: Option<mpsc::Sender<WriteCommand>>,
     writer: tokio::sync::oneshot::Receiver<std::io::Result<u64>>,
 }
 
@@ -165,7 +172,7 @@ struct LocalWriter {
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 fn start_writer(file: std::fs::File, dir: PathBuf) -> Box<dyn BlobWriter> {
-    let (tx, rx) = mpsc::channel::<Batch>(WRITE_QUEUE);
+    let (tx, rx) = mpsc::channel::<WriteCommand>(WRITE_QUEUE);
     let writer = spawn_thread("blob-writer", move || {
         lower_thread_priority();
         write_batches(file, &dir, rx)
@@ -179,13 +186,20 @@ fn start_writer(file: std::fs::File, dir: PathBuf) -> Box<dyn BlobWriter> {
 fn write_batches(
     file: std::fs::File,
     dir: &Path,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<WriteCommand>,
 ) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let mut file = file;
     let mut written = 0u64;
     let mut flushed = 0u64;
-    while let Some(batch) = rx.blocking_recv() {
+    while let Some(command) = rx.blocking_recv() {
+        let batch = match command {
+            WriteCommand::Append(batch) => batch,
+            WriteCommand::Sync(reply) => {
+                let _ = reply.send(file.sync_data());
+                continue;
+            }
+        };
         written += write_all_vectored(&mut file, &batch)?;
         while written - flushed >= WRITEBACK_WINDOW {
             let fd = file.as_raw_fd();
@@ -274,13 +288,25 @@ impl LocalWriter {
 impl BlobWriter for LocalWriter {
     async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
         let sent = match &self.tx {
-            Some(tx) => tx.send(batch).await.is_ok(),
+            Some(tx) => tx.send(WriteCommand::Append(batch)).await.is_ok(),
             None => false,
         };
         if sent {
             Ok(())
         } else {
             Err(self.writer_error().await)
+        }
+    }
+
+    async fn sync(&mut self) -> Result<(), BlobError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match &self.tx {
+            Some(tx) => tx.send(WriteCommand::Sync(reply)).await.is_ok(),
+            None => false,
+        };
+        match (sent, answer.await) {
+            (true, Ok(result)) => result.map_err(BlobError::Io),
+            _ => Err(self.writer_error().await),
         }
     }
 

@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use broker_actors::upload::{stream_append, HashState, StreamError};
+use broker_actors::upload::{stream_append, Checkpoint, HashState, StreamError};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 use futures::StreamExt;
 use std::time::Duration;
@@ -462,6 +462,35 @@ enum Appended {
     ChecksumMismatch,
 }
 
+/// Records a long PATCH's durable progress as the upload's offset.
+struct OffsetCheckpoint<'a> {
+    app: &'a App,
+    id: Uuid,
+    /// The offset this PATCH started at.
+    base: u64,
+    /// The offset last recorded in the DB.
+    durable: u64,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for OffsetCheckpoint<'_> {
+    async fn durable(&mut self, written: u64) {
+        let to = self.base + written;
+        match self
+            .app
+            .store
+            .advance_tus(self.id, self.durable, to, None, self.app.clock.now())
+            .await
+        {
+            Ok(true) => self.durable = to,
+            Ok(false) => {
+                tracing::warn!(id = %self.id, "the upload's offset moved under a running PATCH")
+            }
+            Err(e) => tracing::warn!(id = %self.id, error = %e, "could not record a checkpoint"),
+        }
+    }
+}
+
 /// The answer to a body that was not kept.
 fn refusal(outcome: Appended) -> Response {
     match outcome {
@@ -525,18 +554,31 @@ async fn append(
         Duration::from_secs(server.upload_idle_timeout_secs),
     ));
     let keep_partial = check.is_none();
-    let appended = match stream_append(body, writer, state, Some(room), keep_partial).await {
-        Ok(a) => a,
-        Err(StreamError::TooLarge(_)) => {
-            lease.release().await;
-            return Ok(Appended::TooLong);
-        }
-        Err(StreamError::Storage(e)) => return Err(fail_storage(lease, e).await),
-        Err(StreamError::Body(e)) => {
-            lease.release().await;
-            return Err(ApiError::BadRequest(e));
-        }
+    // Without a checksum a long PATCH is made durable every 64 MiB, so a crash loses at most that much.
+    let mut progress = OffsetCheckpoint {
+        app,
+        id: view.id,
+        base: row.offset,
+        durable: row.offset,
     };
+    let checkpoint: Option<&mut dyn Checkpoint> = if keep_partial {
+        Some(&mut progress)
+    } else {
+        None
+    };
+    let appended =
+        match stream_append(body, writer, state, Some(room), keep_partial, checkpoint).await {
+            Ok(a) => a,
+            Err(StreamError::TooLarge(_)) => {
+                lease.release().await;
+                return Ok(Appended::TooLong);
+            }
+            Err(StreamError::Storage(e)) => return Err(fail_storage(lease, e).await),
+            Err(StreamError::Body(e)) => {
+                lease.release().await;
+                return Err(ApiError::BadRequest(e));
+            }
+        };
     if let (Some(check), Some(expected)) = (check, expected) {
         let hasher = std::sync::Arc::try_unwrap(check)
             .ok()
@@ -551,7 +593,7 @@ async fn append(
     let now = app.clock.now();
     if !app
         .store
-        .advance_tus(view.id, row.offset, new_offset, new_length, now)
+        .advance_tus(view.id, progress.durable, new_offset, new_length, now)
         .await?
     {
         lease.release().await;
