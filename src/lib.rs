@@ -121,6 +121,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         shutdown: CancellationToken::new(),
         upload_permits,
         tus_hashes: Default::default(),
+        tus_part_locks: Default::default(),
         range_downloads: Default::default(),
     }))
 }

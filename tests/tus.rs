@@ -481,3 +481,111 @@ async fn an_unsupported_checksum_algorithm_is_400() {
     assert_eq!(r.status(), 400);
     assert_eq!(head_offset(&f, id).await, 0);
 }
+
+async fn create_partial(f: &Fixture, id: Uuid, length: usize) -> String {
+    let r = f
+        .sender
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", length)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn patch_url(f: &Fixture, location: &str, offset: u64, bytes: &[u8]) -> Response {
+    let path = location.trim_start_matches("/broker/api/v1");
+    f.sender
+        .request(Method::PATCH, path)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn finish(f: &Fixture, id: Uuid, parts: &[&str]) -> Response {
+    f.sender
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", format!("final;{}", parts.join(" ")))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn parallel_parts_are_concatenated_in_order_and_the_final_needs_every_part_complete() {
+    let f = Fixture::new().await;
+    let content = payload(2_500_000, 88);
+    let id = f.initialize(&[RECIPIENT]).await;
+    let (a, b) = content.split_at(1_000_000);
+    let first = create_partial(&f, id, a.len()).await;
+    let second = create_partial(&f, id, b.len()).await;
+    assert!(first.contains("/partial/") && first != second);
+    // The parts stream in parallel, second half first.
+    let (r1, r2) = tokio::join!(
+        patch_url(&f, &second, 0, &b[..700_000]),
+        patch_url(&f, &first, 0, a)
+    );
+    assert_eq!((r1.status().as_u16(), r2.status().as_u16()), (204, 204));
+    // A final upload over an incomplete part is refused and changes nothing.
+    assert_eq!(finish(&f, id, &[&first, &second]).await.status(), 400);
+    assert_eq!(
+        f.sender
+            .overview(id)
+            .await
+            .unwrap()
+            .summary
+            .file_transfer_status,
+        FileTransferStatus::UploadStarted
+    );
+    assert_eq!(
+        patch_url(&f, &second, 700_000, &b[700_000..])
+            .await
+            .status(),
+        204
+    );
+    let done = finish(&f, id, &[&first, &second]).await;
+    assert_eq!(done.status(), 201);
+    assert_eq!(
+        done.headers()["upload-length"],
+        content.len().to_string().as_str()
+    );
+    let overview = f.recipient.overview(id).await.unwrap();
+    assert_eq!(
+        overview.summary.file_transfer_status,
+        FileTransferStatus::Published
+    );
+    assert_eq!(
+        overview.summary.sha256.as_deref(),
+        Some(sha256_hex(&content).as_str())
+    );
+    f.assert_recipient_downloads(id, &content).await;
+    // Ranges span the parts.
+    let r = f
+        .recipient
+        .download(id, Some("bytes=999990-1000009"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &content[999_990..1_000_010]
+    );
+}
+
+#[tokio::test]
+async fn a_final_upload_cannot_use_another_transfers_parts() {
+    let f = Fixture::new().await;
+    let other = f.initialize(&[RECIPIENT]).await;
+    let part = create_partial(&f, other, 10).await;
+    assert_eq!(patch_url(&f, &part, 0, &[1; 10]).await.status(), 204);
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, 10).await;
+    assert_eq!(finish(&f, id, &[&part]).await.status(), 400);
+}

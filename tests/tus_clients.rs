@@ -139,3 +139,15 @@ async fn tus_js_client_aborted_half_way_is_finished_by_a_new_instance() {
     run_client("node", "tus_js_upload.mjs", c.args(256 * 1024, &["resume"])).await;
     c.assert_published().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_js_client_with_four_parallel_uploads_is_concatenated_and_published() {
+    let c = case(4_000_000, 104).await;
+    run_client(
+        "node",
+        "tus_js_upload.mjs",
+        c.args(300 * 1024, &["parallel"]),
+    )
+    .await;
+    c.assert_published().await;
+}

@@ -69,12 +69,23 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new file for the transfer, replacing any earlier partial one.
     async fn create(&self, id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError>;
-    /// Continues the transfer's file at `offset`: anything stored past it (bytes never acknowledged)
-    /// is cut off first. A missing file is created when `offset` is 0.
-    async fn open_append(&self, id: Uuid, offset: u64) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Continues the transfer's file (or one of its parts, for uploads sent in parallel pieces) at
+    /// `offset`: anything stored past it (bytes never acknowledged) is cut off first. A missing file is
+    /// created when `offset` is 0.
+    async fn open_append(
+        &self,
+        id: Uuid,
+        part: Option<&str>,
+        offset: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Makes the transfer's file the concatenation of these complete parts, in order, without copying
+    /// them; reads then span the parts.
+    async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError>;
+    /// Removes one part.
+    async fn delete_part(&self, id: Uuid, part: &str) -> Result<(), BlobError>;
     /// Streams `len` bytes starting at `start`.
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError>;
-    /// Removes the file; removing a missing file succeeds.
+    /// Removes the file (and its parts); removing a missing file succeeds.
     async fn delete(&self, id: Uuid) -> Result<(), BlobError>;
     /// Free bytes for new uploads, when the store can tell.
     async fn available_space(&self) -> Result<Option<u64>, BlobError>;

@@ -48,7 +48,18 @@ impl BlobStore for MemoryBlobs {
     async fn create(&self, _id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
         unimplemented!("not used by these tests")
     }
-    async fn open_append(&self, _id: Uuid, _offset: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
+    async fn open_append(
+        &self,
+        _id: Uuid,
+        _part: Option<&str>,
+        _offset: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        unimplemented!("not used by these tests")
+    }
+    async fn concat(&self, _id: Uuid, _parts: &[String]) -> Result<(), BlobError> {
+        unimplemented!("not used by these tests")
+    }
+    async fn delete_part(&self, _id: Uuid, _part: &str) -> Result<(), BlobError> {
         unimplemented!("not used by these tests")
     }
     async fn read(&self, _id: Uuid, _start: u64, _len: u64) -> Result<ByteStream, BlobError> {

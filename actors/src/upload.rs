@@ -46,14 +46,36 @@ pub fn lower_thread_priority() {
 }
 
 /// MD5 and SHA-256 of the bytes seen so far, and how many there were.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HashState {
     md5: md5::Md5,
     sha256: sha2::Sha256,
     len: u64,
+    /// False for bytes that are hashed later as part of a whole (parts of a concatenated upload).
+    hashing: bool,
+}
+
+impl Default for HashState {
+    fn default() -> Self {
+        HashState {
+            md5: Default::default(),
+            sha256: Default::default(),
+            len: 0,
+            hashing: true,
+        }
+    }
 }
 
 impl HashState {
+    /// Counts bytes without hashing them.
+    pub fn length_only(len: u64) -> Self {
+        HashState {
+            len,
+            hashing: false,
+            ..Default::default()
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -63,8 +85,10 @@ impl HashState {
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        self.md5.update(bytes);
-        sha2::Digest::update(&mut self.sha256, bytes);
+        if self.hashing {
+            self.md5.update(bytes);
+            sha2::Digest::update(&mut self.sha256, bytes);
+        }
         self.len += bytes.len() as u64;
     }
 
@@ -135,6 +159,7 @@ impl HashThreads {
             md5: self.md5.await.map_err(|_| failed())?,
             sha256: self.sha256.await.map_err(|_| failed())?,
             len: self.len,
+            hashing: true,
         })
     }
 }
@@ -198,6 +223,7 @@ where
     let mut hashers: Option<HashThreads> = None;
     let mut interrupted = None;
     let mut since_checkpoint = 0u64;
+    let mut unhashed = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -218,8 +244,12 @@ where
         if batch_len >= BATCH_BYTES {
             let full: Batch = Arc::new(std::mem::take(&mut batch));
             batch_len = 0;
-            let threads = hashers.get_or_insert_with(|| HashThreads::spawn(state.clone()));
-            threads.feed(&full).await;
+            if state.hashing {
+                let threads = hashers.get_or_insert_with(|| HashThreads::spawn(state.clone()));
+                threads.feed(&full).await;
+            } else {
+                unhashed += full.iter().map(|b| b.len() as u64).sum::<u64>();
+            }
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
                 if total / CHECKPOINT_BYTES > since_checkpoint / CHECKPOINT_BYTES {
@@ -239,7 +269,8 @@ where
         }
         None => {
             let mut state = state;
-            if batch_len <= INLINE_HASH_BYTES {
+            state.len += unhashed;
+            if batch_len <= INLINE_HASH_BYTES || !state.hashing {
                 last.iter().for_each(|c| state.update(c));
                 writer.append(last).await?;
                 state

@@ -36,6 +36,44 @@ impl LocalBlobStore {
         let name = id.simple().to_string();
         self.root.join(&name[..2]).join(name)
     }
+
+    /// A part of a transfer's file; `part` is a 32-hex id chosen by the server.
+    fn part_path(&self, id: Uuid, part: &str) -> PathBuf {
+        let mut path = self.path(id);
+        path.set_extension(format!("part-{part}"));
+        path
+    }
+
+    /// The list of parts a concatenated file is made of.
+    fn manifest_path(&self, id: Uuid) -> PathBuf {
+        let mut path = self.path(id);
+        path.set_extension("parts");
+        path
+    }
+}
+
+/// Opens a file for positioned reads, mapping a missing file to `NotFound`.
+fn open_for_read(path: PathBuf) -> Result<std::fs::File, BlobError> {
+    std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BlobError::NotFound,
+        _ => BlobError::Io(e),
+    })
+}
+
+/// Creates a blob directory if needed; a new directory's entry is synced so it survives a power loss.
+fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        sync_dir(dir.parent().expect("blob directories have a parent"))?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -49,11 +87,7 @@ impl BlobStore for LocalBlobStore {
         let file =
             tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
                 let dir = path.parent().expect("blob paths have a parent");
-                if !dir.exists() {
-                    std::fs::create_dir_all(dir)?;
-                    // The new directory's entry must survive a power loss too.
-                    sync_dir(dir.parent().expect("blob directories have a parent"))?;
-                }
+                ensure_dir(dir)?;
                 // Unlink first: a writer of an abandoned earlier attempt may still hold the old inode.
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
@@ -71,15 +105,28 @@ impl BlobStore for LocalBlobStore {
         Ok(start_writer(file.0, file.1))
     }
 
-    async fn open_append(&self, id: Uuid, offset: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
-        if offset == 0 {
-            return self.create(id).await;
-        }
-        let path = self.path(id);
+    async fn open_append(
+        &self,
+        id: Uuid,
+        part: Option<&str>,
+        offset: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let path = match part {
+            None if offset == 0 => return self.create(id).await,
+            None => self.path(id),
+            Some(part) => self.part_path(id, part),
+        };
         let file =
             tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
                 use std::io::{Seek, SeekFrom};
-                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                if offset == 0 {
+                    ensure_dir(path.parent().expect("blob paths have a parent"))?;
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(offset == 0)
+                    .truncate(false)
+                    .open(&path)?;
                 if file.metadata()?.len() < offset {
                     return Err(std::io::Error::other(format!(
                         "the stored file is shorter than the durable offset {offset}"
@@ -100,26 +147,95 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
-        let path = self.path(id);
-        let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+        let (path, manifest) = (self.path(id), self.manifest_path(id));
+        let parts: Vec<PathBuf> = match std::fs::read_to_string(&manifest) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|p| self.part_path(id, p))
+                .collect(),
+            Err(_) => vec![path],
+        };
+        // Open every segment with its length, then stream the slices of those that overlap the range.
+        let files =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(std::fs::File, u64)>, BlobError> {
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        let file = open_for_read(p)?;
+                        let size = file.metadata()?.len();
+                        Ok((file, size))
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        let mut streams = Vec::new();
+        let (end, mut segment_start) = (start + len, 0u64);
+        for (file, size) in files {
+            let segment_end = segment_start + size;
+            let (from, to) = (start.max(segment_start), end.min(segment_end));
+            if from < to {
+                streams.push(read_range(
+                    std::sync::Arc::new(file),
+                    from - segment_start,
+                    to - from,
+                ));
+            }
+            segment_start = segment_end;
+        }
+        Ok(Box::pin(futures::StreamExt::flatten(
+            futures::stream::iter(streams),
+        )))
+    }
+
+    async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError> {
+        let (path, manifest) = (self.path(id), self.manifest_path(id));
+        let text: String = parts.iter().map(|p| format!("{p}\n")).collect();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let temp = manifest.with_extension("parts-new");
+            let mut f = std::fs::File::create(&temp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&temp, &manifest)?;
+            remove_if_present(&path)?;
+            sync_dir(manifest.parent().expect("blob paths have a parent"))
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+        .map_err(BlobError::Io)
+    }
+
+    async fn delete_part(&self, id: Uuid, part: &str) -> Result<(), BlobError> {
+        let path = self.part_path(id, part);
+        tokio::task::spawn_blocking(move || remove_if_present(&path))
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => BlobError::NotFound,
-                _ => BlobError::Io(e),
-            })?;
-        Ok(Box::pin(read_range(std::sync::Arc::new(file), start, len)))
+            .map_err(BlobError::Io)
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
         let path = self.path(id);
-        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BlobError::Io(e)),
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            remove_if_present(&path)?;
+            // Parts and the manifest share the file's name as their stem.
+            let stem = path
+                .file_name()
+                .expect("blob paths have a name")
+                .to_string_lossy()
+                .into_owned();
+            let dir = path.parent().expect("blob paths have a parent");
+            for entry in std::fs::read_dir(dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{stem}.")) {
+                    remove_if_present(&dir.join(name))?;
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+        .map_err(BlobError::Io)
     }
 
     async fn available_space(&self) -> Result<Option<u64>, BlobError> {

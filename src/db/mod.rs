@@ -166,23 +166,26 @@ pub trait Store: LifecycleStore {
     ) -> Result<Option<TransferView>, StoreError>;
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError>;
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Starts (or restarts) the transfer's resumable upload at offset 0.
+    /// Starts (or restarts) a resumable upload at offset 0: the transfer's own (`part` = "") or a part
+    /// of one sent in parallel pieces.
     async fn create_tus(
         &self,
         id: Uuid,
+        part: &str,
         length: Option<u64>,
         at: Timestamp,
     ) -> Result<(), StoreError>;
-    async fn tus(&self, id: Uuid) -> Result<Option<TusRow>, StoreError>;
+    async fn tus(&self, id: Uuid, part: &str) -> Result<Option<TusRow>, StoreError>;
     /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` if the offset
     /// was no longer `from`.
     async fn advance_tus(
         &self,
         id: Uuid,
+        part: &str,
         from: u64,
         to: u64,
         length: Option<u64>,
         at: Timestamp,
     ) -> Result<bool, StoreError>;
-    async fn delete_tus(&self, id: Uuid) -> Result<(), StoreError>;
+    async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
 }

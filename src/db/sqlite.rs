@@ -722,17 +722,20 @@ impl Store for SqliteStore {
     async fn create_tus(
         &self,
         id: Uuid,
+        part: &str,
         length: Option<u64>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let at = time::format(&at);
+        let part = part.to_string();
         self.write(move |conn| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO tus_uploads (file_transfer_id, length, \"offset\", updated) VALUES (?, ?, 0, ?)
-                     ON CONFLICT(file_transfer_id) DO UPDATE SET length = excluded.length, \"offset\" = 0, updated = excluded.updated",
+                    "INSERT INTO tus_uploads (file_transfer_id, part, length, \"offset\", updated) VALUES (?, ?, ?, 0, ?)
+                     ON CONFLICT(file_transfer_id, part) DO UPDATE SET length = excluded.length, \"offset\" = 0, updated = excluded.updated",
                 )
                 .bind(id.to_string())
+                .bind(part)
                 .bind(length.map(|l| l as i64))
                 .bind(at)
                 .execute(&mut *conn)
@@ -744,13 +747,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn tus(&self, id: Uuid) -> Result<Option<TusRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT length, \"offset\" FROM tus_uploads WHERE file_transfer_id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.reads)
-                .await
-                .map_err(failure)?;
+    async fn tus(&self, id: Uuid, part: &str) -> Result<Option<TusRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT length, \"offset\" FROM tus_uploads WHERE file_transfer_id = ? AND part = ?",
+        )
+        .bind(id.to_string())
+        .bind(part)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(failure)?;
         Ok(row.map(|r| TusRow {
             length: r.get::<Option<i64>, _>(0).map(|l| l as u64),
             offset: r.get::<i64, _>(1) as u64,
@@ -760,22 +765,25 @@ impl Store for SqliteStore {
     async fn advance_tus(
         &self,
         id: Uuid,
+        part: &str,
         from: u64,
         to: u64,
         length: Option<u64>,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let at = time::format(&at);
+        let part = part.to_string();
         self.write(move |conn| {
             Box::pin(async move {
                 let r = sqlx::query(
                     "UPDATE tus_uploads SET \"offset\" = ?, length = COALESCE(length, ?), updated = ?
-                     WHERE file_transfer_id = ? AND \"offset\" = ?",
+                     WHERE file_transfer_id = ? AND part = ? AND \"offset\" = ?",
                 )
                 .bind(to as i64)
                 .bind(length.map(|l| l as i64))
                 .bind(at)
                 .bind(id.to_string())
+                .bind(part)
                 .bind(from as i64)
                 .execute(&mut *conn)
                 .await
@@ -786,11 +794,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_tus(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError> {
+        let part = part.to_string();
         self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM tus_uploads WHERE file_transfer_id = ?")
+                sqlx::query("DELETE FROM tus_uploads WHERE file_transfer_id = ? AND part = ?")
                     .bind(id.to_string())
+                    .bind(part)
                     .execute(&mut *conn)
                     .await
                     .map_err(failure)?;

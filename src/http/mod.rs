@@ -6,6 +6,7 @@ pub mod download;
 pub mod error;
 pub mod transfers;
 pub mod tus;
+pub mod tus_concat;
 pub mod upload;
 
 use crate::app::App;
@@ -120,14 +121,19 @@ pub fn router(app: App) -> Router {
             get(download::download),
         )
         .route_layer(middleware::from_fn(accept_octet_stream));
-    let tus_routes = Router::new().route(
-        &format!("{api}/filetransfer/upload/tus/{{id}}"),
-        axum::routing::options(tus::options)
-            .post(tus::create)
-            .head(tus::head)
-            .patch(tus::patch)
-            .delete(tus::terminate),
-    );
+    let tus_routes = Router::new()
+        .route(
+            &format!("{api}/filetransfer/upload/tus/{{id}}"),
+            axum::routing::options(tus::options)
+                .post(tus::create)
+                .head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::terminate),
+        )
+        .route(
+            &format!("{api}/filetransfer/upload/tus/{{id}}/partial/{{part}}"),
+            axum::routing::head(tus::head_part).patch(tus::patch_part),
+        );
     Router::new()
         .merge(json_routes)
         .merge(download_routes)

@@ -23,11 +23,12 @@ use futures::StreamExt;
 use std::time::Duration;
 use uuid::Uuid;
 
-const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,checksum";
+pub(crate) const TUS_VERSION: &str = "1.0.0";
+const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
-fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
+pub(crate) fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
     (
         HeaderName::from_static(name),
         HeaderValue::from_str(&value.to_string()).expect("header values are ASCII"),
@@ -54,7 +55,7 @@ impl IntoResponse for TusError {
     }
 }
 
-fn tus_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn tus_error(status: StatusCode, message: &str) -> Response {
     TusError {
         status,
         message: message.to_string(),
@@ -88,7 +89,7 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> {
 }
 
 /// The largest file this transfer may hold.
-async fn max_size(app: &App, view: &TransferView) -> Result<u64, ApiError> {
+pub(crate) async fn max_size(app: &App, view: &TransferView) -> Result<u64, ApiError> {
     let resource = app.resource_of(view).await?;
     let mut limit = MAX_FILE_SIZE;
     if view.use_virus_scan {
@@ -101,7 +102,7 @@ async fn max_size(app: &App, view: &TransferView) -> Result<u64, ApiError> {
 }
 
 /// The sender's transfer, while an upload may still go to it.
-async fn sender_transfer(
+pub(crate) async fn sender_transfer(
     app: &App,
     headers: &HeaderMap,
     id: &str,
@@ -141,6 +142,23 @@ pub async fn create(
         return Ok(e.into_response());
     }
     let view = sender_transfer(&app, &headers, &id).await?;
+    let concat = headers
+        .get("upload-concat")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if let Some(list) = concat.and_then(|c| c.strip_prefix("final;")) {
+        return crate::http::tus_concat::finish(&app, &view, list).await;
+    }
+    let partial = match concat {
+        None => false,
+        Some("partial") => true,
+        Some(_) => {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                "Upload-Concat must be 'partial' or 'final;<urls>'",
+            ))
+        }
+    };
     let length = match (
         number(&headers, "upload-length"),
         headers.get("upload-defer-length"),
@@ -158,6 +176,9 @@ pub async fn create(
     if length.is_some_and(|l| l > 0) && length > Some(max_size(&app, &view).await?) {
         return Err(ErrorCode::FileSizeExceedsMaximum.into());
     }
+    if partial {
+        return crate::http::tus_concat::create_part(&app, &view, length).await;
+    }
     // Claim the slot (this records UploadStarted), start an empty file, and let the slot go.
     let lease = app.lifecycle.begin_upload(view.id).await?;
     let writer = match app.blobs.create(view.id).await {
@@ -168,7 +189,7 @@ pub async fn create(
         return Err(fail_storage(lease, e).await);
     }
     app.store
-        .create_tus(view.id, length, app.clock.now())
+        .create_tus(view.id, "", length, app.clock.now())
         .await?;
     app.tus_hashes
         .lock()
@@ -186,7 +207,7 @@ pub async fn create(
             Err(e) => return Ok(e.into_response()),
         };
         let row = TusRow { length, offset: 0 };
-        match append(&app, &view, row, body, None, checksum).await? {
+        match append(&app, &view, None, row, body, None, checksum).await? {
             Appended::Offset(offset) => {
                 (StatusCode::CREATED, [tus_header("upload-offset", offset)]).into_response()
             }
@@ -210,20 +231,39 @@ pub async fn head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = check_version(&headers) {
+    head_of(&app, &id, None, &headers).await
+}
+
+/// `HEAD` on a part of a concatenated upload.
+pub async fn head_part(
+    State(app): State<App>,
+    Path((id, part)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    head_of(&app, &id, Some(&part), &headers).await
+}
+
+async fn head_of(
+    app: &App,
+    id: &str,
+    part: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(headers) {
         return Ok(e.into_response());
     }
-    let caller = app.authorize(&headers, Policy::Sender).await?;
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let caller = app.authorize(headers, Policy::Sender).await?;
+    let view = app.transfer(parse_transfer_id(id)?, false).await?;
     require_sender(&caller, &view)?;
-    let row = if view.status > FileTransferStatus::UploadStarted && view.size > 0 {
+    let row = if part.is_none() && view.status > FileTransferStatus::UploadStarted && view.size > 0
+    {
         // The upload completed: it is whole.
         Some(TusRow {
             length: Some(view.size as u64),
             offset: view.size as u64,
         })
     } else {
-        app.store.tus(view.id).await?
+        app.store.tus(view.id, part.unwrap_or("")).await?
     };
     let Some(row) = row else {
         return Ok(tus_error(
@@ -248,6 +288,11 @@ pub async fn head(
             .headers_mut()
             .insert("upload-defer-length", HeaderValue::from_static("1")),
     };
+    if part.is_some() {
+        response
+            .headers_mut()
+            .insert("upload-concat", HeaderValue::from_static("partial"));
+    }
     Ok(response)
 }
 
@@ -258,6 +303,27 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    patch_of(&app, &id, None, &headers, body).await
+}
+
+/// `PATCH` on a part of a concatenated upload.
+pub async fn patch_part(
+    State(app): State<App>,
+    Path((id, part)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    patch_of(&app, &id, Some(&part), &headers, body).await
+}
+
+async fn patch_of(
+    app: &App,
+    id: &str,
+    part: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (app, headers) = (app.clone(), headers.clone());
     if let Err(e) = check_version(&headers) {
         return Ok(e.into_response());
     }
@@ -288,9 +354,9 @@ pub async fn patch(
         }
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Ok(r.into_response()),
     };
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(id)?, false).await?;
     // A PATCH repeated after its upload completed (e.g. after a timeout) succeeds idempotently.
-    if view.status > FileTransferStatus::UploadStarted {
+    if part.is_none() && view.status > FileTransferStatus::UploadStarted {
         let caller = app.authorize(&headers, Policy::Sender).await?;
         require_sender(&caller, &view)?;
         if view.size as u64 == offset {
@@ -305,8 +371,8 @@ pub async fn patch(
         }
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
-    let view = sender_transfer(&app, &headers, &id).await?;
-    let Some(mut row) = app.store.tus(view.id).await? else {
+    let view = sender_transfer(&app, &headers, id).await?;
+    let Some(mut row) = app.store.tus(view.id, part.unwrap_or("")).await? else {
         return Ok(tus_error(
             StatusCode::NOT_FOUND,
             "No upload has been created for this file transfer",
@@ -346,7 +412,13 @@ pub async fn patch(
         Ok(c) => c,
         Err(e) => return Ok(e.into_response()),
     };
-    let new_offset = match append(&app, &view, row, body, declared_length, checksum).await? {
+    if part.is_some() && checksum.is_some() {
+        return Ok(tus_error(
+            StatusCode::BAD_REQUEST,
+            "Upload-Checksum is not supported on partial uploads yet",
+        ));
+    }
+    let new_offset = match append(&app, &view, part, row, body, declared_length, checksum).await? {
         Appended::Offset(offset) => offset,
         refused => return Ok(refusal(refused)),
     };
@@ -466,6 +538,7 @@ enum Appended {
 struct OffsetCheckpoint<'a> {
     app: &'a App,
     id: Uuid,
+    part: &'a str,
     /// The offset this PATCH started at.
     base: u64,
     /// The offset last recorded in the DB.
@@ -479,7 +552,14 @@ impl Checkpoint for OffsetCheckpoint<'_> {
         match self
             .app
             .store
-            .advance_tus(self.id, self.durable, to, None, self.app.clock.now())
+            .advance_tus(
+                self.id,
+                self.part,
+                self.durable,
+                to,
+                None,
+                self.app.clock.now(),
+            )
             .await
         {
             Ok(true) => self.durable = to,
@@ -508,6 +588,7 @@ fn refusal(outcome: Appended) -> Response {
 async fn append(
     app: &App,
     view: &TransferView,
+    part: Option<&str>,
     row: TusRow,
     body: Body,
     new_length: Option<u64>,
@@ -517,19 +598,21 @@ async fn append(
         Some(length) => length - row.offset,
         None => max_size(app, view).await?.saturating_sub(row.offset),
     };
-    let mut lease = app.lifecycle.begin_upload(view.id).await?;
-    // Whatever happens to this request, the bytes acknowledged before it stay.
-    lease.keep_bytes_on_drop();
-    let state = match hash_state(app, view.id, row.offset).await {
-        Ok(s) => s,
-        Err(e) => {
-            lease.release().await;
-            return Err(e);
-        }
+    let hold = Hold::take(app, view.id, part).await?;
+    let state = match part {
+        // A part is hashed with the others once they are concatenated.
+        Some(_) => HashState::length_only(row.offset),
+        None => match hash_state(app, view.id, row.offset).await {
+            Ok(s) => s,
+            Err(e) => {
+                hold.release().await;
+                return Err(e);
+            }
+        },
     };
-    let writer = match app.blobs.open_append(view.id, row.offset).await {
+    let writer = match app.blobs.open_append(view.id, part, row.offset).await {
         Ok(w) => w,
-        Err(e) => return Err(fail_storage(lease, e).await),
+        Err(e) => return Err(hold.storage_failed(e).await),
     };
     let server = &app.config.server;
     let (expected, check) = match checksum {
@@ -558,6 +641,7 @@ async fn append(
     let mut progress = OffsetCheckpoint {
         app,
         id: view.id,
+        part: part.unwrap_or(""),
         base: row.offset,
         durable: row.offset,
     };
@@ -570,12 +654,12 @@ async fn append(
         match stream_append(body, writer, state, Some(room), keep_partial, checkpoint).await {
             Ok(a) => a,
             Err(StreamError::TooLarge(_)) => {
-                lease.release().await;
+                hold.release().await;
                 return Ok(Appended::TooLong);
             }
-            Err(StreamError::Storage(e)) => return Err(fail_storage(lease, e).await),
+            Err(StreamError::Storage(e)) => return Err(hold.storage_failed(e).await),
             Err(StreamError::Body(e)) => {
-                lease.release().await;
+                hold.release().await;
                 return Err(ApiError::BadRequest(e));
             }
         };
@@ -585,7 +669,7 @@ async fn append(
             .map(|m| m.into_inner().expect("checksum state"));
         if hasher.map(ChecksumHasher::finish).as_deref() != Some(expected.as_slice()) {
             // The bytes past the durable offset are cut off when the upload continues.
-            lease.release().await;
+            hold.release().await;
             return Ok(Appended::ChecksumMismatch);
         }
     }
@@ -593,26 +677,83 @@ async fn append(
     let now = app.clock.now();
     if !app
         .store
-        .advance_tus(view.id, progress.durable, new_offset, new_length, now)
+        .advance_tus(
+            view.id,
+            part.unwrap_or(""),
+            progress.durable,
+            new_offset,
+            new_length,
+            now,
+        )
         .await?
     {
-        lease.release().await;
+        hold.release().await;
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
-    if row.length.or(new_length) == Some(new_offset) {
-        app.store.delete_tus(view.id).await?;
-        lease.complete(appended.state.finish()).await?;
-    } else {
-        app.tus_hashes
-            .lock()
-            .expect("tus hash states")
-            .insert(view.id, appended.state);
-        lease.release().await;
+    match hold {
+        Hold::Transfer(lease) if row.length.or(new_length) == Some(new_offset) => {
+            app.store.delete_tus(view.id, "").await?;
+            lease.complete(appended.state.finish()).await?;
+        }
+        Hold::Transfer(lease) => {
+            app.tus_hashes
+                .lock()
+                .expect("tus hash states")
+                .insert(view.id, appended.state);
+            lease.release().await;
+        }
+        // A complete part waits for the final upload that concatenates it.
+        Hold::Part { .. } => {}
     }
     if let Some(reason) = appended.interrupted {
         tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
     }
     Ok(Appended::Offset(new_offset))
+}
+
+/// What keeps other requests off the bytes a request appends.
+enum Hold {
+    /// The transfer's own upload: its supervisor's upload slot.
+    Transfer(broker_actors::UploadLease),
+    /// A part of a concatenated upload: a lock on that part (parts upload in parallel), held until
+    /// this value is dropped.
+    Part {
+        _lock: crate::http::tus_concat::PartLock,
+    },
+}
+
+impl Hold {
+    async fn take(app: &App, id: Uuid, part: Option<&str>) -> Result<Hold, ApiError> {
+        match part {
+            None => {
+                let mut lease = app.lifecycle.begin_upload(id).await?;
+                // Whatever happens to this request, the bytes acknowledged before it stay.
+                lease.keep_bytes_on_drop();
+                Ok(Hold::Transfer(lease))
+            }
+            Some(part) => Ok(Hold::Part {
+                _lock: crate::http::tus_concat::PartLock::take(app, id, part)?,
+            }),
+        }
+    }
+
+    async fn release(self) {
+        if let Hold::Transfer(lease) = self {
+            lease.release().await;
+        }
+    }
+
+    /// Our storage failed: the transfer fails (its own upload), or the part answers 500 and may be
+    /// retried.
+    async fn storage_failed(self, error: impl std::fmt::Display) -> ApiError {
+        match self {
+            Hold::Transfer(lease) => fail_storage(lease, error).await,
+            Hold::Part { .. } => {
+                tracing::error!(%error, "storage failed during a partial upload");
+                ErrorCode::UploadFailed.into()
+            }
+        }
+    }
 }
 
 /// `DELETE` (termination): removes the upload's bytes; the transfer stays UploadStarted, so a new upload
@@ -626,7 +767,7 @@ pub async fn terminate(
         return Ok(e.into_response());
     }
     let view = sender_transfer(&app, &headers, &id).await?;
-    if app.store.tus(view.id).await?.is_none() {
+    if app.store.tus(view.id, "").await?.is_none() {
         return Ok(tus_error(
             StatusCode::NOT_FOUND,
             "No upload has been created for this file transfer",
@@ -637,7 +778,7 @@ pub async fn terminate(
         .lock()
         .expect("tus hash states")
         .remove(&view.id);
-    app.store.delete_tus(view.id).await?;
+    app.store.delete_tus(view.id, "").await?;
     if let Err(e) = app.blobs.delete(view.id).await {
         tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");
     }

@@ -5,6 +5,7 @@
 // abort-half: creates the upload and aborts once half of it is acknowledged, as a client that dies.
 // resume:     a new client instance (given the upload URL) continues at the server's offset and finishes.
 // whole:      one client uploads everything.
+// parallel:   four partial uploads in parallel, joined by a final upload (tus concatenation).
 // Prints the offset reached.
 import * as tus from 'tus-js-client';
 import fs from 'node:fs';
@@ -29,6 +30,10 @@ const options = {
 };
 if (mode === 'resume') {
   options.uploadUrl = url;
+}
+if (mode === 'parallel') {
+  options.parallelUploads = 4;
+  delete options.uploadSize; // the client sizes the parts itself
 }
 const upload = new tus.Upload(data, {
   ...options,

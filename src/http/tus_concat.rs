@@ -1,0 +1,199 @@
+//! tus concatenation: an upload sent as parallel parts (`Upload-Concat: partial`), joined by a `final`
+//! upload that lists them. The parts are not copied: the transfer's file becomes the list of parts and
+//! reads span them. The whole file's MD5 and SHA-256 are computed over the parts in order when the final
+//! upload arrives (one more read of the data: parts are not hashed while they stream, so four parallel
+//! parts do not need four cores of MD5).
+
+use crate::app::App;
+use crate::db::TransferView;
+use crate::http::error::ApiError;
+use crate::http::tus::{max_size, tus_error, tus_header, TUS_VERSION};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use broker_actors::upload::HashState;
+use broker_protocol::ErrorCode;
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Parts with a PATCH in flight: one request at a time per part.
+#[derive(Default)]
+pub struct PartLocks(Mutex<HashSet<(Uuid, String)>>);
+
+/// Held while a request appends to a part; released on drop.
+pub struct PartLock {
+    app: App,
+    key: (Uuid, String),
+}
+
+impl PartLock {
+    pub fn take(app: &App, id: Uuid, part: &str) -> Result<PartLock, ApiError> {
+        let key = (id, part.to_string());
+        if !app
+            .tus_part_locks
+            .0
+            .lock()
+            .expect("part locks")
+            .insert(key.clone())
+        {
+            return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+        }
+        Ok(PartLock {
+            app: app.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PartLock {
+    fn drop(&mut self) {
+        self.app
+            .tus_part_locks
+            .0
+            .lock()
+            .expect("part locks")
+            .remove(&self.key);
+    }
+}
+
+fn valid_part_id(part: &str) -> bool {
+    part.len() == 32 && part.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `POST` with `Upload-Concat: partial`: a new part with its own URL.
+pub async fn create_part(
+    app: &App,
+    view: &TransferView,
+    length: Option<u64>,
+) -> Result<Response, ApiError> {
+    let Some(length) = length else {
+        return Ok(tus_error(
+            StatusCode::BAD_REQUEST,
+            "A partial upload needs Upload-Length",
+        ));
+    };
+    if length > max_size(app, view).await? {
+        return Err(ErrorCode::FileSizeExceedsMaximum.into());
+    }
+    // The transfer enters UploadStarted with its first part.
+    app.lifecycle.begin_upload(view.id).await?.release().await;
+    let part = Uuid::new_v4().simple().to_string();
+    let writer = app
+        .blobs
+        .open_append(view.id, Some(&part), 0)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    writer
+        .commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.store
+        .create_tus(view.id, &part, Some(length), app.clock.now())
+        .await?;
+    let location = format!(
+        "/broker/api/v1/filetransfer/upload/tus/{}/partial/{part}",
+        view.id
+    );
+    Ok((
+        StatusCode::CREATED,
+        [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("upload-concat", "partial"),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("ids are ASCII"),
+            ),
+        ],
+    )
+        .into_response())
+}
+
+/// `POST` with `Upload-Concat: final;<url> <url> …`: joins complete parts of this transfer, in order,
+/// verifies the whole file and publishes it.
+pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Response, ApiError> {
+    let mut parts = Vec::new();
+    for url in list.split_whitespace() {
+        let part = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let prefix = format!("/filetransfer/upload/tus/{}/partial/", view.id);
+        if !url.contains(&prefix) || !valid_part_id(part) {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                &format!("{url} is not a partial upload of this file transfer"),
+            ));
+        }
+        match app.store.tus(view.id, part).await? {
+            Some(row) if row.length == Some(row.offset) => parts.push(part.to_string()),
+            Some(_) => {
+                return Ok(tus_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the partial upload {part} is not complete"),
+                ))
+            }
+            None => {
+                return Ok(tus_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("no partial upload {part}"),
+                ))
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(tus_error(
+            StatusCode::BAD_REQUEST,
+            "Upload-Concat: final lists no partial uploads",
+        ));
+    }
+    let mut lease = app.lifecycle.begin_upload(view.id).await?;
+    lease.keep_bytes_on_drop();
+    app.blobs
+        .concat(view.id, &parts)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Hash the whole file, parts in order.
+    let mut state = HashState::default();
+    let mut size = 0u64;
+    for part in &parts {
+        size += app
+            .store
+            .tus(view.id, part)
+            .await?
+            .and_then(|r| r.length)
+            .unwrap_or(0);
+    }
+    let mut stream = app
+        .blobs
+        .read(view.id, 0, size)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Internal(e.to_string()))?;
+        state = tokio::task::spawn_blocking(move || {
+            state.update(&chunk);
+            state
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    for part in &parts {
+        app.store.delete_tus(view.id, part).await?;
+    }
+    lease.complete(state.finish()).await?;
+    let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
+    Ok((
+        StatusCode::CREATED,
+        [
+            tus_header("tus-resumable", TUS_VERSION),
+            tus_header("upload-length", size),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("ids are ASCII"),
+            ),
+        ],
+    )
+        .into_response())
+}
