@@ -38,7 +38,7 @@ pub struct AppState {
     /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
     pub tus_hashes: Mutex<HashMap<Uuid, broker_actors::upload::HashState>>,
     /// Parts of concatenated tus uploads with a PATCH in flight.
-    pub tus_part_locks: crate::http::tus_concat::PartLocks,
+    pub tus_part_locks: crate::http::tus::concat::PartLocks,
     /// Last recorded range download per (transfer, recipient), for the debounce.
     pub(crate) range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
 }

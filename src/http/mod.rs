@@ -6,7 +6,6 @@ pub mod download;
 pub mod error;
 pub mod transfers;
 pub mod tus;
-pub mod tus_concat;
 pub mod upload;
 
 use crate::app::App;

@@ -4,10 +4,10 @@
 //! upload arrives (one more read of the data: parts are not hashed while they stream, so four parallel
 //! parts do not need four cores of MD5).
 
+use super::{max_size, tus_error, tus_header, TUS_VERSION};
 use crate::app::App;
 use crate::db::TransferView;
 use crate::http::error::ApiError;
-use crate::http::tus::{max_size, tus_error, tus_header, TUS_VERSION};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_actors::upload::HashState;

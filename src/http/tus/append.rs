@@ -1,0 +1,338 @@
+//! Appending one request body to a resumable upload (or to one part of it): the hold on the upload,
+//! the per-PATCH checksum, durable checkpoints, and the hash state carried between PATCHes.
+
+use super::{max_size, tus_error, TusError, TusRow};
+use crate::app::App;
+use crate::db::TransferView;
+use crate::http::error::ApiError;
+use crate::http::upload::{fail_storage, with_min_rate};
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use broker_actors::upload::{stream_append, Checkpoint, HashState, StreamError};
+use broker_protocol::ErrorCode;
+use futures::StreamExt;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The upload's hash state at its durable offset: kept in memory between PATCHes, rebuilt from the
+/// stored prefix when missing or stale (after a restart).
+pub(super) async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashState, ApiError> {
+    let cached = app.tus_hashes.lock().expect("tus hash states").remove(&id);
+    if let Some(state) = cached.filter(|s| s.len() == offset) {
+        return Ok(state);
+    }
+    let mut state = HashState::default();
+    if offset > 0 {
+        let mut stream = app
+            .blobs
+            .read(id, 0, offset)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Internal(e.to_string()))?;
+            state = tokio::task::spawn_blocking(move || {
+                state.update(&chunk);
+                state
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+    }
+    Ok(state)
+}
+
+/// An `Upload-Checksum` (tus checksum extension): the algorithm and the digest the PATCH body must have.
+pub(super) struct Checksum {
+    hasher: ChecksumHasher,
+    expected: Vec<u8>,
+}
+
+enum ChecksumHasher {
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+    Sha256(sha2::Sha256),
+}
+
+impl ChecksumHasher {
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            ChecksumHasher::Sha1(h) => h.update(bytes),
+            ChecksumHasher::Md5(h) => h.update(bytes),
+            ChecksumHasher::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            ChecksumHasher::Sha1(h) => h.finalize().to_vec(),
+            ChecksumHasher::Md5(h) => h.finalize().to_vec(),
+            ChecksumHasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Reads `Upload-Checksum: <algorithm> <base64 digest>`.
+pub(super) fn parse_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, TusError> {
+    use base64::Engine;
+    let Some(value) = headers.get("upload-checksum") else {
+        return Ok(None);
+    };
+    let bad = |message: &str| TusError {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad("Upload-Checksum is not valid"))?;
+    let (algorithm, digest) = text
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| bad("Upload-Checksum must be '<algorithm> <base64>'"))?;
+    let hasher = match algorithm.to_ascii_lowercase().as_str() {
+        "sha1" => ChecksumHasher::Sha1(Default::default()),
+        "md5" => ChecksumHasher::Md5(Default::default()),
+        "sha256" => ChecksumHasher::Sha256(Default::default()),
+        _ => {
+            return Err(bad(
+                "Unsupported checksum algorithm; use sha1, md5 or sha256",
+            ))
+        }
+    };
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| bad("The Upload-Checksum digest is not base64"))?;
+    Ok(Some(Checksum { hasher, expected }))
+}
+
+/// How an append ended.
+pub(super) enum Appended {
+    /// The bytes are durable and the offset moved here.
+    Offset(u64),
+    /// The body ran past the upload's length: nothing of it was kept.
+    TooLong,
+    /// The body did not match its `Upload-Checksum`: nothing of it was kept.
+    ChecksumMismatch,
+}
+
+/// Records a long PATCH's durable progress as the upload's offset.
+struct OffsetCheckpoint<'a> {
+    app: &'a App,
+    id: Uuid,
+    part: &'a str,
+    /// The offset this PATCH started at.
+    base: u64,
+    /// The offset last recorded in the DB.
+    durable: u64,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for OffsetCheckpoint<'_> {
+    async fn durable(&mut self, written: u64) {
+        let to = self.base + written;
+        match self
+            .app
+            .store
+            .advance_tus(
+                self.id,
+                self.part,
+                self.durable,
+                to,
+                None,
+                self.app.clock.now(),
+            )
+            .await
+        {
+            Ok(true) => self.durable = to,
+            Ok(false) => {
+                tracing::warn!(id = %self.id, "the upload's offset moved under a running PATCH")
+            }
+            Err(e) => tracing::warn!(id = %self.id, error = %e, "could not record a checkpoint"),
+        }
+    }
+}
+
+/// The answer to a body that was not kept.
+pub(super) fn refusal(outcome: Appended) -> Response {
+    match outcome {
+        Appended::ChecksumMismatch => tus_error(
+            StatusCode::from_u16(460).expect("460 is a valid status"),
+            "Checksum Mismatch: the body does not match its Upload-Checksum; the offset did not move",
+        ),
+        _ => tus_error(StatusCode::BAD_REQUEST, "The PATCH exceeded the upload's length"),
+    }
+}
+
+/// Streams one request body onto the upload at `row.offset`, makes it durable and moves the offset;
+/// completes the transfer at its full length. A body with a checksum is all or nothing; one without
+/// keeps what arrived if it breaks off (that is what makes the upload resumable).
+pub(super) async fn append(
+    app: &App,
+    view: &TransferView,
+    part: Option<&str>,
+    row: TusRow,
+    body: Body,
+    new_length: Option<u64>,
+    checksum: Option<Checksum>,
+) -> Result<Appended, ApiError> {
+    let room = match row.length {
+        Some(length) => length - row.offset,
+        None => max_size(app, view).await?.saturating_sub(row.offset),
+    };
+    let hold = Hold::take(app, view.id, part).await?;
+    let state = match part {
+        // A part is hashed with the others once they are concatenated.
+        Some(_) => HashState::length_only(row.offset),
+        None => match hash_state(app, view.id, row.offset).await {
+            Ok(s) => s,
+            Err(e) => {
+                hold.release().await;
+                return Err(e);
+            }
+        },
+    };
+    let writer = match app.blobs.open_append(view.id, part, row.offset).await {
+        Ok(w) => w,
+        Err(e) => return Err(hold.storage_failed(e).await),
+    };
+    let server = &app.config.server;
+    let (expected, check) = match checksum {
+        Some(c) => (
+            Some(c.expected),
+            Some(std::sync::Arc::new(std::sync::Mutex::new(c.hasher))),
+        ),
+        None => (None, None),
+    };
+    let body = {
+        let check = check.clone();
+        body.into_data_stream().inspect(move |chunk| {
+            if let (Some(check), Ok(bytes)) = (&check, chunk) {
+                check.lock().expect("checksum state").update(bytes);
+            }
+        })
+    };
+    let body = Box::pin(with_min_rate(
+        body,
+        server.min_data_rate,
+        Duration::from_secs(server.min_data_rate_grace_secs),
+        Duration::from_secs(server.upload_idle_timeout_secs),
+    ));
+    let keep_partial = check.is_none();
+    // Without a checksum a long PATCH is made durable every 64 MiB, so a crash loses at most that much.
+    let mut progress = OffsetCheckpoint {
+        app,
+        id: view.id,
+        part: part.unwrap_or(""),
+        base: row.offset,
+        durable: row.offset,
+    };
+    let checkpoint: Option<&mut dyn Checkpoint> = if keep_partial {
+        Some(&mut progress)
+    } else {
+        None
+    };
+    let appended =
+        match stream_append(body, writer, state, Some(room), keep_partial, checkpoint).await {
+            Ok(a) => a,
+            Err(StreamError::TooLarge(_)) => {
+                hold.release().await;
+                return Ok(Appended::TooLong);
+            }
+            Err(StreamError::Storage(e)) => return Err(hold.storage_failed(e).await),
+            Err(StreamError::Body(e)) => {
+                hold.release().await;
+                return Err(ApiError::BadRequest(e));
+            }
+        };
+    if let (Some(check), Some(expected)) = (check, expected) {
+        let hasher = std::sync::Arc::try_unwrap(check)
+            .ok()
+            .map(|m| m.into_inner().expect("checksum state"));
+        if hasher.map(ChecksumHasher::finish).as_deref() != Some(expected.as_slice()) {
+            // The bytes past the durable offset are cut off when the upload continues.
+            hold.release().await;
+            return Ok(Appended::ChecksumMismatch);
+        }
+    }
+    let new_offset = appended.state.len();
+    let now = app.clock.now();
+    if !app
+        .store
+        .advance_tus(
+            view.id,
+            part.unwrap_or(""),
+            progress.durable,
+            new_offset,
+            new_length,
+            now,
+        )
+        .await?
+    {
+        hold.release().await;
+        return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+    }
+    match hold {
+        Hold::Transfer(lease) if row.length.or(new_length) == Some(new_offset) => {
+            app.store.delete_tus(view.id, "").await?;
+            lease.complete(appended.state.finish()).await?;
+        }
+        Hold::Transfer(lease) => {
+            app.tus_hashes
+                .lock()
+                .expect("tus hash states")
+                .insert(view.id, appended.state);
+            lease.release().await;
+        }
+        // A complete part waits for the final upload that concatenates it.
+        Hold::Part { .. } => {}
+    }
+    if let Some(reason) = appended.interrupted {
+        tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
+    }
+    Ok(Appended::Offset(new_offset))
+}
+
+/// What keeps other requests off the bytes a request appends.
+enum Hold {
+    /// The transfer's own upload: its supervisor's upload slot.
+    Transfer(broker_actors::UploadLease),
+    /// A part of a concatenated upload: a lock on that part (parts upload in parallel), held until
+    /// this value is dropped.
+    Part { _lock: super::concat::PartLock },
+}
+
+impl Hold {
+    async fn take(app: &App, id: Uuid, part: Option<&str>) -> Result<Hold, ApiError> {
+        match part {
+            None => {
+                let mut lease = app.lifecycle.begin_upload(id).await?;
+                // Whatever happens to this request, the bytes acknowledged before it stay.
+                lease.keep_bytes_on_drop();
+                Ok(Hold::Transfer(lease))
+            }
+            Some(part) => Ok(Hold::Part {
+                _lock: super::concat::PartLock::take(app, id, part)?,
+            }),
+        }
+    }
+
+    async fn release(self) {
+        if let Hold::Transfer(lease) = self {
+            lease.release().await;
+        }
+    }
+
+    /// Our storage failed: the transfer fails (its own upload), or the part answers 500 and may be
+    /// retried.
+    async fn storage_failed(self, error: impl std::fmt::Display) -> ApiError {
+        match self {
+            Hold::Transfer(lease) => fail_storage(lease, error).await,
+            Hold::Part { .. } => {
+                tracing::error!(%error, "storage failed during a partial upload");
+                ErrorCode::UploadFailed.into()
+            }
+        }
+    }
+}
