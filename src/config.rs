@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub upload_idle_timeout_secs: u64,
     /// Uploads streaming at once; more get 503 `BRO-09007` (retryable).
     pub max_concurrent_uploads: usize,
+    /// A resumable (tus) upload untouched this long expires: its bytes are removed (sliding, 24 h).
+    pub tus_upload_expiry_secs: u64,
+    /// How often expired resumable uploads are looked for.
+    pub tus_sweep_interval_secs: u64,
     /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
     pub shutdown_grace_secs: u64,
 }
@@ -121,6 +125,8 @@ impl Default for ServerConfig {
             min_data_rate_grace_secs: 10,
             upload_idle_timeout_secs: 120,
             max_concurrent_uploads: 256,
+            tus_upload_expiry_secs: 86_400,
+            tus_sweep_interval_secs: 60,
             shutdown_grace_secs: 10,
         }
     }

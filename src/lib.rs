@@ -149,6 +149,7 @@ pub async fn serve(
     // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
     println!("listening on http://{local}");
     let stopping = app.shutdown.clone();
+    let sweeper = tokio::spawn(http::tus::expiry::run_sweeper(app.clone()));
     let router = http::router(app);
     let signal = stopping.clone();
     // Small responses must not wait for delayed ACKs (Nagle): every accepted socket gets TCP_NODELAY.
@@ -163,11 +164,13 @@ pub async fn serve(
         tracing::info!("shutting down");
         signal.cancel();
     });
-    tokio::select! {
+    let outcome = tokio::select! {
         result = server => result.context("server failed"),
         _ = async move { stopping.cancelled_owned().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
             Ok(())
         }
-    }
+    };
+    sweeper.abort();
+    outcome
 }

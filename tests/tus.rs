@@ -589,3 +589,50 @@ async fn a_final_upload_cannot_use_another_transfers_parts() {
     create(&f, id, 10).await;
     assert_eq!(finish(&f, id, &[&part]).await.status(), 400);
 }
+
+#[tokio::test]
+async fn an_upload_left_untouched_expires_its_bytes_are_removed_and_a_new_one_can_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.tus_upload_expiry_secs = 1;
+    config.server.tus_sweep_interval_secs = 1;
+    let f = Fixture::on(TestServer::start_with(config).await).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let created = create(&f, id, 100).await;
+    assert!(created.headers().contains_key("upload-expires"));
+    let r = patch(&f, id, 0, &[5; 40]).await;
+    let expires = r.headers()["upload-expires"].to_str().unwrap().to_string();
+    assert!(expires.ends_with(" GMT"), "{expires}");
+    let name = id.simple().to_string();
+    let blob = dir.path().join("blobs").join(&name[..2]).join(&name);
+    assert!(blob.exists());
+    let mut gone = false;
+    for _ in 0..100 {
+        let h = f
+            .sender
+            .request(Method::HEAD, &tus_path(id))
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        if h.status() == 404 && !blob.exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the expired upload was not removed");
+    assert_eq!(
+        f.sender
+            .overview(id)
+            .await
+            .unwrap()
+            .summary
+            .file_transfer_status,
+        FileTransferStatus::UploadStarted
+    );
+    let content = payload(100, 4);
+    assert_eq!(create(&f, id, 100).await.status(), 201);
+    assert_eq!(patch(&f, id, 0, &content).await.status(), 204);
+    f.assert_recipient_downloads(id, &content).await;
+}

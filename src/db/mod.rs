@@ -188,4 +188,6 @@ pub trait Store: LifecycleStore {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
+    /// Resumable uploads (and parts) last touched before `before`.
+    async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError>;
 }

@@ -794,6 +794,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows = sqlx::query("SELECT file_transfer_id, part FROM tus_uploads WHERE updated < ?")
+            .bind(time::format(&before))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(failure)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<&str, _>(0).parse().map_err(failure)?,
+                    r.get::<String, _>(1),
+                ))
+            })
+            .collect()
+    }
+
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError> {
         let part = part.to_string();
         self.write(move |conn| {

@@ -9,6 +9,7 @@
 
 mod append;
 pub mod concat;
+pub mod expiry;
 
 use append::{append, parse_checksum, refusal, Appended};
 
@@ -27,7 +28,7 @@ use broker_protocol::{ErrorCode, FileTransferStatus};
 
 pub(crate) const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation";
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation,expiration";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 pub(crate) fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
@@ -224,6 +225,7 @@ pub async fn create(
         HeaderValue::from_str(&location).expect("ids are ASCII"),
     );
     h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    h.insert("upload-expires", expiry::expires_header(&app));
     Ok(response)
 }
 
@@ -429,6 +431,10 @@ async fn patch_of(
         [
             tus_header("tus-resumable", TUS_VERSION),
             tus_header("upload-offset", new_offset),
+            (
+                HeaderName::from_static("upload-expires"),
+                expiry::expires_header(&app),
+            ),
         ],
     )
         .into_response())
