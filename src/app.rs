@@ -95,6 +95,18 @@ impl AppState {
         Ok(caller)
     }
 
+    /// The bearer token of a request, if any.
+    pub fn bearer<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+    }
+
     /// The transfer, or 404 `BRO-00001`.
     pub async fn transfer(&self, id: Uuid, with_history: bool) -> Result<TransferView, ApiError> {
         self.store

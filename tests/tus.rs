@@ -636,3 +636,59 @@ async fn an_upload_left_untouched_expires_its_bytes_are_removed_and_a_new_one_ca
     assert_eq!(patch(&f, id, 0, &content).await.status(), 204);
     f.assert_recipient_downloads(id, &content).await;
 }
+
+fn expired_token(f: &Fixture, org: &str) -> String {
+    broker::auth::dev_issuer::DevIssuer::load(&f.server.data_dir, "broker-dev")
+        .unwrap()
+        .mint(org, WRITE, chrono::Duration::seconds(-120))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_token_still_serves_the_senders_active_upload_and_nothing_else() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let expired = f.server.anonymous().with_token(expired_token(&f, SENDER));
+    // No upload yet: an expired token cannot start one.
+    let r = expired
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 20)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    create(&f, id, 20).await;
+    assert_eq!(patch(&f, id, 0, &[1; 10]).await.status(), 204);
+    // The upload is active: HEAD and PATCH go on with the expired token.
+    let h = expired
+        .request(Method::HEAD, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    let p = expired
+        .request(Method::PATCH, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", 10)
+        .body(vec![2u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status(), 204);
+    // Elsewhere the token is as expired as ever, and another org's expired token gets nothing.
+    assert_eq!(expired.overview(id).await.unwrap_err().status(), Some(401));
+    let other = f
+        .server
+        .anonymous()
+        .with_token(expired_token(&f, THIRD_PARTY));
+    let h = other
+        .request(Method::HEAD, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 401);
+}

@@ -41,6 +41,8 @@ pub enum AuthError {
     UnknownKey,
     #[error("the token is invalid: {0}")]
     Invalid(String),
+    #[error("the token has expired")]
+    Expired,
 }
 
 struct VerificationKey {
@@ -233,6 +235,16 @@ impl Authenticator {
 
     /// Validates signature, issuer and lifetime, and returns the caller the claims describe.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify(token, true).await
+    }
+
+    /// Like [`authenticate`](Self::authenticate) but accepts a token past its expiry (signature and
+    /// issuer still checked): only for requests on an upload session that is still active (spec 4.6).
+    pub async fn authenticate_ignoring_expiry(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify(token, false).await
+    }
+
+    async fn verify(&self, token: &str, check_expiry: bool) -> Result<Caller, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -254,6 +266,7 @@ impl Authenticator {
         validation.validate_aud = false;
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
+        validation.validate_exp = check_expiry;
         validation.set_required_spec_claims(&["exp", "iss"]);
         for attempt in 0..2 {
             let verified = {
@@ -268,6 +281,11 @@ impl Authenticator {
                         Ok(data) => {
                             outcome = Ok(data.claims);
                             break;
+                        }
+                        Err(e)
+                            if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature =>
+                        {
+                            outcome = Err(AuthError::Expired)
                         }
                         Err(e) => outcome = Err(AuthError::Invalid(e.to_string())),
                     }

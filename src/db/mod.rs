@@ -188,6 +188,8 @@ pub trait Store: LifecycleStore {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
+    /// Whether the transfer has a resumable upload (or part) in progress.
+    async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError>;
     /// Resumable uploads (and parts) last touched before `before`.
     async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError>;
 }

@@ -794,6 +794,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM tus_uploads WHERE file_transfer_id = ? LIMIT 1")
+            .bind(id.to_string())
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(failure)?;
+        Ok(row.is_some())
+    }
+
     async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError> {
         let rows = sqlx::query("SELECT file_transfer_id, part FROM tus_uploads WHERE updated < ?")
             .bind(time::format(&before))

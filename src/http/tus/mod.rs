@@ -110,12 +110,47 @@ pub(crate) async fn sender_transfer(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<TransferView, ApiError> {
-    let caller = app.authorize(headers, Policy::Sender).await?;
-    let view = app.transfer(parse_transfer_id(id)?, false).await?;
-    require_sender(&caller, &view)?;
+    let view = upload_caller_transfer(app, headers, id).await?;
     if view.status > FileTransferStatus::UploadStarted {
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
+    Ok(view)
+}
+
+/// Authenticates the sender of an upload and returns the transfer. A token that has expired is still
+/// accepted (signature and issuer checked) while the transfer has an active resumable upload, it is
+/// UploadStarted and the caller is its sender: multi-hour uploads outlive ~1 h tokens (spec 4.6).
+async fn upload_caller_transfer(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<TransferView, ApiError> {
+    let caller = match app.authorize(headers, Policy::Sender).await {
+        Ok(caller) => caller,
+        Err(ApiError::Unauthenticated) => {
+            let token = app.bearer(headers).ok_or(ApiError::Unauthenticated)?;
+            let caller = app
+                .auth
+                .authenticate_ignoring_expiry(token)
+                .await
+                .map_err(|_| ApiError::Unauthenticated)?;
+            let view = app
+                .transfer(parse_transfer_id(id)?, false)
+                .await
+                .map_err(|_| ApiError::Unauthenticated)?;
+            let session = view.status == FileTransferStatus::UploadStarted
+                && caller.org.as_deref() == Some(view.sender_org.as_str())
+                && caller.has_scope(broker_protocol::scopes::WRITE)
+                && app.store.tus_active(view.id).await?;
+            if !session {
+                return Err(ApiError::Unauthenticated);
+            }
+            caller
+        }
+        Err(e) => return Err(e),
+    };
+    let view = app.transfer(parse_transfer_id(id)?, false).await?;
+    require_sender(&caller, &view)?;
     Ok(view)
 }
 
@@ -256,9 +291,7 @@ async fn head_of(
     if let Err(e) = check_version(headers) {
         return Ok(e.into_response());
     }
-    let caller = app.authorize(headers, Policy::Sender).await?;
-    let view = app.transfer(parse_transfer_id(id)?, false).await?;
-    require_sender(&caller, &view)?;
+    let view = upload_caller_transfer(app, headers, id).await?;
     let row = if part.is_none() && view.status > FileTransferStatus::UploadStarted && view.size > 0
     {
         // The upload completed: it is whole.
