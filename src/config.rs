@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub tus_upload_expiry_secs: u64,
     /// How often expired resumable uploads are looked for.
     pub tus_sweep_interval_secs: u64,
+    /// Browser origins allowed to call the API (CORS), e.g. `["https://app.example"]`, or `["*"]`;
+    /// empty (the default) sends no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
     /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
     pub shutdown_grace_secs: u64,
 }
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
             max_concurrent_uploads: 256,
             tus_upload_expiry_secs: 86_400,
             tus_sweep_interval_secs: 60,
+            cors_allowed_origins: vec![],
             shutdown_grace_secs: 10,
         }
     }

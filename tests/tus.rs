@@ -692,3 +692,66 @@ async fn an_expired_token_still_serves_the_senders_active_upload_and_nothing_els
         .unwrap();
     assert_eq!(h.status(), 401);
 }
+
+#[tokio::test]
+async fn browsers_get_cors_preflights_without_a_token_and_see_the_tus_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.cors_allowed_origins = vec!["https://app.example".into()];
+    let f = Fixture::on(TestServer::start_with(config).await).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let preflight = f
+        .server
+        .anonymous()
+        .request(Method::OPTIONS, &tus_path(id))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PATCH")
+        .header(
+            "access-control-request-headers",
+            "authorization,tus-resumable,upload-offset,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let created = f
+        .sender
+        .request(Method::POST, &tus_path(id))
+        .header("origin", "https://app.example")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 10)
+        .send()
+        .await
+        .unwrap();
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-expires",
+        "tus-resumable",
+    ] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed}");
+    }
+    // Another origin is not let in.
+    let foreign = f
+        .server
+        .anonymous()
+        .request(Method::OPTIONS, &tus_path(id))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "PATCH")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}

@@ -72,7 +72,75 @@ async fn remember_path(request: Request, next: Next) -> Response {
     error::REQUEST_PATH.scope(path, next.run(request)).await
 }
 
+/// CORS for browser clients (tus-js-client in a page): preflights are answered without a token, and the
+/// tus, range and download headers are exposed to scripts.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect::<Vec<_>>()
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::HEAD,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(names(&[
+                "authorization",
+                "content-type",
+                "range",
+                "if-range",
+                "idempotency-key",
+                "tus-resumable",
+                "upload-length",
+                "upload-offset",
+                "upload-metadata",
+                "upload-defer-length",
+                "upload-concat",
+                "upload-checksum",
+                "x-http-method-override",
+                "x-requested-with",
+            ]))
+            .expose_headers(names(&[
+                "location",
+                "upload-offset",
+                "upload-length",
+                "upload-expires",
+                "upload-concat",
+                "upload-defer-length",
+                "tus-resumable",
+                "tus-version",
+                "tus-extension",
+                "tus-max-size",
+                "tus-checksum-algorithm",
+                "content-disposition",
+                "content-range",
+                "accept-ranges",
+                "etag",
+            ]))
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
+
 pub fn router(app: App) -> Router {
+    let cors = cors(&app.config.server.cors_allowed_origins);
     let api = "/broker/api/v1";
     let json_routes = Router::new()
         .route(
@@ -150,6 +218,7 @@ pub fn router(app: App) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(tower::util::option_layer(cors))
 }
 
 struct BearerScheme;
