@@ -37,6 +37,8 @@ pub struct AppState {
     pub upload_permits: tokio::sync::Semaphore,
     /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
     pub tus_hashes: Mutex<HashMap<Uuid, broker_actors::upload::HashState>>,
+    /// tus PATCHes in flight, so a newer request can ask a half-dead one to stop.
+    pub tus_running: crate::http::tus::RunningPatches,
     /// Parts of concatenated tus uploads with a PATCH in flight.
     pub tus_part_locks: crate::http::tus::concat::PartLocks,
     /// Last recorded range download per (transfer, recipient), for the debounce.

@@ -122,6 +122,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         upload_permits,
         tus_hashes: Default::default(),
         tus_part_locks: Default::default(),
+        tus_running: Default::default(),
         range_downloads: Default::default(),
     }))
 }

@@ -755,3 +755,35 @@ async fn browsers_get_cors_preflights_without_a_token_and_see_the_tus_headers() 
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_stops_a_half_dead_patch_which_keeps_what_arrived_and_the_upload_resumes() {
+    use tokio::io::AsyncWriteExt;
+    let f = Fixture::new().await;
+    let content = payload(600_000, 61);
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, content.len() as u64).await;
+    let token = f.server.token(SENDER, WRITE);
+    // A PATCH whose client sends part of the body and then goes silent, keeping the connection open.
+    let mut stalled = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PATCH /broker/api/v1/filetransfer/upload/tus/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        content.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&content[..250_000]).await.unwrap();
+    stalled.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The client comes back through a new connection: HEAD stops the stalled PATCH and sees its bytes.
+    let started = std::time::Instant::now();
+    let offset = head_offset(&f, id).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(offset > 0 && offset <= 250_000, "offset {offset}");
+    let r = patch(&f, id, offset, &content[offset as usize..]).await;
+    assert_eq!(r.status(), 204);
+    f.assert_recipient_downloads(id, &content).await;
+    drop(stalled);
+}

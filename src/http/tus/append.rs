@@ -182,6 +182,9 @@ pub(super) async fn append(
         None => max_size(app, view).await?.saturating_sub(row.offset),
     };
     let hold = Hold::take(app, view.id, part).await?;
+    // While this PATCH runs, a newer HEAD or PATCH on the same upload may ask it to stop (its connection
+    // may be half-dead): the body then ends early and what arrived is kept.
+    let (running, stop) = Running::register(app, view.id, part);
     let state = match part {
         // A part is hashed with the others once they are concatenated.
         Some(_) => HashState::length_only(row.offset),
@@ -207,11 +210,13 @@ pub(super) async fn append(
     };
     let body = {
         let check = check.clone();
-        body.into_data_stream().inspect(move |chunk| {
-            if let (Some(check), Ok(bytes)) = (&check, chunk) {
-                check.lock().expect("checksum state").update(bytes);
-            }
-        })
+        body.into_data_stream()
+            .take_until(Box::pin(stop.cancelled_owned()))
+            .inspect(move |chunk| {
+                if let (Some(check), Ok(bytes)) = (&check, chunk) {
+                    check.lock().expect("checksum state").update(bytes);
+                }
+            })
     };
     let body = Box::pin(with_min_rate(
         body,
@@ -288,10 +293,91 @@ pub(super) async fn append(
         // A complete part waits for the final upload that concatenates it.
         Hold::Part { .. } => {}
     }
+    drop(running);
     if let Some(reason) = appended.interrupted {
         tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
     }
     Ok(Appended::Offset(new_offset))
+}
+
+/// How long a new request waits for a running PATCH it asked to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The running PATCHes by upload (transfer, part), each with a token that asks it to stop.
+#[derive(Default)]
+pub struct RunningPatches {
+    map: std::sync::Mutex<
+        std::collections::HashMap<(Uuid, String), (u64, tokio_util::sync::CancellationToken)>,
+    >,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A running PATCH's registration; dropping it unregisters.
+pub(super) struct Running {
+    app: App,
+    key: (Uuid, String),
+    generation: u64,
+}
+
+impl Running {
+    fn register(
+        app: &App,
+        id: Uuid,
+        part: Option<&str>,
+    ) -> (Running, tokio_util::sync::CancellationToken) {
+        let key = (id, part.unwrap_or("").to_string());
+        let token = tokio_util::sync::CancellationToken::new();
+        let generation = app
+            .tus_running
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        app.tus_running
+            .map
+            .lock()
+            .expect("running patches")
+            .insert(key.clone(), (generation, token.clone()));
+        (
+            Running {
+                app: app.clone(),
+                key,
+                generation,
+            },
+            token,
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut map = self.app.tus_running.map.lock().expect("running patches");
+        if map
+            .get(&self.key)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Asks the PATCH running on this upload, if any, to stop; true if there was one.
+pub(super) fn interrupt(app: &App, id: Uuid, part: Option<&str>) -> bool {
+    let map = app.tus_running.map.lock().expect("running patches");
+    match map.get(&(id, part.unwrap_or("").to_string())) {
+        Some((_, token)) => {
+            token.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Stops the PATCH running on this upload, if any, and waits until it has made its bytes durable, so a
+/// HEAD reports the offset that holds.
+pub(super) async fn stop_running(app: &App, id: Uuid, part: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    while interrupt(app, id, part) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What keeps other requests off the bytes a request appends.
@@ -304,7 +390,23 @@ enum Hold {
 }
 
 impl Hold {
+    /// Takes the hold; if a PATCH still holds it, asks that PATCH to stop and waits for it (a few seconds
+    /// at most), as tusd does for half-dead connections.
     async fn take(app: &App, id: Uuid, part: Option<&str>) -> Result<Hold, ApiError> {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        loop {
+            match Self::try_take(app, id, part).await {
+                Err(ApiError::Code(ErrorCode::FileTransferAlreadyUploaded))
+                    if interrupt(app, id, part) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_take(app: &App, id: Uuid, part: Option<&str>) -> Result<Hold, ApiError> {
         match part {
             None => {
                 let mut lease = app.lifecycle.begin_upload(id).await?;

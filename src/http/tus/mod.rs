@@ -11,7 +11,8 @@ mod append;
 pub mod concat;
 pub mod expiry;
 
-use append::{append, parse_checksum, refusal, Appended};
+pub use append::RunningPatches;
+use append::{append, parse_checksum, refusal, stop_running, Appended};
 
 use crate::app::{
     parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE,
@@ -292,6 +293,8 @@ async fn head_of(
         return Ok(e.into_response());
     }
     let view = upload_caller_transfer(app, headers, id).await?;
+    // A HEAD while a PATCH still runs (its client may have gone silent) stops that PATCH first.
+    stop_running(app, view.id, part).await;
     let row = if part.is_none() && view.status > FileTransferStatus::UploadStarted && view.size > 0
     {
         // The upload completed: it is whole.
