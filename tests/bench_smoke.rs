@@ -59,6 +59,15 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         .get("parallel_mb_per_sec")
         .is_some_and(|v| *v > 0.0));
 
+    let resumable = transfer::tus(&ctx, size, 1 << 20).await.unwrap();
+    assert_clean(&resumable);
+    for ratio in ["tus_whole_patch_to_binary", "tus_chunked_to_binary"] {
+        assert!(
+            resumable.ratios.get(ratio).is_some_and(|v| *v > 0.0),
+            "ratio {ratio} missing"
+        );
+    }
+
     let small = lifecycle::run(ctx.clone(), 4, Duration::from_millis(1500), 1024)
         .await
         .unwrap();
@@ -92,7 +101,7 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         started: chrono::Utc::now().to_rfc3339(),
         target: "spawned".into(),
         machine: Machine::detect(),
-        scenarios: vec![upload, download, small, both],
+        scenarios: vec![upload, download, resumable, small, both],
     };
     let json = serde_json::to_value(&report).unwrap();
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");

@@ -265,7 +265,10 @@ where
         Some(mut threads) => {
             threads.feed(&last).await;
             writer.append(last).await?;
-            threads.finish().await?
+            // The hashes' tail and the final sync overlap.
+            let (state, synced) = tokio::join!(threads.finish(), writer.commit());
+            synced?;
+            return Ok(Appended { state: state?, interrupted });
         }
         None => {
             let mut state = state;

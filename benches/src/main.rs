@@ -81,6 +81,13 @@ enum Scenario {
         #[arg(long, default_value = "1KiB", value_parser = parse_size)]
         size: u64,
     },
+    /// The file as a binary upload, then with tus: one whole-file PATCH, and chunked PATCHes.
+    Tus {
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+        chunk: u64,
+    },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
         /// Report files written by --json.
@@ -189,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             size,
             large_size,
         } => results.push(mixed::run(ctx.clone(), concurrency, duration, size, large_size).await?),
+        Scenario::Tus { size, chunk } => results.push(transfer::tus(&ctx, size, chunk).await?),
         Scenario::Report { .. } => unreachable!("handled before a broker is started"),
     }
     if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {
