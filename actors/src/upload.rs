@@ -268,7 +268,10 @@ where
             // The hashes' tail and the final sync overlap.
             let (state, synced) = tokio::join!(threads.finish(), writer.commit());
             synced?;
-            return Ok(Appended { state: state?, interrupted });
+            return Ok(Appended {
+                state: state?,
+                interrupted,
+            });
         }
         None => {
             let mut state = state;

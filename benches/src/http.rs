@@ -123,24 +123,6 @@ pub async fn download_sha256(recipient: &BrokerClient, id: Uuid) -> anyhow::Resu
     Ok(crate::payload::hex(&sha.finalize()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_cover_the_file_exactly_once() {
-        for (size, parts) in [(10u64, 4usize), (1, 4), (4096, 4), (1 << 31, 4), (7, 1)] {
-            let r = split_ranges(size, parts);
-            assert_eq!(r.first().unwrap().0, 0);
-            assert_eq!(r.last().unwrap().1, size - 1);
-            for w in r.windows(2) {
-                assert_eq!(w[0].1 + 1, w[1].0);
-            }
-            assert!(r.len() <= parts);
-        }
-    }
-}
-
 /// Uploads a file with tus: creation, then PATCHes of `chunk` bytes (the whole file in one PATCH when
 /// `chunk` is None). Returns the time from creation until the last PATCH was answered (the transfer is
 /// Published by then).
@@ -192,4 +174,22 @@ pub async fn tus_upload_file(
         offset += len;
     }
     Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_file_exactly_once() {
+        for (size, parts) in [(10u64, 4usize), (1, 4), (4096, 4), (1 << 31, 4), (7, 1)] {
+            let r = split_ranges(size, parts);
+            assert_eq!(r.first().unwrap().0, 0);
+            assert_eq!(r.last().unwrap().1, size - 1);
+            for w in r.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0);
+            }
+            assert!(r.len() <= parts);
+        }
+    }
 }
