@@ -787,3 +787,15 @@ async fn a_head_stops_a_half_dead_patch_which_keeps_what_arrived_and_the_upload_
     f.assert_recipient_downloads(id, &content).await;
     drop(stalled);
 }
+
+#[tokio::test]
+async fn a_binary_upload_replaces_a_resumable_upload_begun_earlier() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, 100).await;
+    assert_eq!(patch(&f, id, 0, &[3; 30]).await.status(), 204);
+    let content = payload(5000, 19);
+    f.sender.upload(id, content.clone()).await.unwrap();
+    f.assert_recipient_downloads(id, &content).await;
+    assert_eq!(head_offset(&f, id).await, content.len() as u64);
+}

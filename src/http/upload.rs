@@ -183,6 +183,9 @@ where
         .try_acquire()
         .map_err(|_| ApiError::Code(ErrorCode::TooManyUploads))?;
     let lease = app.lifecycle.begin_upload(id).await?;
+    // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
+    app.store.delete_tus(id, "").await?;
+    app.tus_hashes.lock().expect("tus hash states").remove(&id);
     let writer = match app.blobs.create(id).await {
         Ok(w) => w,
         Err(e) => return Err(fail_storage(lease, e).await),
