@@ -102,7 +102,7 @@ impl BlobStore for LocalBlobStore {
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1))
+        Ok(start_writer(file.0, file.1, 0))
     }
 
     async fn open_append(
@@ -143,7 +143,7 @@ impl BlobStore for LocalBlobStore {
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1))
+        Ok(start_writer(file.0, file.1, offset))
     }
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
@@ -287,11 +287,12 @@ struct LocalWriter {
 /// Files smaller than two windows stay cached.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
-fn start_writer(file: std::fs::File, dir: PathBuf) -> Box<dyn BlobWriter> {
+/// Starts the writer thread of a file positioned at `base` (where this writer's bytes begin).
+fn start_writer(file: std::fs::File, dir: PathBuf, base: u64) -> Box<dyn BlobWriter> {
     let (tx, rx) = mpsc::channel::<WriteCommand>(WRITE_QUEUE);
     let writer = spawn_thread("blob-writer", move || {
         lower_thread_priority();
-        write_batches(file, &dir, rx)
+        write_batches(file, &dir, base, rx)
     });
     Box::new(LocalWriter {
         tx: Some(tx),
@@ -302,6 +303,7 @@ fn start_writer(file: std::fs::File, dir: PathBuf) -> Box<dyn BlobWriter> {
 fn write_batches(
     file: std::fs::File,
     dir: &Path,
+    base: u64,
     mut rx: mpsc::Receiver<WriteCommand>,
 ) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
@@ -323,14 +325,14 @@ fn write_batches(
             unsafe {
                 libc::sync_file_range(
                     fd,
-                    flushed as i64,
+                    (base + flushed) as i64,
                     WRITEBACK_WINDOW as i64,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
                 if flushed >= WRITEBACK_WINDOW {
                     libc::sync_file_range(
                         fd,
-                        (flushed - WRITEBACK_WINDOW) as i64,
+                        (base + flushed - WRITEBACK_WINDOW) as i64,
                         WRITEBACK_WINDOW as i64,
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
@@ -338,7 +340,7 @@ fn write_batches(
                     );
                     libc::posix_fadvise(
                         fd,
-                        (flushed - WRITEBACK_WINDOW) as i64,
+                        (base + flushed - WRITEBACK_WINDOW) as i64,
                         WRITEBACK_WINDOW as i64,
                         libc::POSIX_FADV_DONTNEED,
                     );
