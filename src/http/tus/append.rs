@@ -22,22 +22,26 @@ pub(super) async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashS
     if let Some(state) = cached.filter(|s| s.len() == offset) {
         return Ok(state);
     }
+    if offset == 0 {
+        return Ok(HashState::default());
+    }
+    hash_stored(app, id, offset).await
+}
+
+/// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back
+/// from disk and hashed off the async threads.
+pub(super) async fn hash_stored(app: &App, id: Uuid, len: u64) -> Result<HashState, ApiError> {
     let mut state = HashState::default();
-    if offset > 0 {
-        let mut stream = app
-            .blobs
-            .read(id, 0, offset)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::Internal(e.to_string()))?;
-            state = tokio::task::spawn_blocking(move || {
-                state.update(&chunk);
-                state
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        }
+    let failed = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+    let mut stream = app.blobs.read(id, 0, len).await.map_err(|e| failed(&e))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| failed(&e))?;
+        state = tokio::task::spawn_blocking(move || {
+            state.update(&chunk);
+            state
+        })
+        .await
+        .map_err(|e| failed(&e))?;
     }
     Ok(state)
 }

@@ -10,9 +10,7 @@ use crate::db::TransferView;
 use crate::http::error::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use broker_actors::upload::HashState;
 use broker_protocol::ErrorCode;
-use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -155,7 +153,6 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Hash the whole file, parts in order.
-    let mut state = HashState::default();
     let mut size = 0u64;
     for part in &parts {
         size += app
@@ -165,20 +162,7 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
             .and_then(|r| r.length)
             .unwrap_or(0);
     }
-    let mut stream = app
-        .blobs
-        .read(view.id, 0, size)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Internal(e.to_string()))?;
-        state = tokio::task::spawn_blocking(move || {
-            state.update(&chunk);
-            state
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
+    let state = super::append::hash_stored(app, view.id, size).await?;
     for part in &parts {
         app.store.delete_tus(view.id, part).await?;
     }
