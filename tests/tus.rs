@@ -9,6 +9,14 @@ fn tus_path(id: Uuid) -> String {
     format!("/filetransfer/upload/tus/{id}")
 }
 
+/// The head of a PATCH sent over a raw connection (to cut it or stall it on purpose).
+fn raw_patch_head(id: Uuid, token: &str, offset: u64, length: usize) -> String {
+    format!(
+        "PATCH /broker/api/v1/filetransfer/upload/tus/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
 async fn create(f: &Fixture, id: Uuid, length: u64) -> Response {
     f.sender
         .request(Method::POST, &tus_path(id))
@@ -363,11 +371,7 @@ async fn a_patch_cut_mid_stream_keeps_what_arrived_and_the_upload_resumes_from_h
     let mut stream = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "PATCH /broker/api/v1/filetransfer/upload/tus/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
-        content.len()
-    );
+    let head = raw_patch_head(id, &token, 0, content.len());
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&content[..300_000]).await.unwrap();
     stream.flush().await.unwrap();
@@ -768,11 +772,7 @@ async fn a_head_stops_a_half_dead_patch_which_keeps_what_arrived_and_the_upload_
     let mut stalled = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "PATCH /broker/api/v1/filetransfer/upload/tus/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
-        content.len()
-    );
+    let head = raw_patch_head(id, &token, 0, content.len());
     stalled.write_all(head.as_bytes()).await.unwrap();
     stalled.write_all(&content[..250_000]).await.unwrap();
     stalled.flush().await.unwrap();
