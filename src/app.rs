@@ -156,6 +156,19 @@ impl AppState {
     }
 }
 
+/// The largest file a transfer may hold: the global cap, the virus-scan cap when scanned, and the
+/// resource's own maximum.
+pub fn size_limit(view: &TransferView, resource: &ResourceRow) -> u64 {
+    let mut limit = MAX_FILE_SIZE;
+    if view.use_virus_scan {
+        limit = limit.min(MAX_VIRUS_SCAN_SIZE);
+    }
+    if let Some(max) = resource.max_file_transfer_size {
+        limit = limit.min(max);
+    }
+    limit.max(0) as u64
+}
+
 /// Policy: the caller acts as the transfer's sender.
 pub fn require_sender(caller: &Caller, view: &TransferView) -> Result<(), ApiError> {
     match &caller.org {

@@ -9,6 +9,29 @@ fn tus_path(id: Uuid) -> String {
     format!("/filetransfer/upload/tus/{id}")
 }
 
+/// Starts a PATCH of all of `content` over a raw connection but sends only its first `sent` bytes, as
+/// a client whose connection breaks or goes silent; the server has a moment to take them in.
+async fn start_broken_patch(
+    f: &Fixture,
+    id: Uuid,
+    content: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let token = f.server.token(SENDER, WRITE);
+    let mut stream = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(raw_patch_head(id, &token, 0, content.len()).as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&content[..sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stream
+}
+
 /// The head of a PATCH sent over a raw connection (to cut it or stall it on purpose).
 fn raw_patch_head(id: Uuid, token: &str, offset: u64, length: usize) -> String {
     format!(
@@ -362,20 +385,11 @@ async fn only_the_sender_may_use_the_upload() {
 
 #[tokio::test]
 async fn a_patch_cut_mid_stream_keeps_what_arrived_and_the_upload_resumes_from_head() {
-    use tokio::io::AsyncWriteExt;
     let f = Fixture::new().await;
     let content = payload(1_000_000, 21);
     let id = f.initialize(&[RECIPIENT]).await;
     create(&f, id, content.len() as u64).await;
-    let token = f.server.token(SENDER, WRITE);
-    let mut stream = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = raw_patch_head(id, &token, 0, content.len());
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&content[..300_000]).await.unwrap();
-    stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stream = start_broken_patch(&f, id, &content, 300_000).await;
     drop(stream);
     // The server notices the cut, keeps the bytes it received, and frees the upload.
     let mut offset = 0;
@@ -762,21 +776,12 @@ async fn browsers_get_cors_preflights_without_a_token_and_see_the_tus_headers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_stops_a_half_dead_patch_which_keeps_what_arrived_and_the_upload_resumes() {
-    use tokio::io::AsyncWriteExt;
     let f = Fixture::new().await;
     let content = payload(600_000, 61);
     let id = f.initialize(&[RECIPIENT]).await;
     create(&f, id, content.len() as u64).await;
-    let token = f.server.token(SENDER, WRITE);
     // A PATCH whose client sends part of the body and then goes silent, keeping the connection open.
-    let mut stalled = tokio::net::TcpStream::connect(f.server.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = raw_patch_head(id, &token, 0, content.len());
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(&content[..250_000]).await.unwrap();
-    stalled.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stalled = start_broken_patch(&f, id, &content, 250_000).await;
     // The client comes back through a new connection: HEAD stops the stalled PATCH and sees its bytes.
     let started = std::time::Instant::now();
     let offset = head_offset(&f, id).await;

@@ -1,9 +1,7 @@
 //! Binary upload (`POST /filetransfer/{id}/upload`) and initialize-and-upload (multipart/form-data).
 //! Bodies stream through the upload pipeline; nothing is buffered whole.
 
-use crate::app::{
-    parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE,
-};
+use crate::app::{parse_transfer_id, require_sender, size_limit, App, Policy};
 use crate::db::{ResourceRow, TransferView};
 use crate::http::error::ApiError;
 use crate::http::transfers::{initialize_transfer, IDEMPOTENCY_KEY};
@@ -82,14 +80,7 @@ async fn check_size(
     resource: &ResourceRow,
     declared: Option<u64>,
 ) -> Result<u64, ApiError> {
-    let mut limit = MAX_FILE_SIZE;
-    if view.use_virus_scan {
-        limit = limit.min(MAX_VIRUS_SCAN_SIZE);
-    }
-    if let Some(max) = resource.max_file_transfer_size {
-        limit = limit.min(max);
-    }
-    let limit = limit.max(0) as u64;
+    let limit = size_limit(view, resource);
     if let Some(len) = declared {
         if len > limit {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());

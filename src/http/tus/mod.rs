@@ -14,9 +14,7 @@ pub mod expiry;
 pub use append::RunningPatches;
 use append::{append, parse_checksum, refusal, stop_running, Appended};
 
-use crate::app::{
-    parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE,
-};
+use crate::app::{parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE};
 use crate::db::{TransferView, TusRow};
 use crate::http::error::ApiError;
 use crate::http::upload::fail_storage;
@@ -94,15 +92,7 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> {
 
 /// The largest file this transfer may hold.
 pub(crate) async fn max_size(app: &App, view: &TransferView) -> Result<u64, ApiError> {
-    let resource = app.resource_of(view).await?;
-    let mut limit = MAX_FILE_SIZE;
-    if view.use_virus_scan {
-        limit = limit.min(MAX_VIRUS_SCAN_SIZE);
-    }
-    if let Some(max) = resource.max_file_transfer_size {
-        limit = limit.min(max);
-    }
-    Ok(limit.max(0) as u64)
+    Ok(crate::app::size_limit(view, &app.resource_of(view).await?))
 }
 
 /// The sender's transfer, while an upload may still go to it.
