@@ -41,6 +41,8 @@ pub struct AppState {
     pub tus_running: crate::http::tus::RunningPatches,
     /// Parts of concatenated tus uploads with a PATCH in flight.
     pub tus_part_locks: crate::http::tus::concat::PartLocks,
+    /// Transfers whose background finalization runs now (`finalize`).
+    pub finalizing: Mutex<std::collections::HashSet<Uuid>>,
     /// Last recorded range download per (transfer, recipient), for the debounce.
     pub(crate) range_downloads: Mutex<HashMap<(Uuid, String), Instant>>,
 }

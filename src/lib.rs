@@ -9,6 +9,7 @@ pub mod blob;
 pub mod config;
 pub mod db;
 pub mod duration;
+pub mod finalize;
 pub mod http;
 pub mod registry;
 pub mod util;
@@ -123,6 +124,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         tus_hashes: Default::default(),
         tus_part_locks: Default::default(),
         tus_running: Default::default(),
+        finalizing: Default::default(),
         range_downloads: Default::default(),
     }))
 }
@@ -151,6 +153,7 @@ pub async fn serve(
     println!("listening on http://{local}");
     let stopping = app.shutdown.clone();
     let sweeper = tokio::spawn(http::tus::expiry::run_sweeper(app.clone()));
+    finalize::recover(&app).await;
     let router = http::router(app);
     let signal = stopping.clone();
     // Small responses must not wait for delayed ACKs (Nagle): every accepted socket gets TCP_NODELAY.

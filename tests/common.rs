@@ -86,10 +86,20 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and starts a new one on the same data dir.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_after(async {}).await
+    }
+
+    /// Stops the server, awaits `between` (which may change the stopped server's files), and starts a
+    /// new one on the same data dir.
+    pub async fn restart_after(
+        mut self,
+        between: impl std::future::Future<Output = ()>,
+    ) -> TestServer {
         let temp = self._temp.take();
         let dir = self.data_dir.clone();
         self.stop().await;
+        between.await;
         let mut next = Self::start_with(test_config(&dir)).await;
         next._temp = temp;
         next

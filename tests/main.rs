@@ -27,3 +27,4 @@ mod tokens;
 mod tus;
 mod tus_clients;
 mod tus_crash;
+mod tus_finalize;

@@ -5,7 +5,7 @@ use broker_protocol::FileTransferStatus;
 use reqwest::{Method, Response};
 use uuid::Uuid;
 
-fn tus_path(id: Uuid) -> String {
+pub(crate) fn tus_path(id: Uuid) -> String {
     format!("/filetransfer/upload/tus/{id}")
 }
 
@@ -40,7 +40,7 @@ fn raw_patch_head(id: Uuid, token: &str, offset: u64, length: usize) -> String {
     )
 }
 
-async fn create(f: &Fixture, id: Uuid, length: u64) -> Response {
+pub(crate) async fn create(f: &Fixture, id: Uuid, length: u64) -> Response {
     f.sender
         .request(Method::POST, &tus_path(id))
         .header("tus-resumable", "1.0.0")
@@ -50,7 +50,7 @@ async fn create(f: &Fixture, id: Uuid, length: u64) -> Response {
         .unwrap()
 }
 
-async fn patch(f: &Fixture, id: Uuid, offset: u64, bytes: &[u8]) -> Response {
+pub(crate) async fn patch(f: &Fixture, id: Uuid, offset: u64, bytes: &[u8]) -> Response {
     f.sender
         .request(Method::PATCH, &tus_path(id))
         .header("tus-resumable", "1.0.0")
@@ -62,7 +62,7 @@ async fn patch(f: &Fixture, id: Uuid, offset: u64, bytes: &[u8]) -> Response {
         .unwrap()
 }
 
-async fn head_offset(f: &Fixture, id: Uuid) -> u64 {
+pub(crate) async fn head_offset(f: &Fixture, id: Uuid) -> u64 {
     let r = f
         .sender
         .request(Method::HEAD, &tus_path(id))
@@ -79,7 +79,7 @@ async fn head_offset(f: &Fixture, id: Uuid) -> u64 {
         .unwrap()
 }
 
-fn offset_of(r: &Response) -> u64 {
+pub(crate) fn offset_of(r: &Response) -> u64 {
     r.headers()["upload-offset"]
         .to_str()
         .unwrap()
@@ -418,7 +418,7 @@ async fn a_patch_cut_mid_stream_keeps_what_arrived_and_the_upload_resumes_from_h
     f.assert_recipient_downloads(id, &content).await;
 }
 
-fn upload_checksum(algorithm: &str, bytes: &[u8]) -> String {
+pub(crate) fn upload_checksum(algorithm: &str, bytes: &[u8]) -> String {
     use base64::Engine;
     use sha2::Digest;
     let digest = match algorithm {
@@ -432,7 +432,7 @@ fn upload_checksum(algorithm: &str, bytes: &[u8]) -> String {
     )
 }
 
-async fn patch_with_checksum(
+pub(crate) async fn patch_with_checksum(
     f: &Fixture,
     id: Uuid,
     offset: u64,
@@ -500,7 +500,7 @@ async fn an_unsupported_checksum_algorithm_is_400() {
     assert_eq!(head_offset(&f, id).await, 0);
 }
 
-async fn create_partial(f: &Fixture, id: Uuid, length: usize) -> String {
+pub(crate) async fn create_partial(f: &Fixture, id: Uuid, length: usize) -> String {
     let r = f
         .sender
         .request(Method::POST, &tus_path(id))
@@ -514,7 +514,7 @@ async fn create_partial(f: &Fixture, id: Uuid, length: usize) -> String {
     r.headers()["location"].to_str().unwrap().to_string()
 }
 
-async fn patch_url(f: &Fixture, location: &str, offset: u64, bytes: &[u8]) -> Response {
+pub(crate) async fn patch_url(f: &Fixture, location: &str, offset: u64, bytes: &[u8]) -> Response {
     let path = location.trim_start_matches("/broker/api/v1");
     f.sender
         .request(Method::PATCH, path)
@@ -527,7 +527,7 @@ async fn patch_url(f: &Fixture, location: &str, offset: u64, bytes: &[u8]) -> Re
         .unwrap()
 }
 
-async fn finish(f: &Fixture, id: Uuid, parts: &[&str]) -> Response {
+pub(crate) async fn finish(f: &Fixture, id: Uuid, parts: &[&str]) -> Response {
     f.sender
         .request(Method::POST, &tus_path(id))
         .header("tus-resumable", "1.0.0")
@@ -575,11 +575,13 @@ async fn parallel_parts_are_concatenated_in_order_and_the_final_needs_every_part
         done.headers()["upload-length"],
         content.len().to_string().as_str()
     );
-    let overview = f.recipient.overview(id).await.unwrap();
-    assert_eq!(
-        overview.summary.file_transfer_status,
-        FileTransferStatus::Published
-    );
+    let overview = crate::support::wait_for_status(
+        &f.sender,
+        id,
+        FileTransferStatus::Published,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(
         overview.summary.sha256.as_deref(),
         Some(sha256_hex(&content).as_str())

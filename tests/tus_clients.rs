@@ -72,11 +72,14 @@ impl Case {
     }
 
     async fn assert_published(&self) {
-        let overview = self.f.recipient.overview(self.id).await.unwrap();
-        assert_eq!(
-            overview.summary.file_transfer_status,
-            FileTransferStatus::Published
-        );
+        // A concatenated upload is verified and published shortly after its final POST.
+        let overview = crate::support::wait_for_status(
+            &self.f.sender,
+            self.id,
+            FileTransferStatus::Published,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
         assert_eq!(
             overview.summary.sha256.as_deref(),
             Some(sha256_hex(&self.content).as_str())

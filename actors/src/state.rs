@@ -21,6 +21,9 @@ pub struct StoredFile {
 pub enum Phase {
     Initialized,
     UploadStarted,
+    /// Every byte is stored (a resumable upload's last request, or its parts joined); the whole-file
+    /// MD5 check and the publish run in the background. Status UploadProcessing.
+    Verifying,
     UploadProcessing(StoredFile),
     Published(StoredFile),
     AllConfirmedDownloaded(StoredFile),
@@ -34,7 +37,7 @@ impl Phase {
         match self {
             Phase::Initialized => FileTransferStatus::Initialized,
             Phase::UploadStarted => FileTransferStatus::UploadStarted,
-            Phase::UploadProcessing(_) => FileTransferStatus::UploadProcessing,
+            Phase::Verifying | Phase::UploadProcessing(_) => FileTransferStatus::UploadProcessing,
             Phase::Published(_) => FileTransferStatus::Published,
             Phase::AllConfirmedDownloaded(_) => FileTransferStatus::AllConfirmedDownloaded,
             Phase::Purged => FileTransferStatus::Purged,
@@ -82,7 +85,10 @@ pub enum UploadFailure {
 pub enum Command {
     /// A binary upload is about to stream.
     StartUpload,
-    /// The upload streamed completely and the file is synced.
+    /// A resumable upload stored its last byte; verifying and publishing follow in the background.
+    /// `announce` emits `uploadprocessing` (single uploads with a check pending; never for concatenation).
+    AwaitVerification { announce: bool },
+    /// The upload streamed completely and the file is synced (from Verifying: the background check ran).
     CompleteUpload(StoredFile),
     /// The upload failed on our side.
     FailUpload(UploadFailure),
@@ -155,10 +161,30 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
         (Command::StartUpload, UploadStarted) => Ok(Outcome::unchanged(state)),
         (Command::StartUpload, _) => Err(ErrorCode::FileTransferAlreadyUploaded),
 
-        (Command::CompleteUpload(file), UploadStarted) => Ok(complete_upload(state, file)),
+        (Command::AwaitVerification { announce }, UploadStarted) => {
+            let mut effects = vec![Effect::RecordStatus(
+                FileTransferStatus::UploadProcessing,
+                None,
+            )];
+            if *announce {
+                effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
+            }
+            Ok(Outcome {
+                next: TransferState {
+                    phase: Verifying,
+                    ..state.clone()
+                },
+                effects,
+                reply: Ok(()),
+            })
+        }
+        (Command::AwaitVerification { .. }, _) => Err(ErrorCode::FileTransferAlreadyUploaded),
+
+        (Command::CompleteUpload(file), UploadStarted) => Ok(complete_upload(state, file, false)),
+        (Command::CompleteUpload(file), Verifying) => Ok(complete_upload(state, file, true)),
         (Command::CompleteUpload(_), _) => Err(ErrorCode::FileTransferAlreadyUploaded),
 
-        (Command::FailUpload(UploadFailure::Storage), UploadStarted) => Ok(Outcome {
+        (Command::FailUpload(UploadFailure::Storage), UploadStarted | Verifying) => Ok(Outcome {
             next: TransferState {
                 phase: Failed,
                 ..state.clone()
@@ -198,24 +224,41 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
     }
 }
 
-fn complete_upload(state: &TransferState, file: &StoredFile) -> Outcome {
+/// `in_background`: the check runs after the upload was answered (resumable uploads), so a mismatch is
+/// told by an `uploadfailed` event; a binary upload's caller gets the error in its reply instead.
+fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool) -> Outcome {
     if let Some(declared) = &state.declared_md5 {
         if !declared.eq_ignore_ascii_case(&file.md5) {
-            // As Altinn: Failed with a detailed text, bytes removed, no uploadfailed event on this path.
+            // As Altinn: Failed with a detailed text, bytes removed.
+            let mut effects = vec![
+                Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch")),
+                Effect::DeleteBlob,
+            ];
+            if in_background {
+                effects.push(Effect::Emit(EventType::UploadFailed, Audience::Sender));
+            }
             return Outcome {
                 next: TransferState {
                     phase: Phase::Failed,
                     ..state.clone()
                 },
-                effects: vec![
-                    Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch")),
-                    Effect::DeleteBlob,
-                ],
+                effects,
                 reply: Err(ErrorCode::ChecksumMismatch),
             };
         }
     }
     let mut effects = vec![Effect::RecordStoredFile(file.clone())];
+    if state.use_virus_scan && in_background {
+        // Already UploadProcessing (and announced, where the path announces): the scan follows.
+        return Outcome {
+            next: TransferState {
+                phase: Phase::UploadProcessing(file.clone()),
+                ..state.clone()
+            },
+            effects,
+            reply: Ok(()),
+        };
+    }
     if state.use_virus_scan {
         effects.push(Effect::RecordStatus(
             FileTransferStatus::UploadProcessing,

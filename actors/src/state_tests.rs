@@ -197,6 +197,61 @@ fn a_purge_tells_unconfirmed_recipients_and_the_sender_once() {
     assert!(out.effects.contains(&Effect::DeleteBlob));
 }
 
+#[test]
+fn a_resumable_upload_waits_for_its_check_in_upload_processing_and_announces_only_when_asked() {
+    let s = state(Phase::UploadStarted, &["0192:1"]);
+    for announce in [true, false] {
+        let out = transition(&s, &Command::AwaitVerification { announce }).unwrap();
+        assert_eq!(out.next.phase, Phase::Verifying);
+        assert_eq!(
+            out.next.phase.status(),
+            FileTransferStatus::UploadProcessing
+        );
+        let expected = if announce {
+            vec![(EventType::UploadProcessing, Audience::Sender)]
+        } else {
+            vec![]
+        };
+        assert_eq!(emits(&out), expected);
+    }
+    let published = state(Phase::Published(file("aa")), &["0192:1"]);
+    assert!(transition(&published, &Command::AwaitVerification { announce: true }).is_err());
+}
+
+#[test]
+fn a_background_checksum_mismatch_fails_the_transfer_with_uploadfailed_and_removes_the_bytes() {
+    let mut s = state(Phase::Verifying, &["0192:1"]);
+    s.declared_md5 = Some("aa".into());
+    let out = transition(&s, &Command::CompleteUpload(file("bb"))).unwrap();
+    assert_eq!(out.next.phase, Phase::Failed);
+    assert_eq!(out.reply, Err(ErrorCode::ChecksumMismatch));
+    assert!(out.effects.contains(&Effect::DeleteBlob));
+    assert_eq!(
+        emits(&out),
+        vec![(EventType::UploadFailed, Audience::Sender)]
+    );
+}
+
+#[test]
+fn a_verified_resumable_upload_is_published_or_stays_processing_for_its_scan() {
+    let mut s = state(Phase::Verifying, &["0192:1"]);
+    s.declared_md5 = Some("aa".into());
+    let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
+    assert_eq!(out.next.phase, Phase::Published(file("aa")));
+    assert!(emits(&out).contains(&(EventType::Published, Audience::Recipient("0192:1".into()))));
+    s.use_virus_scan = true;
+    let out = transition(&s, &Command::CompleteUpload(file("aa"))).unwrap();
+    assert_eq!(out.next.phase, Phase::UploadProcessing(file("aa")));
+    assert!(
+        emits(&out).is_empty(),
+        "already announced (or silent for concatenation)"
+    );
+    assert!(!out
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RecordStatus(..))));
+}
+
 fn any_command() -> impl Strategy<Value = Command> {
     let recipient = prop_oneof![Just("0192:1".to_string()), Just("0192:2".to_string())];
     let md5 = prop_oneof![Just("aa".to_string()), Just("bb".to_string())];
@@ -204,6 +259,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(Command::StartUpload),
         md5.prop_map(|m| Command::CompleteUpload(file(&m))),
         Just(Command::FailUpload(UploadFailure::Storage)),
+        any::<bool>().prop_map(|announce| Command::AwaitVerification { announce }),
         recipient
             .clone()
             .prop_map(|recipient| Command::RecordDownload { recipient }),

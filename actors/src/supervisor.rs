@@ -126,6 +126,22 @@ impl Lifecycle {
             .await
     }
 
+    /// The background check of a resumable upload (status UploadProcessing) ran: publish the file, or
+    /// fail the transfer if it does not match its declared MD5.
+    pub async fn complete_verification(
+        &self,
+        id: Uuid,
+        file: StoredFile,
+    ) -> Result<(), LifecycleError> {
+        self.command(id, Command::CompleteUpload(file)).await
+    }
+
+    /// The stored bytes of a resumable upload could not be read back for its check: the transfer fails.
+    pub async fn fail_verification(&self, id: Uuid) -> Result<(), LifecycleError> {
+        self.command(id, Command::FailUpload(UploadFailure::Storage))
+            .await
+    }
+
     pub async fn purge(&self, id: Uuid) -> Result<(), LifecycleError> {
         self.command(id, Command::Purge).await
     }
@@ -199,6 +215,20 @@ impl UploadLease {
     pub async fn complete(mut self, file: StoredFile) -> Result<(), LifecycleError> {
         let lease = self.lease.take();
         let command = Command::CompleteUpload(file);
+        self.lifecycle
+            .ask(self.id, |reply| Message::Apply {
+                command,
+                lease,
+                reply,
+            })
+            .await
+    }
+
+    /// Every byte is stored; the upload request ends here (answered at once) and the check and the
+    /// publish follow in the background (`Lifecycle::complete_verification`). Status UploadProcessing.
+    pub async fn await_verification(mut self, announce: bool) -> Result<(), LifecycleError> {
+        let lease = self.lease.take();
+        let command = Command::AwaitVerification { announce };
         self.lifecycle
             .ask(self.id, |reply| Message::Apply {
                 command,

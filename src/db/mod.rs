@@ -190,6 +190,9 @@ pub trait Store: LifecycleStore {
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
     /// Whether the transfer has a resumable upload (or part) in progress.
     async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Resumable uploads whose every byte is stored but whose transfer was not verified yet (the server
+    /// stopped before its background check finished).
+    async fn unverified_uploads(&self) -> Result<Vec<Uuid>, StoreError>;
     /// Resumable uploads (and parts) last touched before `before`.
     async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError>;
 }

@@ -425,6 +425,10 @@ impl LifecycleStore for SqliteStore {
         let phase = match status_of(row.get(2))? {
             FileTransferStatus::Initialized => Phase::Initialized,
             FileTransferStatus::UploadStarted => Phase::UploadStarted,
+            // Without its hashes the file is still being verified in the background.
+            FileTransferStatus::UploadProcessing if row.get::<Option<String>, _>(5).is_none() => {
+                Phase::Verifying
+            }
             FileTransferStatus::UploadProcessing => Phase::UploadProcessing(stored()),
             FileTransferStatus::Published => Phase::Published(stored()),
             FileTransferStatus::AllConfirmedDownloaded => Phase::AllConfirmedDownloaded(stored()),
@@ -801,6 +805,21 @@ impl Store for SqliteStore {
             .await
             .map_err(failure)?;
         Ok(row.is_some())
+    }
+
+    async fn unverified_uploads(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.file_transfer_id FROM tus_uploads t JOIN file_transfers f ON f.id = t.file_transfer_id
+             WHERE t.part = '' AND t.length = t.\"offset\" AND f.sha256 IS NULL AND f.status IN (?, ?)",
+        )
+        .bind(FileTransferStatus::UploadStarted.code())
+        .bind(FileTransferStatus::UploadProcessing.code())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(failure)?;
+        rows.iter()
+            .map(|r| r.get::<&str, _>(0).parse().map_err(failure))
+            .collect()
     }
 
     async fn stale_tus(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError> {

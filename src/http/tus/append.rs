@@ -25,25 +25,9 @@ pub(super) async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashS
     if offset == 0 {
         return Ok(HashState::default());
     }
-    hash_stored(app, id, offset).await
-}
-
-/// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back
-/// from disk and hashed off the async threads.
-pub(super) async fn hash_stored(app: &App, id: Uuid, len: u64) -> Result<HashState, ApiError> {
-    let mut state = HashState::default();
-    let failed = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
-    let mut stream = app.blobs.read(id, 0, len).await.map_err(|e| failed(&e))?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| failed(&e))?;
-        state = tokio::task::spawn_blocking(move || {
-            state.update(&chunk);
-            state
-        })
+    crate::finalize::hash_stored(app, id, offset)
         .await
-        .map_err(|e| failed(&e))?;
-    }
-    Ok(state)
+        .map_err(ApiError::Internal)
 }
 
 /// An `Upload-Checksum` (tus checksum extension): the algorithm and the digest the PATCH body must have.
@@ -283,9 +267,18 @@ pub(super) async fn append(
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
     match hold {
-        Hold::Transfer(lease) if row.length.or(new_length) == Some(new_offset) => {
-            app.store.delete_tus(view.id, "").await?;
+        // Complete with nothing to check: published at once (spec 4.5).
+        Hold::Transfer(lease)
+            if row.length.or(new_length) == Some(new_offset)
+                && !crate::finalize::announces_processing(view) =>
+        {
             lease.complete(appended.state.finish()).await?;
+            app.store.delete_tus(view.id, "").await?;
+        }
+        // Complete with a check pending: UploadProcessing now, the check and the publish after the reply.
+        Hold::Transfer(lease) if row.length.or(new_length) == Some(new_offset) => {
+            lease.await_verification(true).await?;
+            crate::finalize::start(app, view.id, Some(appended.state.finish()));
         }
         Hold::Transfer(lease) => {
             app.tus_hashes

@@ -1,8 +1,8 @@
 //! tus concatenation: an upload sent as parallel parts (`Upload-Concat: partial`), joined by a `final`
 //! upload that lists them. The parts are not copied: the transfer's file becomes the list of parts and
-//! reads span them. The whole file's MD5 and SHA-256 are computed over the parts in order when the final
-//! upload arrives (one more read of the data: parts are not hashed while they stream, so four parallel
-//! parts do not need four cores of MD5).
+//! reads span them. The whole file's MD5 and SHA-256 are computed over the parts in order after the final
+//! upload was answered (one more read of the data: parts are not hashed while they stream, so four
+//! parallel parts do not need four cores of MD5).
 
 use super::{max_size, tus_error, tus_header, TUS_VERSION};
 use crate::app::App;
@@ -107,8 +107,8 @@ pub async fn create_part(
         .into_response())
 }
 
-/// `POST` with `Upload-Concat: final;<url> <url> …`: joins complete parts of this transfer, in order,
-/// verifies the whole file and publishes it.
+/// `POST` with `Upload-Concat: final;<url> <url> …`: joins complete parts of this transfer, in order;
+/// verifying and publishing the whole file follow in the background.
 pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Response, ApiError> {
     let mut parts = Vec::new();
     for url in list.split_whitespace() {
@@ -152,7 +152,6 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
         .concat(view.id, &parts)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    // Hash the whole file, parts in order.
     let mut size = 0u64;
     for part in &parts {
         size += app
@@ -162,11 +161,19 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
             .and_then(|r| r.length)
             .unwrap_or(0);
     }
-    let state = super::append::hash_stored(app, view.id, size).await?;
+    // The joined upload is recorded complete before its parts are forgotten, so a restart in between
+    // still finds it (and verifies it).
+    let now = app.clock.now();
+    app.store.create_tus(view.id, "", Some(size), now).await?;
+    app.store
+        .advance_tus(view.id, "", 0, size, None, now)
+        .await?;
     for part in &parts {
         app.store.delete_tus(view.id, part).await?;
     }
-    lease.complete(state.finish()).await?;
+    // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
+    lease.await_verification(false).await?;
+    crate::finalize::start(app, view.id, None);
     let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
     Ok((
         StatusCode::CREATED,

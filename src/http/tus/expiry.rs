@@ -31,6 +31,7 @@ pub async fn sweep(app: &App) -> usize {
         let result = if part.is_empty() {
             // Take the upload slot, so a PATCH that is still streaming is never swept away.
             let Ok(lease) = app.lifecycle.begin_upload(id).await else {
+                forget_if_finished(app, id).await;
                 continue;
             };
             app.tus_hashes.lock().expect("tus hash states").remove(&id);
@@ -55,6 +56,19 @@ pub async fn sweep(app: &App) -> usize {
         tracing::info!(removed, "expired resumable uploads removed");
     }
     removed
+}
+
+/// Removes the upload record of a transfer that moved on (published, failed, purged) but kept it, say
+/// because the server stopped right after the move. A transfer being verified keeps its record.
+async fn forget_if_finished(app: &App, id: uuid::Uuid) {
+    let Ok(view) = app.transfer(id, false).await else {
+        return;
+    };
+    let verifying = view.status == broker_protocol::FileTransferStatus::UploadProcessing
+        && view.sha256.is_none();
+    if view.status > broker_protocol::FileTransferStatus::UploadStarted && !verifying {
+        let _ = app.store.delete_tus(id, "").await;
+    }
 }
 
 /// Sweeps every `server.tus_sweep_interval_secs` until the server shuts down.

@@ -285,15 +285,12 @@ async fn head_of(
     let view = upload_caller_transfer(app, headers, id).await?;
     // A HEAD while a PATCH still runs (its client may have gone silent) stops that PATCH first.
     stop_running(app, view.id, part).await;
-    let row = if part.is_none() && view.status > FileTransferStatus::UploadStarted && view.size > 0
-    {
-        // The upload completed: it is whole.
-        Some(TusRow {
-            length: Some(view.size as u64),
-            offset: view.size as u64,
-        })
-    } else {
-        app.store.tus(view.id, part.unwrap_or("")).await?
+    let row = match whole_upload(app, &view, part).await? {
+        Some(length) => Some(TusRow {
+            length: Some(length),
+            offset: length,
+        }),
+        None => app.store.tus(view.id, part.unwrap_or("")).await?,
     };
     let Some(row) = row else {
         return Ok(tus_error(
@@ -324,6 +321,32 @@ async fn head_of(
             .insert("upload-concat", HeaderValue::from_static("partial"));
     }
     Ok(response)
+}
+
+/// The length of the transfer's upload if every byte of it is stored (verified or being verified). A
+/// transfer still being verified gets its check restarted if none runs (the server may have stopped).
+async fn whole_upload(
+    app: &App,
+    view: &TransferView,
+    part: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
+    if part.is_some() {
+        return Ok(None);
+    }
+    Ok(match view.status {
+        FileTransferStatus::Published | FileTransferStatus::AllConfirmedDownloaded => {
+            Some(view.size as u64)
+        }
+        FileTransferStatus::UploadProcessing if view.sha256.is_some() => Some(view.size as u64),
+        FileTransferStatus::UploadProcessing => {
+            crate::finalize::start(app, view.id, None);
+            app.store
+                .tus(view.id, "")
+                .await?
+                .and_then(|r| r.length.filter(|l| *l == r.offset))
+        }
+        _ => None,
+    })
 }
 
 /// `PATCH`: appends at `Upload-Offset`.
@@ -389,7 +412,7 @@ async fn patch_of(
     if part.is_none() && view.status > FileTransferStatus::UploadStarted {
         let caller = app.authorize(&headers, Policy::Sender).await?;
         require_sender(&caller, &view)?;
-        if view.size as u64 == offset {
+        if whole_upload(&app, &view, part).await? == Some(offset) {
             return Ok((
                 StatusCode::NO_CONTENT,
                 [
@@ -442,12 +465,6 @@ async fn patch_of(
         Ok(c) => c,
         Err(e) => return Ok(e.into_response()),
     };
-    if part.is_some() && checksum.is_some() {
-        return Ok(tus_error(
-            StatusCode::BAD_REQUEST,
-            "Upload-Checksum is not supported on partial uploads yet",
-        ));
-    }
     let new_offset = match append(&app, &view, part, row, body, declared_length, checksum).await? {
         Appended::Offset(offset) => offset,
         refused => return Ok(refusal(refused)),
