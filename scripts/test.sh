@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests.
 # Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
-# tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, and nginx-light for the benchmark's
+# tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
+# smoke test measures beside Broker, and nginx-light for the benchmark's
 # download anchor (without apt that anchor is skipped with a warning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ if ! python3 -c "import tusclient" >/dev/null 2>&1; then
 fi
 if [ ! -f tests/tus-clients/node_modules/tus-js-client/package.json ]; then
   (cd tests/tus-clients && npm ci --no-audit --no-fund --silent)
+fi
+if [ ! -f benches/peers/node_modules/@tus/server/package.json ]; then
+  (cd benches/peers && npm ci --no-audit --no-fund --silent)
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

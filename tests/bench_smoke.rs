@@ -3,7 +3,7 @@
 //! (No timing thresholds: speed is judged by the benchmark itself, not by tests.)
 
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{lifecycle, mixed, transfer, Context};
+use broker_bench::scenarios::{lifecycle, mixed, transfer, tus, Context};
 use broker_bench::target::{Target, TargetSpec};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,9 +59,23 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         .get("parallel_mb_per_sec")
         .is_some_and(|v| *v > 0.0));
 
-    let resumable = transfer::tus(&ctx, size, 1 << 20).await.unwrap();
+    // The Node.js peer (installed by scripts/test.sh) receives the same uploads through the same client.
+    let options = tus::TusOptions {
+        size,
+        chunk: 1 << 20,
+        parallel: 4,
+        peers: vec!["tus-node".into()],
+    };
+    let resumable = tus::tus(&ctx, &options).await.unwrap();
     assert_clean(&resumable);
-    for ratio in ["tus_whole_patch_to_binary", "tus_chunked_to_binary"] {
+    for ratio in [
+        "tus_whole_patch_to_binary",
+        "tus_chunked_to_binary",
+        "tus_parallel_to_binary",
+        "tus_parallel_published_to_binary",
+        "peer_tus_node_whole_patch_to_binary",
+        "peer_tus_node_chunked_to_binary",
+    ] {
         assert!(
             resumable.ratios.get(ratio).is_some_and(|v| *v > 0.0),
             "ratio {ratio} missing"

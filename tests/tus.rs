@@ -806,3 +806,12 @@ async fn a_binary_upload_replaces_a_resumable_upload_begun_earlier() {
     f.assert_recipient_downloads(id, &content).await;
     assert_eq!(head_offset(&f, id).await, content.len() as u64);
 }
+
+#[tokio::test]
+async fn parts_created_at_the_same_time_all_get_their_own_upload() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let parts = futures::future::join_all((0..6).map(|_| create_partial(&f, id, 1000))).await;
+    let distinct: std::collections::HashSet<_> = parts.iter().collect();
+    assert_eq!(distinct.len(), 6);
+}

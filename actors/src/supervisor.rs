@@ -112,6 +112,12 @@ impl Lifecycle {
         })
     }
 
+    /// Records UploadStarted (if the transfer is not there yet) without taking the upload slot: parts
+    /// of a concatenated upload are created and sent in parallel.
+    pub async fn record_upload_started(&self, id: Uuid) -> Result<(), LifecycleError> {
+        self.command(id, Command::StartUpload).await
+    }
+
     pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
         self.command(id, Command::RecordDownload { recipient })
             .await

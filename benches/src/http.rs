@@ -123,59 +123,6 @@ pub async fn download_sha256(recipient: &BrokerClient, id: Uuid) -> anyhow::Resu
     Ok(crate::payload::hex(&sha.finalize()))
 }
 
-/// Uploads a file with tus: creation, then PATCHes of `chunk` bytes (the whole file in one PATCH when
-/// `chunk` is None). Returns the time from creation until the last PATCH was answered (the transfer is
-/// Published by then).
-pub async fn tus_upload_file(
-    sender: &BrokerClient,
-    id: Uuid,
-    path: &Path,
-    size: u64,
-    chunk: Option<u64>,
-) -> anyhow::Result<Duration> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let url = format!("/filetransfer/upload/tus/{id}");
-    let started = Instant::now();
-    let created = sender
-        .request(reqwest::Method::POST, &url)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", size)
-        .send()
-        .await?;
-    if created.status().as_u16() != 201 {
-        bail!("tus creation answered {}", created.status());
-    }
-    let chunk = chunk.unwrap_or(size).max(1);
-    let mut offset = 0u64;
-    while offset < size {
-        let len = chunk.min(size - offset);
-        let mut file = tokio::fs::File::open(path).await?;
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            file.take(len),
-            1 << 20,
-        ));
-        let response = sender
-            .request(reqwest::Method::PATCH, &url)
-            .header("tus-resumable", "1.0.0")
-            .header("content-type", "application/offset+octet-stream")
-            .header("upload-offset", offset)
-            .header("content-length", len)
-            .body(body)
-            .send()
-            .await?;
-        if response.status().as_u16() != 204 {
-            bail!(
-                "tus PATCH at {offset} answered {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        offset += len;
-    }
-    Ok(started.elapsed())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,11 +9,13 @@ pub mod anchors;
 pub mod chart;
 pub mod http;
 pub mod payload;
+pub mod peers;
 pub mod procwatch;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
 pub mod target;
+pub mod tus;
 
 /// Parses sizes like `2GiB`, `512MiB`, `1KiB`, `1000` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {

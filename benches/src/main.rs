@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{lifecycle, mixed, transfer, Context};
+use broker_bench::scenarios::{lifecycle, mixed, transfer, tus, Context};
 use broker_bench::target::{default_broker_bin, Target, TargetSpec};
 use broker_bench::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
@@ -81,12 +81,20 @@ enum Scenario {
         #[arg(long, default_value = "1KiB", value_parser = parse_size)]
         size: u64,
     },
-    /// The file as a binary upload, then with tus: one whole-file PATCH, and chunked PATCHes.
+    /// The file as a binary upload, then with tus: one whole-file PATCH, chunked PATCHes, and N
+    /// parallel parts joined by concatenation; optionally the same uploads to peer tus servers.
     Tus {
         #[arg(long, default_value = "2GiB", value_parser = parse_size)]
         size: u64,
         #[arg(long, default_value = "8MiB", value_parser = parse_size)]
         chunk: u64,
+        /// Partial uploads sent concurrently in the concatenation run (1 skips it).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Peer tus servers to measure through the same client (tus-node, rustus), comma-separated;
+        /// each is installed on first use (npm ci, cargo install).
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
     },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
@@ -196,7 +204,20 @@ async fn main() -> anyhow::Result<()> {
             size,
             large_size,
         } => results.push(mixed::run(ctx.clone(), concurrency, duration, size, large_size).await?),
-        Scenario::Tus { size, chunk } => results.push(transfer::tus(&ctx, size, chunk).await?),
+        Scenario::Tus {
+            size,
+            chunk,
+            parallel,
+            peers,
+        } => {
+            let options = tus::TusOptions {
+                size,
+                chunk,
+                parallel,
+                peers,
+            };
+            results.push(tus::tus(&ctx, &options).await?)
+        }
         Scenario::Report { .. } => unreachable!("handled before a broker is started"),
     }
     if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {

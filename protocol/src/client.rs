@@ -80,6 +80,11 @@ impl BrokerClient {
         &self.base
     }
 
+    /// The bearer token this client sends, if any (for requests to URLs the server hands out).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// An API request (`path` below `/broker/api/v1`) carrying the bearer token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self

@@ -3,6 +3,7 @@
 pub mod lifecycle;
 pub mod mixed;
 pub mod transfer;
+pub mod tus;
 
 use crate::target::{Target, RECIPIENT_ORG, SENDER_ORG};
 use broker_protocol::transfer::FileTransferInitialize;

@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::anchors::{md5_rate, sha256_rate, write_fsync_rate, Nginx};
-use crate::http::{download_sha256, fetch, tus_upload_file, upload_file};
+use crate::http::{download_sha256, fetch, upload_file};
 use crate::payload::{ensure_file, warm};
 use crate::procwatch::ProcWatch;
 use crate::report::ScenarioResult;
@@ -19,7 +19,7 @@ fn mib_per_sec(bytes: u64, elapsed: Duration) -> f64 {
 }
 
 /// Uploads the cached file and checks the broker stored exactly those bytes.
-async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     path: &Path,
     size: u64,
@@ -152,48 +152,6 @@ pub async fn download(ctx: &Context, size: u64, parallel: usize) -> anyhow::Resu
                 .ratios
                 .insert("parallel_to_nginx_single".into(), par / nginx_full);
         }
-    }
-    Ok(result)
-}
-
-/// `tus`: the same file as a binary upload and as tus uploads (whole-file PATCH, and `chunk`-byte
-/// PATCHes), each as a ratio of the binary upload measured in the same run.
-pub async fn tus(ctx: &Context, size: u64, chunk: u64) -> anyhow::Result<ScenarioResult> {
-    let (path, sha256) = ensure_file(&ctx.cache_dir, size)?;
-    warm(&path)?;
-    let watch = ctx.target.pid().map(ProcWatch::start);
-    let (_, binary) = publish(ctx, &path, size, &sha256).await?;
-    let mut rates = vec![];
-    for (name, chunk) in [("tus_whole_patch", None), ("tus_chunked", Some(chunk))] {
-        eprintln!("{name}: {size} bytes ...");
-        let id = ctx.initialize("broker-bench.bin").await?;
-        let elapsed = tus_upload_file(&ctx.target.sender, id, &path, size, chunk).await?;
-        let overview = ctx.target.recipient.overview(id).await?;
-        if overview.summary.sha256.as_deref() != Some(sha256.as_str()) {
-            bail!("{name}: the broker stored different bytes");
-        }
-        rates.push((name, mib_per_sec(size, elapsed)));
-    }
-    let proc = watch.map(ProcWatch::finish);
-    let binary_rate = mib_per_sec(size, binary);
-    let mut result = ScenarioResult {
-        scenario: "tus".into(),
-        params: [
-            ("size".to_string(), json!(size)),
-            ("chunk".to_string(), json!(chunk)),
-        ]
-        .into(),
-        mb_per_sec: Some(rates[0].1),
-        peak_rss_mib: proc.map(|p| p.peak_rss_mib),
-        cpu_seconds: proc.map(|p| p.cpu_seconds),
-        ..Default::default()
-    };
-    result.anchors.insert("binary_upload".into(), binary_rate);
-    for (name, rate) in rates {
-        result.figures.insert(format!("{name}_mb_per_sec"), rate);
-        result
-            .ratios
-            .insert(format!("{name}_to_binary"), rate / binary_rate);
     }
     Ok(result)
 }

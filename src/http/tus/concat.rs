@@ -74,8 +74,9 @@ pub async fn create_part(
     if length > max_size(app, view).await? {
         return Err(ErrorCode::FileSizeExceedsMaximum.into());
     }
-    // The transfer enters UploadStarted with its first part.
-    app.lifecycle.begin_upload(view.id).await?.release().await;
+    // The transfer enters UploadStarted with its first part; parts are created concurrently, so none
+    // takes the upload slot.
+    app.lifecycle.record_upload_started(view.id).await?;
     let part = Uuid::new_v4().simple().to_string();
     let writer = app
         .blobs
