@@ -102,7 +102,58 @@ impl HashState {
     }
 }
 
-struct HashThreads {
+/// An upload's hashing: complete up to its length, or still running on its threads. A resumable
+/// upload keeps its threads between requests, so the hashes' tail of one PATCH overlaps the round trip
+/// to the next instead of holding up the answer.
+pub enum Hashing {
+    Ready(HashState),
+    Running(HashThreads),
+}
+
+impl From<HashState> for Hashing {
+    fn from(state: HashState) -> Self {
+        Hashing::Ready(state)
+    }
+}
+
+impl Hashing {
+    /// The bytes seen so far (hashed or queued for hashing).
+    pub fn len(&self) -> u64 {
+        match self {
+            Hashing::Ready(s) => s.len,
+            Hashing::Running(t) => t.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits for the hashes of every byte seen.
+    pub async fn finish(self) -> Result<HashState, BlobError> {
+        match self {
+            Hashing::Ready(s) => Ok(s),
+            Hashing::Running(t) => t.finish().await,
+        }
+    }
+
+    /// The hashing threads, started when this upload hashes (parts of a concatenation only count).
+    fn threads(&mut self) -> Option<&mut HashThreads> {
+        if let Hashing::Ready(state) = self {
+            if !state.hashing {
+                return None;
+            }
+            *self = Hashing::Running(HashThreads::spawn(state.clone()));
+        }
+        match self {
+            Hashing::Running(t) => Some(t),
+            Hashing::Ready(_) => None,
+        }
+    }
+}
+
+/// The MD5 and SHA-256 threads of one upload, fed batches through bounded queues.
+pub struct HashThreads {
     md5_tx: mpsc::Sender<Batch>,
     sha_tx: mpsc::Sender<Batch>,
     md5: oneshot::Receiver<md5::Md5>,
@@ -194,11 +245,20 @@ pub trait Checkpoint: Send {
 /// How often a long body is made durable mid-stream when a [`Checkpoint`] is given.
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
-/// What an append streamed: the hash state after it, and why it stopped early if the body broke off
+/// What an append streamed: the hashing after it, and why it stopped early if the body broke off
 /// (only when the caller keeps partial bodies).
 pub struct Appended {
-    pub state: HashState,
+    pub hashing: Hashing,
     pub interrupted: Option<String>,
+}
+
+/// What `stream_append` does with the hashing threads at the end of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashesAfter {
+    /// Wait for the hashes (overlapped with the final sync): the body is the last of the upload.
+    Finish,
+    /// Leave them running for the next body of the same upload.
+    KeepRunning,
 }
 
 /// Streams `body` into `writer` after the bytes `state` has seen, refusing more than `max_len` bytes in
@@ -208,9 +268,10 @@ pub struct Appended {
 pub async fn stream_append<S, E>(
     mut body: S,
     mut writer: Box<dyn BlobWriter>,
-    state: HashState,
+    mut hashing: Hashing,
     max_len: Option<u64>,
     keep_partial: bool,
+    after: HashesAfter,
     mut checkpoint: Option<&mut dyn Checkpoint>,
 ) -> Result<Appended, StreamError>
 where
@@ -220,7 +281,6 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut total: u64 = 0;
-    let mut hashers: Option<HashThreads> = None;
     let mut interrupted = None;
     let mut since_checkpoint = 0u64;
     let mut unhashed = 0u64;
@@ -244,11 +304,9 @@ where
         if batch_len >= BATCH_BYTES {
             let full: Batch = Arc::new(std::mem::take(&mut batch));
             batch_len = 0;
-            if state.hashing {
-                let threads = hashers.get_or_insert_with(|| HashThreads::spawn(state.clone()));
-                threads.feed(&full).await;
-            } else {
-                unhashed += full.iter().map(|b| b.len() as u64).sum::<u64>();
+            match hashing.threads() {
+                Some(threads) => threads.feed(&full).await,
+                None => unhashed += full.iter().map(|b| b.len() as u64).sum::<u64>(),
             }
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
@@ -261,20 +319,28 @@ where
         }
     }
     let last: Batch = Arc::new(batch);
-    let state = match hashers {
-        Some(mut threads) => {
+    let state = match hashing {
+        Hashing::Running(mut threads) => {
             threads.feed(&last).await;
             writer.append(last).await?;
-            // The hashes' tail and the final sync overlap.
-            let (state, synced) = tokio::join!(threads.finish(), writer.commit());
-            synced?;
+            let hashing = match after {
+                // The hashes' tail and the final sync overlap.
+                HashesAfter::Finish => {
+                    let (state, synced) = tokio::join!(threads.finish(), writer.commit());
+                    synced?;
+                    Hashing::Ready(state?)
+                }
+                HashesAfter::KeepRunning => {
+                    writer.commit().await?;
+                    Hashing::Running(threads)
+                }
+            };
             return Ok(Appended {
-                state: state?,
+                hashing,
                 interrupted,
             });
         }
-        None => {
-            let mut state = state;
+        Hashing::Ready(mut state) => {
             state.len += unhashed;
             if batch_len <= INLINE_HASH_BYTES || !state.hashing {
                 last.iter().for_each(|c| state.update(c));
@@ -294,7 +360,10 @@ where
         }
     };
     writer.commit().await?;
-    Ok(Appended { state, interrupted })
+    Ok(Appended {
+        hashing: Hashing::Ready(state),
+        interrupted,
+    })
 }
 
 /// Streams a whole file into `writer` (a new blob) and returns its size and hashes. On any error the
@@ -308,6 +377,73 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let appended = stream_append(body, writer, HashState::default(), max_len, false, None).await?;
-    Ok(appended.state.finish())
+    let appended = stream_append(
+        body,
+        writer,
+        HashState::default().into(),
+        max_len,
+        false,
+        HashesAfter::Finish,
+        None,
+    )
+    .await?;
+    Ok(appended.hashing.finish().await?.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Discard(u64);
+
+    #[async_trait::async_trait]
+    impl BlobWriter for Discard {
+        async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
+            self.0 += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            Ok(())
+        }
+        async fn sync(&mut self) -> Result<(), BlobError> {
+            Ok(())
+        }
+        async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
+            Ok(self.0)
+        }
+    }
+
+    fn body(bytes: &[u8]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        let chunks: Vec<Result<Bytes, String>> = bytes
+            .chunks(64 << 10)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(chunks)
+    }
+
+    async fn append(bytes: &[u8], hashing: Hashing, after: HashesAfter) -> Hashing {
+        let writer = Box::new(Discard(0));
+        stream_append(body(bytes), writer, hashing, None, false, after, None)
+            .await
+            .unwrap()
+            .hashing
+    }
+
+    #[tokio::test]
+    async fn hashing_left_running_between_bodies_gives_the_hashes_of_the_whole() {
+        let content: Vec<u8> = (0..7_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let (a, rest) = content.split_at(3_100_000);
+        let (b, c) = rest.split_at(10_000);
+        let first = append(a, HashState::default().into(), HashesAfter::KeepRunning).await;
+        assert!(
+            matches!(first, Hashing::Running(_)),
+            "a long body leaves its threads running"
+        );
+        assert_eq!(first.len(), a.len() as u64);
+        // A short body is fed to the running threads too.
+        let second = append(b, first, HashesAfter::KeepRunning).await;
+        let third = append(c, second, HashesAfter::Finish).await;
+        assert!(matches!(third, Hashing::Ready(_)));
+        let file = third.finish().await.unwrap().finish();
+        let mut whole = HashState::default();
+        whole.update(&content);
+        assert_eq!(file, whole.finish());
+    }
 }

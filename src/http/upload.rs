@@ -176,7 +176,7 @@ where
     let lease = app.lifecycle.begin_upload(id).await?;
     // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
     app.store.delete_tus(id, "").await?;
-    app.tus_hashes.lock().expect("tus hash states").remove(&id);
+    app.tus_hashes.forget(id);
     let writer = match app.blobs.create(id).await {
         Ok(w) => w,
         Err(e) => return Err(fail_storage(lease, e).await),

@@ -9,24 +9,26 @@ use crate::http::upload::{fail_storage, with_min_rate};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use broker_actors::upload::{stream_append, Checkpoint, HashState, StreamError};
+use broker_actors::upload::{
+    stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError,
+};
 use broker_protocol::ErrorCode;
 use futures::StreamExt;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The upload's hash state at its durable offset: kept in memory between PATCHes, rebuilt from the
-/// stored prefix when missing or stale (after a restart).
-pub(super) async fn hash_state(app: &App, id: Uuid, offset: u64) -> Result<HashState, ApiError> {
-    let cached = app.tus_hashes.lock().expect("tus hash states").remove(&id);
-    if let Some(state) = cached.filter(|s| s.len() == offset) {
-        return Ok(state);
+/// The upload's hashing at its durable offset: kept in memory between PATCHes, rebuilt from the
+/// stored prefix when missing or stale (after a restart, or a refused PATCH).
+pub(super) async fn hashing(app: &App, id: Uuid, offset: u64) -> Result<Hashing, ApiError> {
+    if let Some(hashing) = app.tus_hashes.take(id).filter(|h| h.len() == offset) {
+        return Ok(hashing);
     }
     if offset == 0 {
-        return Ok(HashState::default());
+        return Ok(HashState::default().into());
     }
     crate::finalize::hash_stored(app, id, offset)
         .await
+        .map(Hashing::from)
         .map_err(ApiError::Internal)
 }
 
@@ -95,6 +97,16 @@ pub(super) fn parse_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, Tu
     Ok(Some(Checksum { hasher, expected }))
 }
 
+/// A request body to append, with what its headers say of it.
+pub(super) struct Incoming {
+    pub body: Body,
+    /// `Upload-Length` sent with a deferred-length upload's PATCH.
+    pub new_length: Option<u64>,
+    /// `Content-Length`.
+    pub len: Option<u64>,
+    pub checksum: Option<Checksum>,
+}
+
 /// How an append ended.
 pub(super) enum Appended {
     /// The bytes are durable and the offset moved here.
@@ -161,10 +173,14 @@ pub(super) async fn append(
     view: &TransferView,
     part: Option<&str>,
     row: TusRow,
-    body: Body,
-    new_length: Option<u64>,
-    checksum: Option<Checksum>,
+    incoming: Incoming,
 ) -> Result<Appended, ApiError> {
+    let Incoming {
+        body,
+        new_length,
+        len: body_len,
+        checksum,
+    } = incoming;
     let room = match row.length {
         Some(length) => length - row.offset,
         None => max_size(app, view).await?.saturating_sub(row.offset),
@@ -175,8 +191,8 @@ pub(super) async fn append(
     let (running, stop) = Running::register(app, view.id, part);
     let state = match part {
         // A part is hashed with the others once they are concatenated.
-        Some(_) => HashState::length_only(row.offset),
-        None => match hash_state(app, view.id, row.offset).await {
+        Some(_) => HashState::length_only(row.offset).into(),
+        None => match hashing(app, view.id, row.offset).await {
             Ok(s) => s,
             Err(e) => {
                 hold.release().await;
@@ -226,19 +242,37 @@ pub(super) async fn append(
     } else {
         None
     };
-    let appended =
-        match stream_append(body, writer, state, Some(room), keep_partial, checkpoint).await {
-            Ok(a) => a,
-            Err(StreamError::TooLarge(_)) => {
-                hold.release().await;
-                return Ok(Appended::TooLong);
-            }
-            Err(StreamError::Storage(e)) => return Err(hold.storage_failed(e).await),
-            Err(StreamError::Body(e)) => {
-                hold.release().await;
-                return Err(ApiError::BadRequest(e));
-            }
-        };
+    // A body known to end the upload waits for the hashes (overlapped with its final sync); any other
+    // leaves them running into the next PATCH.
+    let last = part.is_none()
+        && body_len.is_some_and(|n| row.length.or(new_length) == Some(row.offset + n));
+    let after = if last {
+        HashesAfter::Finish
+    } else {
+        HashesAfter::KeepRunning
+    };
+    let appended = match stream_append(
+        body,
+        writer,
+        state,
+        Some(room),
+        keep_partial,
+        after,
+        checkpoint,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(StreamError::TooLarge(_)) => {
+            hold.release().await;
+            return Ok(Appended::TooLong);
+        }
+        Err(StreamError::Storage(e)) => return Err(hold.storage_failed(e).await),
+        Err(StreamError::Body(e)) => {
+            hold.release().await;
+            return Err(ApiError::BadRequest(e));
+        }
+    };
     if let (Some(check), Some(expected)) = (check, expected) {
         let hasher = std::sync::Arc::try_unwrap(check)
             .ok()
@@ -249,7 +283,7 @@ pub(super) async fn append(
             return Ok(Appended::ChecksumMismatch);
         }
     }
-    let new_offset = appended.state.len();
+    let new_offset = appended.hashing.len();
     let now = app.clock.now();
     if !app
         .store
@@ -266,25 +300,25 @@ pub(super) async fn append(
         hold.release().await;
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
+    let complete = row.length.or(new_length) == Some(new_offset);
     match hold {
-        // Complete with nothing to check: published at once (spec 4.5).
-        Hold::Transfer(lease)
-            if row.length.or(new_length) == Some(new_offset)
-                && !crate::finalize::announces_processing(view) =>
-        {
-            lease.complete(appended.state.finish()).await?;
-            app.store.delete_tus(view.id, "").await?;
-        }
-        // Complete with a check pending: UploadProcessing now, the check and the publish after the reply.
-        Hold::Transfer(lease) if row.length.or(new_length) == Some(new_offset) => {
-            lease.await_verification(true).await?;
-            crate::finalize::start(app, view.id, Some(appended.state.finish()));
+        Hold::Transfer(lease) if complete => {
+            let file = match appended.hashing.finish().await {
+                Ok(state) => state.finish(),
+                Err(e) => return Err(Hold::Transfer(lease).storage_failed(e).await),
+            };
+            if crate::finalize::announces_processing(view) {
+                // A check is pending: UploadProcessing now, the check and the publish after the reply.
+                lease.await_verification(true).await?;
+                crate::finalize::start(app, view.id, Some(file));
+            } else {
+                // Nothing to check: published at once (spec 4.5).
+                lease.complete(file).await?;
+                app.store.delete_tus(view.id, "").await?;
+            }
         }
         Hold::Transfer(lease) => {
-            app.tus_hashes
-                .lock()
-                .expect("tus hash states")
-                .insert(view.id, appended.state);
+            app.tus_hashes.put(view.id, appended.hashing);
             lease.release().await;
         }
         // A complete part waits for the final upload that concatenates it.

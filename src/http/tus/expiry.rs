@@ -34,7 +34,7 @@ pub async fn sweep(app: &App) -> usize {
                 forget_if_finished(app, id).await;
                 continue;
             };
-            app.tus_hashes.lock().expect("tus hash states").remove(&id);
+            app.tus_hashes.forget(id);
             let r = app.blobs.delete(id).await;
             let _ = app.store.delete_tus(id, "").await;
             lease.release().await;
@@ -77,7 +77,10 @@ pub async fn run_sweeper(app: App) {
     loop {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => { sweep(&app).await; }
+            _ = tokio::time::sleep(every) => {
+                app.tus_hashes.settle_idle(every).await;
+                sweep(&app).await;
+            }
         }
     }
 }

@@ -10,9 +10,10 @@
 mod append;
 pub mod concat;
 pub mod expiry;
+pub mod hashes;
 
 pub use append::RunningPatches;
-use append::{append, parse_checksum, refusal, stop_running, Appended};
+use append::{append, parse_checksum, refusal, stop_running, Appended, Incoming};
 
 use crate::app::{parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE};
 use crate::db::{TransferView, TusRow};
@@ -220,10 +221,7 @@ pub async fn create(
     app.store
         .create_tus(view.id, "", length, app.clock.now())
         .await?;
-    app.tus_hashes
-        .lock()
-        .expect("tus hash states")
-        .insert(view.id, HashState::default());
+    app.tus_hashes.put(view.id, HashState::default().into());
     lease.release().await;
     let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
     let with_upload = headers
@@ -236,7 +234,14 @@ pub async fn create(
             Err(e) => return Ok(e.into_response()),
         };
         let row = TusRow { length, offset: 0 };
-        match append(&app, &view, None, row, body, None, checksum).await? {
+        let body_len = number(&headers, "content-length").ok().flatten();
+        let incoming = Incoming {
+            body,
+            new_length: None,
+            len: body_len,
+            checksum,
+        };
+        match append(&app, &view, None, row, incoming).await? {
             Appended::Offset(offset) => {
                 (StatusCode::CREATED, [tus_header("upload-offset", offset)]).into_response()
             }
@@ -465,7 +470,14 @@ async fn patch_of(
         Ok(c) => c,
         Err(e) => return Ok(e.into_response()),
     };
-    let new_offset = match append(&app, &view, part, row, body, declared_length, checksum).await? {
+    let incoming = Incoming {
+        body,
+        new_length: declared_length,
+        len: content_length,
+        checksum,
+    };
+    let appended = append(&app, &view, part, row, incoming).await?;
+    let new_offset = match appended {
         Appended::Offset(offset) => offset,
         refused => return Ok(refusal(refused)),
     };
@@ -501,10 +513,7 @@ pub async fn terminate(
         ));
     }
     let lease = app.lifecycle.begin_upload(view.id).await?;
-    app.tus_hashes
-        .lock()
-        .expect("tus hash states")
-        .remove(&view.id);
+    app.tus_hashes.forget(view.id);
     app.store.delete_tus(view.id, "").await?;
     if let Err(e) = app.blobs.delete(view.id).await {
         tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");

@@ -1,0 +1,63 @@
+//! The hashing of each resumable upload between its PATCHes. Its threads keep running after a PATCH is
+//! answered (the tail of one PATCH overlaps the next); an upload left idle has its hashing settled, so
+//! idle uploads hold no threads.
+
+use broker_actors::upload::Hashing;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct HashCache(Mutex<HashMap<Uuid, (Instant, Hashing)>>);
+
+impl HashCache {
+    /// Takes the upload's hashing out (the PATCH that takes it holds the upload).
+    pub fn take(&self, id: Uuid) -> Option<Hashing> {
+        self.0
+            .lock()
+            .expect("tus hashes")
+            .remove(&id)
+            .map(|(_, h)| h)
+    }
+
+    pub fn put(&self, id: Uuid, hashing: Hashing) {
+        self.0
+            .lock()
+            .expect("tus hashes")
+            .insert(id, (Instant::now(), hashing));
+    }
+
+    pub fn forget(&self, id: Uuid) {
+        self.0.lock().expect("tus hashes").remove(&id);
+    }
+
+    /// Waits for the hashes of uploads idle for `idle` or longer, ending their threads.
+    pub async fn settle_idle(&self, idle: Duration) {
+        let stale: Vec<(Uuid, Hashing)> = {
+            let mut map = self.0.lock().expect("tus hashes");
+            let ids: Vec<Uuid> = map
+                .iter()
+                .filter(|(_, (at, h))| at.elapsed() >= idle && matches!(h, Hashing::Running(_)))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| map.remove(&id).map(|(_, h)| (id, h)))
+                .collect()
+        };
+        for (id, hashing) in stale {
+            // Idle threads have nothing queued: this returns at once.
+            match hashing.finish().await {
+                Ok(state) => {
+                    let mut map = self.0.lock().expect("tus hashes");
+                    // A PATCH that came meanwhile rebuilt the state from disk; keep that one.
+                    map.entry(id)
+                        .or_insert_with(|| (Instant::now(), state.into()));
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "a hashing thread failed; the state is rebuilt on the next PATCH")
+                }
+            }
+        }
+    }
+}
