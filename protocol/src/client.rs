@@ -80,6 +80,11 @@ impl BrokerClient {
         &self.base
     }
 
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// An API request (`path` below `/broker/api/v1`) carrying the bearer token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self
@@ -91,7 +96,8 @@ impl BrokerClient {
         }
     }
 
-    async fn checked(response: Response) -> Result<Response, ClientError> {
+    /// The response if it is a success, else its status and body (a ProblemDetails when it is one).
+    pub async fn checked(response: Response) -> Result<Response, ClientError> {
         if response.status().is_success() {
             return Ok(response);
         }

@@ -15,6 +15,10 @@ pub mod transfer;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod rate;
+#[cfg(feature = "client")]
+pub mod tus;
 
 pub use problem::{ErrorCode, ProblemDetails};
 pub use status::{FileTransferStatus, RecipientStatus};
