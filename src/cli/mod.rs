@@ -58,7 +58,7 @@ impl ClientArgs {
     }
 }
 
-/// Runs a client command; `Err` carries the one-line reason.
+/// A client command, run by [`ClientCommand::run_and_exit`].
 pub enum ClientCommand {
     Send(SendArgs),
     Fetch(FetchArgs),
