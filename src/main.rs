@@ -1,4 +1,7 @@
-//! The `broker` command: `serve`, `token` (mint a development token) and `config`.
+//! The `broker` command: `serve`, `token` (mint a development token) and `config`, plus the client
+//! commands `send`, `fetch`, `list` and `status` (in `cli/`).
+
+mod cli;
 
 use anyhow::Context;
 use broker::auth::dev_issuer::DevIssuer;
@@ -51,6 +54,14 @@ enum Command {
     },
     /// Print the resolved configuration.
     Config(ConfigArgs),
+    /// Send a file: initialize a transfer, upload it resumably (tus), wait until it is published.
+    Send(cli::SendArgs),
+    /// Download a transfer's file (resumable, verified), optionally confirming the download.
+    Fetch(cli::FetchArgs),
+    /// List the transfers the caller sent or received.
+    List(cli::ListArgs),
+    /// Show a transfer's overview.
+    Status(cli::StatusArgs),
 }
 
 fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
@@ -136,5 +147,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", load(&args)?.to_toml());
             Ok(())
         }
+        Command::Send(args) => cli::ClientCommand::Send(args).run_and_exit().await,
+        Command::Fetch(args) => cli::ClientCommand::Fetch(args).run_and_exit().await,
+        Command::List(args) => cli::ClientCommand::List(args).run_and_exit().await,
+        Command::Status(args) => cli::ClientCommand::Status(args).run_and_exit().await,
     }
 }

@@ -9,6 +9,7 @@ mod auth_admin;
 mod auth_matrix;
 mod bench_smoke;
 mod cli;
+mod cli_transfer;
 mod config_errors;
 mod endpoints;
 mod errors;

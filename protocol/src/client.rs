@@ -96,7 +96,8 @@ impl BrokerClient {
         }
     }
 
-    async fn checked(response: Response) -> Result<Response, ClientError> {
+    /// The response if it is a success, else its status and body (a ProblemDetails when it is one).
+    pub async fn checked(response: Response) -> Result<Response, ClientError> {
         if response.status().is_success() {
             return Ok(response);
         }

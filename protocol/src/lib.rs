@@ -2,7 +2,7 @@
 //!
 //! Everything here is pure data and grammar: JSON bodies, status enums, the error catalogue, CloudEvent
 //! payloads and the HTTP Range grammar. The optional `client` feature adds the HTTP client used by the
-//! CLI, the benchmark and the black-box tests.
+//! CLI, the benchmark and the black-box tests, a tus 1.0 upload client and a shared rate limiter.
 
 pub mod events;
 pub mod json;
@@ -15,6 +15,10 @@ pub mod transfer;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod rate;
+#[cfg(feature = "client")]
+pub mod tus;
 
 pub use problem::{ErrorCode, ProblemDetails};
 pub use status::{FileTransferStatus, RecipientStatus};
