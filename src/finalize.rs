@@ -5,10 +5,9 @@
 //! was complete but not yet verified is picked up again.
 
 use crate::app::App;
-use broker_actors::upload::HashState;
+use broker_actors::upload::{hash_stream, HashState};
 use broker_actors::{LifecycleError, StoredFile};
 use broker_protocol::{ErrorCode, FileTransferStatus};
-use futures::StreamExt;
 use uuid::Uuid;
 
 /// Starts the background check of `id` unless one runs already. `hashes`: the file's hashes when they
@@ -113,20 +112,14 @@ pub fn announces_processing(view: &crate::db::TransferView) -> bool {
 }
 
 /// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back
-/// from disk and hashed off the async threads.
+/// from disk; MD5 and SHA-256 each on its own thread.
 pub async fn hash_stored(app: &App, id: Uuid, len: u64) -> Result<HashState, String> {
-    let mut state = HashState::default();
-    let failed = |e: &dyn std::fmt::Display| e.to_string();
-    let mut stream = app.blobs.read(id, 0, len).await.map_err(|e| failed(&e))?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| failed(&e))?;
-        state = tokio::task::spawn_blocking(move || {
-            state.update(&chunk);
-            state
-        })
+    let stream = app
+        .blobs
+        .read(id, 0, len)
         .await
-        .map_err(|e| failed(&e))?;
-    }
+        .map_err(|e| e.to_string())?;
+    let state = hash_stream(stream).await.map_err(|e| e.to_string())?;
     if state.len() != len {
         return Err(format!("{} of {len} bytes could be read", state.len()));
     }

@@ -366,6 +366,28 @@ where
     })
 }
 
+/// MD5 and SHA-256 of bytes read back from storage, each on its own thread as an upload is hashed.
+pub async fn hash_stream<S, E>(mut stream: S) -> Result<HashState, StreamError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut threads = HashThreads::spawn(HashState::default());
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| StreamError::Body(e.to_string()))?;
+        batch_len += chunk.len();
+        batch.push(chunk);
+        if batch_len >= BATCH_BYTES {
+            threads.feed(&Arc::new(std::mem::take(&mut batch))).await;
+            batch_len = 0;
+        }
+    }
+    threads.feed(&Arc::new(batch)).await;
+    Ok(threads.finish().await?)
+}
+
 /// Streams a whole file into `writer` (a new blob) and returns its size and hashes. On any error the
 /// caller discards the partial blob.
 pub async fn stream_into_blob<S, E>(

@@ -30,14 +30,20 @@ impl Peer {
         self.child.id()
     }
 
-    /// Starts the named peer, installing it first if needed; `disk_dir` is where its files go.
-    pub fn start(name: &str, cache_dir: &Path, disk_dir: &Path) -> anyhow::Result<Peer> {
+    /// Starts the named peer, installing it first if needed; `disk_dir` is where its files go and
+    /// `max_body` the largest PATCH it must accept.
+    pub fn start(
+        name: &str,
+        cache_dir: &Path,
+        disk_dir: &Path,
+        max_body: u64,
+    ) -> anyhow::Result<Peer> {
         let data_dir = tempfile::Builder::new()
             .prefix("tus-peer-")
             .tempdir_in(disk_dir)?;
         match name {
             "tus-node" => start_tus_node(data_dir),
-            "rustus" => start_rustus(cache_dir, data_dir),
+            "rustus" => start_rustus(cache_dir, data_dir, max_body),
             other => bail!("unknown peer {other:?}; known: {}", NAMES.join(", ")),
         }
     }
@@ -127,7 +133,11 @@ fn rustus_bin(cache_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| cache_dir.join("rustus/bin/rustus"))
 }
 
-fn start_rustus(cache_dir: &Path, data_dir: tempfile::TempDir) -> anyhow::Result<Peer> {
+fn start_rustus(
+    cache_dir: &Path,
+    data_dir: tempfile::TempDir,
+    max_body: u64,
+) -> anyhow::Result<Peer> {
     let bin = rustus_bin(cache_dir);
     if !bin.exists() {
         eprintln!("peers: installing rustus {RUSTUS_VERSION} with cargo install (several minutes, once) ...");
@@ -145,9 +155,14 @@ fn start_rustus(cache_dir: &Path, data_dir: tempfile::TempDir) -> anyhow::Result
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--data-dir")
         .arg(data_dir.path())
+        .arg("--info-dir")
+        .arg(data_dir.path())
+        // rustus holds a PATCH body in memory and refuses bodies above this (default 256 KiB).
+        .args(["--max-body-size", &max_body.to_string()])
         .args(["--log-level", "ERROR"])
+        // Its start-up banner goes to both streams; a failure shows as a refused upload.
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
     let base = format!("http://127.0.0.1:{port}");

@@ -150,7 +150,8 @@ async fn measure_peer(
     binary_rate: f64,
     result: &mut ScenarioResult,
 ) -> anyhow::Result<()> {
-    let peer = Peer::start(name, &ctx.cache_dir, &ctx.disk_dir())
+    // The largest PATCH is the whole-file one.
+    let peer = Peer::start(name, &ctx.cache_dir, &ctx.disk_dir(), o.size)
         .with_context(|| format!("peer {name}"))?;
     let key = name.replace('-', "_");
     let endpoint = TusEndpoint {
