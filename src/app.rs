@@ -36,7 +36,7 @@ pub struct AppState {
     /// Bounds how many uploads stream at once (each holds threads and a few MiB).
     pub upload_permits: tokio::sync::Semaphore,
     /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
-    pub tus_hashes: crate::http::tus::hashes::HashCache,
+    pub tus_hashes: Arc<crate::http::tus::hashes::HashCache>,
     /// tus PATCHes in flight, so a newer request can ask a half-dead one to stop.
     pub tus_running: crate::http::tus::RunningPatches,
     /// Parts of concatenated tus uploads with a PATCH in flight.

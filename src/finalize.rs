@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 /// Starts the background check of `id` unless one runs already. `hashes`: the file's hashes when they
 /// are known (a single upload's last PATCH); otherwise the stored bytes are read back.
-pub fn start(app: &App, id: Uuid, hashes: Option<StoredFile>) {
+/// Returns whether it started one.
+pub fn start(app: &App, id: Uuid, hashes: Option<StoredFile>) -> bool {
     if !app.finalizing.lock().expect("finalizing").insert(id) {
-        return;
+        return false;
     }
     let app = app.clone();
     tokio::spawn(async move {
@@ -26,20 +27,20 @@ pub fn start(app: &App, id: Uuid, hashes: Option<StoredFile>) {
         }
         app.finalizing.lock().expect("finalizing").remove(&id);
     });
+    true
 }
 
-/// Picks up the uploads a stopped server left complete but unverified.
+/// Picks up complete but unverified uploads: those a stopped server left, and those whose check
+/// failed (run at start and on every sweep).
 pub async fn recover(app: &App) {
     match app.store.unverified_uploads().await {
         Ok(ids) => {
-            if !ids.is_empty() {
+            let started = ids.into_iter().filter(|id| start(app, *id, None)).count();
+            if started > 0 {
                 tracing::info!(
-                    count = ids.len(),
-                    "verifying resumable uploads left unverified"
+                    count = started,
+                    "checking complete resumable uploads left unverified"
                 );
-            }
-            for id in ids {
-                start(app, id, None);
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot list unverified uploads"),
@@ -67,11 +68,14 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
     match view.status {
         // The server stopped between storing the last byte and recording it: record it now.
         FileTransferStatus::UploadStarted => {
-            let mut lease = app
-                .lifecycle
-                .begin_upload(id)
-                .await
-                .map_err(|e| failed(&e))?;
+            let mut lease = match app.lifecycle.begin_upload(id).await {
+                Ok(lease) => lease,
+                // The request that stored the last byte still holds the upload and completes it.
+                Err(LifecycleError::Rejected(ErrorCode::FileTransferAlreadyUploaded)) => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             lease.keep_bytes_on_drop();
             lease
                 .await_verification(announces_processing(&view))

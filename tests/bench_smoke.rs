@@ -71,7 +71,7 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
     for ratio in [
         "tus_whole_patch_to_binary",
         "tus_chunked_to_binary",
-        "tus_parallel_to_binary",
+        "tus_parallel_answered_to_binary",
         "tus_parallel_published_to_binary",
         "peer_tus_node_whole_patch_to_binary",
         "peer_tus_node_chunked_to_binary",

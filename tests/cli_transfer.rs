@@ -529,3 +529,23 @@ async fn callers_without_access_fail_with_one_line_saying_why() {
         "{unreachable}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_never_replaces_an_existing_file_unless_forced() {
+    let s = Setup::new().await;
+    let (file, sha) = s.file("report.bin", 20_000, 11);
+    let id = send_json(&s, &file, &[])["fileTransferId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mine = s.work().join("mine.bin");
+    std::fs::write(&mine, b"the user's own file").unwrap();
+    let reason = fail(s.broker(Some(&s.recipient), &["fetch", &id, "-o", "mine.bin"]));
+    assert!(reason.contains("exists"), "{reason}");
+    assert_eq!(std::fs::read(&mine).unwrap(), b"the user's own file");
+    succeed(s.broker(
+        Some(&s.recipient),
+        &["fetch", &id, "-o", "mine.bin", "--force"],
+    ));
+    assert_eq!(sha256_hex(&std::fs::read(&mine).unwrap()), sha);
+}

@@ -815,3 +815,26 @@ async fn parts_created_at_the_same_time_all_get_their_own_upload() {
     let distinct: std::collections::HashSet<_> = parts.iter().collect();
     assert_eq!(distinct.len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_patch_at_the_old_offset_after_a_stall_is_409_and_keeps_the_stalled_bytes() {
+    let f = Fixture::new().await;
+    let content = payload(600_000, 62);
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, content.len() as u64).await;
+    // The client's first PATCH stalls after 250 000 bytes; it retries the same PATCH from offset 0
+    // on a new connection without asking HEAD first.
+    let stalled = start_broken_patch(&f, id, &content, 250_000).await;
+    let retry = patch(&f, id, 0, &content[..1000]).await;
+    assert_eq!(
+        retry.status(),
+        409,
+        "the stalled PATCH moved the offset first"
+    );
+    let offset = head_offset(&f, id).await;
+    assert!(offset > 0 && offset <= 250_000, "offset {offset}");
+    let r = patch(&f, id, offset, &content[offset as usize..]).await;
+    assert_eq!(r.status(), 204);
+    f.assert_recipient_downloads(id, &content).await;
+    drop(stalled);
+}

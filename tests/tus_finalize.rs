@@ -256,3 +256,23 @@ async fn an_upload_left_complete_but_unverified_by_a_stopped_server_is_verified_
         f.assert_recipient_downloads(id, stored).await;
     }
 }
+
+#[tokio::test]
+async fn a_head_after_a_last_patch_cut_off_before_it_completed_the_transfer_finishes_it() {
+    let f = Fixture::new().await;
+    let content = payload(700_000, 508);
+    let (stored, _) = content.split_at(500_000);
+    let id = initialize_declaring(&f, &md5_hex(stored)).await;
+    create(&f, id, content.len() as u64).await;
+    assert_eq!(patch(&f, id, 0, stored).await.status(), 204);
+    // Every byte durable and recorded, the transfer still UploadStarted: what a last PATCH leaves
+    // when it is cut off between the two (the server keeps running).
+    let status = FileTransferStatus::UploadStarted.code();
+    leave_unverified(f.server.data_dir.clone(), id, stored.len() as u64, status).await;
+    assert_eq!(head_offset(&f, id).await, stored.len() as u64);
+    let overview = wait_for_status(&f.sender, id, FileTransferStatus::Published, WAIT).await;
+    assert_eq!(
+        overview.summary.sha256.as_deref(),
+        Some(sha256_hex(stored).as_str())
+    );
+}

@@ -267,8 +267,8 @@ impl TusClient {
         chunk_size: u64,
     ) -> Result<u64, TusError> {
         let chunk_size = chunk_size.max(1);
+        let start = offset;
         let mut known = Some(offset);
-        let mut acknowledged = 0u64;
         let mut failures = 0u32;
         // Where a PATCH that failed started: its bytes were taken back from the progress until a HEAD
         // says how many the server kept.
@@ -292,7 +292,9 @@ impl TusClient {
                 },
             };
             if offset >= len && !empty_patch_due {
-                return Ok(acknowledged);
+                // Counted from the server's offsets, so bytes it kept from a PATCH that failed on
+                // our side count too.
+                return Ok(offset.saturating_sub(start));
             }
             let n = chunk_size.min(len - offset);
             let streamed = Arc::new(AtomicU64::new(0));
@@ -319,7 +321,6 @@ impl TusClient {
             }
             match outcome {
                 Ok(new_offset) if new_offset > offset || empty_patch_due => {
-                    acknowledged += new_offset.saturating_sub(offset);
                     known = Some(new_offset);
                     failures = 0;
                     empty_patch_due = false;

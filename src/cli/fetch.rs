@@ -39,6 +39,9 @@ pub struct FetchArgs {
     /// Confirm the download to the server once the file is saved and verified.
     #[arg(long)]
     pub confirm: bool,
+    /// Replace FILE if it exists (by default an existing file is never overwritten).
+    #[arg(long)]
+    pub force: bool,
     /// Cap on the download rate over all ranges, in bytes per second (e.g. 10MiB).
     #[arg(long, value_parser = parse_positive_size)]
     pub limit_rate: Option<u64>,
@@ -55,6 +58,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => PathBuf::from(local_file_name(&overview.file_name)?),
     };
+    // The name may be the sender's choice: never replace a file the user did not name.
+    if !args.force && output.exists() {
+        anyhow::bail!(
+            "{} exists; pass --force to replace it, or -o FILE",
+            output.display()
+        );
+    }
     let limiter = args.limit_rate.map(|r| Arc::new(RateLimiter::new(r)));
 
     let mut restarts = 0;
@@ -141,12 +151,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The transfer's file name as a name in the current directory (never a path elsewhere).
+/// The transfer's file name as a name in the current directory (never a path elsewhere, never a
+/// hidden file such as `.profile`).
 fn local_file_name(name: &str) -> anyhow::Result<String> {
     Path::new(name)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
         .with_context(|| {
             format!("the transfer's file name {name:?} is not usable here; pass -o FILE")
         })

@@ -115,6 +115,8 @@ pub(super) enum Appended {
     TooLong,
     /// The body did not match its `Upload-Checksum`: nothing of it was kept.
     ChecksumMismatch,
+    /// Another request moved the offset while this one waited for the upload: nothing was appended.
+    OffsetMoved,
 }
 
 /// Records a long PATCH's durable progress as the upload's offset.
@@ -161,6 +163,10 @@ pub(super) fn refusal(outcome: Appended) -> Response {
             StatusCode::from_u16(460).expect("460 is a valid status"),
             "Checksum Mismatch: the body does not match its Upload-Checksum; the offset did not move",
         ),
+        Appended::OffsetMoved => tus_error(
+            StatusCode::CONFLICT,
+            "Upload-Offset no longer matches the upload's offset; ask for it with HEAD",
+        ),
         _ => tus_error(StatusCode::BAD_REQUEST, "The PATCH exceeded the upload's length"),
     }
 }
@@ -185,7 +191,19 @@ pub(super) async fn append(
         Some(length) => length - row.offset,
         None => max_size(app, view).await?.saturating_sub(row.offset),
     };
+    // Each streaming PATCH holds a few threads and MiB, as a binary upload does: bound how many run.
+    let _permit = app
+        .upload_permits
+        .try_acquire()
+        .map_err(|_| ApiError::Code(ErrorCode::TooManyUploads))?;
     let hold = Hold::take(app, view.id, part).await?;
+    // A PATCH that held the upload until now (and was asked to stop) may have moved the offset since
+    // the caller read it: appending at the old offset would cut off acknowledged bytes.
+    let current = app.store.tus(view.id, part.unwrap_or("")).await?;
+    if current.map(|r| r.offset) != Some(row.offset) {
+        hold.release().await;
+        return Ok(Appended::OffsetMoved);
+    }
     // While this PATCH runs, a newer HEAD or PATCH on the same upload may ask it to stop (its connection
     // may be half-dead): the body then ends early and what arrived is kept.
     let (running, stop) = Running::register(app, view.id, part);
@@ -302,20 +320,18 @@ pub(super) async fn append(
     }
     let complete = row.length.or(new_length) == Some(new_offset);
     match hold {
+        // The last byte is durable: completing must not be cut short by the client going away, so it
+        // runs on its own task.
         Hold::Transfer(lease) if complete => {
-            let file = match appended.hashing.finish().await {
-                Ok(state) => state.finish(),
-                Err(e) => return Err(Hold::Transfer(lease).storage_failed(e).await),
-            };
-            if crate::finalize::announces_processing(view) {
-                // A check is pending: UploadProcessing now, the check and the publish after the reply.
-                lease.await_verification(true).await?;
-                crate::finalize::start(app, view.id, Some(file));
-            } else {
-                // Nothing to check: published at once (spec 4.5).
-                lease.complete(file).await?;
-                app.store.delete_tus(view.id, "").await?;
-            }
+            let announce = crate::finalize::announces_processing(view);
+            tokio::spawn(complete_upload(
+                app.clone(),
+                lease,
+                appended.hashing,
+                announce,
+            ))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
         }
         Hold::Transfer(lease) => {
             app.tus_hashes.put(view.id, appended.hashing);
@@ -329,6 +345,35 @@ pub(super) async fn append(
         tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
     }
     Ok(Appended::Offset(new_offset))
+}
+
+/// Records a resumable upload whose every byte is durable: published at once when there is nothing to
+/// check, else UploadProcessing now with the check and the publish after the reply (spec 4.5).
+async fn complete_upload(
+    app: App,
+    lease: broker_actors::UploadLease,
+    hashing: Hashing,
+    announce: bool,
+) -> Result<(), ApiError> {
+    let id = lease.transfer_id();
+    let file = match hashing.finish().await {
+        Ok(state) => state.finish(),
+        // The bytes are safe on disk; only their hashes were lost: compute them again.
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "hashing failed; hashing the stored upload again");
+            lease.await_verification(announce).await?;
+            crate::finalize::start(&app, id, None);
+            return Ok(());
+        }
+    };
+    if announce {
+        lease.await_verification(true).await?;
+        crate::finalize::start(&app, id, Some(file));
+    } else {
+        lease.complete(file).await?;
+        app.store.delete_tus(id, "").await?;
+    }
+    Ok(())
 }
 
 /// How long a new request waits for a running PATCH it asked to stop.

@@ -55,6 +55,41 @@ impl Drop for PartLock {
     }
 }
 
+/// Makes the transfer's file the list of `parts` and records the joined upload; its check follows in
+/// the background. Returns the joined size.
+async fn join(
+    app: App,
+    lease: broker_actors::UploadLease,
+    parts: Vec<String>,
+) -> Result<u64, ApiError> {
+    let id = lease.transfer_id();
+    app.blobs
+        .concat(id, &parts)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut size = 0u64;
+    for part in &parts {
+        size += app
+            .store
+            .tus(id, part)
+            .await?
+            .and_then(|r| r.length)
+            .unwrap_or(0);
+    }
+    // The joined upload is recorded complete before its parts are forgotten, so a restart in between
+    // still finds it (and verifies it).
+    let now = app.clock.now();
+    app.store.create_tus(id, "", Some(size), now).await?;
+    app.store.advance_tus(id, "", 0, size, None, now).await?;
+    for part in &parts {
+        app.store.delete_tus(id, part).await?;
+    }
+    // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
+    lease.await_verification(false).await?;
+    crate::finalize::start(&app, id, None);
+    Ok(size)
+}
+
 fn valid_part_id(part: &str) -> bool {
     part.len() == 32 && part.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -149,32 +184,10 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
     }
     let mut lease = app.lifecycle.begin_upload(view.id).await?;
     lease.keep_bytes_on_drop();
-    app.blobs
-        .concat(view.id, &parts)
+    // Joining must not be cut short by the client going away: it runs on its own task.
+    let size = tokio::spawn(join(app.clone(), lease, parts))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut size = 0u64;
-    for part in &parts {
-        size += app
-            .store
-            .tus(view.id, part)
-            .await?
-            .and_then(|r| r.length)
-            .unwrap_or(0);
-    }
-    // The joined upload is recorded complete before its parts are forgotten, so a restart in between
-    // still finds it (and verifies it).
-    let now = app.clock.now();
-    app.store.create_tus(view.id, "", Some(size), now).await?;
-    app.store
-        .advance_tus(view.id, "", 0, size, None, now)
-        .await?;
-    for part in &parts {
-        app.store.delete_tus(view.id, part).await?;
-    }
-    // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
-    lease.await_verification(false).await?;
-    crate::finalize::start(app, view.id, None);
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
     Ok((
         StatusCode::CREATED,

@@ -80,6 +80,7 @@ pub async fn run_sweeper(app: App) {
             _ = tokio::time::sleep(every) => {
                 app.tus_hashes.settle_idle(every).await;
                 sweep(&app).await;
+                crate::finalize::recover(&app).await;
             }
         }
     }

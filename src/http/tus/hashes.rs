@@ -8,6 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// Uploads whose hashing threads may stay alive between PATCHes.
+const MAX_RUNNING: usize = 64;
+
 #[derive(Default)]
 pub struct HashCache(Mutex<HashMap<Uuid, (Instant, Hashing)>>);
 
@@ -21,11 +24,28 @@ impl HashCache {
             .map(|(_, h)| h)
     }
 
-    pub fn put(&self, id: Uuid, hashing: Hashing) {
-        self.0
-            .lock()
-            .expect("tus hashes")
-            .insert(id, (Instant::now(), hashing));
+    /// Keeps the upload's hashing for its next PATCH. Past [`MAX_RUNNING`] uploads with running
+    /// threads, the longest idle ones are settled, so threads stay bounded however many uploads pause.
+    pub fn put(self: &std::sync::Arc<Self>, id: Uuid, hashing: Hashing) {
+        let excess: Vec<(Uuid, Hashing)> = {
+            let mut map = self.0.lock().expect("tus hashes");
+            map.insert(id, (Instant::now(), hashing));
+            let mut running: Vec<(Instant, Uuid)> = map
+                .iter()
+                .filter(|(_, (_, h))| matches!(h, Hashing::Running(_)))
+                .map(|(id, (at, _))| (*at, *id))
+                .collect();
+            if running.len() <= MAX_RUNNING {
+                return;
+            }
+            running.sort();
+            running[..running.len() - MAX_RUNNING]
+                .iter()
+                .filter_map(|(_, id)| map.remove(id).map(|(_, h)| (*id, h)))
+                .collect()
+        };
+        let cache = self.clone();
+        tokio::spawn(async move { cache.settle(excess).await });
     }
 
     pub fn forget(&self, id: Uuid) {
@@ -45,8 +65,13 @@ impl HashCache {
                 .filter_map(|id| map.remove(&id).map(|(_, h)| (id, h)))
                 .collect()
         };
-        for (id, hashing) in stale {
-            // Idle threads have nothing queued: this returns at once.
+        self.settle(stale).await;
+    }
+
+    /// Waits for the hashes of these uploads (taken out of the cache) and puts them back settled.
+    async fn settle(&self, taken: Vec<(Uuid, Hashing)>) {
+        for (id, hashing) in taken {
+            // Idle threads have nothing queued: this returns at once (an evicted one finishes its tail).
             match hashing.finish().await {
                 Ok(state) => {
                     let mut map = self.0.lock().expect("tus hashes");

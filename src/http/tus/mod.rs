@@ -111,7 +111,8 @@ pub(crate) async fn sender_transfer(
 
 /// Authenticates the sender of an upload and returns the transfer. A token that has expired is still
 /// accepted (signature and issuer checked) while the transfer has an active resumable upload, it is
-/// UploadStarted and the caller is its sender: multi-hour uploads outlive ~1 h tokens (spec 4.6).
+/// UploadStarted or UploadProcessing and the caller is its sender: multi-hour uploads outlive ~1 h
+/// tokens (spec 4.6).
 async fn upload_caller_transfer(
     app: &App,
     headers: &HeaderMap,
@@ -130,8 +131,10 @@ async fn upload_caller_transfer(
                 .transfer(parse_transfer_id(id)?, false)
                 .await
                 .map_err(|_| ApiError::Unauthenticated)?;
-            let session = view.status == FileTransferStatus::UploadStarted
-                && caller.org.as_deref() == Some(view.sender_org.as_str())
+            let session = matches!(
+                view.status,
+                FileTransferStatus::UploadStarted | FileTransferStatus::UploadProcessing
+            ) && caller.org.as_deref() == Some(view.sender_org.as_str())
                 && caller.has_scope(broker_protocol::scopes::WRITE)
                 && app.store.tus_active(view.id).await?;
             if !session {
@@ -329,7 +332,7 @@ async fn head_of(
 }
 
 /// The length of the transfer's upload if every byte of it is stored (verified or being verified). A
-/// transfer still being verified gets its check restarted if none runs (the server may have stopped).
+/// complete upload not verified yet gets its check started if none runs.
 async fn whole_upload(
     app: &App,
     view: &TransferView,
@@ -338,20 +341,38 @@ async fn whole_upload(
     if part.is_some() {
         return Ok(None);
     }
-    Ok(match view.status {
-        FileTransferStatus::Published | FileTransferStatus::AllConfirmedDownloaded => {
-            Some(view.size as u64)
-        }
-        FileTransferStatus::UploadProcessing if view.sha256.is_some() => Some(view.size as u64),
-        FileTransferStatus::UploadProcessing => {
+    let verified = |view: &TransferView| match view.status {
+        FileTransferStatus::Published | FileTransferStatus::AllConfirmedDownloaded => true,
+        FileTransferStatus::UploadProcessing => view.sha256.is_some(),
+        _ => false,
+    };
+    if verified(view) {
+        return Ok(Some(view.size as u64));
+    }
+    if !matches!(
+        view.status,
+        FileTransferStatus::UploadStarted | FileTransferStatus::UploadProcessing
+    ) {
+        return Ok(None);
+    }
+    let complete = app
+        .store
+        .tus(view.id, "")
+        .await?
+        .and_then(|r| r.length.filter(|l| *l == r.offset));
+    match complete {
+        // Every byte is stored but the transfer is not verified: make sure its check runs (the
+        // request that stored the last byte may have been cut off, spec 4.5 recovery).
+        Some(length) => {
             crate::finalize::start(app, view.id, None);
-            app.store
-                .tus(view.id, "")
-                .await?
-                .and_then(|r| r.length.filter(|l| *l == r.offset))
+            Ok(Some(length))
         }
-        _ => None,
-    })
+        // The check may have ended between our two reads.
+        None => {
+            let now = app.transfer(view.id, false).await?;
+            Ok(verified(&now).then_some(now.size as u64))
+        }
+    }
 }
 
 /// `PATCH`: appends at `Upload-Offset`.
@@ -415,8 +436,7 @@ async fn patch_of(
     let view = app.transfer(parse_transfer_id(id)?, false).await?;
     // A PATCH repeated after its upload completed (e.g. after a timeout) succeeds idempotently.
     if part.is_none() && view.status > FileTransferStatus::UploadStarted {
-        let caller = app.authorize(&headers, Policy::Sender).await?;
-        require_sender(&caller, &view)?;
+        let view = upload_caller_transfer(&app, &headers, id).await?;
         if whole_upload(&app, &view, part).await? == Some(offset) {
             return Ok((
                 StatusCode::NO_CONTENT,
