@@ -218,9 +218,13 @@ impl UploadLease {
     }
 
     /// The file is stored and synced: verify it and publish (or fail on a checksum mismatch).
-    pub async fn complete(mut self, file: StoredFile) -> Result<(), LifecycleError> {
+    pub async fn complete(self, file: StoredFile) -> Result<(), LifecycleError> {
+        self.end_with(Command::CompleteUpload(file)).await
+    }
+
+    /// Ends the upload with `command`, handing the slot back with it.
+    async fn end_with(mut self, command: Command) -> Result<(), LifecycleError> {
         let lease = self.lease.take();
-        let command = Command::CompleteUpload(file);
         self.lifecycle
             .ask(self.id, |reply| Message::Apply {
                 command,
@@ -232,16 +236,8 @@ impl UploadLease {
 
     /// Every byte is stored; the upload request ends here (answered at once) and the check and the
     /// publish follow in the background (`Lifecycle::complete_verification`). Status UploadProcessing.
-    pub async fn await_verification(mut self, announce: bool) -> Result<(), LifecycleError> {
-        let lease = self.lease.take();
-        let command = Command::AwaitVerification { announce };
-        self.lifecycle
-            .ask(self.id, |reply| Message::Apply {
-                command,
-                lease,
-                reply,
-            })
-            .await
+    pub async fn await_verification(self, announce: bool) -> Result<(), LifecycleError> {
+        self.end_with(Command::AwaitVerification { announce }).await
     }
 
     /// Makes a drop without a result release the slot but keep the stored bytes (for resumable uploads,
@@ -261,16 +257,8 @@ impl UploadLease {
     }
 
     /// Our storage failed: the transfer fails and its bytes are removed.
-    pub async fn fail(mut self, failure: UploadFailure) -> Result<(), LifecycleError> {
-        let lease = self.lease.take();
-        let command = Command::FailUpload(failure);
-        self.lifecycle
-            .ask(self.id, |reply| Message::Apply {
-                command,
-                lease,
-                reply,
-            })
-            .await
+    pub async fn fail(self, failure: UploadFailure) -> Result<(), LifecycleError> {
+        self.end_with(Command::FailUpload(failure)).await
     }
 }
 

@@ -47,10 +47,14 @@ impl TusEndpoint {
         if partial {
             request = request.header("upload-concat", "partial");
         }
-        let response = request.send().await?;
+        self.created(request.send().await?, "tus creation").await
+    }
+
+    /// The URL of the upload a creation (or final) POST made: 201 with a `Location`.
+    async fn created(&self, response: reqwest::Response, what: &str) -> anyhow::Result<Url> {
         if response.status().as_u16() != 201 {
             bail!(
-                "tus creation answered {}: {}",
+                "{what} answered {}: {}",
                 response.status(),
                 response.text().await.unwrap_or_default()
             );
@@ -59,7 +63,7 @@ impl TusEndpoint {
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .context("tus creation answered without a Location")?;
+            .with_context(|| format!("{what} answered without a Location"))?;
         Ok(self.creation_url.join(location)?)
     }
 
@@ -137,19 +141,8 @@ impl TusEndpoint {
                     .header("upload-concat", format!("final;{}", list.join(" ")))
                     .send()
                     .await?;
-                if response.status().as_u16() != 201 {
-                    bail!(
-                        "the final (concatenation) POST answered {}: {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
-                }
-                let location = response
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                self.creation_url.join(location)?
+                self.created(response, "the final (concatenation) POST")
+                    .await?
             }
         };
         Ok((started.elapsed(), url))
