@@ -65,6 +65,9 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
         .transfer(id, false)
         .await
         .map_err(|e| format!("{e:?}"))?;
+    // A joined upload is checked silently; a single one announces when a check is pending and is
+    // published at once when none is.
+    let single_unchecked = !row.joined && !announces_processing(&view);
     match view.status {
         // The server stopped between storing the last byte and recording it: record it now.
         FileTransferStatus::UploadStarted => {
@@ -77,8 +80,16 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
                 Err(e) => return Err(e.to_string()),
             };
             lease.keep_bytes_on_drop();
+            if single_unchecked {
+                let file = match hashes {
+                    Some(file) => file,
+                    None => hash_stored(app, id, length).await?.finish(),
+                };
+                lease.complete(file).await.map_err(|e| failed(&e))?;
+                return app.store.delete_tus(id, "").await.map_err(|e| failed(&e));
+            }
             lease
-                .await_verification(announces_processing(&view))
+                .await_verification(!row.joined)
                 .await
                 .map_err(|e| failed(&e))?;
         }

@@ -276,3 +276,37 @@ async fn a_head_after_a_last_patch_cut_off_before_it_completed_the_transfer_fini
         Some(sha256_hex(stored).as_str())
     );
 }
+
+#[tokio::test]
+async fn a_recovered_upload_with_nothing_to_check_is_published_without_upload_processing() {
+    let f = Fixture::new().await;
+    let content = payload(800_000, 509);
+    let (stored, _) = content.split_at(300_000);
+    let id = f.initialize(&[RECIPIENT]).await;
+    create(&f, id, content.len() as u64).await;
+    assert_eq!(patch(&f, id, 0, stored).await.status(), 204);
+    let dir = f.server.data_dir.clone();
+    let status = FileTransferStatus::UploadStarted.code();
+    let server = f
+        .server
+        .restart_after(leave_unverified(dir, id, stored.len() as u64, status))
+        .await;
+    let f = Fixture::clients(server);
+    wait_for_status(&f.sender, id, FileTransferStatus::Published, WAIT).await;
+    let history = f
+        .sender
+        .details(id)
+        .await
+        .unwrap()
+        .file_transfer_status_history;
+    assert!(
+        history
+            .iter()
+            .all(|s| s.file_transfer_status != FileTransferStatus::UploadProcessing),
+        "{history:?}"
+    );
+    assert!(!event_types_of(&f.maintenance, id)
+        .await
+        .contains(&"uploadprocessing".to_string()));
+    f.assert_recipient_downloads(id, stored).await;
+}

@@ -136,6 +136,8 @@ pub const SEARCH_LIMIT: i64 = 100;
 pub struct TusRow {
     pub length: Option<u64>,
     pub offset: u64,
+    /// The transfer's upload joined from parts (tus concatenation), complete.
+    pub joined: bool,
 }
 
 #[async_trait]
@@ -188,6 +190,9 @@ pub trait Store: LifecycleStore {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
+    /// Records the transfer's upload as joined from parts: complete at `size` bytes.
+    async fn record_joined_tus(&self, id: Uuid, size: u64, at: Timestamp)
+        -> Result<(), StoreError>;
     /// Whether the transfer has a resumable upload (or part) in progress.
     async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError>;
     /// Resumable uploads whose every byte is stored but whose transfer was not verified yet (the server

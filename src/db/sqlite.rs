@@ -753,7 +753,7 @@ impl Store for SqliteStore {
 
     async fn tus(&self, id: Uuid, part: &str) -> Result<Option<TusRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT length, \"offset\" FROM tus_uploads WHERE file_transfer_id = ? AND part = ?",
+            "SELECT length, \"offset\", joined FROM tus_uploads WHERE file_transfer_id = ? AND part = ?",
         )
         .bind(id.to_string())
         .bind(part)
@@ -763,6 +763,7 @@ impl Store for SqliteStore {
         Ok(row.map(|r| TusRow {
             length: r.get::<Option<i64>, _>(0).map(|l| l as u64),
             offset: r.get::<i64, _>(1) as u64,
+            joined: r.get::<i64, _>(2) != 0,
         }))
     }
 
@@ -836,6 +837,33 @@ impl Store for SqliteStore {
                 ))
             })
             .collect()
+    }
+
+    async fn record_joined_tus(
+        &self,
+        id: Uuid,
+        size: u64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let at = time::format(&at);
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO tus_uploads (file_transfer_id, part, length, \"offset\", updated, joined) VALUES (?, '', ?, ?, ?, 1)
+                     ON CONFLICT(file_transfer_id, part) DO UPDATE SET length = excluded.length, \"offset\" = excluded.\"offset\",
+                        updated = excluded.updated, joined = 1",
+                )
+                .bind(id.to_string())
+                .bind(size as i64)
+                .bind(size as i64)
+                .bind(at)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn delete_tus(&self, id: Uuid, part: &str) -> Result<(), StoreError> {

@@ -78,9 +78,9 @@ async fn join(
     }
     // The joined upload is recorded complete before its parts are forgotten, so a restart in between
     // still finds it (and verifies it).
-    let now = app.clock.now();
-    app.store.create_tus(id, "", Some(size), now).await?;
-    app.store.advance_tus(id, "", 0, size, None, now).await?;
+    app.store
+        .record_joined_tus(id, size, app.clock.now())
+        .await?;
     for part in &parts {
         app.store.delete_tus(id, part).await?;
     }

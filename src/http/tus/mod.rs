@@ -236,7 +236,11 @@ pub async fn create(
             Ok(c) => c,
             Err(e) => return Ok(e.into_response()),
         };
-        let row = TusRow { length, offset: 0 };
+        let row = TusRow {
+            length,
+            offset: 0,
+            joined: false,
+        };
         let body_len = number(&headers, "content-length").ok().flatten();
         let incoming = Incoming {
             body,
@@ -297,6 +301,7 @@ async fn head_of(
         Some(length) => Some(TusRow {
             length: Some(length),
             offset: length,
+            joined: false,
         }),
         None => app.store.tus(view.id, part.unwrap_or("")).await?,
     };
