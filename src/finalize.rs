@@ -5,8 +5,9 @@
 //! was complete but not yet verified is picked up again.
 
 use crate::app::App;
+use crate::db::TransferView;
 use broker_actors::upload::{hash_stream, HashState};
-use broker_actors::{LifecycleError, StoredFile};
+use broker_actors::{LifecycleError, StoredFile, UploadLease};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 use uuid::Uuid;
 
@@ -47,15 +48,53 @@ pub async fn recover(app: &App) {
     }
 }
 
+/// What [`complete`] made of an upload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completed {
+    Published,
+    /// UploadProcessing; the check runs in the background.
+    Checking,
+}
+
+/// Ends the upload of a transfer whose every byte is durable, holding its upload slot (spec 4.5). A
+/// single upload with nothing to check (no declared MD5, no virus scan) is published now; any other
+/// moves to UploadProcessing, announced with `uploadprocessing` only for a single upload, and its
+/// check is started. `hashes`: the file's hashes when known, else its `length` stored bytes are read.
+pub async fn complete(
+    app: &App,
+    lease: UploadLease,
+    view: &TransferView,
+    joined: bool,
+    length: u64,
+    hashes: Option<StoredFile>,
+) -> Result<Completed, LifecycleError> {
+    let id = lease.transfer_id();
+    let check_pending = view.checksum.is_some() || view.use_virus_scan;
+    if joined || check_pending {
+        lease.await_verification(!joined).await?;
+        start(app, id, hashes);
+        return Ok(Completed::Checking);
+    }
+    let file = match hashes {
+        Some(file) => file,
+        None => hash_stored(app, id, length)
+            .await
+            .map_err(LifecycleError::Internal)?
+            .finish(),
+    };
+    lease.complete(file).await?;
+    app.store.delete_tus(id, "").await?;
+    Ok(Completed::Published)
+}
+
 async fn finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) {
     if let Err(e) = try_finalize(app, id, hashes).await {
-        tracing::error!(%id, error = %e, "finalizing a resumable upload failed; it is retried on the next HEAD or restart");
+        tracing::error!(%id, error = %e, "finalizing a resumable upload failed; it is retried on the next sweep, HEAD or restart");
     }
 }
 
 async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result<(), String> {
-    let failed = |e: &dyn std::fmt::Display| e.to_string();
-    let Some(row) = app.store.tus(id, "").await.map_err(|e| failed(&e))? else {
+    let Some(row) = app.store.tus(id, "").await.map_err(|e| e.to_string())? else {
         return Ok(());
     };
     let Some(length) = row.length.filter(|l| *l == row.offset) else {
@@ -65,11 +104,9 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
         .transfer(id, false)
         .await
         .map_err(|e| format!("{e:?}"))?;
-    // A joined upload is checked silently; a single one announces when a check is pending and is
-    // published at once when none is.
-    let single_unchecked = !row.joined && !announces_processing(&view);
     match view.status {
-        // The server stopped between storing the last byte and recording it: record it now.
+        // The server stopped (or the request was cut off) between storing the last byte and
+        // recording it: record it now. The check, if any, goes on below (`start` sees this one run).
         FileTransferStatus::UploadStarted => {
             let mut lease = match app.lifecycle.begin_upload(id).await {
                 Ok(lease) => lease,
@@ -80,22 +117,22 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
                 Err(e) => return Err(e.to_string()),
             };
             lease.keep_bytes_on_drop();
-            if single_unchecked {
-                let file = match hashes {
-                    Some(file) => file,
-                    None => hash_stored(app, id, length).await?.finish(),
-                };
-                lease.complete(file).await.map_err(|e| failed(&e))?;
-                return app.store.delete_tus(id, "").await.map_err(|e| failed(&e));
-            }
-            lease
-                .await_verification(!row.joined)
+            let completed = complete(app, lease, &view, row.joined, length, hashes.clone())
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| e.to_string())?;
+            if completed == Completed::Published {
+                return Ok(());
+            }
         }
         FileTransferStatus::UploadProcessing if view.sha256.is_none() => {}
         // Verified already (the row outlived its use): nothing left to do.
-        _ => return app.store.delete_tus(id, "").await.map_err(|e| failed(&e)),
+        _ => {
+            return app
+                .store
+                .delete_tus(id, "")
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
     let file = match hashes {
         Some(file) => file,
@@ -106,24 +143,24 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
                 app.lifecycle
                     .fail_verification(id)
                     .await
-                    .map_err(|e| failed(&e))?;
-                return app.store.delete_tus(id, "").await.map_err(|e| failed(&e));
+                    .map_err(|e| e.to_string())?;
+                return app
+                    .store
+                    .delete_tus(id, "")
+                    .await
+                    .map_err(|e| e.to_string());
             }
         },
     };
     match app.lifecycle.complete_verification(id, file).await {
         // A mismatch is an outcome, not an error: the transfer is Failed and told with `uploadfailed`.
-        Ok(()) | Err(LifecycleError::Rejected(ErrorCode::ChecksumMismatch)) => {
-            app.store.delete_tus(id, "").await.map_err(|e| failed(&e))
-        }
+        Ok(()) | Err(LifecycleError::Rejected(ErrorCode::ChecksumMismatch)) => app
+            .store
+            .delete_tus(id, "")
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Whether a single upload's finalization announces `uploadprocessing`: when a check is pending (a
-/// declared MD5 or a virus scan). Without either it is published at once.
-pub fn announces_processing(view: &crate::db::TransferView) -> bool {
-    view.checksum.is_some() || view.use_virus_scan
 }
 
 /// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back

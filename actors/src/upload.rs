@@ -366,26 +366,42 @@ where
     })
 }
 
-/// MD5 and SHA-256 of bytes read back from storage, each on its own thread as an upload is hashed.
-pub async fn hash_stream<S, E>(mut stream: S) -> Result<HashState, StreamError>
+/// A writer that keeps nothing, only counts: for hashing bytes that are stored already.
+#[derive(Default)]
+pub struct Discard(pub u64);
+
+#[async_trait::async_trait]
+impl BlobWriter for Discard {
+    async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
+        self.0 += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+        Ok(())
+    }
+    async fn sync(&mut self) -> Result<(), BlobError> {
+        Ok(())
+    }
+    async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
+        Ok(self.0)
+    }
+}
+
+/// MD5 and SHA-256 of bytes read back from storage, through the upload pipeline (each hash on its
+/// own thread).
+pub async fn hash_stream<S, E>(stream: S) -> Result<HashState, StreamError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut threads = HashThreads::spawn(HashState::default());
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batch_len = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| StreamError::Body(e.to_string()))?;
-        batch_len += chunk.len();
-        batch.push(chunk);
-        if batch_len >= BATCH_BYTES {
-            threads.feed(&Arc::new(std::mem::take(&mut batch))).await;
-            batch_len = 0;
-        }
-    }
-    threads.feed(&Arc::new(batch)).await;
-    Ok(threads.finish().await?)
+    let appended = stream_append(
+        stream,
+        Box::new(Discard::default()),
+        HashState::default().into(),
+        None,
+        false,
+        HashesAfter::Finish,
+        None,
+    )
+    .await?;
+    Ok(appended.hashing.finish().await?)
 }
 
 /// Streams a whole file into `writer` (a new blob) and returns its size and hashes. On any error the
@@ -415,22 +431,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Discard(u64);
-
-    #[async_trait::async_trait]
-    impl BlobWriter for Discard {
-        async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
-            self.0 += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-            Ok(())
-        }
-        async fn sync(&mut self) -> Result<(), BlobError> {
-            Ok(())
-        }
-        async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
-            Ok(self.0)
-        }
-    }
 
     fn body(bytes: &[u8]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
         let chunks: Vec<Result<Bytes, String>> = bytes

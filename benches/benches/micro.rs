@@ -4,34 +4,16 @@
 //!
 //! `cargo bench -p broker-bench --bench micro`
 
-use async_trait::async_trait;
 use broker::db::sqlite::SqliteStore;
 use broker::db::{NewTransfer, ResourceRow, Store};
-use broker_actors::ports::{Batch, BlobError, BlobWriter, LifecycleStore, TransferChange};
+use broker_actors::ports::{LifecycleStore, TransferChange};
 use broker_actors::state::{transition, Command, Phase, StoredFile, TransferState};
-use broker_actors::upload::stream_into_blob;
+use broker_actors::upload::{stream_into_blob, Discard};
 use broker_protocol::range::ByteRange;
 use broker_protocol::{FileTransferStatus, RecipientStatus};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-
-/// A writer that keeps nothing, so the pipeline's own cost is measured.
-struct Discard(u64);
-
-#[async_trait]
-impl BlobWriter for Discard {
-    async fn append(&mut self, batch: Batch) -> Result<(), BlobError> {
-        self.0 += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-        Ok(())
-    }
-    async fn sync(&mut self) -> Result<(), BlobError> {
-        Ok(())
-    }
-    async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
-        Ok(self.0)
-    }
-}
 
 fn pipeline(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -39,9 +39,7 @@ impl LocalBlobStore {
 
     /// A part of a transfer's file; `part` is a 32-hex id chosen by the server.
     fn part_path(&self, id: Uuid, part: &str) -> PathBuf {
-        let mut path = self.path(id);
-        path.set_extension(format!("part-{part}"));
-        path
+        part_of(&self.path(id), part)
     }
 
     /// The list of parts a concatenated file is made of.
@@ -50,6 +48,11 @@ impl LocalBlobStore {
         path.set_extension("parts");
         path
     }
+}
+
+/// The path of a part of the file at `file`.
+fn part_of(file: &Path, part: &str) -> PathBuf {
+    file.with_extension(format!("part-{part}"))
 }
 
 /// Opens a file for positioned reads, mapping a missing file to `NotFound`.
@@ -148,17 +151,18 @@ impl BlobStore for LocalBlobStore {
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
         let (path, manifest) = (self.path(id), self.manifest_path(id));
-        let parts: Vec<PathBuf> = match std::fs::read_to_string(&manifest) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|p| self.part_path(id, p))
-                .collect(),
-            Err(_) => vec![path],
-        };
-        // Open every segment with its length, then stream the slices of those that overlap the range.
+        // Open every segment (the parts a manifest lists, else the file) with its length, then stream
+        // the slices of those that overlap the range.
         let files =
             tokio::task::spawn_blocking(move || -> Result<Vec<(std::fs::File, u64)>, BlobError> {
+                let parts: Vec<PathBuf> = match std::fs::read_to_string(&manifest) {
+                    Ok(text) => text
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(|p| part_of(&path, p))
+                        .collect(),
+                    Err(_) => vec![path],
+                };
                 parts
                     .into_iter()
                     .map(|p| {

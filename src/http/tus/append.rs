@@ -323,12 +323,11 @@ pub(super) async fn append(
         // The last byte is durable: completing must not be cut short by the client going away, so it
         // runs on its own task.
         Hold::Transfer(lease) if complete => {
-            let announce = crate::finalize::announces_processing(view);
             tokio::spawn(complete_upload(
                 app.clone(),
                 lease,
+                view.clone(),
                 appended.hashing,
-                announce,
             ))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -347,32 +346,23 @@ pub(super) async fn append(
     Ok(Appended::Offset(new_offset))
 }
 
-/// Records a resumable upload whose every byte is durable: published at once when there is nothing to
-/// check, else UploadProcessing now with the check and the publish after the reply (spec 4.5).
+/// Ends an upload whose every byte is durable (`finalize::complete`) with the hashes computed while it
+/// streamed; if those were lost, the stored bytes are hashed again.
 async fn complete_upload(
     app: App,
     lease: broker_actors::UploadLease,
+    view: TransferView,
     hashing: Hashing,
-    announce: bool,
 ) -> Result<(), ApiError> {
-    let id = lease.transfer_id();
-    let file = match hashing.finish().await {
-        Ok(state) => state.finish(),
-        // The bytes are safe on disk; only their hashes were lost: compute them again.
+    let length = hashing.len();
+    let hashes = match hashing.finish().await {
+        Ok(state) => Some(state.finish()),
         Err(e) => {
-            tracing::warn!(%id, error = %e, "hashing failed; hashing the stored upload again");
-            lease.await_verification(announce).await?;
-            crate::finalize::start(&app, id, None);
-            return Ok(());
+            tracing::warn!(id = %view.id, error = %e, "hashing failed; hashing the stored upload again");
+            None
         }
     };
-    if announce {
-        lease.await_verification(true).await?;
-        crate::finalize::start(&app, id, Some(file));
-    } else {
-        lease.complete(file).await?;
-        app.store.delete_tus(id, "").await?;
-    }
+    crate::finalize::complete(&app, lease, &view, false, length, hashes).await?;
     Ok(())
 }
 

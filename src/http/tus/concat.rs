@@ -60,6 +60,7 @@ impl Drop for PartLock {
 async fn join(
     app: App,
     lease: broker_actors::UploadLease,
+    view: TransferView,
     parts: Vec<String>,
 ) -> Result<u64, ApiError> {
     let id = lease.transfer_id();
@@ -85,8 +86,7 @@ async fn join(
         app.store.delete_tus(id, part).await?;
     }
     // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
-    lease.await_verification(false).await?;
-    crate::finalize::start(&app, id, None);
+    crate::finalize::complete(&app, lease, &view, true, size, None).await?;
     Ok(size)
 }
 
@@ -185,7 +185,7 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
     let mut lease = app.lifecycle.begin_upload(view.id).await?;
     lease.keep_bytes_on_drop();
     // Joining must not be cut short by the client going away: it runs on its own task.
-    let size = tokio::spawn(join(app.clone(), lease, parts))
+    let size = tokio::spawn(join(app.clone(), lease, view.clone(), parts))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
