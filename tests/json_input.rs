@@ -164,7 +164,10 @@ async fn urn_forms_of_sender_recipients_and_resource_are_accepted() {
             .unwrap()[..],
         b"urn"
     );
-    for e in events_of(&f.maintenance, id).await {
+    let events = events_of(&f.maintenance, id).await;
+    // initialized (sender), published (sender and both recipients)
+    assert_eq!(events.len(), 4, "{events:?}");
+    for e in events {
         assert!(
             e.event
                 .subject

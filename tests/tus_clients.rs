@@ -153,4 +153,14 @@ async fn tus_js_client_with_four_parallel_uploads_is_concatenated_and_published(
     )
     .await;
     c.assert_published().await;
+    // Joined from parts: the final POST moved it through UploadProcessing (one upload would not).
+    let history = c.f.sender.details(c.id).await.unwrap();
+    assert!(
+        history
+            .file_transfer_status_history
+            .iter()
+            .any(|s| s.file_transfer_status == FileTransferStatus::UploadProcessing),
+        "{:?}",
+        history.file_transfer_status_history
+    );
 }

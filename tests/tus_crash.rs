@@ -98,7 +98,7 @@ async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_res
         .unwrap();
     assert_eq!(created.status(), 201);
 
-    // Kill points: early in a PATCH (nothing durable yet), then after more than 64 MiB of one PATCH.
+    // Kill points: early in a PATCH, then after more than 64 MiB of one PATCH.
     let mut offset = 0u64;
     for kill_after in [8u64 << 20, 80 << 20] {
         let write_token = token(&data, SENDER, WRITE, &[]);
@@ -131,6 +131,11 @@ async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_res
         assert!(
             durable >= offset,
             "the durable offset went back from {offset} to {durable}"
+        );
+        let handed_over = offset + sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            durable <= handed_over,
+            "the durable offset {durable} is past the {handed_over} bytes the client sent"
         );
         if kill_after > 64 << 20 {
             assert!(

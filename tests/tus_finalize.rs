@@ -113,8 +113,8 @@ async fn a_declared_md5_mismatch_answers_204_then_fails_with_uploadfailed_and_re
         "{:?}",
         stored_files(&f, id)
     );
-    let download = f.recipient.download(id, None).await;
-    assert!(download.is_err(), "a failed transfer cannot be downloaded");
+    // A failed transfer cannot be downloaded.
+    expect_problem(f.recipient.download(id, None).await, 403, "BRO-00007");
 }
 
 #[tokio::test]

@@ -71,8 +71,9 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        // 300 kB at 1 MB/s: about 0.3 s.
+        // 300 kB at 1 MB/s: at least about 0.3 s (less would break the cap). A busy machine may take
+        // longer; the upper bound only catches a limiter that stalls.
         let elapsed = started.elapsed().as_secs_f64();
-        assert!((0.27..0.6).contains(&elapsed), "took {elapsed}s");
+        assert!((0.27..5.0).contains(&elapsed), "took {elapsed}s");
     }
 }
