@@ -64,16 +64,6 @@ pub async fn upload_file(
     Ok(elapsed)
 }
 
-/// Splits `size` bytes into `parts` contiguous inclusive ranges.
-pub fn split_ranges(size: u64, parts: usize) -> Vec<(u64, u64)> {
-    let parts = parts.max(1) as u64;
-    let step = size.div_ceil(parts).max(1);
-    (0..size)
-        .step_by(step as usize)
-        .map(|start| (start, (start + step).min(size) - 1))
-        .collect()
-}
-
 /// Fetches `size` bytes, whole (`parallel` = 1) or as `parallel` concurrent Range requests, counting
 /// the bytes received. `request(None)` asks for the whole resource, `request(Some((a, b)))` for a range.
 pub async fn fetch<F>(request: F, size: u64, parallel: usize) -> anyhow::Result<(u64, Duration)>
@@ -84,7 +74,11 @@ where
     let ranges: Vec<Option<(u64, u64)>> = if parallel <= 1 {
         vec![None]
     } else {
-        split_ranges(size, parallel).into_iter().map(Some).collect()
+        broker_protocol::size::split_ranges(size, parallel as u64)
+            .into_iter()
+            .filter(|(_, len)| *len > 0)
+            .map(|(start, len)| Some((start, start + len - 1)))
+            .collect()
     };
     let transfers = ranges.into_iter().map(|range| {
         let builder = match range {
@@ -121,22 +115,4 @@ pub async fn download_sha256(recipient: &BrokerClient, id: Uuid) -> anyhow::Resu
         sha.update(&chunk?);
     }
     Ok(crate::payload::hex(&sha.finalize()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_cover_the_file_exactly_once() {
-        for (size, parts) in [(10u64, 4usize), (1, 4), (4096, 4), (1 << 31, 4), (7, 1)] {
-            let r = split_ranges(size, parts);
-            assert_eq!(r.first().unwrap().0, 0);
-            assert_eq!(r.last().unwrap().1, size - 1);
-            for w in r.windows(2) {
-                assert_eq!(w[0].1 + 1, w[1].0);
-            }
-            assert!(r.len() <= parts);
-        }
-    }
 }

@@ -17,28 +17,7 @@ pub mod stats;
 pub mod target;
 pub mod tus;
 
-/// Parses sizes like `2GiB`, `512MiB`, `1KiB`, `1000` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let units: [(&str, u64); 7] = [
-        ("gib", 1 << 30),
-        ("mib", 1 << 20),
-        ("kib", 1 << 10),
-        ("gb", 1_000_000_000),
-        ("mb", 1_000_000),
-        ("kb", 1_000),
-        ("b", 1),
-    ];
-    let (number, multiplier) = units
-        .iter()
-        .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
-        .unwrap_or((t.as_str(), 1));
-    let n: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}"))?;
-    Ok((n * multiplier as f64) as u64)
-}
+pub use broker_protocol::size::{parse_positive_size, parse_size};
 
 /// Parses durations like `20s`, `500ms`, `2m`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -66,10 +45,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1KiB"), Ok(1024));
-        assert_eq!(parse_size("1000"), Ok(1000));
+    fn durations_parse() {
         assert_eq!(
             parse_duration("20s"),
             Ok(std::time::Duration::from_secs(20))
@@ -78,6 +54,6 @@ mod tests {
             parse_duration("500ms"),
             Ok(std::time::Duration::from_millis(500))
         );
-        assert!(parse_size("big").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 }

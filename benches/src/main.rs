@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
 use broker_bench::scenarios::{lifecycle, mixed, transfer, tus, Context};
 use broker_bench::target::{default_broker_bin, Target, TargetSpec};
-use broker_bench::{parse_duration, parse_size};
+use broker_bench::{parse_duration, parse_positive_size, parse_size};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,7 +86,7 @@ enum Scenario {
     Tus {
         #[arg(long, default_value = "2GiB", value_parser = parse_size)]
         size: u64,
-        #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+        #[arg(long, default_value = "8MiB", value_parser = parse_positive_size)]
         chunk: u64,
         /// Partial uploads sent concurrently in the concatenation run (1 skips it).
         #[arg(long, default_value_t = 4)]
@@ -238,14 +238,7 @@ async fn main() -> anyhow::Result<()> {
         machine: Machine::detect(),
         scenarios: results,
     };
-    if let Some(path) = &g.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let Some(path) = &g.svg {
-        broker_bench::chart::write_svg(&report, path)
-            .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))?;
-    }
+    write_outputs(&report, &g)?;
     let failed: u64 = report.scenarios.iter().map(|s| s.errors).sum();
     if failed > 0 {
         eprintln!("{failed} requests failed");

@@ -127,9 +127,8 @@ impl TusEndpoint {
                 url
             }
             Mode::Parallel(parts) => {
-                let ranges = crate::http::split_ranges(size, parts);
-                let sends = ranges.iter().map(|&(first, last)| async move {
-                    let len = last + 1 - first;
+                let ranges = broker_protocol::size::split_ranges(size, parts as u64);
+                let sends = ranges.iter().map(|&(first, len)| async move {
                     let url = self.create(len, true).await?;
                     self.send_range(&url, path, first, len, len).await?;
                     anyhow::Ok(url)

@@ -31,6 +31,14 @@ impl ClientError {
         }
     }
 
+    /// Network trouble and busy or restarting servers are worth another try; refusals are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Http(e) => !e.is_builder(),
+            ClientError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+        }
+    }
+
     /// The `BRO-xxxxx` code of a ProblemDetails reply.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -9,6 +9,7 @@ pub mod json;
 pub mod problem;
 pub mod range;
 pub mod resource;
+pub mod size;
 pub mod status;
 pub mod time;
 pub mod transfer;
@@ -25,6 +26,11 @@ pub use status::{FileTransferStatus, RecipientStatus};
 
 /// Every API route starts with this prefix.
 pub const API_BASE: &str = "/broker/api/v1";
+
+/// The tus protocol version of resumable uploads (`Tus-Resumable`).
+pub const TUS_VERSION: &str = "1.0.0";
+/// The content type of a tus PATCH body.
+pub const TUS_OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// OAuth scopes of the Altinn Broker API.
 pub mod scopes {

@@ -31,10 +31,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn bytes_per_sec(&self) -> u64 {
-        self.bytes_per_sec as u64
-    }
-
     /// Waits until `bytes` may pass. The lock is held while waiting, so streams take turns in order
     /// and their sum stays at the rate.
     pub async fn acquire(&self, bytes: u64) {

@@ -15,10 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
-pub const TUS_VERSION: &str = "1.0.0";
-const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
+use crate::{TUS_OFFSET_CONTENT_TYPE as OFFSET_CONTENT_TYPE, TUS_VERSION};
 /// How much of the file one read takes: what a PATCH holds in memory at a time.
-const READ_BUFFER: u64 = 64 * 1024;
+const READ_BUFFER: u64 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TusError {
@@ -38,10 +37,10 @@ impl TusError {
     /// that moved under us (a HEAD tells the truth).
     pub fn is_retryable(&self) -> bool {
         match self {
-            TusError::Client(ClientError::Http(e)) => !e.is_builder(),
-            TusError::Client(ClientError::Status { status, .. }) => {
-                *status >= 500 || matches!(status, 408 | 409 | 423 | 429)
+            TusError::Client(e @ ClientError::Status { status, .. }) => {
+                e.is_retryable() || matches!(status, 409 | 423)
             }
+            TusError::Client(e) => e.is_retryable(),
             TusError::File { .. } => false,
             TusError::Protocol(_) => true,
         }
@@ -124,11 +123,6 @@ impl TusClient {
         self
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
     /// The absolute URL of a transfer's upload, where uploads (and parts) are created.
     pub fn upload_url(&self, id: Uuid) -> String {
         format!(
@@ -202,30 +196,10 @@ impl TusClient {
         })
     }
 
-    /// One `PATCH` at `upload_offset` carrying `len` bytes of `file` from `file_position`; returns the
-    /// server's new offset (which may fall short if the server cut the request off).
-    pub async fn patch(
-        &self,
-        upload_url: &str,
-        file: &Path,
-        file_position: u64,
-        upload_offset: u64,
-        len: u64,
-    ) -> Result<u64, TusError> {
-        let streamed = Arc::new(AtomicU64::new(0));
-        self.patch_counted(
-            upload_url,
-            file,
-            file_position,
-            upload_offset,
-            len,
-            &streamed,
-        )
-        .await
-    }
-
-    /// [`Self::patch`], adding the body bytes that went out to `streamed`.
-    async fn patch_counted(
+    /// One `PATCH` at `upload_offset` carrying `len` bytes of `file` from `file_position`, adding the
+    /// body bytes that went out to `streamed`; returns the server's new offset (which may fall short if
+    /// the server cut the request off).
+    async fn patch(
         &self,
         upload_url: &str,
         file: &Path,
@@ -299,7 +273,7 @@ impl TusClient {
             let n = chunk_size.min(len - offset);
             let streamed = Arc::new(AtomicU64::new(0));
             let outcome = self
-                .patch_counted(
+                .patch(
                     upload_url,
                     file,
                     file_position + offset,

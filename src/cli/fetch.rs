@@ -5,11 +5,11 @@
 use super::digest::digest_file;
 use super::part_file::{PartFile, RangeProgress, Sidecar};
 use super::progress::Progress;
-use super::size::{parse_positive_size, split_ranges};
 use super::{api_error, print_json, ClientArgs, TransferReport};
 use anyhow::Context;
 use broker_protocol::client::{BrokerClient, ClientError};
 use broker_protocol::rate::RateLimiter;
+use broker_protocol::size::{parse_positive_size, split_ranges};
 use broker_protocol::tus::RetryPolicy;
 use futures::StreamExt;
 use reqwest::{header, Method, StatusCode};
@@ -245,11 +245,13 @@ impl RangeFetch<'_> {
         let mut done = self.range.done;
         let mut written = 0u64;
         let path = self.part.path();
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .await
             .with_context(|| format!("cannot open {}", path.display()))?;
+        // Network chunks are small: gather them so the file sees MiB-sized writes.
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         while self.range.start + done < self.range.end {
             let from = self.range.start + done;
             let mut request = self
@@ -268,7 +270,7 @@ impl RangeFetch<'_> {
             };
             let response = match answer {
                 Ok(response) => response,
-                Err(e) if is_retryable(&e) && failures < retry.attempts => {
+                Err(e) if e.is_retryable() && failures < retry.attempts => {
                     tokio::time::sleep(retry.delay(failures)).await;
                     failures += 1;
                     continue;
@@ -350,12 +352,4 @@ fn content_range_start(response: &reqwest::Response) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Network trouble and busy or restarting servers are worth another try; refusals are not.
-fn is_retryable(error: &ClientError) -> bool {
-    match error {
-        ClientError::Http(e) => !e.is_builder(),
-        ClientError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
-    }
 }

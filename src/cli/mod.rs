@@ -9,7 +9,6 @@ mod progress;
 mod query;
 mod send;
 mod send_state;
-mod size;
 
 use anyhow::Context;
 use broker_protocol::client::{BrokerClient, ClientError};

@@ -1,7 +1,7 @@
 //! Progress on stderr: an indicatif bar on a terminal, otherwise a plain line at most once a second
 //! (`progress: DONE/TOTAL bytes (P%), RATE`), which logs and tests can read.
 
-use super::size::human;
+use broker_protocol::size::human;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,8 @@
 //! `broker list` (the search endpoint, one line per transfer) and `broker status ID` (the overview).
 //! Both answer for whoever the token is for: the sender or a recipient.
 
-use super::size::human;
 use super::{api_error, print_json, ClientArgs};
+use broker_protocol::size::human;
 use broker_protocol::transfer::FileTransferOverview;
 use uuid::Uuid;
 

@@ -5,11 +5,11 @@
 use super::digest::digest_file;
 use super::progress::Progress;
 use super::send_state::{FileIdentity, SendState, StateStore, UploadPart};
-use super::size::{parse_positive_size, split_ranges};
 use super::{api_error, print_json, tus_error, ClientArgs, TransferReport};
 use anyhow::Context;
 use broker_protocol::client::BrokerClient;
 use broker_protocol::rate::RateLimiter;
+use broker_protocol::size::{parse_positive_size, split_ranges};
 use broker_protocol::transfer::{FileTransferInitialize, FileTransferOverview};
 use broker_protocol::tus::{is_not_found, TusClient};
 use broker_protocol::FileTransferStatus;

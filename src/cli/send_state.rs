@@ -93,10 +93,7 @@ impl StateStore {
         key.update([0]);
         key.update(file.size.to_le_bytes());
         key.update(file.modified_ns.to_le_bytes());
-        let key: String = key.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let key = broker_actors::upload::hex(&key.finalize()[..16]);
         self.dir.join(format!("send-{key}.json"))
     }
 

@@ -25,11 +25,10 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_actors::upload::HashState;
 use broker_protocol::{ErrorCode, FileTransferStatus};
+pub(crate) use broker_protocol::{TUS_OFFSET_CONTENT_TYPE as OFFSET_CONTENT_TYPE, TUS_VERSION};
 
-pub(crate) const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation,expiration";
-const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 pub(crate) fn tus_header(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
     (
