@@ -50,10 +50,9 @@ impl Peer {
 
     /// The size of the file the peer stored for the upload at `upload_url` (its last path segment is
     /// the upload id; both peers name the data file by it).
-    pub fn stored_size(&self, upload_url: &reqwest::Url) -> Option<u64> {
-        let id = upload_url.path_segments()?.next_back()?.to_string();
-        find_file(self.data_dir.path(), &id)
-            .and_then(|p| std::fs::metadata(p).ok().map(|m| m.len()))
+    pub fn stored_size(&self, upload_url: &str) -> Option<u64> {
+        let id = upload_url.trim_end_matches('/').rsplit('/').next()?;
+        find_file(self.data_dir.path(), id).and_then(|p| std::fs::metadata(p).ok().map(|m| m.len()))
     }
 }
 

@@ -10,6 +10,7 @@ use crate::report::ScenarioResult;
 use crate::tus::{Mode, TusEndpoint};
 use crate::MIB;
 use anyhow::{bail, Context as _};
+use broker_protocol::client::BrokerClient;
 use broker_protocol::FileTransferStatus;
 use serde_json::json;
 use std::path::Path;
@@ -112,15 +113,8 @@ async fn broker_upload(
     crate::payload::warm(path)?;
     let id = ctx.initialize("broker-bench.bin").await?;
     let sender = &ctx.target.sender;
-    let endpoint = TusEndpoint {
-        http: sender.http().clone(),
-        creation_url: format!(
-            "{}/broker/api/v1/filetransfer/upload/tus/{id}",
-            sender.base_url()
-        )
-        .parse()?,
-        bearer: sender.token().map(str::to_string),
-    };
+    let upload_url = broker_protocol::tus::TusClient::new(sender)?.upload_url(id);
+    let endpoint = TusEndpoint::new(sender, upload_url)?;
     let started = Instant::now();
     let (answered, _) = endpoint.upload(path, size, mode).await?;
     let overview = loop {
@@ -160,11 +154,10 @@ async fn measure_peer(
     let peer = Peer::start(name, &ctx.cache_dir, &ctx.disk_dir(), o.size)
         .with_context(|| format!("peer {name}"))?;
     let key = name.replace('-', "_");
-    let endpoint = TusEndpoint {
-        http: reqwest::Client::new(),
-        creation_url: peer.creation_url.parse()?,
-        bearer: None,
-    };
+    let endpoint = TusEndpoint::new(
+        &BrokerClient::new(&peer.creation_url),
+        peer.creation_url.clone(),
+    )?;
     let watch = ProcWatch::start(peer.pid());
     for (mode_name, mode) in modes(o) {
         if matches!(mode, Mode::Parallel(_)) && !endpoint.offers("concatenation").await? {
