@@ -225,6 +225,27 @@ impl Fixture {
         );
     }
 
+    /// Waits (up to 30 s) until the transfer is Published, then checks that its SHA-256 and MD5 are
+    /// those of `content` and that the first recipient downloads exactly `content`.
+    pub async fn assert_published(&self, id: Uuid, content: &[u8]) {
+        let overview = crate::support::wait_for_status(
+            &self.sender,
+            id,
+            broker_protocol::FileTransferStatus::Published,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            overview.summary.sha256.as_deref(),
+            Some(sha256_hex(content).as_str())
+        );
+        assert_eq!(
+            overview.summary.checksum.as_deref(),
+            Some(md5_hex(content).as_str())
+        );
+        self.assert_recipient_downloads(id, content).await;
+    }
+
     /// Initializes and uploads `content`; the transfer ends Published.
     pub async fn publish(&self, recipients: &[&str], content: &[u8]) -> Uuid {
         let id = self.initialize(recipients).await;

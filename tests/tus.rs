@@ -1,6 +1,7 @@
 //! tus 1.0.0 resumable uploads: one test per protocol rule, and uploads that break off and resume.
 
 use crate::common::*;
+use broker_protocol::client::BrokerClient;
 use broker_protocol::FileTransferStatus;
 use reqwest::{Method, Response};
 use uuid::Uuid;
@@ -63,8 +64,12 @@ pub(crate) async fn patch(f: &Fixture, id: Uuid, offset: u64, bytes: &[u8]) -> R
 }
 
 pub(crate) async fn head_offset(f: &Fixture, id: Uuid) -> u64 {
-    let r = f
-        .sender
+    head_offset_as(&f.sender, id).await
+}
+
+/// The upload's offset as `client` sees it with HEAD.
+pub(crate) async fn head_offset_as(client: &BrokerClient, id: Uuid) -> u64 {
+    let r = client
         .request(Method::HEAD, &tus_path(id))
         .header("tus-resumable", "1.0.0")
         .send()
@@ -575,18 +580,7 @@ async fn parallel_parts_are_concatenated_in_order_and_the_final_needs_every_part
         done.headers()["upload-length"],
         content.len().to_string().as_str()
     );
-    let overview = crate::support::wait_for_status(
-        &f.sender,
-        id,
-        FileTransferStatus::Published,
-        std::time::Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        overview.summary.sha256.as_deref(),
-        Some(sha256_hex(&content).as_str())
-    );
-    f.assert_recipient_downloads(id, &content).await;
+    f.assert_published(id, &content).await;
     // Ranges span the parts.
     let r = f
         .recipient

@@ -72,21 +72,7 @@ impl Case {
     }
 
     async fn assert_published(&self) {
-        // A concatenated upload is verified and published shortly after its final POST.
-        let overview = crate::support::wait_for_status(
-            &self.f.sender,
-            self.id,
-            FileTransferStatus::Published,
-            std::time::Duration::from_secs(30),
-        )
-        .await;
-        assert_eq!(
-            overview.summary.sha256.as_deref(),
-            Some(sha256_hex(&self.content).as_str())
-        );
-        self.f
-            .assert_recipient_downloads(self.id, &self.content)
-            .await;
+        self.f.assert_published(self.id, &self.content).await;
     }
 }
 

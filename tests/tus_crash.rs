@@ -3,6 +3,7 @@
 
 use crate::cli::{serve, token};
 use crate::common::*;
+use crate::tus::{head_offset_as, tus_path};
 use broker_protocol::client::BrokerClient;
 use broker_protocol::resource::ResourceUpdate;
 use broker_protocol::transfer::FileTransferInitialize;
@@ -11,24 +12,6 @@ use reqwest::Method;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
-
-fn path(id: Uuid) -> String {
-    format!("/filetransfer/upload/tus/{id}")
-}
-
-async fn head_offset(client: &BrokerClient, id: Uuid) -> u64 {
-    let r = client
-        .request(Method::HEAD, &path(id))
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    r.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 /// Streams `body` as one PATCH at `offset` over a raw connection, slowly enough to be killed mid-way;
 /// `sent` counts the bytes handed to the socket.
@@ -44,7 +27,7 @@ fn start_patch(
     let head = format!(
         "PATCH /broker/api/v1{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\nContent-Length: {}\r\n\r\n",
-        path(id),
+        tus_path(id),
         body.len()
     );
     tokio::spawn(async move {
@@ -90,7 +73,7 @@ async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_res
     };
     let id = sender.initialize(&body).await.unwrap();
     let created = sender
-        .request(Method::POST, &path(id))
+        .request(Method::POST, &tus_path(id))
         .header("tus-resumable", "1.0.0")
         .header("upload-length", content.len())
         .send()
@@ -127,7 +110,7 @@ async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_res
         patch.abort();
         served = serve(&data);
         let sender = client(&served, SENDER, &format!("{WRITE} {READ}"));
-        let durable = head_offset(&sender, id).await;
+        let durable = head_offset_as(&sender, id).await;
         assert!(
             durable >= offset,
             "the durable offset went back from {offset} to {durable}"
@@ -158,7 +141,7 @@ async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_res
     // The upload resumes from the durable offset and publishes exactly the file.
     let sender = client(&served, SENDER, &format!("{WRITE} {READ}"));
     let r = sender
-        .request(Method::PATCH, &path(id))
+        .request(Method::PATCH, &tus_path(id))
         .header("tus-resumable", "1.0.0")
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", offset)
