@@ -194,6 +194,14 @@ fn send_json(s: &Setup, file: &Path, extra: &[&str]) -> Value {
     report(&succeed(s.broker(Some(&s.sender), &args)))
 }
 
+/// Sends the file (published and verified) and returns its fileTransferId.
+fn send_for_id(s: &Setup, file: &Path) -> String {
+    send_json(s, file, &[])["fileTransferId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_with_four_parallel_parts_publishes_the_file_and_the_recipient_fetches_the_same_bytes()
 {
@@ -326,10 +334,7 @@ async fn killed_fetch_resumes(parallel: &str) {
     let s = Setup::new().await;
     let size = 16 * MIB;
     let (file, sha) = s.file("download.bin", size, 6);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
     let slow = [
         "fetch",
         &id,
@@ -388,10 +393,7 @@ async fn a_killed_parallel_fetch_continues_every_range_when_run_again() {
 async fn a_part_file_corrupted_before_the_resume_fails_verification_and_leaves_no_file() {
     let s = Setup::new().await;
     let (file, _) = s.file("fragile.bin", 8 * MIB, 7);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
     let slow = ["fetch", &id, "-o", "out.bin", "--limit-rate", "2MiB"];
     kill_after_progress(s.broker(Some(&s.recipient), &slow), MIB as u64);
     let part = s.work().join("out.bin.part");
@@ -412,10 +414,7 @@ async fn a_part_file_corrupted_before_the_resume_fails_verification_and_leaves_n
 async fn fetch_with_confirm_leaves_the_recipient_download_confirmed() {
     let s = Setup::new().await;
     let (file, _) = s.file("confirm.bin", 100_000, 8);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
     succeed(s.broker(
         Some(&s.recipient),
         &["fetch", &id, "-o", "got.bin", "--confirm"],
@@ -432,10 +431,7 @@ async fn fetch_with_confirm_leaves_the_recipient_download_confirmed() {
 async fn list_and_status_show_the_transfer_to_its_sender_and_its_recipient() {
     let s = Setup::new().await;
     let (file, sha) = s.file("listed.txt", 1234, 9);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
     let token_file = s.dir.path().join("recipient.token");
     std::fs::write(&token_file, format!("{}\n", s.recipient)).unwrap();
     let token_file = token_file.to_str().unwrap();
@@ -488,10 +484,7 @@ async fn list_and_status_show_the_transfer_to_its_sender_and_its_recipient() {
 async fn callers_without_access_fail_with_one_line_saying_why() {
     let s = Setup::new().await;
     let (file, _) = s.file("private.bin", 5000, 10);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
 
     let reason = fail(s.broker(Some(&s.outsider), &["status", &id]));
     assert!(
@@ -534,10 +527,7 @@ async fn callers_without_access_fail_with_one_line_saying_why() {
 async fn fetch_never_replaces_an_existing_file_unless_forced() {
     let s = Setup::new().await;
     let (file, sha) = s.file("report.bin", 20_000, 11);
-    let id = send_json(&s, &file, &[])["fileTransferId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = send_for_id(&s, &file);
     let mine = s.work().join("mine.bin");
     std::fs::write(&mine, b"the user's own file").unwrap();
     let reason = fail(s.broker(Some(&s.recipient), &["fetch", &id, "-o", "mine.bin"]));
