@@ -80,15 +80,7 @@ impl AppState {
     /// Authenticates the bearer token and checks the endpoint's scope: 401 without a valid token,
     /// 403 (empty body) without the scope.
     pub async fn authorize(&self, headers: &HeaderMap, policy: Policy) -> Result<Caller, ApiError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(ApiError::Unauthenticated)?;
+        let token = bearer_token(headers).ok_or(ApiError::Unauthenticated)?;
         let caller = self.auth.authenticate(token).await.map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             ApiError::Unauthenticated
@@ -101,20 +93,13 @@ impl AppState {
 
     /// The bearer token of a request, if any.
     pub fn bearer<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+        bearer_token(headers)
     }
 
     /// The transfer, or 404 `BRO-00001`.
-    pub async fn transfer(&self, id: Uuid, with_history: bool) -> Result<TransferView, ApiError> {
+    pub async fn transfer(&self, id: Uuid) -> Result<TransferView, ApiError> {
         self.store
-            .transfer(id, with_history)
+            .transfer(id)
             .await?
             .ok_or(ApiError::Code(ErrorCode::FileTransferNotFound))
     }
@@ -161,8 +146,13 @@ impl AppState {
 /// The largest file a transfer may hold: the global cap, the virus-scan cap when scanned, and the
 /// resource's own maximum.
 pub fn size_limit(view: &TransferView, resource: &ResourceRow) -> u64 {
+    max_file_size(view.use_virus_scan, resource)
+}
+
+/// [`size_limit`] for a transfer not yet created.
+pub fn max_file_size(use_virus_scan: bool, resource: &ResourceRow) -> u64 {
     let mut limit = MAX_FILE_SIZE;
-    if view.use_virus_scan {
+    if use_virus_scan {
         limit = limit.min(MAX_VIRUS_SCAN_SIZE);
     }
     if let Some(max) = resource.max_file_transfer_size {
@@ -200,10 +190,20 @@ pub fn parse_transfer_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::field("fileTransferId", format!("The value '{raw}' is not valid.")))
 }
 
-/// Requires a JSON content type (415 otherwise) and decodes with ASP.NET's input rules.
-pub fn decode_json<T: DeserializeOwned + WireFields>(
+/// `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Reads a JSON request body: a JSON content type (415 otherwise), at most `limits.max_json_body_bytes`
+/// (413), bound with ASP.NET's input rules (400 ValidationProblemDetails naming the property).
+pub async fn json_body<T: DeserializeOwned + WireFields>(
+    app: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: axum::body::Body,
 ) -> Result<T, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -218,5 +218,8 @@ pub fn decode_json<T: DeserializeOwned + WireFields>(
     if !(essence == "application/json" || essence == "text/json" || essence.ends_with("+json")) {
         return Err(ApiError::UnsupportedMediaType("application/json"));
     }
-    decode_case_insensitive(body).map_err(|e| ApiError::field("$", e.to_string()))
+    let bytes =
+        crate::http::body::read_limited(headers, body, app.config.limits.max_json_body_bytes)
+            .await?;
+    decode_case_insensitive(&bytes).map_err(|e| ApiError::field(&e.path, e.message))
 }

@@ -12,6 +12,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,8 +25,20 @@ pub struct ServerConfig {
     /// A request body slower than this (bytes/s, averaged) after the grace period is cut off.
     pub min_data_rate: u64,
     pub min_data_rate_grace_secs: u64,
-    /// An upload body that sends nothing for this long is cut off (its slot frees up for a retry).
+    /// A request body (an upload, mostly) that sends nothing for this long is cut off (its slot frees
+    /// up for a retry).
     pub upload_idle_timeout_secs: u64,
+    /// Open connections at most. At the cap a new connection closes the oldest one that is idle or has
+    /// not finished its request head; only when every connection is busy is it refused (503).
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (from connecting, or from its first byte after
+    /// an idle period), as Kestrel's RequestHeadersTimeout.
+    pub header_read_timeout_secs: u64,
+    /// An idle connection between requests is closed after this long.
+    pub keep_alive_timeout_secs: u64,
+    /// The largest request head (request line and headers). A tus `final` POST lists every part's
+    /// URL in one header, about 115 bytes each.
+    pub max_header_bytes: usize,
     /// Uploads streaming at once; more get 503 `BRO-09007` (retryable).
     pub max_concurrent_uploads: usize,
     /// A resumable (tus) upload untouched this long expires: its bytes are removed (sliding, 24 h).
@@ -38,6 +51,31 @@ pub struct ServerConfig {
     /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
     pub shutdown_grace_secs: u64,
 }
+
+/// Bounds on what one request may ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Recipients one transfer may name (as sent, before duplicates are merged).
+    pub max_recipients: usize,
+    /// Partial uploads (tus concatenation) one transfer may have at once.
+    pub max_tus_parts: usize,
+    /// The largest JSON request body; larger ones get 413 `BRO-09008`.
+    pub max_json_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_recipients: 1000,
+            max_tus_parts: 1000,
+            max_json_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The most recipients `limits.max_recipients` may allow: bodies are parsed no further than this.
+pub const RECIPIENTS_CEILING: usize = broker_protocol::transfer::RECIPIENTS_CEILING;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +165,10 @@ impl Default for ServerConfig {
             min_data_rate: 100,
             min_data_rate_grace_secs: 10,
             upload_idle_timeout_secs: 120,
+            max_connections: 8192,
+            header_read_timeout_secs: 30,
+            keep_alive_timeout_secs: 120,
+            max_header_bytes: 128 << 10,
             max_concurrent_uploads: 256,
             tus_upload_expiry_secs: 86_400,
             tus_sweep_interval_secs: 60,
@@ -231,6 +273,32 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let server = &self.server;
+        if server.max_connections == 0 {
+            return invalid("server.max_connections must be at least 1".into());
+        }
+        if server.header_read_timeout_secs == 0 || server.keep_alive_timeout_secs == 0 {
+            return invalid(
+                "server.header_read_timeout_secs and server.keep_alive_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if server.max_header_bytes < 4096 {
+            return invalid("server.max_header_bytes must be at least 4096".into());
+        }
+        let limits = &self.limits;
+        if limits.max_recipients == 0 || limits.max_recipients > RECIPIENTS_CEILING {
+            return invalid(format!(
+                "limits.max_recipients must be between 1 and {RECIPIENTS_CEILING}"
+            ));
+        }
+        if limits.max_tus_parts == 0 {
+            return invalid("limits.max_tus_parts must be at least 1".into());
+        }
+        if limits.max_json_body_bytes < 1024 {
+            return invalid("limits.max_json_body_bytes must be at least 1024".into());
+        }
         if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
             return Err(ConfigError::Invalid(
                 "registry.mode = \"file\" needs registry.file".into(),

@@ -100,10 +100,7 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
     let Some(length) = row.length.filter(|l| *l == row.offset) else {
         return Ok(());
     };
-    let view = app
-        .transfer(id, false)
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let view = app.transfer(id).await.map_err(|e| format!("{e:?}"))?;
     match view.status {
         // The server stopped (or the request was cut off) between storing the last byte and
         // recording it: record it now. The check, if any, goes on below (`start` sees this one run).

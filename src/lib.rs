@@ -148,6 +148,20 @@ pub async fn serve(
         );
     }
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let open_files = http::connections::raise_open_file_limit();
+    let server = &config.server;
+    let limits = http::connections::Limits {
+        max_connections: http::connections::effective_max_connections(
+            server.max_connections,
+            open_files,
+        ),
+        header_read_timeout: std::time::Duration::from_secs(server.header_read_timeout_secs),
+        keep_alive_timeout: std::time::Duration::from_secs(server.keep_alive_timeout_secs),
+        max_header_bytes: server.max_header_bytes,
+        min_data_rate: server.min_data_rate,
+        min_data_rate_grace: std::time::Duration::from_secs(server.min_data_rate_grace_secs),
+        body_idle_timeout: std::time::Duration::from_secs(server.upload_idle_timeout_secs),
+    };
     let app = build(config).await?;
     // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
     println!("listening on http://{local}");
@@ -156,20 +170,14 @@ pub async fn serve(
     finalize::recover(&app).await;
     let router = http::router(app);
     let signal = stopping.clone();
-    // Small responses must not wait for delayed ACKs (Nagle): every accepted socket gets TCP_NODELAY.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
         signal.cancel();
     });
+    let server = http::connections::serve(listener, router, limits, stopping.clone());
     let outcome = tokio::select! {
-        result = server => result.context("server failed"),
+        () = server => Ok(()),
         _ = async move { stopping.cancelled_owned().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
             Ok(())

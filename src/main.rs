@@ -3,6 +3,11 @@
 
 mod cli;
 
+/// mimalloc returns freed memory to the system promptly, so RSS falls back after a burst of
+/// connections instead of staying at its peak (glibc keeps per-thread arenas).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use broker::auth::dev_issuer::DevIssuer;
 use broker::config::{Config, Overrides};

@@ -14,6 +14,8 @@ mod config_errors;
 mod endpoints;
 mod errors;
 mod events;
+mod hardening_connections;
+mod hardening_input;
 mod headers;
 mod issuers;
 mod json_input;

@@ -93,11 +93,10 @@ pub(crate) fn offset_of(r: &Response) -> u64 {
 }
 
 #[tokio::test]
-async fn options_advertises_the_protocol_without_a_token() {
+async fn options_advertises_the_protocol_to_a_sender() {
     let f = Fixture::new().await;
     let r = f
-        .server
-        .anonymous()
+        .sender
         .request(Method::OPTIONS, &tus_path(Uuid::new_v4()))
         .send()
         .await

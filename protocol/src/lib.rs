@@ -13,6 +13,7 @@ pub mod size;
 pub mod status;
 pub mod time;
 pub mod transfer;
+pub mod tus_headers;
 
 #[cfg(feature = "client")]
 pub mod client;

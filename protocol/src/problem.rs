@@ -66,6 +66,10 @@ catalogue! {
     FileTransferExpired = 9005, 410, "The file transfer has expired and its file is no longer available.";
     ShuttingDown = 9006, 503, "The broker is shutting down. Retry against another node or in a moment.";
     TooManyUploads = 9007, 503, "Too many uploads are streaming at once. Retry in a moment.";
+    RequestBodyTooLarge = 9008, 413, "The request body is larger than this endpoint accepts.";
+    RequestBodyTooSlow = 9009, 408, "The request body arrived too slowly and was cut off. Retry the request.";
+    TooManyConnections = 9010, 503, "The broker has too many open connections. Retry in a moment.";
+    TooManyTusParts = 9011, 400, "The file transfer has as many partial uploads as the broker allows. Join or delete parts before creating more.";
 }
 
 impl ErrorCode {
@@ -102,6 +106,10 @@ pub fn type_and_title(status: u16) -> (&'static str, &'static str) {
         406 => (
             "https://tools.ietf.org/html/rfc9110#section-15.5.7",
             "Not Acceptable",
+        ),
+        408 => (
+            "https://tools.ietf.org/html/rfc9110#section-15.5.9",
+            "Request Timeout",
         ),
         409 => (
             "https://tools.ietf.org/html/rfc9110#section-15.5.10",

@@ -30,11 +30,12 @@ impl ByteRange {
         }
         let (first, last) = spec.split_once('-')?;
         let (first, last) = (first.trim(), last.trim());
+        // Altinn parses positions as a .NET `long`: a number past i64::MAX is unparsable, so ignored.
         let number = |s: &str| -> Option<u64> {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            s.parse().ok()
+            s.parse::<i64>().ok().map(|n| n as u64)
         };
         match (first.is_empty(), last.is_empty()) {
             (true, true) => None,
@@ -72,6 +73,10 @@ mod tests {
         assert_eq!(ByteRange::parse("BYTES=0-9"), Some(ByteRange::FromTo(0, 9)));
         assert_eq!(ByteRange::parse("bytes=5-"), Some(ByteRange::From(5)));
         assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
+        assert_eq!(
+            ByteRange::parse("bytes=9223372036854775807-"),
+            Some(ByteRange::From(i64::MAX as u64))
+        );
     }
 
     #[test]
@@ -85,6 +90,9 @@ mod tests {
             "items=0-1",
             "bytes=-",
             "bytes=1-x",
+            "bytes=9223372036854775808-",
+            "bytes=18446744073709551615-",
+            "bytes=0-99999999999999999999",
         ] {
             assert_eq!(ByteRange::parse(h), None, "{h}");
         }

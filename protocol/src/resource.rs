@@ -29,15 +29,18 @@ pub struct ResourceUpdate {
 }
 
 impl WireFields for ResourceUpdate {
-    const FIELDS: &'static [&'static str] = &[
-        "maxFileTransferSize",
-        "fileTransferTimeToLive",
-        "purgeFileTransferAfterAllRecipientsConfirmed",
-        "purgeFileTransferGracePeriod",
-        "useManifestFileShim",
-        "externalServiceCodeLegacy",
-        "externalServiceEditionCodeLegacy",
-        "requiredParty",
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("maxFileTransferSize", "an integer"),
+        ("fileTransferTimeToLive", "an ISO-8601 duration string"),
+        ("purgeFileTransferAfterAllRecipientsConfirmed", "a boolean"),
+        (
+            "purgeFileTransferGracePeriod",
+            "an ISO-8601 duration string",
+        ),
+        ("useManifestFileShim", "a boolean"),
+        ("externalServiceCodeLegacy", "a string"),
+        ("externalServiceEditionCodeLegacy", "a 32-bit integer"),
+        ("requiredParty", "a string"),
     ];
 }
 
@@ -65,7 +68,7 @@ pub struct ServiceOwnerInitialize {
 }
 
 impl WireFields for ServiceOwnerInitialize {
-    const FIELDS: &'static [&'static str] = &["name"];
+    const FIELDS: &'static [(&'static str, &'static str)] = &[("name", "a string")];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

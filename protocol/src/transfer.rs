@@ -1,6 +1,6 @@
 //! File-transfer request and response bodies.
 
-use crate::json::WireFields;
+use crate::json::{bounded_string_map, bounded_strings, WireFields};
 use crate::status::{FileTransferStatus, RecipientStatus};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -21,9 +21,10 @@ pub struct FileTransferInitialize {
     pub senders_file_transfer_reference: Option<String>,
     #[serde(default)]
     pub sender: Option<String>,
-    #[serde(default)]
+    /// At most [`RECIPIENTS_CEILING`] + 1 are read from a body; the configured maximum is lower.
+    #[serde(default, deserialize_with = "bounded_strings::<_, RECIPIENTS_CEILING>")]
     pub recipients: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_string_map::<_, MAX_PROPERTIES>")]
     pub property_list: Option<BTreeMap<String, String>>,
     /// Optional MD5 of the file: 32 lower-case hex characters.
     #[serde(default)]
@@ -36,16 +37,21 @@ fn omitted_reference() -> Option<String> {
     Some(String::new())
 }
 
+/// The most recipients a broker may be configured to accept on one transfer.
+pub const RECIPIENTS_CEILING: usize = 100_000;
+/// Properties one transfer may carry (spec 1.2).
+pub const MAX_PROPERTIES: usize = 10;
+
 impl WireFields for FileTransferInitialize {
-    const FIELDS: &'static [&'static str] = &[
-        "fileName",
-        "resourceId",
-        "sendersFileTransferReference",
-        "sender",
-        "recipients",
-        "propertyList",
-        "checksum",
-        "disableVirusScan",
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("fileName", "a string"),
+        ("resourceId", "a string"),
+        ("sendersFileTransferReference", "a string"),
+        ("sender", "a string"),
+        ("recipients", "an array of strings"),
+        ("propertyList", "an object with string values"),
+        ("checksum", "a string"),
+        ("disableVirusScan", "a boolean"),
     ];
 }
 
@@ -138,7 +144,7 @@ impl FileTransferInitialize {
             }
         }
         if let Some(props) = &self.property_list {
-            if props.len() > 10 {
+            if props.len() > MAX_PROPERTIES {
                 fail(
                     "PropertyList",
                     "PropertyList can contain at most 10 properties".into(),

@@ -106,9 +106,6 @@ pub struct TransferView {
     pub published: Option<Timestamp>,
     pub property_list: BTreeMap<String, String>,
     pub recipients: Vec<RecipientRow>,
-    /// Filled only when asked for (details).
-    pub status_history: Vec<FileTransferStatusEntry>,
-    pub recipient_history: Vec<RecipientStatusEntry>,
 }
 
 impl TransferView {
@@ -140,6 +137,16 @@ pub struct TusRow {
     pub joined: bool,
 }
 
+/// What creating a part of a concatenated upload came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartAdmission {
+    Created,
+    /// The transfer has as many parts as allowed.
+    TooManyParts,
+    /// The parts' declared lengths would exceed the transfer's maximum size.
+    TooLarge,
+}
+
 #[async_trait]
 pub trait Store: LifecycleStore {
     async fn health(&self) -> Result<(), StoreError>;
@@ -161,11 +168,30 @@ pub trait Store: LifecycleStore {
         t: NewTransfer,
         events: Vec<CloudEvent>,
     ) -> Result<Created, StoreError>;
-    async fn transfer(
+    async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError>;
+    /// The newest transfer `sender_org` initialized with the Idempotency-Key `key` after `since`, with
+    /// the fingerprint of that request.
+    async fn idempotent_transfer(
+        &self,
+        sender_org: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<(Uuid, Option<String>)>, StoreError>;
+    /// Up to `limit` rows of the transfer's status history after the row `after` (a `seq`; 0 for the
+    /// first page), in order, each with its `seq`: histories are read page by page.
+    async fn status_history(
         &self,
         id: Uuid,
-        with_history: bool,
-    ) -> Result<Option<TransferView>, StoreError>;
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, FileTransferStatusEntry)>, StoreError>;
+    /// The recipients' history, paged as [`Store::status_history`].
+    async fn recipient_history(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, RecipientStatusEntry)>, StoreError>;
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError>;
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Starts (or restarts) a resumable upload at offset 0: the transfer's own (`part` = "") or a part
@@ -193,8 +219,22 @@ pub trait Store: LifecycleStore {
     /// Records the transfer's upload as joined from parts: complete at `size` bytes.
     async fn record_joined_tus(&self, id: Uuid, size: u64, at: Timestamp)
         -> Result<(), StoreError>;
-    /// Whether the transfer has a resumable upload (or part) in progress.
-    async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Creates a part of a concatenated upload, unless the transfer already has `max_parts` parts or
+    /// the parts' declared lengths would add up past `max_total` (checked and written atomically).
+    async fn create_tus_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        length: u64,
+        at: Timestamp,
+        max_parts: usize,
+        max_total: u64,
+    ) -> Result<PartAdmission, StoreError>;
+    /// Removes a resumable upload (or part) the client terminated, noting the time (spec 4.6).
+    async fn terminate_tus(&self, id: Uuid, part: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Whether the transfer has a resumable upload (or part) in progress, or had one terminated at or
+    /// after `since`.
+    async fn tus_active(&self, id: Uuid, since: Timestamp) -> Result<bool, StoreError>;
     /// Resumable uploads whose every byte is stored but whose transfer was not verified yet (the server
     /// stopped before its background check finished).
     async fn unverified_uploads(&self) -> Result<Vec<Uuid>, StoreError>;

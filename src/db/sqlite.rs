@@ -579,11 +579,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn transfer(
-        &self,
-        id: Uuid,
-        with_history: bool,
-    ) -> Result<Option<TransferView>, StoreError> {
+    async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
         let key = id.to_string();
         let row = sqlx::query(
             "SELECT resource_id, file_name, senders_reference, sender, sender_org, checksum, sha256, use_virus_scan,
@@ -595,7 +591,7 @@ impl Store for SqliteStore {
         .await
         .map_err(failure)?;
         let Some(row) = row else { return Ok(None) };
-        let mut view = TransferView {
+        Ok(Some(TransferView {
             id,
             resource_id: row.get(0),
             file_name: row.get(1),
@@ -614,35 +610,92 @@ impl Store for SqliteStore {
             published: row.get::<Option<&str>, _>(14).map(ts).transpose()?,
             property_list: serde_json::from_str(row.get::<&str, _>(15)).map_err(failure)?,
             recipients: self.recipients(&key).await?,
-            status_history: vec![],
-            recipient_history: vec![],
-        };
-        if with_history {
-            let rows = sqlx::query("SELECT status, text, changed FROM file_transfer_status_history WHERE file_transfer_id = ? ORDER BY seq")
-                .bind(&key).fetch_all(&self.reads).await.map_err(failure)?;
-            for r in rows {
-                let status = status_of(r.get(0))?;
-                view.status_history.push(FileTransferStatusEntry {
-                    file_transfer_status: status,
-                    file_transfer_status_text: r
-                        .get::<Option<String>, _>(1)
-                        .unwrap_or_else(|| status.default_text().to_string()),
-                    file_transfer_status_changed: ts(r.get::<&str, _>(2))?,
-                });
-            }
-            let rows = sqlx::query("SELECT recipient, status, changed FROM recipient_status_history WHERE file_transfer_id = ? ORDER BY seq")
-                .bind(&key).fetch_all(&self.reads).await.map_err(failure)?;
-            for r in rows {
-                let status = recipient_status_of(r.get(1))?;
-                view.recipient_history.push(RecipientStatusEntry {
-                    recipient: r.get(0),
-                    recipient_file_transfer_status_code: status,
-                    recipient_file_transfer_status_text: status.text().to_string(),
-                    recipient_file_transfer_status_changed: ts(r.get::<&str, _>(2))?,
-                });
-            }
-        }
-        Ok(Some(view))
+        }))
+    }
+
+    async fn idempotent_transfer(
+        &self,
+        sender_org: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<(Uuid, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, idempotency_hash FROM file_transfers
+             WHERE sender_org = ? AND idempotency_key = ? AND created > ? ORDER BY created DESC LIMIT 1",
+        )
+        .bind(sender_org)
+        .bind(key)
+        .bind(time::format(&since))
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(failure)?;
+        row.map(|r| Ok((r.get::<&str, _>(0).parse().map_err(failure)?, r.get(1))))
+            .transpose()
+    }
+
+    async fn status_history(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, FileTransferStatusEntry)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, status, text, changed FROM file_transfer_status_history
+             WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(failure)?;
+        rows.iter()
+            .map(|r| {
+                let status = status_of(r.get(1))?;
+                Ok((
+                    r.get(0),
+                    FileTransferStatusEntry {
+                        file_transfer_status: status,
+                        file_transfer_status_text: r
+                            .get::<Option<String>, _>(2)
+                            .unwrap_or_else(|| status.default_text().to_string()),
+                        file_transfer_status_changed: ts(r.get::<&str, _>(3))?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn recipient_history(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, RecipientStatusEntry)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, recipient, status, changed FROM recipient_status_history
+             WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(failure)?;
+        rows.iter()
+            .map(|r| {
+                let status = recipient_status_of(r.get(2))?;
+                Ok((
+                    r.get(0),
+                    RecipientStatusEntry {
+                        recipient: r.get(1),
+                        recipient_file_transfer_status_code: status,
+                        recipient_file_transfer_status_text: status.text().to_string(),
+                        recipient_file_transfer_status_changed: ts(r.get::<&str, _>(3))?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError> {
@@ -799,13 +852,86 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn tus_active(&self, id: Uuid) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM tus_uploads WHERE file_transfer_id = ? LIMIT 1")
-            .bind(id.to_string())
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(failure)?;
-        Ok(row.is_some())
+    async fn create_tus_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        length: u64,
+        at: Timestamp,
+        max_parts: usize,
+        max_total: u64,
+    ) -> Result<PartAdmission, StoreError> {
+        let at = time::format(&at);
+        let part = part.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let key = id.to_string();
+                let row = sqlx::query(
+                    "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM tus_uploads WHERE file_transfer_id = ? AND part <> ''",
+                )
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(failure)?;
+                let (count, total) = (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64);
+                if count >= max_parts as u64 {
+                    return Ok(PartAdmission::TooManyParts);
+                }
+                if total.saturating_add(length) > max_total {
+                    return Ok(PartAdmission::TooLarge);
+                }
+                sqlx::query(
+                    "INSERT INTO tus_uploads (file_transfer_id, part, length, \"offset\", updated) VALUES (?, ?, ?, 0, ?)",
+                )
+                .bind(&key)
+                .bind(part)
+                .bind(length as i64)
+                .bind(at)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+                Ok(PartAdmission::Created)
+            })
+        })
+        .await
+    }
+
+    async fn terminate_tus(&self, id: Uuid, part: &str, at: Timestamp) -> Result<(), StoreError> {
+        let at = time::format(&at);
+        let part = part.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM tus_uploads WHERE file_transfer_id = ? AND part = ?")
+                    .bind(id.to_string())
+                    .bind(part)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                sqlx::query("UPDATE file_transfers SET tus_activity = ? WHERE id = ?")
+                    .bind(at)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn tus_active(&self, id: Uuid, since: Timestamp) -> Result<bool, StoreError> {
+        let key = id.to_string();
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM tus_uploads WHERE file_transfer_id = ?)
+                 OR EXISTS (SELECT 1 FROM file_transfers WHERE id = ? AND tus_activity >= ?)",
+        )
+        .bind(&key)
+        .bind(&key)
+        .bind(time::format(&since))
+        .fetch_one(&self.reads)
+        .await
+        .map_err(failure)?;
+        Ok(row.get::<i64, _>(0) != 0)
     }
 
     async fn unverified_uploads(&self) -> Result<Vec<Uuid>, StoreError> {

@@ -1,10 +1,10 @@
 //! Service owners, resources, the event outbox and health.
 
-use crate::app::{decode_json, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
+use crate::app::{json_body, App, Policy, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
 use crate::db::ResourceRow;
 use crate::duration::{format_timespan, parse_iso8601};
 use crate::http::error::ApiError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -24,11 +24,11 @@ use chrono::Duration;
 pub async fn create_service_owner(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let caller = app.authorize(&headers, Policy::ServiceOwner).await?;
     let org = caller.org.ok_or(ErrorCode::CallerOrganizationUnknown)?;
-    let request: ServiceOwnerInitialize = decode_json(&headers, &body)?;
+    let request: ServiceOwnerInitialize = json_body(&app, &headers, body).await?;
     let name = request
         .name
         .filter(|n| !n.trim().is_empty())
@@ -195,11 +195,11 @@ pub async fn configure_resource(
     State(app): State<App>,
     Path(resource_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let caller = app.authorize(&headers, Policy::ServiceOwner).await?;
     let org = caller.org.clone().ok_or(ErrorCode::NoAccess)?;
-    let update: ResourceUpdate = decode_json(&headers, &body)?;
+    let update: ResourceUpdate = json_body(&app, &headers, body).await?;
     validate_update(&update)?;
     let resource_id = strip_resource_urn(&resource_id).to_string();
     let existing = app.store.resource(&resource_id).await?;

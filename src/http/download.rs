@@ -9,9 +9,16 @@ use axum::response::{IntoResponse, Response};
 use broker_protocol::range::ByteRange;
 use broker_protocol::ErrorCode;
 
-/// RFC 6266 / 5987: an ASCII fallback plus the UTF-8 name, percent-encoded; control characters removed.
-pub fn content_disposition(file_name: &str) -> String {
-    let clean: String = file_name.chars().filter(|c| !c.is_control()).collect();
+/// RFC 6266 / 5987: an ASCII fallback plus the UTF-8 name, percent-encoded. Only the name's last path
+/// component is kept, without control characters; when nothing printable remains, `fallback` (the
+/// transfer id) names the file.
+pub fn content_disposition(file_name: &str, fallback: &str) -> String {
+    let last = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = last.chars().filter(|c| !c.is_control()).collect();
+    let clean = match clean.trim() {
+        "" | "." | ".." => fallback.to_string(),
+        _ => clean,
+    };
     let fallback: String = clean
         .chars()
         .map(|c| {
@@ -50,7 +57,7 @@ pub async fn download(
     // HEAD tells the size and range support without downloading, so it records no DownloadStarted.
     let head = method == Method::HEAD;
     let caller = app.authorize(&headers, Policy::Recipient).await?;
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(&id)?).await?;
     let recipient = require_recipient(&caller, &view)?;
     if !matches!(
         view.status,
@@ -123,7 +130,9 @@ pub async fn download(
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(&view.file_name)) {
+    if let Ok(v) =
+        HeaderValue::from_str(&content_disposition(&view.file_name, &view.id.to_string()))
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if range.is_some() {
@@ -141,12 +150,35 @@ mod tests {
     #[test]
     fn file_names_are_encoded_for_content_disposition() {
         assert_eq!(
-            content_disposition("rapport 2026.pdf"),
+            content_disposition("rapport 2026.pdf", "id"),
             "attachment; filename=\"rapport 2026.pdf\"; filename*=UTF-8''rapport%202026.pdf"
         );
         assert_eq!(
-            content_disposition("bl\u{e5}b\u{e6}r\"\n.txt"),
+            content_disposition("bl\u{e5}b\u{e6}r\"\n.txt", "id"),
             "attachment; filename=\"bl_b_r_.txt\"; filename*=UTF-8''bl%C3%A5b%C3%A6r%22.txt"
         );
+    }
+
+    #[test]
+    fn only_the_last_path_component_of_a_file_name_is_kept() {
+        assert_eq!(
+            content_disposition("../../etc/passwd", "id"),
+            "attachment; filename=\"passwd\"; filename*=UTF-8''passwd"
+        );
+        assert_eq!(
+            content_disposition("C:\\Users\\a\\report.pdf", "id"),
+            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+        );
+    }
+
+    #[test]
+    fn a_name_with_nothing_printable_left_falls_back_to_the_transfer_id() {
+        for name in ["\n\t", "../", "..", "dir/\u{7}", "  "] {
+            assert_eq!(
+                content_disposition(name, "5f0c"),
+                "attachment; filename=\"5f0c\"; filename*=UTF-8''5f0c",
+                "{name:?}"
+            );
+        }
     }
 }

@@ -2,8 +2,11 @@
 //! check), and the OpenAPI description generated from the handlers.
 
 pub mod admin;
+pub mod body;
+pub mod connections;
 pub mod download;
 pub mod error;
+pub mod form;
 pub mod transfers;
 pub mod tus;
 pub mod upload;
@@ -199,7 +202,16 @@ pub fn router(app: App) -> Router {
         )
         .route(
             &format!("{api}/filetransfer/upload/tus/{{id}}/partial/{{part}}"),
-            axum::routing::head(tus::head_part).patch(tus::patch_part),
+            axum::routing::head(tus::head_part)
+                .patch(tus::patch_part)
+                .delete(tus::terminate_part),
+        )
+        // The legacy form of a part's URL (spec 4.1), served as `/partial/{part}`.
+        .route(
+            &format!("{api}/filetransfer/upload/tus/{{id}}/{{part}}"),
+            axum::routing::head(tus::head_part)
+                .patch(tus::patch_part)
+                .delete(tus::terminate_part),
         );
     Router::new()
         .merge(json_routes)

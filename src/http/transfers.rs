@@ -1,13 +1,15 @@
 //! Initialize, overview, details, search and confirm.
 
-use crate::app::{decode_json, parse_transfer_id, require_party, require_recipient, App, Policy};
+use crate::app::{json_body, parse_transfer_id, require_party, require_recipient, App, Policy};
 use crate::auth::Caller;
 use crate::db::{Created, NewTransfer, SearchQuery, TransferView};
 use crate::http::error::ApiError;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use broker_actors::ports::StoreError;
 use broker_protocol::events::{CloudEvent, EventRole, EventType};
 use broker_protocol::status::Role;
 use broker_protocol::transfer::{
@@ -30,10 +32,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub async fn initialize(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
     let caller = app.authorize(&headers, Policy::Sender).await?;
-    let request: FileTransferInitialize = decode_json(&headers, &body)?;
+    let request: FileTransferInitialize = json_body(&app, &headers, body).await?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
@@ -44,14 +46,43 @@ pub async fn initialize(
     }))
 }
 
-/// The checks and effects of initialize (spec 1.2), shared with the form-data upload.
+/// The checks and effects of initialize (spec 1.2).
 pub async fn initialize_transfer(
     app: &App,
     caller: &Caller,
     request: FileTransferInitialize,
     idempotency_key: Option<String>,
 ) -> Result<Uuid, ApiError> {
-    let errors = request.validate();
+    let prepared = prepare_transfer(app, caller, request, idempotency_key).await?;
+    create_transfer(app, prepared.new).await
+}
+
+/// A transfer that passed every check of initialize, not written yet.
+pub struct PreparedTransfer {
+    pub new: NewTransfer,
+    /// The largest file it may hold.
+    pub size_limit: u64,
+}
+
+/// Every check of initialize (spec 1.2, in its order), without writing anything: the form-data upload
+/// runs them before it stores a byte, and again once it has read the whole form.
+pub async fn prepare_transfer(
+    app: &App,
+    caller: &Caller,
+    request: FileTransferInitialize,
+    idempotency_key: Option<String>,
+) -> Result<PreparedTransfer, ApiError> {
+    let mut errors = request.validate();
+    let max_recipients = app.config.limits.max_recipients;
+    if request
+        .recipients
+        .as_ref()
+        .is_some_and(|r| r.len() > max_recipients)
+    {
+        errors.entry("Recipients".into()).or_default().push(format!(
+            "The Recipients field can contain at most {max_recipients} recipients."
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -60,12 +91,14 @@ pub async fn initialize_transfer(
         strip_resource_urn(request.resource_id.as_deref().unwrap_or_default()).to_string();
     let sender = request.sender.clone().unwrap_or_default();
     let sender_org = normalize_org(&sender);
+    // The same organisation named twice (perhaps in two forms) is one recipient.
+    let mut seen = std::collections::HashSet::new();
     let recipients: Vec<String> = request
         .recipients
-        .clone()
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .map(|r| normalize_org(r))
+        .filter(|r| seen.insert(r.clone()))
         .collect();
     let resource = app.store.resource(&resource_id).await?;
     let entry = app.registry.lookup(
@@ -118,18 +151,9 @@ pub async fn initialize_transfer(
     // No scanner is configured yet, so every transfer takes the no-virus-scan path.
     let use_virus_scan = false;
     let now = app.clock.now();
-    let id = Uuid::new_v4();
-    let event = CloudEvent::new(
-        EventType::FileTransferInitialized,
-        id,
-        &resource_id,
-        &sender,
-        EventRole::Sender,
-        &crate::event_source(&app.config),
-        now,
-    );
+    let size_limit = crate::app::max_file_size(use_virus_scan, &resource);
     let new = NewTransfer {
-        id,
+        id: Uuid::new_v4(),
         resource_id,
         file_name: request.file_name.clone().unwrap_or_default(),
         senders_reference: request.senders_file_transfer_reference.clone(),
@@ -143,6 +167,21 @@ pub async fn initialize_transfer(
         expiration_time: now + resource.time_to_live(),
         idempotency: idempotency_key.map(|k| (k, fingerprint)),
     };
+    Ok(PreparedTransfer { new, size_limit })
+}
+
+/// Writes a prepared transfer (Initialized, event `filetransferinitialized`); with an idempotency key
+/// used before for the same request, the earlier transfer's id.
+pub async fn create_transfer(app: &App, new: NewTransfer) -> Result<Uuid, ApiError> {
+    let event = CloudEvent::new(
+        EventType::FileTransferInitialized,
+        new.id,
+        &new.resource_id,
+        &new.sender,
+        EventRole::Sender,
+        &crate::event_source(&app.config),
+        new.created,
+    );
     match app.store.create_transfer(new, vec![event]).await? {
         Created::New(id) | Created::Existing(id) => Ok(id),
         Created::KeyReused => Err(ErrorCode::IdempotencyKeyReused.into()),
@@ -194,7 +233,7 @@ pub async fn overview(
     headers: HeaderMap,
 ) -> Result<Json<FileTransferOverview>, ApiError> {
     let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(&id)?).await?;
     require_party(&caller, &view)?;
     let published = view.published;
     Ok(Json(FileTransferOverview {
@@ -212,17 +251,115 @@ pub async fn details(
     State(app): State<App>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<FileTransferDetails>, ApiError> {
+) -> Result<Response, ApiError> {
     let caller = app.authorize(&headers, Policy::SenderOrRecipient).await?;
-    let mut view = app.transfer(parse_transfer_id(&id)?, true).await?;
+    let view = app.transfer(parse_transfer_id(&id)?).await?;
     require_party(&caller, &view)?;
-    let status_history = std::mem::take(&mut view.status_history);
-    let recipient_history = std::mem::take(&mut view.recipient_history);
-    Ok(Json(FileTransferDetails {
+    let id = view.id;
+    let head = serde_json::to_vec(&FileTransferDetails {
         summary: summary(view),
-        file_transfer_status_history: status_history,
-        recipient_file_transfer_status_history: recipient_history,
-    }))
+        file_transfer_status_history: vec![],
+        recipient_file_transfer_status_history: vec![],
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let head = head
+        .strip_suffix(EMPTY_HISTORIES)
+        .ok_or_else(|| ApiError::Internal("the details' histories are not last".into()))?
+        .to_vec();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        Body::from_stream(details_stream(app, id, head)),
+    )
+        .into_response())
+}
+
+/// How the details body ends when both histories are empty: the histories are streamed in their place.
+const EMPTY_HISTORIES: &[u8] =
+    br#""fileTransferStatusHistory":[],"recipientFileTransferStatusHistory":[]}"#;
+/// History rows read (and held) at a time: the body's memory does not grow with the history.
+const HISTORY_PAGE: u32 = 512;
+
+enum DetailsPart {
+    Head(Vec<u8>),
+    Status { after: i64, first: bool },
+    Recipients { after: i64, first: bool },
+    Done,
+}
+
+/// The details body: the overview's fields, then each history read page by page.
+fn details_stream(
+    app: App,
+    id: Uuid,
+    head: Vec<u8>,
+) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send {
+    futures::stream::try_unfold(DetailsPart::Head(head), move |part| {
+        let app = app.clone();
+        async move {
+            let mut out = Vec::new();
+            let next = match part {
+                DetailsPart::Head(mut head) => {
+                    head.extend_from_slice(br#""fileTransferStatusHistory":["#);
+                    out = head;
+                    DetailsPart::Status {
+                        after: 0,
+                        first: true,
+                    }
+                }
+                DetailsPart::Status { after, first } => {
+                    let rows = app.store.status_history(id, after, HISTORY_PAGE).await?;
+                    let last = rows.last().map(|(seq, _)| *seq);
+                    write_entries(&mut out, rows.iter().map(|(_, e)| e), first)?;
+                    match last {
+                        Some(after) if rows.len() == HISTORY_PAGE as usize => DetailsPart::Status {
+                            after,
+                            first: false,
+                        },
+                        _ => {
+                            out.extend_from_slice(br#"],"recipientFileTransferStatusHistory":["#);
+                            DetailsPart::Recipients {
+                                after: 0,
+                                first: true,
+                            }
+                        }
+                    }
+                }
+                DetailsPart::Recipients { after, first } => {
+                    let rows = app.store.recipient_history(id, after, HISTORY_PAGE).await?;
+                    let last = rows.last().map(|(seq, _)| *seq);
+                    write_entries(&mut out, rows.iter().map(|(_, e)| e), first)?;
+                    match last {
+                        Some(after) if rows.len() == HISTORY_PAGE as usize => {
+                            DetailsPart::Recipients {
+                                after,
+                                first: false,
+                            }
+                        }
+                        _ => {
+                            out.extend_from_slice(b"]}");
+                            DetailsPart::Done
+                        }
+                    }
+                }
+                DetailsPart::Done => return Ok(None),
+            };
+            Ok(Some((Bytes::from(out), next)))
+        }
+    })
+}
+
+/// Appends JSON array elements (with the separators a page after the first needs).
+fn write_entries<'a, T: serde::Serialize + 'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = &'a T>,
+    first: bool,
+) -> Result<(), StoreError> {
+    for (i, entry) in entries.enumerate() {
+        if i > 0 || !first {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, entry).map_err(|e| StoreError::Failure(e.to_string()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, utoipa::IntoParams)]
@@ -349,7 +486,7 @@ pub async fn confirm_download(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let caller = app.authorize(&headers, Policy::Recipient).await?;
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(&id)?).await?;
     let recipient = require_recipient(&caller, &view)?;
     app.lifecycle.confirm_download(view.id, recipient).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,29 +1,22 @@
 //! Binary upload (`POST /filetransfer/{id}/upload`) and initialize-and-upload (multipart/form-data).
 //! Bodies stream through the upload pipeline; nothing is buffered whole.
 
-use crate::app::{parse_transfer_id, require_sender, size_limit, App, Policy};
-use crate::db::{ResourceRow, TransferView};
+use crate::app::{parse_transfer_id, require_sender, size_limit, App, Policy, MAX_FILE_SIZE};
+use crate::db::{NewTransfer, ResourceRow, TransferView};
 use crate::http::error::ApiError;
-use crate::http::transfers::{initialize_transfer, IDEMPOTENCY_KEY};
+use crate::http::form::{FormMetadata, FormReader, FILE_FIELD};
+use crate::http::transfers::{create_transfer, prepare_transfer, IDEMPOTENCY_KEY};
 use axum::body::{Body, Bytes};
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use broker_actors::state::UploadFailure;
+use broker_actors::state::{StoredFile, UploadFailure};
 use broker_actors::upload::{stream_into_blob, StreamError};
 use broker_actors::UploadLease;
-use broker_protocol::transfer::{FileTransferInitialize, FileTransferInitializeResponse};
+use broker_protocol::transfer::FileTransferInitializeResponse;
 use broker_protocol::{ErrorCode, FileTransferStatus};
-use futures::{Stream, StreamExt};
-use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio::time::Instant;
+use futures::Stream;
 use uuid::Uuid;
-
-/// A form-data metadata field may hold at most this much; only the file part is unbounded.
-const MAX_METADATA_FIELD: usize = 64 << 10;
-/// At most this many metadata fields (recipients are repeated fields).
-const MAX_METADATA_FIELDS: usize = 10_000;
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -48,7 +41,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
     let caller = app.authorize(&headers, Policy::Sender).await?;
-    let view = app.transfer(parse_transfer_id(&id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(&id)?).await?;
     require_sender(&caller, &view)?;
     if view.status > FileTransferStatus::UploadStarted {
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
@@ -99,59 +92,6 @@ async fn check_free_space(app: &App, len: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("the body arrived slower than {0} bytes/s")]
-    TooSlow(u64),
-    #[error("no data arrived for {0:?}")]
-    Idle(Duration),
-    #[error("{0}")]
-    Read(String),
-}
-
-/// Cuts a body off once it averages less than `rate` bytes/s after `grace` (Kestrel's minimum data
-/// rate), or when nothing arrives for `idle`: a slow multi-hour stream that still moves is never cut;
-/// a stalled one is, so its upload slot frees up for a retry.
-pub(crate) fn with_min_rate<S, E>(
-    body: S,
-    rate: u64,
-    grace: Duration,
-    idle: Duration,
-) -> impl Stream<Item = Result<Bytes, BodyError>> + Send
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-    E: std::fmt::Display,
-{
-    let start = Instant::now();
-    futures::stream::unfold(
-        (body, 0u64, false),
-        move |(mut body, total, done)| async move {
-            if done {
-                return None;
-            }
-            let idle_deadline = Instant::now() + idle;
-            let rate_deadline = (rate > 0).then(|| {
-                start + Duration::from_secs_f64((total + 1) as f64 / rate as f64).max(grace)
-            });
-            let deadline = rate_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
-            match tokio::time::timeout_at(deadline, body.next()).await {
-                Err(_) if Some(deadline) == rate_deadline => {
-                    Some((Err(BodyError::TooSlow(rate)), (body, total, true)))
-                }
-                Err(_) => Some((Err(BodyError::Idle(idle)), (body, total, true))),
-                Ok(None) => None,
-                Ok(Some(Ok(chunk))) => {
-                    let total = total + chunk.len() as u64;
-                    Some((Ok(chunk), (body, total, false)))
-                }
-                Ok(Some(Err(e))) => {
-                    Some((Err(BodyError::Read(e.to_string())), (body, total, true)))
-                }
-            }
-        },
-    )
-}
-
 /// Our storage failed: the transfer fails (500 `8`) and its bytes are removed.
 pub(crate) async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> ApiError {
     tracing::error!(id = %lease.transfer_id(), %error, "storage failed during upload");
@@ -181,13 +121,7 @@ where
         Ok(w) => w,
         Err(e) => return Err(fail_storage(lease, e).await),
     };
-    let server = &app.config.server;
-    let body = Box::pin(with_min_rate(
-        body,
-        server.min_data_rate,
-        Duration::from_secs(server.min_data_rate_grace_secs),
-        Duration::from_secs(server.upload_idle_timeout_secs),
-    ));
+    // Every request body already keeps the minimum data rate (`http::connections`).
     let streamed = tokio::select! {
         r = stream_into_blob(body, writer, Some(limit)) => r,
         _ = app.shutdown.cancelled() => return Err(ErrorCode::ShuttingDown.into()),
@@ -202,131 +136,162 @@ where
     }
 }
 
-/// Applies one `Metadata.*` form field to the initialize request.
-fn apply_metadata(
-    request: &mut FileTransferInitialize,
-    name: &str,
-    value: String,
-) -> Result<(), ApiError> {
-    let lower = name.to_ascii_lowercase();
-    let Some(field) = lower.strip_prefix("metadata.") else {
-        return Ok(());
-    };
-    let original = &name["metadata.".len()..];
-    match field {
-        "filename" => request.file_name = Some(value),
-        "resourceid" => request.resource_id = Some(value),
-        "sendersfiletransferreference" => request.senders_file_transfer_reference = Some(value),
-        "sender" => request.sender = Some(value),
-        "checksum" => request.checksum = Some(value),
-        "disablevirusscan" => {
-            let v = value
-                .trim()
-                .to_ascii_lowercase()
-                .parse::<bool>()
-                .map_err(|_| {
-                    ApiError::field(
-                        "Metadata.DisableVirusScan",
-                        format!("The value '{value}' is not valid."),
-                    )
-                })?;
-            request.disable_virus_scan = Some(v);
-        }
-        f if f == "recipients" || (f.starts_with("recipients[") && f.ends_with(']')) => {
-            request.recipients.get_or_insert_with(Vec::new).push(value)
-        }
-        f if f.starts_with("propertylist.") || f.starts_with("propertylist[") => {
-            let key = original["propertylist".len()..]
-                .trim_start_matches(['.', '['])
-                .trim_end_matches(']');
-            request
-                .property_list
-                .get_or_insert_with(BTreeMap::new)
-                .insert(key.to_string(), value);
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Reads a metadata field, refusing more than [`MAX_METADATA_FIELD`] bytes.
-async fn read_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
-    let name = field.name().unwrap_or_default().to_string();
-    let mut value = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
+/// Streams the body into a new file for `id` (no transfer holds it yet) with hashing; on any failure
+/// the bytes are removed.
+async fn store_unclaimed<S, E>(
+    app: &App,
+    id: Uuid,
+    body: S,
+    limit: u64,
+) -> Result<StoredFile, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let writer = app
+        .blobs
+        .create(id)
         .await
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
-    {
-        if value.len() + chunk.len() > MAX_METADATA_FIELD {
-            return Err(ApiError::field(
-                &name,
-                format!("The field is longer than {MAX_METADATA_FIELD} bytes."),
-            ));
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let streamed = tokio::select! {
+        r = stream_into_blob(body, writer, Some(limit)) => r,
+        _ = app.shutdown.cancelled() => Err(StreamError::Body("the broker is shutting down".into())),
+    };
+    let refused = match streamed {
+        Ok(file) => return Ok(file),
+        Err(_) if app.shutdown.is_cancelled() => ErrorCode::ShuttingDown.into(),
+        Err(StreamError::Body(e)) => ApiError::BadRequest(format!(
+            "The upload was interrupted: {e}. Retry the upload."
+        )),
+        Err(StreamError::TooLarge(_)) => ErrorCode::FileSizeExceedsMaximum.into(),
+        Err(StreamError::Storage(e)) => {
+            tracing::error!(%id, error = %e, "storage failed during a form upload");
+            ErrorCode::UploadFailed.into()
         }
-        value.extend_from_slice(&chunk);
-    }
-    String::from_utf8(value).map_err(|_| ApiError::field(&name, "The field is not valid UTF-8."))
+    };
+    discard(app, id).await;
+    Err(refused)
 }
 
-/// Initializes a transfer and uploads its file in one multipart/form-data request: the `Metadata.*`
-/// fields first, then the file part `FileTransfer`, which streams straight to storage.
+/// Removes bytes no transfer will hold.
+async fn discard(app: &App, id: Uuid) {
+    if let Err(e) = app.blobs.delete(id).await {
+        tracing::warn!(%id, error = %e, "could not remove a refused upload's bytes");
+    }
+}
+
+/// The transfer an Idempotency-Key already names for this request, if any (422 if for another).
+async fn idempotent_replay(app: &App, new: &NewTransfer) -> Result<Option<Uuid>, ApiError> {
+    let Some((key, fingerprint)) = &new.idempotency else {
+        return Ok(None);
+    };
+    let since = new.created - chrono::Duration::hours(24);
+    match app
+        .store
+        .idempotent_transfer(&new.sender_org, key, since)
+        .await?
+    {
+        None => Ok(None),
+        Some((id, hash)) if hash.as_deref() == Some(fingerprint.as_str()) => Ok(Some(id)),
+        Some(_) => Err(ErrorCode::IdempotencyKeyReused.into()),
+    }
+}
+
+/// Initializes a transfer and uploads its file in one multipart/form-data request. Fields come in any
+/// order; the file part streams straight to storage. With the metadata before the file, every check of
+/// initialize runs before a byte is stored; either way the transfer is created only once its file is
+/// stored and the whole form checked, so a refused form leaves nothing behind.
 #[utoipa::path(post, path = "/broker/api/v1/filetransfer/upload", tag = "File transfer",
-    request_body(content_type = "multipart/form-data", description = "Metadata.FileName, Metadata.ResourceId, Metadata.Sender, Metadata.Recipients (repeated), Metadata.SendersFileTransferReference, Metadata.PropertyList.<key>, Metadata.Checksum, Metadata.DisableVirusScan, then the file part FileTransfer (the file must come last: it is streamed, not buffered)"),
-    responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403)),
+    request_body(content_type = "multipart/form-data", description = "Metadata.FileName, Metadata.ResourceId, Metadata.Sender, Metadata.Recipients (repeated), Metadata.SendersFileTransferReference, Metadata.PropertyList.<key>, Metadata.Checksum, Metadata.DisableVirusScan and the file part FileTransfer, in any order (a file sent after the metadata is checked before it is stored)"),
+    responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403),
+        (status = 409, body = broker_protocol::ProblemDetails), (status = 413, body = broker_protocol::ProblemDetails), (status = 415, body = broker_protocol::ProblemDetails),
+        (status = 422, body = broker_protocol::ProblemDetails), (status = 503, body = broker_protocol::ProblemDetails), (status = 507, body = broker_protocol::ProblemDetails)),
     security(("bearer" = ["altinn:broker.write"])))]
 pub async fn initialize_and_upload(
     State(app): State<App>,
     headers: HeaderMap,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    body: Body,
 ) -> Result<Json<FileTransferInitializeResponse>, ApiError> {
     let caller = app.authorize(&headers, Policy::Sender).await?;
-    let mut multipart =
-        multipart.map_err(|_| ApiError::UnsupportedMediaType("multipart/form-data"))?;
-    // As in JSON, an omitted sender's reference binds as "" and fails validation.
-    let mut request = FileTransferInitialize {
-        senders_file_transfer_reference: Some(String::new()),
-        ..Default::default()
-    };
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    for _ in 0..MAX_METADATA_FIELDS {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let Some(field) = field else {
-            return Err(ApiError::field(
-                "FileTransfer",
-                "The FileTransfer field is required.",
-            ));
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        if name.eq_ignore_ascii_case("filetransfer") {
-            let id = initialize_transfer(&app, &caller, request, key).await?;
-            let view = app.transfer(id, false).await?;
-            if view.status > FileTransferStatus::UploadStarted {
-                // A replay (same Idempotency-Key) of a request whose upload already completed.
-                return Ok(Json(FileTransferInitializeResponse {
-                    file_transfer_id: id,
-                }));
+    let mut form = FormReader::new(&headers, body)?;
+    let mut metadata = FormMetadata::new(app.config.limits.max_json_body_bytes);
+    let Some(file) = form.next_file(&mut metadata).await? else {
+        return Err(ApiError::field(
+            FILE_FIELD,
+            "The FileTransfer field is required.",
+        ));
+    };
+    // Checked now if the metadata came first: nothing is stored for a form that will be refused.
+    let early = if metadata.has_required_fields() {
+        let prepared =
+            prepare_transfer(&app, &caller, metadata.request().clone(), key.clone()).await?;
+        if let Some(id) = idempotent_replay(&app, &prepared.new).await? {
+            // Sent again: the earlier transfer's id, its file uploaded if that never completed.
+            if app.transfer(id).await?.status <= FileTransferStatus::UploadStarted {
+                store_upload(&app, id, file, prepared.size_limit).await?;
             }
-            let resource = app.resource_of(&view).await?;
-            let limit = check_size(&app, &view, &resource, None).await?;
-            if let Some(len) = declared_length(&headers) {
-                check_free_space(&app, len).await?;
-            }
-            store_upload(&app, id, field, limit).await?;
             return Ok(Json(FileTransferInitializeResponse {
                 file_transfer_id: id,
             }));
         }
-        let value = read_field(field).await?;
-        apply_metadata(&mut request, &name, value)?;
+        Some(prepared)
+    } else {
+        None
+    };
+    if let Some(len) = declared_length(&headers) {
+        check_free_space(&app, len).await?;
     }
-    Err(ApiError::BadRequest(format!(
-        "More than {MAX_METADATA_FIELDS} form fields."
-    )))
+    let _permit = app
+        .upload_permits
+        .try_acquire()
+        .map_err(|_| ApiError::Code(ErrorCode::TooManyUploads))?;
+    let id = early.as_ref().map_or_else(Uuid::new_v4, |p| p.new.id);
+    let limit = early
+        .as_ref()
+        .map_or(MAX_FILE_SIZE as u64, |p| p.size_limit);
+    let stored = store_unclaimed(&app, id, file, limit).await?;
+    let checked = async {
+        if form.next_file(&mut metadata).await?.is_some() {
+            return Err(ApiError::field(
+                FILE_FIELD,
+                "Only one FileTransfer part may be sent.",
+            ));
+        }
+        let prepared = prepare_transfer(&app, &caller, metadata.request().clone(), key).await?;
+        if stored.size > prepared.size_limit {
+            return Err(ErrorCode::FileSizeExceedsMaximum.into());
+        }
+        if idempotent_replay(&app, &prepared.new).await?.is_some() {
+            // Another request with this key created its transfer meanwhile.
+            return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+        }
+        Ok(prepared)
+    };
+    let prepared = match checked.await {
+        Ok(p) => p,
+        Err(e) => {
+            discard(&app, id).await;
+            return Err(e);
+        }
+    };
+    let mut new = prepared.new;
+    new.id = id;
+    match create_transfer(&app, new).await {
+        Ok(created) if created == id => {}
+        other => {
+            discard(&app, id).await;
+            return Err(other
+                .err()
+                .unwrap_or(ErrorCode::FileTransferAlreadyUploaded.into()));
+        }
+    }
+    let lease = app.lifecycle.begin_upload(id).await?;
+    lease.complete(stored).await?;
+    Ok(Json(FileTransferInitializeResponse {
+        file_transfer_id: id,
+    }))
 }

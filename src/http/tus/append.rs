@@ -5,7 +5,7 @@ use super::{max_size, tus_error, TusError, TusRow};
 use crate::app::App;
 use crate::db::TransferView;
 use crate::http::error::ApiError;
-use crate::http::upload::{fail_storage, with_min_rate};
+use crate::http::upload::fail_storage;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -222,7 +222,6 @@ pub(super) async fn append(
         Ok(w) => w,
         Err(e) => return Err(hold.storage_failed(e).await),
     };
-    let server = &app.config.server;
     let (expected, check) = match checksum {
         Some(c) => (
             Some(c.expected),
@@ -240,12 +239,7 @@ pub(super) async fn append(
                 }
             })
     };
-    let body = Box::pin(with_min_rate(
-        body,
-        server.min_data_rate,
-        Duration::from_secs(server.min_data_rate_grace_secs),
-        Duration::from_secs(server.upload_idle_timeout_secs),
-    ));
+    let body = Box::pin(body);
     let keep_partial = check.is_none();
     // Without a checksum a long PATCH is made durable every 64 MiB, so a crash loses at most that much.
     let mut progress = OffsetCheckpoint {

@@ -6,7 +6,7 @@
 
 use super::{max_size, tus_error, tus_header, TUS_VERSION};
 use crate::app::App;
-use crate::db::TransferView;
+use crate::db::{PartAdmission, TransferView};
 use crate::http::error::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -106,25 +106,40 @@ pub async fn create_part(
             "A partial upload needs Upload-Length",
         ));
     };
-    if length > max_size(app, view).await? {
+    let max_total = max_size(app, view).await?;
+    if length > max_total {
         return Err(ErrorCode::FileSizeExceedsMaximum.into());
     }
     // The transfer enters UploadStarted with its first part; parts are created concurrently, so none
     // takes the upload slot.
     app.lifecycle.record_upload_started(view.id).await?;
     let part = Uuid::new_v4().simple().to_string();
-    let writer = app
-        .blobs
-        .open_append(view.id, Some(&part), 0)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    writer
-        .commit()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    app.store
-        .create_tus(view.id, &part, Some(length), app.clock.now())
+    // Counted and checked against the maximum with every other part, atomically: parts alone must not
+    // add up to more than one upload may hold.
+    let admission = app
+        .store
+        .create_tus_part(
+            view.id,
+            &part,
+            length,
+            app.clock.now(),
+            app.config.limits.max_tus_parts,
+            max_total,
+        )
         .await?;
+    match admission {
+        PartAdmission::Created => {}
+        PartAdmission::TooManyParts => return Err(ErrorCode::TooManyTusParts.into()),
+        PartAdmission::TooLarge => return Err(ErrorCode::FileSizeExceedsMaximum.into()),
+    }
+    let created = async {
+        let writer = app.blobs.open_append(view.id, Some(&part), 0).await?;
+        writer.commit().await
+    };
+    if let Err(e) = created.await {
+        let _ = app.store.delete_tus(view.id, &part).await;
+        return Err(ApiError::Internal(e.to_string()));
+    }
     let location = format!(
         "/broker/api/v1/filetransfer/upload/tus/{}/partial/{part}",
         view.id
@@ -145,23 +160,33 @@ pub async fn create_part(
 
 /// `POST` with `Upload-Concat: final;<url> <url> …`: joins complete parts of this transfer, in order;
 /// verifying and publishing the whole file follow in the background.
-pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Response, ApiError> {
-    let mut parts = Vec::new();
-    for url in list.split_whitespace() {
+pub async fn finish(app: &App, view: &TransferView, urls: &[&str]) -> Result<Response, ApiError> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut total = 0u64;
+    for url in urls {
         let part = url
             .trim_end_matches('/')
             .rsplit('/')
             .next()
             .unwrap_or_default();
-        let prefix = format!("/filetransfer/upload/tus/{}/partial/", view.id);
+        let prefix = format!("/filetransfer/upload/tus/{}/", view.id);
         if !url.contains(&prefix) || !valid_part_id(part) {
             return Ok(tus_error(
                 StatusCode::BAD_REQUEST,
                 &format!("{url} is not a partial upload of this file transfer"),
             ));
         }
+        if parts.iter().any(|p| p == part) {
+            return Ok(tus_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the partial upload {part} is listed twice"),
+            ));
+        }
         match app.store.tus(view.id, part).await? {
-            Some(row) if row.length == Some(row.offset) => parts.push(part.to_string()),
+            Some(row) if row.length == Some(row.offset) => {
+                total = total.saturating_add(row.offset);
+                parts.push(part.to_string())
+            }
             Some(_) => {
                 return Ok(tus_error(
                     StatusCode::BAD_REQUEST,
@@ -175,6 +200,10 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
                 ))
             }
         }
+    }
+    // The limits may have been lowered since the parts were created.
+    if total > max_size(app, view).await? {
+        return Err(ErrorCode::FileSizeExceedsMaximum.into());
     }
     if parts.is_empty() {
         return Ok(tus_error(
@@ -199,6 +228,34 @@ pub async fn finish(app: &App, view: &TransferView, list: &str) -> Result<Respon
                 HeaderValue::from_str(&location).expect("ids are ASCII"),
             ),
         ],
+    )
+        .into_response())
+}
+
+/// `DELETE` on a part (termination): removes the part's bytes; a PATCH still running on it is stopped
+/// first.
+pub async fn terminate_part(
+    app: &App,
+    view: &TransferView,
+    part: &str,
+) -> Result<Response, ApiError> {
+    if !valid_part_id(part) || app.store.tus(view.id, part).await?.is_none() {
+        return Ok(tus_error(
+            StatusCode::NOT_FOUND,
+            "No such partial upload for this file transfer",
+        ));
+    }
+    super::append::stop_running(app, view.id, Some(part)).await;
+    let _lock = PartLock::take(app, view.id, part)?;
+    app.store
+        .terminate_tus(view.id, part, app.clock.now())
+        .await?;
+    if let Err(e) = app.blobs.delete_part(view.id, part).await {
+        tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [tus_header("tus-resumable", TUS_VERSION)],
     )
         .into_response())
 }

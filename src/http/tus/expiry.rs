@@ -61,7 +61,7 @@ pub async fn sweep(app: &App) -> usize {
 /// Removes the upload record of a transfer that moved on (published, failed, purged) but kept it, say
 /// because the server stopped right after the move. A transfer being verified keeps its record.
 async fn forget_if_finished(app: &App, id: uuid::Uuid) {
-    let Ok(view) = app.transfer(id, false).await else {
+    let Ok(view) = app.transfer(id).await else {
         return;
     };
     let verifying = view.status == broker_protocol::FileTransferStatus::UploadProcessing

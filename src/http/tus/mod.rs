@@ -24,6 +24,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_actors::upload::HashState;
+use broker_protocol::tus_headers::{self, UploadConcat};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 pub(crate) use broker_protocol::{TUS_OFFSET_CONTENT_TYPE as OFFSET_CONTENT_TYPE, TUS_VERSION};
 
@@ -81,7 +82,7 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> {
         Some(v) => v
             .to_str()
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .and_then(tus_headers::parse_number)
             .map(Some)
             .ok_or_else(|| TusError {
                 status: StatusCode::BAD_REQUEST,
@@ -127,15 +128,19 @@ async fn upload_caller_transfer(
                 .await
                 .map_err(|_| ApiError::Unauthenticated)?;
             let view = app
-                .transfer(parse_transfer_id(id)?, false)
+                .transfer(parse_transfer_id(id)?)
                 .await
                 .map_err(|_| ApiError::Unauthenticated)?;
+            let window = chrono::Duration::seconds(app.config.server.tus_upload_expiry_secs as i64);
             let session = matches!(
                 view.status,
                 FileTransferStatus::UploadStarted | FileTransferStatus::UploadProcessing
             ) && caller.org.as_deref() == Some(view.sender_org.as_str())
                 && caller.has_scope(broker_protocol::scopes::WRITE)
-                && app.store.tus_active(view.id).await?;
+                && app
+                    .store
+                    .tus_active(view.id, app.clock.now() - window)
+                    .await?;
             if !session {
                 return Err(ApiError::Unauthenticated);
             }
@@ -143,14 +148,18 @@ async fn upload_caller_transfer(
         }
         Err(e) => return Err(e),
     };
-    let view = app.transfer(parse_transfer_id(id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(id)?).await?;
     require_sender(&caller, &view)?;
     Ok(view)
 }
 
-/// `OPTIONS`: what this server speaks (no token needed, so browsers' preflights pass).
-pub async fn options() -> Response {
-    (
+/// `OPTIONS`: what this server speaks. It needs the sender's token (spec 4.1), except for a browser's
+/// CORS preflight, which carries none.
+pub async fn options(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        app.authorize(&headers, Policy::Sender).await?;
+    }
+    Ok((
         StatusCode::NO_CONTENT,
         [
             tus_header("tus-resumable", TUS_VERSION),
@@ -160,7 +169,23 @@ pub async fn options() -> Response {
             tus_header("tus-max-size", MAX_FILE_SIZE),
         ],
     )
-        .into_response()
+        .into_response())
+}
+
+/// Refuses an `Upload-Metadata` that is not valid tus grammar (400, as tus servers answer).
+fn check_metadata(headers: &HeaderMap) -> Result<(), TusError> {
+    let Some(value) = headers.get("upload-metadata") else {
+        return Ok(());
+    };
+    let bad = |message: String| TusError {
+        status: StatusCode::BAD_REQUEST,
+        message,
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad("Upload-Metadata must be ASCII".into()))?;
+    tus_headers::parse_metadata(text).map_err(|e| bad(e.to_string()))?;
+    Ok(())
 }
 
 /// `POST`: creates the upload (Upload-Length, or Upload-Defer-Length: 1), optionally with its first bytes.
@@ -174,22 +199,25 @@ pub async fn create(
         return Ok(e.into_response());
     }
     let view = sender_transfer(&app, &headers, &id).await?;
-    let concat = headers
-        .get("upload-concat")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    if let Some(list) = concat.and_then(|c| c.strip_prefix("final;")) {
-        return concat::finish(&app, &view, list).await;
+    if let Err(e) = check_metadata(&headers) {
+        return Ok(e.into_response());
     }
+    let concat = match headers.get("upload-concat").map(|v| v.to_str()) {
+        None => None,
+        Some(text) => match text.ok().and_then(tus_headers::parse_concat) {
+            Some(c) => Some(c),
+            None => {
+                return Ok(tus_error(
+                    StatusCode::BAD_REQUEST,
+                    "Upload-Concat must be 'partial' or 'final;<urls>'",
+                ))
+            }
+        },
+    };
     let partial = match concat {
         None => false,
-        Some("partial") => true,
-        Some(_) => {
-            return Ok(tus_error(
-                StatusCode::BAD_REQUEST,
-                "Upload-Concat must be 'partial' or 'final;<urls>'",
-            ))
-        }
+        Some(UploadConcat::Partial) => true,
+        Some(UploadConcat::Final(urls)) => return concat::finish(&app, &view, &urls).await,
     };
     let length = match (
         number(&headers, "upload-length"),
@@ -373,7 +401,7 @@ async fn whole_upload(
         }
         // The check may have ended between our two reads.
         None => {
-            let now = app.transfer(view.id, false).await?;
+            let now = app.transfer(view.id).await?;
             Ok(verified(&now).then_some(now.size as u64))
         }
     }
@@ -437,7 +465,7 @@ async fn patch_of(
         }
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Ok(r.into_response()),
     };
-    let view = app.transfer(parse_transfer_id(id)?, false).await?;
+    let view = app.transfer(parse_transfer_id(id)?).await?;
     // A PATCH repeated after its upload completed (e.g. after a timeout) succeeds idempotently.
     if part.is_none() && view.status > FileTransferStatus::UploadStarted {
         let view = upload_caller_transfer(&app, &headers, id).await?;
@@ -538,7 +566,9 @@ pub async fn terminate(
     }
     let lease = app.lifecycle.begin_upload(view.id).await?;
     app.tus_hashes.forget(view.id);
-    app.store.delete_tus(view.id, "").await?;
+    app.store
+        .terminate_tus(view.id, "", app.clock.now())
+        .await?;
     if let Err(e) = app.blobs.delete(view.id).await {
         tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");
     }
@@ -548,4 +578,17 @@ pub async fn terminate(
         [tus_header("tus-resumable", TUS_VERSION)],
     )
         .into_response())
+}
+
+/// `DELETE` on a part of a concatenated upload.
+pub async fn terminate_part(
+    State(app): State<App>,
+    Path((id, part)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Err(e) = check_version(&headers) {
+        return Ok(e.into_response());
+    }
+    let view = sender_transfer(&app, &headers, &id).await?;
+    concat::terminate_part(&app, &view, &part).await
 }

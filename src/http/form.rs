@@ -1,0 +1,192 @@
+//! Reading the initialize-and-upload form (`multipart/form-data`, spec 1.4): `Metadata.*` fields bind
+//! to the initialize request in any order, C#-style names compared case-insensitively; the file part
+//! `FileTransfer` is handed out to be streamed, never buffered. Everything but the file is bounded:
+//! the number of fields, each field's size and all metadata together.
+
+use crate::http::error::ApiError;
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use broker_protocol::transfer::FileTransferInitialize;
+use broker_protocol::ErrorCode;
+use multer::{Field, Multipart};
+use std::collections::BTreeMap;
+
+/// A metadata field may hold at most this much; only the file part is unbounded.
+pub const MAX_METADATA_FIELD: usize = 64 << 10;
+/// At most this many fields (recipients are repeated fields).
+pub const MAX_FIELDS: usize = 10_000;
+
+/// The name of the file part.
+pub const FILE_FIELD: &str = "FileTransfer";
+
+/// The form's parts, read in order.
+pub struct FormReader {
+    multipart: Multipart<'static>,
+    fields: usize,
+}
+
+/// What the metadata fields read so far say.
+pub struct FormMetadata {
+    request: FileTransferInitialize,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl FormMetadata {
+    /// All metadata fields together may hold `max_bytes`.
+    pub fn new(max_bytes: usize) -> FormMetadata {
+        FormMetadata {
+            // As in JSON, an omitted sender's reference binds as "" and fails validation.
+            request: FileTransferInitialize {
+                senders_file_transfer_reference: Some(String::new()),
+                ..Default::default()
+            },
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// The initialize request as bound from the fields read so far.
+    pub fn request(&self) -> &FileTransferInitialize {
+        &self.request
+    }
+
+    /// Whether the fields initialize requires have all been read (a form that sends them before the
+    /// file is checked before a byte of the file is stored).
+    pub fn has_required_fields(&self) -> bool {
+        let r = &self.request;
+        r.file_name.is_some()
+            && r.resource_id.is_some()
+            && r.sender.is_some()
+            && r.recipients.is_some()
+    }
+}
+
+impl FormReader {
+    /// Reads `body` as `multipart/form-data` (415 for another content type or no boundary).
+    pub fn new(headers: &HeaderMap, body: Body) -> Result<FormReader, ApiError> {
+        let boundary = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| multer::parse_boundary(t).ok())
+            .ok_or(ApiError::UnsupportedMediaType("multipart/form-data"))?;
+        Ok(Self::from_stream(body.into_data_stream(), boundary))
+    }
+
+    /// Reads a form with `boundary` from a stream of its bytes.
+    pub fn from_stream<S, E>(stream: S, boundary: String) -> FormReader
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        FormReader {
+            multipart: Multipart::new(stream, boundary),
+            fields: 0,
+        }
+    }
+
+    /// Applies metadata fields to `metadata` up to the next file part and returns it; `None` at the
+    /// end of the form.
+    pub async fn next_file(
+        &mut self,
+        metadata: &mut FormMetadata,
+    ) -> Result<Option<Field<'static>>, ApiError> {
+        loop {
+            let field =
+                self.multipart.next_field().await.map_err(|e| {
+                    ApiError::BadRequest(format!("The form could not be read: {e}"))
+                })?;
+            let Some(field) = field else {
+                return Ok(None);
+            };
+            self.fields += 1;
+            if self.fields > MAX_FIELDS {
+                return Err(ApiError::BadRequest(format!(
+                    "The form has more than {MAX_FIELDS} fields."
+                )));
+            }
+            let name = field.name().unwrap_or_default().to_string();
+            if name.eq_ignore_ascii_case(FILE_FIELD) {
+                return Ok(Some(field));
+            }
+            let budget = metadata.max_bytes - metadata.bytes;
+            let value = read_field(field, &name, budget).await?;
+            metadata.bytes += value.len();
+            apply_metadata(&mut metadata.request, &name, value)?;
+        }
+    }
+}
+
+/// Reads a metadata field, refusing more than [`MAX_METADATA_FIELD`] bytes (400) or more than what
+/// is left of the form's metadata budget (413).
+async fn read_field(
+    mut field: Field<'static>,
+    name: &str,
+    budget: usize,
+) -> Result<String, ApiError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("The form could not be read: {e}")))?
+    {
+        if value.len() + chunk.len() > MAX_METADATA_FIELD {
+            return Err(ApiError::field(
+                name,
+                format!("The field is longer than {MAX_METADATA_FIELD} bytes."),
+            ));
+        }
+        if value.len() + chunk.len() > budget {
+            return Err(ErrorCode::RequestBodyTooLarge.into());
+        }
+        value.extend_from_slice(&chunk);
+    }
+    String::from_utf8(value).map_err(|_| ApiError::field(name, "The field is not valid UTF-8."))
+}
+
+/// Applies one `Metadata.*` form field to the initialize request.
+fn apply_metadata(
+    request: &mut FileTransferInitialize,
+    name: &str,
+    value: String,
+) -> Result<(), ApiError> {
+    let lower = name.to_ascii_lowercase();
+    let Some(field) = lower.strip_prefix("metadata.") else {
+        return Ok(());
+    };
+    let original = &name["metadata.".len()..];
+    match field {
+        "filename" => request.file_name = Some(value),
+        "resourceid" => request.resource_id = Some(value),
+        "sendersfiletransferreference" => request.senders_file_transfer_reference = Some(value),
+        "sender" => request.sender = Some(value),
+        "checksum" => request.checksum = Some(value),
+        "disablevirusscan" => {
+            let v = value
+                .trim()
+                .to_ascii_lowercase()
+                .parse::<bool>()
+                .map_err(|_| {
+                    ApiError::field(
+                        "Metadata.DisableVirusScan",
+                        format!("The value '{value}' is not valid."),
+                    )
+                })?;
+            request.disable_virus_scan = Some(v);
+        }
+        f if f == "recipients" || (f.starts_with("recipients[") && f.ends_with(']')) => {
+            request.recipients.get_or_insert_with(Vec::new).push(value)
+        }
+        f if f.starts_with("propertylist.") || f.starts_with("propertylist[") => {
+            let key = original["propertylist".len()..]
+                .trim_start_matches(['.', '['])
+                .trim_end_matches(']');
+            request
+                .property_list
+                .get_or_insert_with(BTreeMap::new)
+                .insert(key.to_string(), value);
+        }
+        _ => {}
+    }
+    Ok(())
+}

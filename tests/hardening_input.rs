@@ -1,0 +1,700 @@
+//! Bounded and strict input (issue 8): recipients, JSON bodies, details, tus concatenation limits and
+//! header grammar, the form-data upload in any order, and the smaller deviations from the spec.
+
+use crate::common::*;
+use crate::support::*;
+use crate::tus::{create_partial, finish, patch_url, tus_path};
+use broker_protocol::resource::ResourceUpdate;
+use broker_protocol::FileTransferStatus;
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+async fn post_json(
+    client: &broker_protocol::client::BrokerClient,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    client
+        .request(Method::POST, path)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn initialize_json(recipients: serde_json::Value) -> serde_json::Value {
+    json!({
+        "fileName": "report.pdf",
+        "resourceId": RESOURCE,
+        "sendersFileTransferReference": "ref",
+        "sender": SENDER,
+        "recipients": recipients,
+    })
+}
+
+async fn set_max_size(f: &Fixture, max: i64) {
+    let update = ResourceUpdate {
+        max_file_transfer_size: Some(max),
+        ..Default::default()
+    };
+    f.owner.configure_resource(RESOURCE, &update).await.unwrap();
+}
+
+#[tokio::test]
+async fn half_a_million_duplicate_recipients_get_a_400_at_once_and_other_clients_are_not_delayed() {
+    let f = Fixture::new().await;
+    let recipients = vec![RECIPIENT; 500_000];
+    let body = serde_json::to_vec(&initialize_json(json!(recipients))).unwrap();
+    assert!(body.len() > 8_000_000, "{}", body.len());
+    let started = Instant::now();
+    let big = post_json(&f.sender, "/filetransfer", body);
+    let others = async {
+        // Initializes from other requests meanwhile, each timed.
+        let mut slowest = Duration::ZERO;
+        for _ in 0..5 {
+            let t = Instant::now();
+            f.initialize(&[RECIPIENT]).await;
+            slowest = slowest.max(t.elapsed());
+        }
+        slowest
+    };
+    let (response, slowest) = tokio::join!(big, others);
+    let elapsed = started.elapsed();
+    let body = expect_problem_response(response, 400, None).await;
+    let messages = body["errors"]["Recipients"].to_string();
+    assert!(messages.contains("at most 1000 recipients"), "{body}");
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "another initialize took {slowest:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_recipient_named_twice_or_in_two_forms_is_one_recipient() {
+    let f = Fixture::new().await;
+    let urn = format!(
+        "urn:altinn:organization:identifier-no:{}",
+        &RECIPIENT["0192:".len()..]
+    );
+    let body = initialize_json(json!([RECIPIENT, urn, RECIPIENT_2, RECIPIENT]));
+    let r = post_json(
+        &f.sender,
+        "/filetransfer",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let id: serde_json::Value = r.json().await.unwrap();
+    let id = id["fileTransferId"].as_str().unwrap().parse().unwrap();
+    let details = f.sender.details(id).await.unwrap();
+    let named: Vec<&str> = details
+        .summary
+        .recipients
+        .iter()
+        .map(|r| r.recipient.as_str())
+        .collect();
+    assert_eq!(named, vec![RECIPIENT, RECIPIENT_2]);
+    assert_eq!(details.recipient_file_transfer_status_history.len(), 2);
+}
+
+#[tokio::test]
+async fn details_with_a_history_longer_than_a_page_list_every_row_in_order() {
+    let f = Fixture::new().await;
+    let recipients: Vec<String> = (0..1000)
+        .map(|i| format!("0192:{:09}", 500_000_000 + i))
+        .collect();
+    let body = initialize_json(json!(recipients));
+    let r = post_json(
+        &f.sender,
+        "/filetransfer",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let id: serde_json::Value = r.json().await.unwrap();
+    let id = id["fileTransferId"].as_str().unwrap().parse().unwrap();
+    f.sender.upload(id, b"content".to_vec()).await.unwrap();
+    let reader = f.server.client(&recipients[999], READ);
+    for _ in 0..30 {
+        reader
+            .download(id, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let details = f.sender.details(id).await.unwrap();
+    let history = &details.recipient_file_transfer_status_history;
+    assert_eq!(history.len(), 1000 + 30);
+    let initialized: Vec<&str> = history[..1000]
+        .iter()
+        .map(|h| h.recipient.as_str())
+        .collect();
+    assert_eq!(
+        initialized,
+        recipients.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(history[1000..]
+        .iter()
+        .all(|h| h.recipient == recipients[999]));
+    let statuses: Vec<FileTransferStatus> = details
+        .file_transfer_status_history
+        .iter()
+        .map(|s| s.file_transfer_status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            FileTransferStatus::Initialized,
+            FileTransferStatus::UploadStarted,
+            FileTransferStatus::Published
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_json_array_is_never_bound_where_an_object_is_expected() {
+    let f = Fixture::new().await;
+    set_max_size(&f, 5000).await;
+    for body in ["[777]", "[]", "\"x\"", "12"] {
+        let r = f
+            .owner
+            .request(Method::PUT, &format!("/resource/{RESOURCE}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem_response(r, 400, None).await;
+        assert!(problem["errors"]["$"].is_array(), "{body}: {problem}");
+    }
+    let resource = f.owner.resource(RESOURCE).await.unwrap();
+    assert_eq!(resource.max_file_transfer_size, Some(5000));
+}
+
+#[tokio::test]
+async fn a_json_value_of_the_wrong_kind_is_named_by_its_path_without_internal_type_names() {
+    let f = Fixture::new().await;
+    let r = f
+        .owner
+        .request(Method::PUT, &format!("/resource/{RESOURCE}"))
+        .header("content-type", "application/json")
+        .body(r#"{"maxFileTransferSize": true, "useManifestFileShim": "no"}"#)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem_response(r, 400, None).await;
+    let text = problem.to_string();
+    for leak in ["ResourceUpdate", "struct", "i64", "Option", "broker"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    assert!(
+        problem["errors"]["$.maxFileTransferSize"].is_array(),
+        "{text}"
+    );
+    let r = post_json(
+        &f.sender,
+        "/filetransfer",
+        br#"{"fileName":"a","recipients":"0192:222222222"}"#.to_vec(),
+    )
+    .await;
+    let problem = expect_problem_response(r, 400, None).await;
+    assert_eq!(
+        problem["errors"]["$.recipients"][0],
+        "The JSON value could not be converted to an array of strings."
+    );
+}
+
+#[tokio::test]
+async fn a_json_body_over_the_limit_gets_413_as_problem_details_declared_or_chunked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_json_body_bytes = 4096;
+    let f = Fixture::on(TestServer::start_with(config).await).await;
+    let mut body = initialize_json(json!([RECIPIENT]));
+    body["sendersFileTransferReference"] = json!("r".repeat(5000));
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let declared = post_json(&f.sender, "/filetransfer", bytes.clone()).await;
+    expect_problem_response(declared, 413, Some("BRO-09008")).await;
+    let (mut tx, chunked) = channel_body();
+    let send = f
+        .sender
+        .request(Method::POST, "/filetransfer")
+        .header("content-type", "application/json")
+        .body(chunked)
+        .send();
+    let feed = async move {
+        use futures::SinkExt;
+        for piece in bytes.chunks(1000) {
+            if tx.send(Ok(piece.to_vec())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let (response, ()) = tokio::join!(send, feed);
+    expect_problem_response(response.unwrap(), 413, Some("BRO-09008")).await;
+    assert!(f
+        .sender
+        .search(&[("resourceId", RESOURCE)])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn partial_uploads_whose_lengths_add_up_past_the_maximum_are_refused_at_creation() {
+    let f = Fixture::new().await;
+    set_max_size(&f, 100).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    create_partial(&f, id, 60).await;
+    let second = f
+        .sender
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", 60)
+        .send()
+        .await
+        .unwrap();
+    expect_problem_response(second, 400, Some("BRO-00016")).await;
+    // What is left of the maximum may still be used.
+    create_partial(&f, id, 40).await;
+}
+
+#[tokio::test]
+async fn a_final_upload_is_checked_against_the_maximum_in_force_when_it_is_joined() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let a = create_partial(&f, id, 60).await;
+    let b = create_partial(&f, id, 60).await;
+    assert_eq!(patch_url(&f, &a, 0, &[1; 60]).await.status(), 204);
+    assert_eq!(patch_url(&f, &b, 0, &[2; 60]).await.status(), 204);
+    set_max_size(&f, 100).await;
+    let joined = finish(&f, id, &[&a, &b]).await;
+    expect_problem_response(joined, 400, Some("BRO-00016")).await;
+    assert_eq!(
+        f.sender
+            .overview(id)
+            .await
+            .unwrap()
+            .summary
+            .file_transfer_status,
+        FileTransferStatus::UploadStarted
+    );
+}
+
+#[tokio::test]
+async fn a_final_upload_listing_a_part_twice_is_refused() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let a = create_partial(&f, id, 10).await;
+    assert_eq!(patch_url(&f, &a, 0, &[1; 10]).await.status(), 204);
+    assert_eq!(finish(&f, id, &[&a, &a]).await.status(), 400);
+}
+
+#[tokio::test]
+async fn a_transfer_has_at_most_the_configured_number_of_partial_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.limits.max_tus_parts = 3;
+    let f = Fixture::on(TestServer::start_with(config).await).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let parts = futures::future::join_all((0..3).map(|_| create_partial(&f, id, 10))).await;
+    let fourth = f
+        .sender
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", 10)
+        .send()
+        .await
+        .unwrap();
+    expect_problem_response(fourth, 400, Some("BRO-09011")).await;
+    // Deleting a part makes room for another.
+    let deleted = delete_url(&f, &parts[0]).await;
+    assert_eq!(deleted.status(), 204);
+    create_partial(&f, id, 10).await;
+}
+
+async fn delete_url(f: &Fixture, location: &str) -> reqwest::Response {
+    f.sender
+        .request(
+            Method::DELETE,
+            location.trim_start_matches("/broker/api/v1"),
+        )
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn head_url(f: &Fixture, location: &str) -> reqwest::Response {
+    f.sender
+        .request(Method::HEAD, location.trim_start_matches("/broker/api/v1"))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_a_partial_upload_answers_204_and_removes_it() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let part = create_partial(&f, id, 10).await;
+    assert_eq!(patch_url(&f, &part, 0, &[1; 4]).await.status(), 204);
+    assert_eq!(delete_url(&f, &part).await.status(), 204);
+    assert_eq!(head_url(&f, &part).await.status(), 404);
+    assert_eq!(delete_url(&f, &part).await.status(), 404);
+    // Only the sender may delete a part.
+    let other = create_partial(&f, id, 10).await;
+    let refused = f
+        .third_party
+        .request(Method::DELETE, other.trim_start_matches("/broker/api/v1"))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(head_url(&f, &other).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_legacy_partial_url_is_served_as_the_partial_url() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let content = payload(30, 9);
+    let part = create_partial(&f, id, 30).await;
+    let legacy = part.replace("/partial/", "/");
+    assert_eq!(
+        patch_url(&f, &legacy, 0, &content[..10]).await.status(),
+        204
+    );
+    let head = head_url(&f, &legacy).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["upload-offset"], "10");
+    assert_eq!(patch_url(&f, &part, 10, &content[10..]).await.status(), 204);
+    assert_eq!(finish(&f, id, &[&legacy]).await.status(), 201);
+    f.assert_published(id, &content).await;
+}
+
+#[tokio::test]
+async fn a_tus_options_request_needs_the_senders_token_unless_it_is_a_cors_preflight() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let anonymous = f.server.anonymous();
+    let bare = anonymous
+        .request(Method::OPTIONS, &tus_path(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    let reader = f
+        .recipient
+        .request(Method::OPTIONS, &tus_path(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reader.status(), 403);
+    let sender = f
+        .sender
+        .request(Method::OPTIONS, &tus_path(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sender.status(), 204);
+    assert_eq!(sender.headers()["tus-version"], "1.0.0");
+    let preflight = anonymous
+        .request(Method::OPTIONS, &tus_path(id))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PATCH")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+}
+
+#[tokio::test]
+async fn tus_numbers_with_a_sign_or_other_characters_are_refused() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    for bad in ["+10", "1 0", "0x10", "10.0", "-1", "１０"] {
+        let r = raw_request(
+            &f.server,
+            format!(
+                "POST /broker/api/v1/filetransfer/upload/tus/{id} HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {bad}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n",
+                f.server.token(SENDER, WRITE)
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "Upload-Length: {bad}");
+    }
+    assert_eq!(crate::tus::create(&f, id, 10).await.status(), 201);
+    let r = f
+        .sender
+        .request(Method::PATCH, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "+0")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn upload_metadata_that_is_not_valid_tus_grammar_is_refused() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    for bad in [
+        "filename !!!notbase64",
+        "a YQ==,a Yg==",
+        "a YQ==,",
+        "a YQ== b",
+    ] {
+        let r = f
+            .sender
+            .request(Method::POST, &tus_path(id))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", 10)
+            .header("upload-metadata", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "Upload-Metadata: {bad}");
+    }
+    let good = f
+        .sender
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 10)
+        .header(
+            "upload-metadata",
+            "filename cmVwb3J0LnBkZg==,is_confidential",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 201);
+}
+
+#[tokio::test]
+async fn after_a_tus_delete_the_senders_expired_token_may_start_the_upload_again() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    assert_eq!(crate::tus::create(&f, id, 20).await.status(), 201);
+    let deleted = f
+        .sender
+        .request(Method::DELETE, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let expired = broker::auth::dev_issuer::DevIssuer::load(&f.server.data_dir, "broker-dev")
+        .unwrap()
+        .mint(SENDER, WRITE, chrono::Duration::seconds(-120))
+        .unwrap();
+    let again = f
+        .server
+        .anonymous()
+        .with_token(expired)
+        .request(Method::POST, &tus_path(id))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 20)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 201);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let token = f.server.token(SENDER, READ);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = reqwest::Client::new()
+            .get(f.server.api(&format!("/filetransfer/{id}")))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    let basic = reqwest::Client::new()
+        .get(f.server.api(&format!("/filetransfer/{id}")))
+        .header("authorization", format!("Basic {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+}
+
+#[tokio::test]
+async fn a_range_past_the_largest_dotnet_long_is_ignored_and_the_whole_file_served() {
+    let f = Fixture::new().await;
+    let id = f.publish(&[RECIPIENT], b"0123456789").await;
+    for range in [
+        "bytes=18446744073709551615-",
+        "bytes=99999999999999999999-",
+        "bytes=0-9223372036854775808",
+    ] {
+        let r = f
+            .recipient
+            .request(Method::GET, &format!("/filetransfer/{id}/download"))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{range}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"0123456789");
+    }
+    let largest = f
+        .recipient
+        .request(Method::GET, &format!("/filetransfer/{id}/download"))
+        .header("range", "bytes=9223372036854775807-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(largest.status(), 416);
+}
+
+async fn disposition_of(f: &Fixture, file_name: &str) -> (uuid::Uuid, String) {
+    let mut body = f.initialize_body(&[RECIPIENT]);
+    body.file_name = Some(file_name.into());
+    let id = f.sender.initialize(&body).await.unwrap();
+    f.sender.upload(id, b"x".to_vec()).await.unwrap();
+    let r = f.recipient.download(id, None).await.unwrap();
+    (id, header(&r, "content-disposition"))
+}
+
+#[tokio::test]
+async fn content_disposition_keeps_only_the_last_path_component_or_falls_back_to_the_id() {
+    let f = Fixture::new().await;
+    let (_, d) = disposition_of(&f, "../../etc/passwd").await;
+    assert_eq!(
+        d,
+        "attachment; filename=\"passwd\"; filename*=UTF-8''passwd"
+    );
+    let (id, d) = disposition_of(&f, "..\\\u{7}").await;
+    assert_eq!(
+        d,
+        format!("attachment; filename=\"{id}\"; filename*=UTF-8''{id}")
+    );
+}
+
+#[tokio::test]
+async fn a_form_refused_for_its_size_leaves_no_transfer_behind() {
+    let f = Fixture::new().await;
+    set_max_size(&f, 100).await;
+    let form = Multipart::new()
+        .text("Metadata.FileName", "big.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", SENDER)
+        .text("Metadata.Recipients", RECIPIENT)
+        .file("FileTransfer", "big.bin", &payload(5000, 1));
+    let response = post_multipart(&f.sender, form).await;
+    expect_problem_response(response, 400, Some("BRO-00016")).await;
+    assert!(f
+        .sender
+        .search(&[("resourceId", RESOURCE)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(f
+        .recipient
+        .search(&[("resourceId", RESOURCE)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(stored_files(&f), 0);
+}
+
+/// Files under the blob store of the server's data dir.
+fn stored_files(f: &Fixture) -> usize {
+    walk(&f.server.data_dir.join("blobs"))
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_form_whose_file_part_comes_before_the_metadata_is_bound_and_published() {
+    let f = Fixture::new().await;
+    let content = payload(100_000, 5);
+    let form = Multipart::new()
+        .file("FileTransfer", "first.bin", &content)
+        .text("Metadata.FileName", "first.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", SENDER)
+        .text("Metadata.Recipients", RECIPIENT);
+    let response = post_multipart(&f.sender, form).await;
+    assert_eq!(response.status(), 200);
+    let id: serde_json::Value = response.json().await.unwrap();
+    let id = id["fileTransferId"].as_str().unwrap().parse().unwrap();
+    f.assert_published(id, &content).await;
+    assert_eq!(
+        f.sender.overview(id).await.unwrap().summary.file_name,
+        "first.bin"
+    );
+}
+
+#[tokio::test]
+async fn a_form_whose_metadata_after_the_file_is_refused_leaves_nothing_behind() {
+    let f = Fixture::new().await;
+    set_max_size(&f, 100).await;
+    let big = Multipart::new()
+        .file("FileTransfer", "a.bin", &payload(500, 2))
+        .text("Metadata.FileName", "a.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", SENDER)
+        .text("Metadata.Recipients", RECIPIENT);
+    expect_problem_response(post_multipart(&f.sender, big).await, 400, Some("BRO-00016")).await;
+    let foreign_sender = Multipart::new()
+        .file("FileTransfer", "a.bin", b"small")
+        .text("Metadata.FileName", "a.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", THIRD_PARTY)
+        .text("Metadata.Recipients", RECIPIENT);
+    expect_problem_response(
+        post_multipart(&f.sender, foreign_sender).await,
+        401,
+        Some("BRO-00006"),
+    )
+    .await;
+    assert!(f
+        .sender
+        .search(&[("resourceId", RESOURCE)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(stored_files(&f), 0);
+}
