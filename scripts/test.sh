@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests.
+# Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests,
+# schemathesis over the OpenAPI description, and a short run of every fuzz target.
 # Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
-# smoke test measures beside Broker, and nginx-light for the benchmark's
-# download anchor (without apt that anchor is skipped with a warning).
+# smoke test measures beside Broker, nginx-light for the benchmark's download anchor (without apt that
+# anchor is skipped with a warning), schemathesis (PyPI) and cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
@@ -16,6 +17,9 @@ fi
 if ! python3 -c "import tusclient" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check tuspy
 fi
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'
+fi
 if [ ! -f tests/tus-clients/node_modules/tus-js-client/package.json ]; then
   (cd tests/tus-clients && npm ci --no-audit --no-fund --silent)
 fi
@@ -25,3 +29,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The same debug binary the integration tests ran, fuzzed through its OpenAPI description.
+python3 tests/schemathesis/run.py target/debug/broker 40
+scripts/fuzz.sh 5

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// An idle connection between requests is closed after this long.
     pub keep_alive_timeout_secs: u64,
+    /// A response the client stops reading (nothing more fits in its socket) is cut after this long.
+    pub send_timeout_secs: u64,
     /// The largest request head (request line and headers). A tus `final` POST lists every part's
     /// URL in one header, about 115 bytes each.
     pub max_header_bytes: usize,
@@ -168,6 +170,7 @@ impl Default for ServerConfig {
             max_connections: 8192,
             header_read_timeout_secs: 30,
             keep_alive_timeout_secs: 120,
+            send_timeout_secs: 60,
             max_header_bytes: 128 << 10,
             max_concurrent_uploads: 256,
             tus_upload_expiry_secs: 86_400,
@@ -278,9 +281,12 @@ impl Config {
         if server.max_connections == 0 {
             return invalid("server.max_connections must be at least 1".into());
         }
-        if server.header_read_timeout_secs == 0 || server.keep_alive_timeout_secs == 0 {
+        if server.header_read_timeout_secs == 0
+            || server.keep_alive_timeout_secs == 0
+            || server.send_timeout_secs == 0
+        {
             return invalid(
-                "server.header_read_timeout_secs and server.keep_alive_timeout_secs must be at least 1"
+                "server.header_read_timeout_secs, keep_alive_timeout_secs and send_timeout_secs must be at least 1"
                     .into(),
             );
         }

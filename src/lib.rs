@@ -158,6 +158,7 @@ pub async fn serve(
         header_read_timeout: std::time::Duration::from_secs(server.header_read_timeout_secs),
         keep_alive_timeout: std::time::Duration::from_secs(server.keep_alive_timeout_secs),
         max_header_bytes: server.max_header_bytes,
+        send_timeout: std::time::Duration::from_secs(server.send_timeout_secs),
         min_data_rate: server.min_data_rate,
         min_data_rate_grace: std::time::Duration::from_secs(server.min_data_rate_grace_secs),
         body_idle_timeout: std::time::Duration::from_secs(server.upload_idle_timeout_secs),

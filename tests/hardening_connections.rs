@@ -310,3 +310,50 @@ async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_it
         "RSS {before} KiB before, {after} KiB after"
     );
 }
+
+#[tokio::test]
+async fn a_download_the_client_stops_reading_is_cut_after_the_send_timeout() {
+    let server = server_with(|c| c.server.send_timeout_secs = 1).await;
+    let f = Fixture::on(server).await;
+    let size = 16 << 20;
+    let id = f.publish(&[RECIPIENT], &payload(size, 12)).await;
+    let token = f.server.token(RECIPIENT, READ);
+    // A small receive buffer (no autotuning), so the server's writes stall soon after we stop reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let mut stream = socket
+        .connect(addr(&f.server).parse().unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /broker/api/v1/filetransfer/{id}/download HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    // The client stops reading; the socket buffers fill and the server's writes stall.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = n;
+    let mut buf = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the stalled download was not closed");
+    assert!(
+        received < size,
+        "the whole file arrived: the download was not cut"
+    );
+}

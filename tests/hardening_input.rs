@@ -698,3 +698,20 @@ async fn a_form_whose_metadata_after_the_file_is_refused_leaves_nothing_behind()
         .is_empty());
     assert_eq!(stored_files(&f), 0);
 }
+
+#[tokio::test]
+async fn a_form_with_an_empty_file_part_publishes_an_empty_file() {
+    let f = Fixture::new().await;
+    let form = Multipart::new()
+        .file("FileTransfer", "empty.bin", b"")
+        .text("Metadata.FileName", "empty.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", SENDER)
+        .text("Metadata.Recipients", RECIPIENT);
+    let response = post_multipart(&f.sender, form).await;
+    assert_eq!(response.status(), 200);
+    let id: serde_json::Value = response.json().await.unwrap();
+    let id = id["fileTransferId"].as_str().unwrap().parse().unwrap();
+    f.assert_published(id, b"").await;
+}

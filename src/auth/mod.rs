@@ -121,6 +121,15 @@ fn caller_from(claims: Claims) -> Caller {
     }
 }
 
+/// The caller a token's payload (its claims, as JSON) describes, without any verification: what
+/// [`Authenticator::authenticate`] returns once the signature, issuer and lifetime hold. Public for
+/// the fuzzer.
+pub fn caller_from_payload(payload: &[u8]) -> Result<Caller, AuthError> {
+    serde_json::from_slice(payload)
+        .map(caller_from)
+        .map_err(|e| AuthError::Malformed(e.to_string()))
+}
+
 fn key_from_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
     if let Ok(k) = DecodingKey::from_ec_pem(pem) {
         return Ok((k, Algorithm::ES256));

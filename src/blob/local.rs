@@ -365,7 +365,16 @@ fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Re
     let mut index = 0;
     let mut offset = 0;
     let mut total = 0u64;
-    while index < chunks.len() {
+    loop {
+        // Empty chunks (an empty form field, say) have nothing to write: a writev of only them would
+        // write zero bytes.
+        while index < chunks.len() && chunks[index].len() == offset {
+            index += 1;
+            offset = 0;
+        }
+        if index == chunks.len() {
+            break;
+        }
         let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&chunks[index][offset..])
             .chain(chunks[index + 1..].iter().map(|c| &c[..]))
             .take(1024)
@@ -388,10 +397,6 @@ fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Re
                 offset += n;
                 n = 0;
             }
-        }
-        while index < chunks.len() && chunks[index].len() == offset {
-            index += 1;
-            offset = 0;
         }
     }
     Ok(total)
@@ -510,5 +515,18 @@ mod tests {
         let expected: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         assert_eq!(n as usize, expected.len());
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_batch_of_empty_chunks_writes_nothing_and_does_not_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = std::fs::File::create(&path).unwrap();
+        assert_eq!(write_all_vectored(&mut file, &[Bytes::new()]).unwrap(), 0);
+        // More empty chunks than one writev takes, then data.
+        let mut chunks = vec![Bytes::new(); 2500];
+        chunks.push(Bytes::from_static(b"after"));
+        assert_eq!(write_all_vectored(&mut file, &chunks).unwrap(), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"after");
     }
 }

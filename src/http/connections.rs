@@ -35,6 +35,8 @@ pub struct Limits {
     /// An idle connection between requests is closed after this long.
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
+    /// A response the client stops reading (its socket accepts nothing) is cut after this long.
+    pub send_timeout: Duration,
     /// Bytes/s a request body must average after `min_data_rate_grace` (0: no minimum).
     pub min_data_rate: u64,
     pub min_data_rate_grace: Duration,
@@ -106,11 +108,15 @@ struct Connection {
     reading_head: AtomicBool,
     /// When the current phase (reading a head, or idle) began, in [`Epoch`] milliseconds.
     phase_since: AtomicU64,
+    /// Since when a write to the client has made no progress ([`NOT_BLOCKED`] while writes go through).
+    write_blocked_since: AtomicU64,
     /// Asked to close (evicted, or timed out).
     closing: AtomicBool,
     /// Wakes the connection's task: a request ended, or it is asked to close.
     wake: Notify,
 }
+
+const NOT_BLOCKED: u64 = u64::MAX;
 
 impl Connection {
     fn new(now_ms: u64) -> Connection {
@@ -118,6 +124,7 @@ impl Connection {
             in_flight: AtomicUsize::new(0),
             reading_head: AtomicBool::new(true),
             phase_since: AtomicU64::new(now_ms),
+            write_blocked_since: AtomicU64::new(NOT_BLOCKED),
             closing: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -224,20 +231,43 @@ impl AsyncRead for WatchedIo {
     }
 }
 
+impl WatchedIo {
+    /// Notes whether a write went through or found the client's socket full.
+    fn note_write<T>(&self, polled: &Poll<std::io::Result<T>>) {
+        let blocked = &self.connection.write_blocked_since;
+        match polled {
+            Poll::Pending => {
+                if blocked.load(Ordering::Relaxed) == NOT_BLOCKED {
+                    blocked.store(self.epoch.now_ms(), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => {
+                if blocked.load(Ordering::Relaxed) != NOT_BLOCKED {
+                    blocked.store(NOT_BLOCKED, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 impl AsyncWrite for WatchedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(&polled);
+        polled
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&polled);
+        polled
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -259,7 +289,10 @@ struct InFlight {
 impl InFlight {
     fn start(connection: Arc<Connection>, epoch: Epoch) -> InFlight {
         connection.reading_head.store(false, Ordering::Release);
-        connection.in_flight.fetch_add(1, Ordering::AcqRel);
+        if connection.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            // The watchdog's deadline was the head's; a busy connection is watched for stalled writes.
+            connection.wake.notify_one();
+        }
         InFlight { connection, epoch }
     }
 }
@@ -442,20 +475,27 @@ async fn watch(
         if connection.closing.load(Ordering::Acquire) {
             return;
         }
+        let now = Instant::now();
         let deadline = match connection.phase() {
-            Phase::ReadingHead(since) => Some(epoch.at(since) + limits.header_read_timeout),
-            Phase::Idle(since) => Some(epoch.at(since) + limits.keep_alive_timeout),
-            Phase::Busy => None,
+            Phase::ReadingHead(since) => epoch.at(since) + limits.header_read_timeout,
+            Phase::Idle(since) => epoch.at(since) + limits.keep_alive_timeout,
+            Phase::Busy => match connection.write_blocked_since.load(Ordering::Relaxed) {
+                NOT_BLOCKED => {
+                    // A write may block at any moment without waking us: look again in a while.
+                    if shutting_down {
+                        now + limits.send_timeout
+                    } else {
+                        now + limits.send_timeout / 4
+                    }
+                }
+                since => epoch.at(since) + limits.send_timeout,
+            },
         };
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if now >= deadline {
+            tracing::debug!(phase = ?connection.phase(), "connection timed out");
             return;
         }
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timer = tokio::time::sleep_until(deadline);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -466,7 +506,7 @@ async fn watch(
             // A request ended or the connection is asked to close: look again.
             _ = connection.wake.notified() => {}
             // The phase may have moved on meanwhile (its deadline with it): look again.
-            _ = timer => {}
+            () = timer => {}
             _ = shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();

@@ -27,7 +27,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     request_body = FileTransferInitialize,
     params(("Idempotency-Key" = Option<String>, Header, description = "Broker extension: the same key from the same sender within 24 h returns the same id")),
     responses((status = 200, body = FileTransferInitializeResponse), (status = 400, body = broker_protocol::ProblemDetails),
-        (status = 401), (status = 403), (status = 503, body = broker_protocol::ProblemDetails)),
+        (status = 401), (status = 403), (status = 422, description = "The Idempotency-Key was used for another request (`BRO-09003`)", body = broker_protocol::ProblemDetails),
+        (status = 503, body = broker_protocol::ProblemDetails)),
     security(("bearer" = ["altinn:broker.write"])))]
 pub async fn initialize(
     State(app): State<App>,
