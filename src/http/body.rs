@@ -32,15 +32,16 @@ pub struct MinRateBody<B> {
     received: u64,
     last_data: Instant,
     /// Armed at or before the real deadline; when it fires, the deadline is worked out again (data
-    /// that arrived meanwhile moved it later), so frames never touch the timer.
-    timer: Pin<Box<Sleep>>,
+    /// that arrived meanwhile moved it later), so frames never touch the timer. Made only when the
+    /// body first has to wait: a small body that arrives with its head never needs one.
+    timer: Option<Pin<Box<Sleep>>>,
     failed: bool,
 }
 
 impl<B> MinRateBody<B> {
     pub fn new(inner: B, rate: u64, grace: Duration, idle: Duration) -> Self {
         let start = Instant::now();
-        let mut body = MinRateBody {
+        MinRateBody {
             inner,
             rate,
             grace,
@@ -48,12 +49,9 @@ impl<B> MinRateBody<B> {
             start,
             received: 0,
             last_data: start,
-            timer: Box::pin(tokio::time::sleep_until(start)),
+            timer: None,
             failed: false,
-        };
-        let (deadline, _) = body.deadline();
-        body.timer.as_mut().reset(deadline);
-        body
+        }
     }
 
     /// The moment the body is cut off if nothing more arrives, and why.
@@ -101,16 +99,21 @@ where
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        if self.timer.is_none() {
+            let (deadline, _) = self.deadline();
+            self.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
         loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
+            let (deadline, reason) = self.deadline();
+            let timer = self.timer.as_mut().expect("made above");
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let (deadline, reason) = self.deadline();
             if Instant::now() >= deadline {
                 self.failed = true;
                 return Poll::Ready(Some(Err(Box::new(reason))));
             }
-            self.timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
         }
     }
 
