@@ -3,18 +3,6 @@
 
 mod cli;
 
-/// jemalloc with its background purging threads hands freed pages back to the system about a
-/// second after they fall idle, so RSS returns near its idle level after a burst of connections
-/// (measured: 17 MiB idle, 172 MiB with 8,192 half-sent heads open, 20 MiB once they closed; glibc
-/// and mimalloc kept 154 and 206 MiB).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read at its start: purge on background threads, dirty pages after 1 s.
-#[export_name = "_rjem_malloc_conf"]
-pub static JEMALLOC_OPTIONS: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
-
 use anyhow::Context;
 use broker::auth::dev_issuer::DevIssuer;
 use broker::config::{Config, Overrides};

@@ -246,6 +246,18 @@ impl Fixture {
         self.assert_recipient_downloads(id, content).await;
     }
 
+    /// Sets the resource's maximum file size.
+    pub async fn limit_size(&self, max: i64) {
+        let update = ResourceUpdate {
+            max_file_transfer_size: Some(max),
+            ..Default::default()
+        };
+        self.owner
+            .configure_resource(RESOURCE, &update)
+            .await
+            .unwrap();
+    }
+
     /// Initializes and uploads `content`; the transfer ends Published.
     pub async fn publish(&self, recipients: &[&str], content: &[u8]) -> Uuid {
         let id = self.initialize(recipients).await;

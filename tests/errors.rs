@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use crate::support::*;
-use broker_protocol::resource::ResourceUpdate;
 use broker_protocol::FileTransferStatus;
 use futures::SinkExt;
 use reqwest::Method;
@@ -350,18 +349,10 @@ async fn initialize_with_a_non_json_body_is_415() {
     assert_eq!(response.status().as_u16(), 415);
 }
 
-async fn limit_resource(f: &Fixture, max: i64) {
-    let update = ResourceUpdate {
-        max_file_transfer_size: Some(max),
-        ..Default::default()
-    };
-    f.owner.configure_resource(RESOURCE, &update).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_declared_length_above_the_resource_maximum_is_400_bro_00016_and_changes_nothing() {
     let f = Fixture::new().await;
-    limit_resource(&f, 100).await;
+    f.limit_size(100).await;
     let id = f.initialize(&[RECIPIENT]).await;
     expect_problem(
         f.sender.upload(id, payload(101, 23)).await,
@@ -392,7 +383,7 @@ async fn a_declared_length_above_the_resource_maximum_is_400_bro_00016_and_chang
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_growing_past_the_resource_maximum_is_cut_with_400_bro_00016() {
     let f = Fixture::new().await;
-    limit_resource(&f, 100).await;
+    f.limit_size(100).await;
     let id = f.initialize(&[RECIPIENT]).await;
     let (mut tx, body) = channel_body();
     let client = f.sender.clone();

@@ -383,6 +383,24 @@ fn resource_from_row(row: &SqliteRow) -> ResourceRow {
 }
 
 impl SqliteStore {
+    /// One page of a history table: `sql` takes the transfer id, the `seq` to start after and the
+    /// page size.
+    async fn history_page(
+        &self,
+        sql: &'static str,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(failure)
+    }
+
     async fn recipients(&self, id: &str) -> Result<Vec<RecipientRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT recipient, status, status_changed FROM recipients WHERE file_transfer_id = ? ORDER BY position",
@@ -639,16 +657,15 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, FileTransferStatusEntry)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, status, text, changed FROM file_transfer_status_history
-             WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(id.to_string())
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await
-        .map_err(failure)?;
+        let rows = self
+            .history_page(
+                "SELECT seq, status, text, changed FROM file_transfer_status_history
+                 WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                id,
+                after,
+                limit,
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let status = status_of(r.get(1))?;
@@ -672,16 +689,15 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, RecipientStatusEntry)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, recipient, status, changed FROM recipient_status_history
-             WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(id.to_string())
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await
-        .map_err(failure)?;
+        let rows = self
+            .history_page(
+                "SELECT seq, recipient, status, changed FROM recipient_status_history
+                 WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                id,
+                after,
+                limit,
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let status = recipient_status_of(r.get(2))?;

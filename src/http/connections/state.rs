@@ -88,7 +88,16 @@ pub(super) enum Phase {
 #[derive(Default)]
 pub(super) struct Registry {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Connection>>>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    connections: HashMap<u64, Arc<Connection>>,
+    /// Of those, asked to close and not gone yet.
+    evicted: usize,
+    /// The most open at once since memory was last handed back (see [`Registry::remove`]).
+    peak: usize,
 }
 
 pub(super) enum Admission {
@@ -96,16 +105,16 @@ pub(super) enum Admission {
     Refused,
 }
 
+/// Below this many connections at their peak a burst is not worth handing memory back for.
+const BURST: usize = 256;
+
 impl Registry {
     pub(super) fn admit(&self, max: usize, now_ms: u64) -> Admission {
         let mut open = self.open.lock().expect("connection registry");
-        let live = open
-            .values()
-            .filter(|c| !c.closing.load(Ordering::Acquire))
-            .count();
-        if live >= max {
+        if open.connections.len() - open.evicted >= max {
             // Half-sent heads go first (oldest first), then idle keep-alive connections.
             let victim = open
+                .connections
                 .values()
                 .filter(|c| !c.closing.load(Ordering::Acquire))
                 .filter_map(|c| match c.phase() {
@@ -116,22 +125,43 @@ impl Registry {
                 .min_by_key(|(key, _)| *key)
                 .map(|(_, c)| c.clone());
             match victim {
-                Some(c) => c.close(),
+                Some(c) => {
+                    c.close();
+                    open.evicted += 1;
+                }
                 None => return Admission::Refused,
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection::new(now_ms));
-        open.insert(id, connection.clone());
+        open.connections.insert(id, connection.clone());
+        open.peak = open.peak.max(open.connections.len());
         Admission::Admitted(id, connection)
     }
 
-    pub(super) fn remove(&self, id: u64) {
-        self.open.lock().expect("connection registry").remove(&id);
+    /// Forgets a closed connection. Returns true when a burst of connections has mostly gone (a
+    /// quarter of its peak is left): the time to hand the memory they held back to the system.
+    pub(super) fn remove(&self, id: u64) -> bool {
+        let mut open = self.open.lock().expect("connection registry");
+        if let Some(c) = open.connections.remove(&id) {
+            if c.closing.load(Ordering::Acquire) {
+                open.evicted -= 1;
+            }
+        }
+        let left = open.connections.len();
+        if open.peak >= BURST && left <= open.peak / 4 {
+            open.peak = left;
+            return true;
+        }
+        false
     }
 
     pub(super) fn len(&self) -> usize {
-        self.open.lock().expect("connection registry").len()
+        self.open
+            .lock()
+            .expect("connection registry")
+            .connections
+            .len()
     }
 }
 
@@ -265,6 +295,21 @@ mod tests {
             Admission::Admitted(_, c) => c,
             Admission::Refused => panic!("refused"),
         }
+    }
+
+    #[test]
+    fn a_burst_that_has_mostly_closed_asks_once_for_its_memory_to_be_handed_back() {
+        let registry = Registry::default();
+        let ids: Vec<u64> = (0..1000)
+            .map(|i| match registry.admit(10_000, i) {
+                Admission::Admitted(id, _) => id,
+                Admission::Refused => panic!("refused"),
+            })
+            .collect();
+        let asks: Vec<bool> = ids.iter().map(|id| registry.remove(*id)).collect();
+        // At 250 left (a quarter of 1,000), and not again for the small rest.
+        assert_eq!(asks.iter().filter(|a| **a).count(), 1);
+        assert!(asks[749], "asked once 750 of 1,000 had gone");
     }
 
     fn make_idle(c: &Connection, since: u64) {
