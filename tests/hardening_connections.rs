@@ -152,7 +152,12 @@ async fn at_the_connection_cap_half_sent_heads_make_room_and_busy_connections_ar
         ids.push(id);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Refused at once, its request read off so the 503 arrives rather than a reset.
     let mut refused = connect(&f.server).await;
+    refused
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     match read_response(&mut refused, Duration::from_secs(2)).await {
         Outcome::Response(r) => {
             assert_eq!(r.status, 503);

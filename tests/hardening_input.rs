@@ -678,3 +678,71 @@ async fn a_form_with_an_empty_file_part_publishes_an_empty_file() {
     let id = transfer_id_of(response).await;
     f.assert_published(id, b"").await;
 }
+
+#[tokio::test]
+async fn a_form_whose_client_goes_away_mid_file_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let f = Fixture::new().await;
+    let (content_type, body) = Multipart::new()
+        .text("Metadata.FileName", "cut.bin")
+        .text("Metadata.ResourceId", RESOURCE)
+        .text("Metadata.SendersFileTransferReference", "ref")
+        .text("Metadata.Sender", SENDER)
+        .text("Metadata.Recipients", RECIPIENT)
+        .file("FileTransfer", "cut.bin", &payload(1 << 20, 3))
+        .finish();
+    let mut stream = connect(&f.server).await;
+    let head = format!(
+        "POST /broker/api/v1/filetransfer/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        f.server.token(SENDER, WRITE),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored_files(&f) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored_files(&f), 0, "the cut form's bytes were kept");
+    assert!(f
+        .sender
+        .search(&[("resourceId", RESOURCE)])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_form_with_no_boundary_in_sight_is_refused_with_413_before_it_is_held_whole() {
+    let f = Fixture::new().await;
+    let garbage = vec![b'x'; 3 << 20];
+    let response = f
+        .sender
+        .request(Method::POST, "/filetransfer/upload")
+        .header("content-type", "multipart/form-data; boundary=never-sent")
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    expect_problem_response(response, 413, Some("BRO-09008")).await;
+}
+
+#[tokio::test]
+async fn deleting_the_transfers_upload_takes_its_parts_along() {
+    let f = Fixture::new().await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let part = create_partial(&f, id, 10).await;
+    assert_eq!(patch_url(&f, &part, 0, &[1; 10]).await.status(), 204);
+    assert_eq!(crate::tus::create(&f, id, 10).await.status(), 201);
+    let deleted = tus(&f.sender, Method::DELETE, &tus_path(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    // The part is gone with its bytes: a final over it is refused instead of publishing a hole.
+    assert_eq!(head_url(&f, &part).await.status(), 404);
+    assert_eq!(finish(&f, id, &[&part]).await.status(), 400);
+}

@@ -4,7 +4,7 @@
 //! in the words of the API (the field's JSON path and the kind of value it takes, never an internal
 //! type name), and never holds more of a list or map than its validation can accept.
 
-use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -34,26 +34,63 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-/// The top-level properties of a JSON object, values left unparsed.
-struct Properties<'a>(Vec<(String, &'a RawValue)>);
+/// The values of a JSON object's properties that name one of `fields` (case-insensitively; the last
+/// of several spellings wins), left unparsed. Other properties are skipped as they are read, so an
+/// object with millions of unknown properties costs no memory.
+struct Bound<'a> {
+    values: Vec<Option<&'a RawValue>>,
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for Properties<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectOnly;
-        impl<'de> Visitor<'de> for ObjectOnly {
-            type Value = Properties<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut properties = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    properties.push((key, map.next_value::<&'de RawValue>()?));
+struct BindObject {
+    fields: &'static [(&'static str, &'static str)],
+}
+
+impl<'de> DeserializeSeed<'de> for BindObject {
+    type Value = Bound<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BindObject {
+    type Value = Bound<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = vec![None; self.fields.len()];
+        while let Some(field) = map.next_key_seed(FieldIndex(self.fields))? {
+            match field {
+                Some(i) => values[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(Properties(properties))
             }
         }
-        d.deserialize_map(ObjectOnly)
+        Ok(Bound { values })
+    }
+}
+
+/// A property name, as the index of the field it names (without keeping the name).
+struct FieldIndex(&'static [(&'static str, &'static str)]);
+
+impl<'de> DeserializeSeed<'de> for FieldIndex {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldIndex {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a property name")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self
+            .0
+            .iter()
+            .position(|(name, _)| name.eq_ignore_ascii_case(key)))
     }
 }
 
@@ -80,25 +117,21 @@ pub fn decode_case_insensitive<T: DeserializeOwned + WireFields>(
             message: "A non-empty request body is required.".into(),
         });
     }
-    let properties: Properties = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            not_an_object()
-        } else {
-            JsonError {
-                path: "$".into(),
-                message: format!("The request body is not valid JSON: {e}."),
+    let mut top = serde_json::Deserializer::from_str(text);
+    let bound = BindObject { fields: T::FIELDS }
+        .deserialize(&mut top)
+        .and_then(|b| top.end().map(|()| b))
+        .map_err(|e| {
+            if e.is_data() {
+                not_an_object()
+            } else {
+                JsonError {
+                    path: "$".into(),
+                    message: format!("The request body is not valid JSON: {e}."),
+                }
             }
-        }
-    })?;
-    let mut bound: Vec<Option<&RawValue>> = vec![None; T::FIELDS.len()];
-    for (key, value) in properties.0 {
-        if let Some(i) = T::FIELDS
-            .iter()
-            .position(|(name, _)| name.eq_ignore_ascii_case(&key))
-        {
-            bound[i] = Some(value);
-        }
-    }
+        })?
+        .values;
     let mut canonical = String::with_capacity(text.len() + 16);
     canonical.push('{');
     for (i, value) in bound.iter().enumerate() {
@@ -268,6 +301,17 @@ mod tests {
             s.property_list.unwrap().get("Key").map(String::as_str),
             Some("v")
         );
+    }
+
+    #[test]
+    fn unknown_properties_are_skipped_whatever_they_hold() {
+        let many: Vec<String> = (0..100_000).map(|i| format!("\"k{i}\":0")).collect();
+        let s = decode(&format!(
+            r#"{{{},"fileName":"a","huge":4e892,"deep":[[{{}}]]}}"#,
+            many.join(",")
+        ))
+        .unwrap();
+        assert_eq!(s.file_name.as_deref(), Some("a"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl std::error::Error for MetadataError {}
 /// one when there is no metadata) holds no pairs.
 pub fn parse_metadata(value: &str) -> Result<Vec<(String, Vec<u8>)>, MetadataError> {
     let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
     if value.trim_matches([' ', '\t']).is_empty() {
         return Ok(pairs);
     }
@@ -63,7 +64,7 @@ pub fn parse_metadata(value: &str) -> Result<Vec<(String, Vec<u8>)>, MetadataErr
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| MetadataError::NotBase64(key.to_string()))?;
-        if pairs.iter().any(|(k, _)| k == key) {
+        if !keys.insert(key) {
             return Err(MetadataError::DuplicateKey(key.to_string()));
         }
         pairs.push((key.to_string(), decoded));

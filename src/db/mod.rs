@@ -230,7 +230,8 @@ pub trait Store: LifecycleStore {
         max_parts: usize,
         max_total: u64,
     ) -> Result<PartAdmission, StoreError>;
-    /// Removes a resumable upload (or part) the client terminated, noting the time (spec 4.6).
+    /// Removes a resumable upload the client terminated, noting the time (spec 4.6): one part, or (for
+    /// `part` = "") the transfer's upload with every part of it, whose bytes go with it.
     async fn terminate_tus(&self, id: Uuid, part: &str, at: Timestamp) -> Result<(), StoreError>;
     /// Whether the transfer has a resumable upload (or part) in progress, or had one terminated at or
     /// after `since`.

@@ -917,12 +917,16 @@ impl Store for SqliteStore {
         let part = part.to_string();
         self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM tus_uploads WHERE file_transfer_id = ? AND part = ?")
-                    .bind(id.to_string())
-                    .bind(part)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failure)?;
+                // The transfer's own upload takes its parts along: their bytes share its file's name.
+                sqlx::query(
+                    "DELETE FROM tus_uploads WHERE file_transfer_id = ? AND (part = ? OR ? = '')",
+                )
+                .bind(id.to_string())
+                .bind(&part)
+                .bind(&part)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
                 sqlx::query("UPDATE file_transfers SET tus_activity = ? WHERE id = ?")
                     .bind(at)
                     .bind(id.to_string())

@@ -28,7 +28,10 @@ pub struct MinRateBody<B> {
     rate: u64,
     grace: Duration,
     idle: Duration,
-    start: Instant,
+    /// When the handler first read the body: the grace period runs from there (as Kestrel counts
+    /// only while the app reads), so a handler that checks first and a client waiting for
+    /// `100 Continue` are not cut off.
+    start: Option<Instant>,
     received: u64,
     last_data: Instant,
     /// Armed at or before the real deadline; when it fires, the deadline is worked out again (data
@@ -40,15 +43,14 @@ pub struct MinRateBody<B> {
 
 impl<B> MinRateBody<B> {
     pub fn new(inner: B, rate: u64, grace: Duration, idle: Duration) -> Self {
-        let start = Instant::now();
         MinRateBody {
             inner,
             rate,
             grace,
             idle,
-            start,
+            start: None,
             received: 0,
-            last_data: start,
+            last_data: Instant::now(),
             timer: None,
             failed: false,
         }
@@ -61,7 +63,8 @@ impl<B> MinRateBody<B> {
             return (idle, BodyError::Idle(self.idle));
         }
         let allowed = Duration::from_secs_f64((self.received + 1) as f64 / self.rate as f64);
-        let rate = self.start + allowed.max(self.grace);
+        let start = self.start.unwrap_or(self.last_data);
+        let rate = start + allowed.max(self.grace);
         if rate < idle {
             (rate, BodyError::TooSlow(self.rate))
         } else {
@@ -84,6 +87,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if self.failed {
             return Poll::Ready(None);
+        }
+        if self.start.is_none() {
+            let now = Instant::now();
+            self.start = Some(now);
+            self.last_data = now;
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -209,6 +217,19 @@ mod tests {
             cut >= Duration::from_secs(10) && cut < Duration::from_secs(13),
             "{cut:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_grace_period_runs_from_the_first_read_not_from_the_request_head() {
+        let body = MinRateBody::new(
+            trickle(Duration::from_millis(10), 3),
+            100,
+            Duration::from_secs(10),
+            Duration::from_secs(120),
+        );
+        // The handler takes longer than the grace period before it reads.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,15 +1,20 @@
 //! Reading the initialize-and-upload form (`multipart/form-data`, spec 1.4): `Metadata.*` fields bind
 //! to the initialize request in any order, C#-style names compared case-insensitively; the file part
 //! `FileTransfer` is handed out to be streamed, never buffered. Everything but the file is bounded:
-//! the number of fields, each field's size and all metadata together.
+//! the number of fields, each field's size, all metadata together, and every byte outside the file
+//! part (a form without a boundary, or part headers that never end, would otherwise be held whole).
 
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
+use axum::BoxError;
 use broker_protocol::transfer::FileTransferInitialize;
 use broker_protocol::ErrorCode;
+use futures::StreamExt;
 use multer::{Field, Multipart};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A metadata field may hold at most this much; only the file part is unbounded.
 pub const MAX_METADATA_FIELD: usize = 64 << 10;
@@ -18,12 +23,28 @@ pub const MAX_FIELDS: usize = 10_000;
 
 /// The name of the file part.
 pub const FILE_FIELD: &str = "FileTransfer";
+/// The form's bytes outside its file part (boundaries, part headers, metadata values) at most: what
+/// the multipart parser may have to hold while it looks for the next boundary.
+pub const MAX_OUTSIDE_FILE: u64 = 2 << 20;
 
 /// The form's parts, read in order.
 pub struct FormReader {
     multipart: Multipart<'static>,
     fields: usize,
+    budget: Arc<OutsideFile>,
 }
+
+/// Counts the bytes that arrive while no file part is being read.
+#[derive(Default)]
+struct OutsideFile {
+    in_file: AtomicBool,
+    bytes: AtomicU64,
+}
+
+/// The form sent more than [`MAX_OUTSIDE_FILE`] bytes outside its file part.
+#[derive(Debug, thiserror::Error)]
+#[error("the form has more than {MAX_OUTSIDE_FILE} bytes outside its file part")]
+struct TooMuchOutsideFile;
 
 /// What the metadata fields read so far say.
 pub struct FormMetadata {
@@ -79,9 +100,26 @@ impl FormReader {
         S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        let budget = Arc::new(OutsideFile::default());
+        let counted = {
+            let budget = budget.clone();
+            stream.map(move |chunk| {
+                let chunk = chunk.map_err(Into::into)?;
+                if !budget.in_file.load(Ordering::Relaxed) {
+                    let seen = budget
+                        .bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if seen + chunk.len() as u64 > MAX_OUTSIDE_FILE {
+                        return Err(Box::new(TooMuchOutsideFile) as BoxError);
+                    }
+                }
+                Ok(chunk)
+            })
+        };
         FormReader {
-            multipart: Multipart::new(stream, boundary),
+            multipart: Multipart::new(counted, boundary),
             fields: 0,
+            budget,
         }
     }
 
@@ -91,11 +129,9 @@ impl FormReader {
         &mut self,
         metadata: &mut FormMetadata,
     ) -> Result<Option<Field<'static>>, ApiError> {
+        self.budget.in_file.store(false, Ordering::Relaxed);
         loop {
-            let field =
-                self.multipart.next_field().await.map_err(|e| {
-                    ApiError::BadRequest(format!("The form could not be read: {e}"))
-                })?;
+            let field = self.multipart.next_field().await.map_err(form_error)?;
             let Some(field) = field else {
                 return Ok(None);
             };
@@ -107,6 +143,7 @@ impl FormReader {
             }
             let name = field.name().unwrap_or_default().to_string();
             if name.eq_ignore_ascii_case(FILE_FIELD) {
+                self.budget.in_file.store(true, Ordering::Relaxed);
                 return Ok(Some(field));
             }
             let budget = metadata.max_bytes - metadata.bytes;
@@ -117,6 +154,16 @@ impl FormReader {
     }
 }
 
+/// A form that cannot be read: 413 past the bytes allowed outside the file, else 400.
+fn form_error(e: multer::Error) -> ApiError {
+    if let multer::Error::StreamReadFailed(inner) = &e {
+        if inner.downcast_ref::<TooMuchOutsideFile>().is_some() {
+            return ErrorCode::RequestBodyTooLarge.into();
+        }
+    }
+    ApiError::BadRequest(format!("The form could not be read: {e}"))
+}
+
 /// Reads a metadata field, refusing more than [`MAX_METADATA_FIELD`] bytes (400) or more than what
 /// is left of the form's metadata budget (413).
 async fn read_field(
@@ -125,11 +172,7 @@ async fn read_field(
     budget: usize,
 ) -> Result<String, ApiError> {
     let mut value = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("The form could not be read: {e}")))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
         if value.len() + chunk.len() > MAX_METADATA_FIELD {
             return Err(ApiError::field(
                 name,

@@ -1,7 +1,7 @@
 //! Binary upload (`POST /filetransfer/{id}/upload`) and initialize-and-upload (multipart/form-data).
 //! Bodies stream through the upload pipeline; nothing is buffered whole.
 
-use crate::app::{parse_transfer_id, require_sender, size_limit, App, Policy, MAX_FILE_SIZE};
+use crate::app::{parse_transfer_id, require_sender, size_limit, App, Policy};
 use crate::db::{NewTransfer, ResourceRow, TransferView};
 use crate::http::error::ApiError;
 use crate::http::form::{FormMetadata, FormReader, FILE_FIELD};
@@ -17,6 +17,10 @@ use broker_protocol::transfer::FileTransferInitializeResponse;
 use broker_protocol::{ErrorCode, FileTransferStatus};
 use futures::Stream;
 use uuid::Uuid;
+
+/// The largest file the form-data upload takes (spec 1.4: the original's multipart limit, int.MaxValue);
+/// larger files go through initialize and a binary or resumable upload.
+pub const MAX_FORM_FILE_SIZE: u64 = i32::MAX as u64;
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -136,8 +140,54 @@ where
     }
 }
 
-/// Streams the body into a new file for `id` (no transfer holds it yet) with hashing; on any failure
-/// the bytes are removed.
+/// Bytes stored for a transfer not created yet. Dropped unclaimed (the request failed or its client
+/// went away), they are removed.
+struct Unclaimed {
+    app: App,
+    id: Uuid,
+    claimed: bool,
+}
+
+impl Unclaimed {
+    fn new(app: &App, id: Uuid) -> Unclaimed {
+        Unclaimed {
+            app: app.clone(),
+            id,
+            claimed: false,
+        }
+    }
+
+    /// A transfer's upload lease holds the bytes now (and removes them if it is abandoned).
+    fn claim(mut self) {
+        self.claimed = true;
+    }
+
+    /// Removes the bytes now.
+    async fn discard(mut self) {
+        self.claimed = true;
+        remove_blob(&self.app, self.id).await;
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if self.claimed {
+            return;
+        }
+        let (app, id) = (self.app.clone(), self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { remove_blob(&app, id).await });
+        }
+    }
+}
+
+async fn remove_blob(app: &App, id: Uuid) {
+    if let Err(e) = app.blobs.delete(id).await {
+        tracing::warn!(%id, error = %e, "could not remove a refused upload's bytes");
+    }
+}
+
+/// Streams the body into a new file for `id` (no transfer holds it yet) with hashing.
 async fn store_unclaimed<S, E>(
     app: &App,
     id: Uuid,
@@ -157,26 +207,17 @@ where
         r = stream_into_blob(body, writer, Some(limit)) => r,
         _ = app.shutdown.cancelled() => Err(StreamError::Body("the broker is shutting down".into())),
     };
-    let refused = match streamed {
-        Ok(file) => return Ok(file),
-        Err(_) if app.shutdown.is_cancelled() => ErrorCode::ShuttingDown.into(),
-        Err(StreamError::Body(e)) => ApiError::BadRequest(format!(
+    match streamed {
+        Ok(file) => Ok(file),
+        Err(_) if app.shutdown.is_cancelled() => Err(ErrorCode::ShuttingDown.into()),
+        Err(StreamError::Body(e)) => Err(ApiError::BadRequest(format!(
             "The upload was interrupted: {e}. Retry the upload."
-        )),
-        Err(StreamError::TooLarge(_)) => ErrorCode::FileSizeExceedsMaximum.into(),
+        ))),
+        Err(StreamError::TooLarge(_)) => Err(ErrorCode::FileSizeExceedsMaximum.into()),
         Err(StreamError::Storage(e)) => {
             tracing::error!(%id, error = %e, "storage failed during a form upload");
-            ErrorCode::UploadFailed.into()
+            Err(ErrorCode::UploadFailed.into())
         }
-    };
-    discard(app, id).await;
-    Err(refused)
-}
-
-/// Removes bytes no transfer will hold.
-async fn discard(app: &App, id: Uuid) {
-    if let Err(e) = app.blobs.delete(id).await {
-        tracing::warn!(%id, error = %e, "could not remove a refused upload's bytes");
     }
 }
 
@@ -250,10 +291,28 @@ pub async fn initialize_and_upload(
         .try_acquire()
         .map_err(|_| ApiError::Code(ErrorCode::TooManyUploads))?;
     let id = early.as_ref().map_or_else(Uuid::new_v4, |p| p.new.id);
-    let limit = early
+    // A file sent before the metadata that would allow it may not fill the disk for everyone else.
+    let room = match app.blobs.available_space().await {
+        Ok(Some(free)) => free.saturating_sub(app.config.storage.reserve_bytes),
+        _ => u64::MAX,
+    };
+    let allowed = early
         .as_ref()
-        .map_or(MAX_FILE_SIZE as u64, |p| p.size_limit);
-    let stored = store_unclaimed(&app, id, file, limit).await?;
+        .map_or(MAX_FORM_FILE_SIZE, |p| p.size_limit.min(MAX_FORM_FILE_SIZE));
+    let limit = allowed.min(room);
+    let unclaimed = Unclaimed::new(&app, id);
+    let stored = match store_unclaimed(&app, id, file, limit).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            unclaimed.discard().await;
+            return Err(match e {
+                ApiError::Code(ErrorCode::FileSizeExceedsMaximum) if room < allowed => {
+                    ErrorCode::InsufficientStorage.into()
+                }
+                e => e,
+            });
+        }
+    };
     let checked = async {
         if form.next_file(&mut metadata).await?.is_some() {
             return Err(ApiError::field(
@@ -262,7 +321,7 @@ pub async fn initialize_and_upload(
             ));
         }
         let prepared = prepare_transfer(&app, &caller, metadata.request().clone(), key).await?;
-        if stored.size > prepared.size_limit {
+        if stored.size > prepared.size_limit.min(MAX_FORM_FILE_SIZE) {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
         }
         if idempotent_replay(&app, &prepared.new).await?.is_some() {
@@ -271,26 +330,43 @@ pub async fn initialize_and_upload(
         }
         Ok(prepared)
     };
-    let prepared = match checked.await {
-        Ok(p) => p,
+    let mut new = match checked.await {
+        Ok(prepared) => prepared.new,
         Err(e) => {
-            discard(&app, id).await;
+            unclaimed.discard().await;
             return Err(e);
         }
     };
-    let mut new = prepared.new;
     new.id = id;
-    match create_transfer(&app, new).await {
-        Ok(created) if created == id => {}
-        other => {
-            discard(&app, id).await;
-            return Err(other
-                .err()
-                .unwrap_or(ErrorCode::FileTransferAlreadyUploaded.into()));
+    // The transfer is created and takes its file on a task of its own: a client that goes away now
+    // cannot leave a transfer half made.
+    let publish = tokio::spawn({
+        let app = app.clone();
+        async move {
+            match create_transfer(&app, new).await {
+                Ok(created) if created == id => {}
+                other => {
+                    unclaimed.discard().await;
+                    return Err(other
+                        .err()
+                        .unwrap_or(ErrorCode::FileTransferAlreadyUploaded.into()));
+                }
+            }
+            let lease = app.lifecycle.begin_upload(id).await;
+            let lease = match lease {
+                Ok(lease) => lease,
+                Err(e) => {
+                    unclaimed.discard().await;
+                    return Err(ApiError::from(e));
+                }
+            };
+            unclaimed.claim();
+            lease.complete(stored).await.map_err(ApiError::from)
         }
-    }
-    let lease = app.lifecycle.begin_upload(id).await?;
-    lease.complete(stored).await?;
+    });
+    publish
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(FileTransferInitializeResponse {
         file_transfer_id: id,
     }))

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -147,6 +147,28 @@ static REFUSAL: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     response
 });
 
+/// Refused connections whose request is read off (for a moment) so the 503 reaches the client; more
+/// are closed at once.
+const MAX_REFUSALS_DRAINING: usize = 64;
+
+/// Answers 503 at once. Closing a socket with its request still unread would reset the connection
+/// and discard the answer, so the request is read off (for at most a second) before the close.
+fn refuse(stream: TcpStream, refusals: &Arc<tokio::sync::Semaphore>) {
+    let _ = stream.try_write(&REFUSAL);
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        drop(permit);
+    });
+}
+
 /// Accepts connections until `shutdown`, then asks each to finish its current request and waits for
 /// them all.
 pub async fn serve(
@@ -167,6 +189,7 @@ pub async fn serve(
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     let http = Arc::new(http);
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_DRAINING));
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -183,8 +206,8 @@ pub async fn serve(
         let (id, connection) = match registry.admit(limits.max_connections, epoch.now_ms()) {
             Admission::Admitted(id, c) => (id, c),
             Admission::Refused => {
-                let _ = stream.try_write(&REFUSAL);
                 tracing::debug!("connection refused: every connection is busy");
+                refuse(stream, &refusals);
                 continue;
             }
         };
@@ -256,7 +279,15 @@ async fn watch(
     tokio::pin!(timer);
     loop {
         if connection.closing.load(Ordering::Acquire) {
-            return;
+            // Evicted. The phase was read under the registry's lock, but a request may have begun
+            // since: it is served to its end, then the connection closes.
+            if connection.phase() != Phase::Busy {
+                return;
+            }
+            if !shutting_down {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
         let now = Instant::now();
         let deadline = match connection.phase() {

@@ -70,12 +70,8 @@ async fn join(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut size = 0u64;
     for part in &parts {
-        size += app
-            .store
-            .tus(id, part)
-            .await?
-            .and_then(|r| r.length)
-            .unwrap_or(0);
+        let length = app.store.tus(id, part).await?.and_then(|r| r.length);
+        size += length.ok_or_else(|| ApiError::Internal(format!("the part {part} disappeared")))?;
     }
     // The joined upload is recorded complete before its parts are forgotten, so a restart in between
     // still finds it (and verifies it).
@@ -247,12 +243,15 @@ pub async fn terminate_part(
     }
     super::append::stop_running(app, view.id, Some(part)).await;
     let _lock = PartLock::take(app, view.id, part)?;
+    // The upload slot, so a `final` joining this part cannot be under way (409 while it is).
+    let lease = app.lifecycle.begin_upload(view.id).await?;
     app.store
         .terminate_tus(view.id, part, app.clock.now())
         .await?;
     if let Err(e) = app.blobs.delete_part(view.id, part).await {
         tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
     }
+    lease.release().await;
     Ok((
         StatusCode::NO_CONTENT,
         [tus_header("tus-resumable", TUS_VERSION)],

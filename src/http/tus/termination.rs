@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// `DELETE` (termination): removes the upload's bytes; the transfer stays UploadStarted, so a new upload
-/// can be created.
+/// `DELETE` (termination): removes the upload's bytes, and the parts sent for it if any; the transfer
+/// stays UploadStarted, so a new upload can be created.
 pub async fn terminate(
     State(app): State<App>,
     Path(id): Path<String>,
