@@ -7,7 +7,7 @@
 use crate::app::App;
 use crate::db::TransferView;
 use broker_actors::upload::{hash_stream, HashState};
-use broker_actors::{LifecycleError, StoredFile, UploadLease};
+use broker_actors::{Error, StoredFile, UploadLease};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ pub fn start(app: &App, id: Uuid, hashes: Option<StoredFile>) -> bool {
 /// Picks up complete but unverified uploads: those a stopped server left, and those whose check
 /// failed (run at start and on every sweep).
 pub async fn recover(app: &App) {
-    match app.store.unverified_uploads().await {
+    match app.sessions.unverified().await {
         Ok(ids) => {
             let started = ids.into_iter().filter(|id| start(app, *id, None)).count();
             if started > 0 {
@@ -67,7 +67,7 @@ pub async fn complete(
     joined: bool,
     length: u64,
     hashes: Option<StoredFile>,
-) -> Result<Completed, LifecycleError> {
+) -> Result<Completed, Error> {
     let id = lease.transfer_id();
     let check_pending = view.checksum.is_some() || view.use_virus_scan;
     if joined || check_pending {
@@ -79,11 +79,11 @@ pub async fn complete(
         Some(file) => file,
         None => hash_stored(app, id, length)
             .await
-            .map_err(LifecycleError::Internal)?
+            .map_err(Error::Internal)?
             .finish(),
     };
     lease.complete(file).await?;
-    app.store.delete_tus(id, "").await?;
+    app.sessions.remove(id, "").await?;
     Ok(Completed::Published)
 }
 
@@ -94,7 +94,7 @@ async fn finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) {
 }
 
 async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result<(), String> {
-    let Some(row) = app.store.tus(id, "").await.map_err(|e| e.to_string())? else {
+    let Some(row) = app.sessions.get(id, "").await.map_err(|e| e.to_string())? else {
         return Ok(());
     };
     let Some(length) = row.length.filter(|l| *l == row.offset) else {
@@ -108,9 +108,7 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
             let mut lease = match app.lifecycle.begin_upload(id).await {
                 Ok(lease) => lease,
                 // The request that stored the last byte still holds the upload and completes it.
-                Err(LifecycleError::Rejected(ErrorCode::FileTransferAlreadyUploaded)) => {
-                    return Ok(())
-                }
+                Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded)) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             };
             lease.keep_bytes_on_drop();
@@ -123,13 +121,7 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
         }
         FileTransferStatus::UploadProcessing if view.sha256.is_none() => {}
         // Verified already (the row outlived its use): nothing left to do.
-        _ => {
-            return app
-                .store
-                .delete_tus(id, "")
-                .await
-                .map_err(|e| e.to_string())
-        }
+        _ => return app.sessions.remove(id, "").await.map_err(|e| e.to_string()),
     }
     let file = match hashes {
         Some(file) => file,
@@ -141,21 +133,15 @@ async fn try_finalize(app: &App, id: Uuid, hashes: Option<StoredFile>) -> Result
                     .fail_verification(id)
                     .await
                     .map_err(|e| e.to_string())?;
-                return app
-                    .store
-                    .delete_tus(id, "")
-                    .await
-                    .map_err(|e| e.to_string());
+                return app.sessions.remove(id, "").await.map_err(|e| e.to_string());
             }
         },
     };
     match app.lifecycle.complete_verification(id, file).await {
         // A mismatch is an outcome, not an error: the transfer is Failed and told with `uploadfailed`.
-        Ok(()) | Err(LifecycleError::Rejected(ErrorCode::ChecksumMismatch)) => app
-            .store
-            .delete_tus(id, "")
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(()) | Err(Error::Refused(ErrorCode::ChecksumMismatch)) => {
+            app.sessions.remove(id, "").await.map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     }
 }

@@ -8,7 +8,6 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod db;
-pub mod duration;
 pub mod finalize;
 pub mod http;
 pub mod registry;
@@ -19,8 +18,9 @@ use crate::auth::dev_issuer::DevIssuer;
 use crate::auth::Authenticator;
 use crate::config::{Config, RegistryMode};
 use crate::registry::Registry;
+
 use anyhow::Context;
-use broker_actors::{Lifecycle, SystemClock};
+use broker_actors::{Broker, Ports, Settings, SystemClock};
 use std::future::Future;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -100,33 +100,50 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
                 .file
                 .as_ref()
                 .context("registry.file is not set")?;
-            Registry::from_file(path).map_err(anyhow::Error::msg)?
+            registry::from_file(path).map_err(anyhow::Error::msg)?
         }
     };
     let clock = Arc::new(SystemClock);
-    let lifecycle = Lifecycle::new(
-        store.clone(),
-        blobs.clone(),
-        clock.clone(),
-        event_source(&config),
-    );
+    let ports = Ports {
+        metadata: store.clone(),
+        sessions: store.clone(),
+        outbox: store.clone(),
+        blobs: blobs.clone(),
+        clock: clock.clone(),
+        registry: Arc::new(registry),
+    };
+    let shutdown = CancellationToken::new();
+    let broker = Broker::new(ports, settings(&config), shutdown.clone());
+    let lifecycle = broker.lifecycle().clone();
     let upload_permits = tokio::sync::Semaphore::new(config.server.max_concurrent_uploads);
     Ok(Arc::new(AppState {
         config,
-        store,
+        broker,
+        auth,
+        shutdown,
+        metadata: store.clone(),
+        sessions: store,
         blobs,
         lifecycle,
-        auth,
-        registry,
         clock,
-        shutdown: CancellationToken::new(),
         upload_permits,
-        tus_hashes: Default::default(),
         tus_part_locks: Default::default(),
         tus_running: Default::default(),
         finalizing: Default::default(),
-        range_downloads: Default::default(),
     }))
+}
+
+/// What the application needs of the configuration.
+fn settings(config: &Config) -> Settings {
+    Settings {
+        production: config.registry.environment == config::Environment::Production,
+        max_recipients: config.limits.max_recipients,
+        max_tus_parts: config.limits.max_tus_parts,
+        tus_upload_expiry: chrono::Duration::seconds(config.server.tus_upload_expiry_secs as i64),
+        reserve_bytes: config.storage.reserve_bytes,
+        max_concurrent_uploads: config.server.max_concurrent_uploads,
+        event_source: event_source(config),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes; prints `listening on http://ADDR` when ready. Streaming uploads are then stopped (and

@@ -11,6 +11,7 @@ mod bench_smoke;
 mod cli;
 mod cli_transfer;
 mod config_errors;
+mod conformance;
 mod endpoints;
 mod errors;
 mod events;

@@ -1,11 +1,58 @@
-//! The file-transfer lifecycle: the state machine, the per-transfer supervisors that drive it, the
-//! upload pipeline, and the ports (traits) they need. No HTTP, SQL or object-store types appear here.
+//! The file-transfer lifecycle: the application's commands and queries ([`Broker`]), the state machine,
+//! the per-transfer supervisors that drive it, the upload pipeline, and the ports (traits) they need.
+//! No HTTP, SQL or object-store types appear here.
 
+pub mod access;
+mod binary_upload;
+pub mod broker;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod download;
+pub mod error;
+pub mod form_upload;
+mod initialize;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 pub mod ports;
+pub mod query;
+mod resources;
 pub mod state;
 pub mod supervisor;
+pub mod tus;
 pub mod upload;
 
-pub use ports::{BlobStore, BlobWriter, Clock, LifecycleStore, SystemClock};
+pub use access::{Caller, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
+pub use binary_upload::fail_storage;
+pub use broker::{Broker, Ports, Settings};
+pub use error::{Error, TusRefusal};
+pub use ports::{BlobStore, BlobWriter, Clock, SystemClock};
 pub use state::{Phase, StoredFile, TransferState};
-pub use supervisor::{Lifecycle, LifecycleError, UploadLease};
+pub use supervisor::{Lifecycle, UploadLease};
+
+#[cfg(test)]
+mod conformance_tests {
+    use crate::conformance::*;
+    use crate::memory::{MemoryBlobs, MemoryStore};
+
+    #[tokio::test]
+    async fn the_in_memory_metadata_store_keeps_the_metadata_rules() {
+        metadata_store_suite(&MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_upload_session_rules() {
+        let store = MemoryStore::default();
+        upload_sessions_suite(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_outbox_keeps_the_outbox_rules() {
+        let store = MemoryStore::default();
+        outbox_suite(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_blob_store_keeps_the_blob_rules() {
+        blob_store_suite(&MemoryBlobs::default()).await;
+    }
+}

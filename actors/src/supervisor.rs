@@ -5,7 +5,8 @@
 //! A supervisor is spawned on demand, loads its transfer from the store, and stops as soon as it has
 //! nothing left to do (no queued message, no upload streaming). A restart therefore spawns nothing.
 
-use crate::ports::{BlobStore, Clock, LifecycleStore, StoreError, TransferChange, TransferRecord};
+use crate::error::Error;
+use crate::ports::{BlobStore, Clock, MetadataStore, TransferChange, TransferRecord};
 use crate::state::{transition, Audience, Command, Effect, StoredFile, UploadFailure};
 use broker_protocol::events::{CloudEvent, EventRole};
 use broker_protocol::ErrorCode;
@@ -16,26 +17,7 @@ use uuid::Uuid;
 
 const MAILBOX: usize = 64;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("refused: {0:?}")]
-    Rejected(ErrorCode),
-    #[error("the transfer changed concurrently")]
-    Conflict,
-    #[error("internal failure: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for LifecycleError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict => LifecycleError::Conflict,
-            StoreError::Failure(m) => LifecycleError::Internal(m),
-        }
-    }
-}
-
-type Reply = oneshot::Sender<Result<(), LifecycleError>>;
+type Reply = oneshot::Sender<Result<(), Error>>;
 
 enum Message {
     /// Start a binary upload: persists UploadStarted and hands out the upload slot.
@@ -53,7 +35,7 @@ enum Message {
 }
 
 struct Shared {
-    store: Arc<dyn LifecycleStore>,
+    store: Arc<dyn MetadataStore>,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     /// The CloudEvent `source`.
@@ -70,7 +52,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     pub fn new(
-        store: Arc<dyn LifecycleStore>,
+        store: Arc<dyn MetadataStore>,
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
         event_source: String,
@@ -97,7 +79,7 @@ impl Lifecycle {
     }
 
     /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
-    pub async fn begin_upload(&self, id: Uuid) -> Result<UploadLease, LifecycleError> {
+    pub async fn begin_upload(&self, id: Uuid) -> Result<UploadLease, Error> {
         let lease = self
             .shared
             .next_lease
@@ -114,45 +96,37 @@ impl Lifecycle {
 
     /// Records UploadStarted (if the transfer is not there yet) without taking the upload slot: parts
     /// of a concatenated upload are created and sent in parallel.
-    pub async fn record_upload_started(&self, id: Uuid) -> Result<(), LifecycleError> {
+    pub async fn record_upload_started(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::StartUpload).await
     }
 
-    pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), LifecycleError> {
+    pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), Error> {
         self.command(id, Command::RecordDownload { recipient })
             .await
     }
 
-    pub async fn confirm_download(
-        &self,
-        id: Uuid,
-        recipient: String,
-    ) -> Result<(), LifecycleError> {
+    pub async fn confirm_download(&self, id: Uuid, recipient: String) -> Result<(), Error> {
         self.command(id, Command::ConfirmDownload { recipient })
             .await
     }
 
     /// The background check of a resumable upload (status UploadProcessing) ran: publish the file, or
     /// fail the transfer if it does not match its declared MD5.
-    pub async fn complete_verification(
-        &self,
-        id: Uuid,
-        file: StoredFile,
-    ) -> Result<(), LifecycleError> {
+    pub async fn complete_verification(&self, id: Uuid, file: StoredFile) -> Result<(), Error> {
         self.command(id, Command::CompleteUpload(file)).await
     }
 
     /// The stored bytes of a resumable upload could not be read back for its check: the transfer fails.
-    pub async fn fail_verification(&self, id: Uuid) -> Result<(), LifecycleError> {
+    pub async fn fail_verification(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::FailUpload(UploadFailure::Storage))
             .await
     }
 
-    pub async fn purge(&self, id: Uuid) -> Result<(), LifecycleError> {
+    pub async fn purge(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::Purge).await
     }
 
-    async fn command(&self, id: Uuid, command: Command) -> Result<(), LifecycleError> {
+    async fn command(&self, id: Uuid, command: Command) -> Result<(), Error> {
         self.ask(id, |reply| Message::Apply {
             command,
             lease: None,
@@ -161,16 +135,12 @@ impl Lifecycle {
         .await
     }
 
-    async fn ask(
-        &self,
-        id: Uuid,
-        make: impl FnOnce(Reply) -> Message,
-    ) -> Result<(), LifecycleError> {
+    async fn ask(&self, id: Uuid, make: impl FnOnce(Reply) -> Message) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
         self.deliver(id, make(reply)).await;
         answer
             .await
-            .map_err(|_| LifecycleError::Internal("the transfer's supervisor stopped".into()))?
+            .map_err(|_| Error::Internal("the transfer's supervisor stopped".into()))?
     }
 
     /// Hands a message to the transfer's supervisor, spawning one if none is alive.
@@ -218,12 +188,12 @@ impl UploadLease {
     }
 
     /// The file is stored and synced: verify it and publish (or fail on a checksum mismatch).
-    pub async fn complete(self, file: StoredFile) -> Result<(), LifecycleError> {
+    pub async fn complete(self, file: StoredFile) -> Result<(), Error> {
         self.end_with(Command::CompleteUpload(file)).await
     }
 
     /// Ends the upload with `command`, handing the slot back with it.
-    async fn end_with(mut self, command: Command) -> Result<(), LifecycleError> {
+    async fn end_with(mut self, command: Command) -> Result<(), Error> {
         let lease = self.lease.take();
         self.lifecycle
             .ask(self.id, |reply| Message::Apply {
@@ -236,7 +206,7 @@ impl UploadLease {
 
     /// Every byte is stored; the upload request ends here (answered at once) and the check and the
     /// publish follow in the background (`Lifecycle::complete_verification`). Status UploadProcessing.
-    pub async fn await_verification(self, announce: bool) -> Result<(), LifecycleError> {
+    pub async fn await_verification(self, announce: bool) -> Result<(), Error> {
         self.end_with(Command::AwaitVerification { announce }).await
     }
 
@@ -257,7 +227,7 @@ impl UploadLease {
     }
 
     /// Our storage failed: the transfer fails and its bytes are removed.
-    pub async fn fail(self, failure: UploadFailure) -> Result<(), LifecycleError> {
+    pub async fn fail(self, failure: UploadFailure) -> Result<(), Error> {
         self.end_with(Command::FailUpload(failure)).await
     }
 }
@@ -294,12 +264,10 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
             record,
             upload_in_flight: None,
         }),
-        Ok(None) => Err(LifecycleError::Rejected(ErrorCode::FileTransferNotFound)),
+        Ok(None) => Err(Error::Refused(ErrorCode::FileTransferNotFound)),
         Err(e) => {
             tracing::error!(%id, error = %e, "could not load transfer");
-            Err(LifecycleError::Internal(format!(
-                "could not load the transfer: {e}"
-            )))
+            Err(Error::Internal(format!("could not load the transfer: {e}")))
         }
     };
     loop {
@@ -332,9 +300,7 @@ impl Supervisor {
         match message {
             Message::BeginUpload { lease, reply } => {
                 let result = if self.upload_in_flight.is_some() {
-                    Err(LifecycleError::Rejected(
-                        ErrorCode::FileTransferAlreadyUploaded,
-                    ))
+                    Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
                 } else {
                     let r = self.apply(Command::StartUpload).await;
                     if r.is_ok() {
@@ -355,7 +321,7 @@ impl Supervisor {
             } => {
                 if lease.is_some() {
                     if lease != self.upload_in_flight {
-                        let _ = reply.send(Err(LifecycleError::Conflict));
+                        let _ = reply.send(Err(Error::Conflict));
                         return;
                     }
                     self.upload_in_flight = None;
@@ -380,8 +346,8 @@ impl Supervisor {
     }
 
     /// Runs the pure transition, persists its effects, then carries out the side effects.
-    async fn apply(&mut self, command: Command) -> Result<(), LifecycleError> {
-        let outcome = transition(&self.record.state, &command).map_err(LifecycleError::Rejected)?;
+    async fn apply(&mut self, command: Command) -> Result<(), Error> {
+        let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
         if !outcome.effects.is_empty() {
             let change = self.change_for(&outcome.effects);
             if let Err(e) = self.shared.store.commit_change(change).await {
@@ -397,7 +363,7 @@ impl Supervisor {
             }
         }
         self.record.state = outcome.next;
-        outcome.reply.map_err(LifecycleError::Rejected)
+        outcome.reply.map_err(Error::Refused)
     }
 
     fn change_for(&self, effects: &[Effect]) -> TransferChange {

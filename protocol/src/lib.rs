@@ -4,6 +4,7 @@
 //! payloads and the HTTP Range grammar. The optional `client` feature adds the HTTP client used by the
 //! CLI, the benchmark and the black-box tests, a tus 1.0 upload client and a shared rate limiter.
 
+pub mod duration;
 pub mod events;
 pub mod json;
 pub mod problem;

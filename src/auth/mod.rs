@@ -9,25 +9,11 @@ use broker_protocol::transfer::parse_org;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-/// Who is calling, as far as the token tells.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The caller's organisation, normalised to `0192:NNNNNNNNN`, if the claims name one.
-    pub org: Option<String>,
-    pub scopes: HashSet<String>,
-    /// `consumer.ID` (the vendor, for statistics).
-    pub vendor: Option<String>,
-}
-
-impl Caller {
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
-    }
-}
+pub use broker_actors::Caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

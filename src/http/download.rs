@@ -1,13 +1,12 @@
 //! Downloads with the single-range rules of spec 5.
 
-use crate::app::{parse_transfer_id, require_recipient, App, Policy};
+use crate::app::{parse_transfer_id, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_protocol::range::ByteRange;
-use broker_protocol::ErrorCode;
 
 /// RFC 6266 / 5987: an ASCII fallback plus the UTF-8 name, percent-encoded. Only the name's last path
 /// component is kept, without control characters; when nothing printable remains, `fallback` (the
@@ -57,60 +56,27 @@ pub async fn download(
     // HEAD tells the size and range support without downloading, so it records no DownloadStarted.
     let head = method == Method::HEAD;
     let caller = app.authorize(&headers, Policy::Recipient).await?;
-    let view = app.transfer(parse_transfer_id(&id)?).await?;
-    let recipient = require_recipient(&caller, &view)?;
-    if !matches!(
-        view.status,
-        broker_protocol::FileTransferStatus::Published
-            | broker_protocol::FileTransferStatus::AllConfirmedDownloaded
-    ) {
-        return Err(ErrorCode::FileNotReadyForDownload.into());
-    }
-    app.resource_of(&view).await?;
-    if app.clock.now() >= view.expiration_time {
-        return Err(ErrorCode::FileTransferExpired.into());
-    }
-    let size = view.size as u64;
-    // A strong validator: the content's SHA-256. `If-Range` with anything else (another tag, a date)
-    // means the client's partial copy is stale, so the whole file is sent.
-    let etag = view.sha256.as_ref().map(|sha| format!("\"{sha}\""));
-    let range_still_valid = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(validator) => etag.as_deref() == Some(validator.trim()),
-    };
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(ByteRange::parse)
-        .filter(|_| range_still_valid);
+    let download = app
+        .broker
+        .open_download(&caller, parse_transfer_id(&id)?)
+        .await?;
+    let size = download.size;
+    // A strong validator: the content's SHA-256.
+    let etag = download.sha256.as_ref().map(|sha| format!("\"{sha}\""));
+    let range = requested_range(&headers, etag.as_deref());
     let (start, end) = match range {
-        Some(r) => match r.resolve(size) {
-            Ok(bounds) => bounds,
-            Err(_) => {
-                let mut response = ApiError::Code(ErrorCode::RangeNotSatisfiable).into_response();
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                return Ok(response);
-            }
-        },
+        Some(r) => r
+            .resolve(size)
+            .map_err(|_| ApiError::RangeNotSatisfiable { size })?,
         None if size == 0 => (0, 0),
         None => (0, size - 1),
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
-    if !head && app.should_record_download(view.id, &recipient, range.is_some()) {
-        app.lifecycle.record_download(view.id, recipient).await?;
-    }
-    let body = if len == 0 || head {
-        Body::empty()
-    } else {
-        let stream = app
-            .blobs
-            .read(view.id, start, len)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Body::from_stream(stream)
-    };
+    let stream = app
+        .broker
+        .read_download(&download, start, len, range.is_some(), !head)
+        .await?;
+    let body = stream.map_or_else(Body::empty, Body::from_stream);
     let mut response = (
         if range.is_some() {
             StatusCode::PARTIAL_CONTENT
@@ -130,9 +96,10 @@ pub async fn download(
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) =
-        HeaderValue::from_str(&content_disposition(&view.file_name, &view.id.to_string()))
-    {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(
+        &download.file_name,
+        &download.id.to_string(),
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if range.is_some() {
@@ -141,6 +108,21 @@ pub async fn download(
         }
     }
     Ok(response)
+}
+
+/// The Range asked for, if any and still valid: `If-Range` with anything but the file's ETag (another
+/// tag, a date) means the client's partial copy is stale, so the whole file is sent. An unparsable
+/// Range is ignored (spec 5).
+fn requested_range(headers: &HeaderMap, etag: Option<&str>) -> Option<ByteRange> {
+    let still_valid = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(validator) => etag == Some(validator.trim()),
+    };
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ByteRange::parse)
+        .filter(|_| still_valid)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use broker_actors::LifecycleError;
-use broker_protocol::{ErrorCode, ProblemDetails};
+use broker_actors::{Error, TusRefusal};
+use broker_protocol::{ErrorCode, ProblemDetails, TUS_VERSION};
 use std::collections::BTreeMap;
 
 #[derive(Debug)]
@@ -17,8 +17,16 @@ pub enum ApiError {
     /// Valid token without the needed scope: 403, empty body.
     MissingScope,
     UnsupportedMediaType(&'static str),
+    /// The request's Accept names none of the types this endpoint produces (plain text, as ASP.NET).
+    NotAcceptable(&'static str),
+    /// A Range beyond the file: 416 `BRO-00013` with `Content-Range: bytes */size`.
+    RangeNotSatisfiable {
+        size: u64,
+    },
     /// A request we cannot process for a reason outside the catalogue (e.g. a broken body).
     BadRequest(String),
+    /// A tus rule refused the request: plain text, as tusd and tusdotnet answer.
+    Tus(TusRefusal),
     Internal(String),
 }
 
@@ -28,14 +36,80 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-impl From<LifecycleError> for ApiError {
-    fn from(e: LifecycleError) -> Self {
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
         match e {
-            LifecycleError::Rejected(code) => ApiError::Code(code),
-            LifecycleError::Conflict => ApiError::Code(ErrorCode::FileTransferAlreadyUploaded),
-            LifecycleError::Internal(m) => ApiError::Internal(m),
+            Error::Refused(code) => ApiError::Code(code),
+            Error::Invalid(errors) => ApiError::Validation(errors),
+            Error::Tus(refusal) => ApiError::Tus(refusal),
+            Error::Unreadable(text) => ApiError::BadRequest(text),
+            Error::Conflict => ApiError::Code(ErrorCode::FileTransferAlreadyUploaded),
+            Error::Internal(m) => ApiError::Internal(m),
         }
     }
+}
+
+impl From<TusRefusal> for ApiError {
+    fn from(r: TusRefusal) -> Self {
+        ApiError::Tus(r)
+    }
+}
+
+/// A tus refusal's status and text.
+fn tus_status(refusal: TusRefusal) -> (StatusCode, String) {
+    let bad = StatusCode::BAD_REQUEST;
+    match refusal {
+        TusRefusal::VersionUnsupported => (
+            StatusCode::PRECONDITION_FAILED,
+            "Tus-Resumable must be 1.0.0".into(),
+        ),
+        TusRefusal::BadRequest(text) => (bad, text),
+        TusRefusal::ContentType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/offset+octet-stream".into(),
+        ),
+        TusRefusal::NoUpload => (
+            StatusCode::NOT_FOUND,
+            "No upload has been created for this file transfer".into(),
+        ),
+        TusRefusal::NoSuchPart => (
+            StatusCode::NOT_FOUND,
+            "No such partial upload for this file transfer".into(),
+        ),
+        TusRefusal::OffsetMismatch { sent, actual } => (
+            StatusCode::CONFLICT,
+            format!("Upload-Offset {sent} does not match the upload's offset {actual}"),
+        ),
+        TusRefusal::OffsetMoved => (
+            StatusCode::CONFLICT,
+            "Upload-Offset no longer matches the upload's offset; ask for it with HEAD".into(),
+        ),
+        TusRefusal::TooLong => (bad, "The PATCH exceeded the upload's length".into()),
+        TusRefusal::ChecksumMismatch => (
+            StatusCode::from_u16(460).expect("460 is a valid status"),
+            "Checksum Mismatch: the body does not match its Upload-Checksum; the offset did not move"
+                .into(),
+        ),
+    }
+}
+
+/// A plain-text tus answer with the protocol's version headers.
+fn tus_response(status: StatusCode, text: String) -> Response {
+    let headers = [
+        (
+            header::HeaderName::from_static("tus-resumable"),
+            HeaderValue::from_static(TUS_VERSION),
+        ),
+        (
+            header::HeaderName::from_static("tus-version"),
+            HeaderValue::from_static(TUS_VERSION),
+        ),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+    ];
+    (status, headers, text).into_response()
 }
 
 impl From<broker_actors::ports::StoreError> for ApiError {
@@ -102,6 +176,26 @@ impl IntoResponse for ApiError {
             )),
             ApiError::BadRequest(detail) => {
                 problem_response(ProblemDetails::plain(400, detail, trace_id))
+            }
+            ApiError::NotAcceptable(produced) => (
+                StatusCode::NOT_ACCEPTABLE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("This endpoint does not support the requested Accept header. Supported Accept headers are: {produced}, */*."),
+            )
+                .into_response(),
+            ApiError::RangeNotSatisfiable { size } => {
+                let mut response = problem_response(ProblemDetails::for_code(
+                    ErrorCode::RangeNotSatisfiable,
+                    trace_id,
+                ));
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                response
+            }
+            ApiError::Tus(refusal) => {
+                let (status, text) = tus_status(refusal);
+                tus_response(status, text)
             }
             ApiError::Internal(message) => {
                 tracing::error!(%trace_id, error = %message, "internal error");

@@ -8,6 +8,8 @@ use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::BoxError;
+use broker_actors::form_upload::{FilePart, Form};
+use broker_actors::Error;
 use broker_protocol::transfer::FileTransferInitialize;
 use broker_protocol::ErrorCode;
 use futures::StreamExt;
@@ -21,8 +23,7 @@ pub const MAX_METADATA_FIELD: usize = 64 << 10;
 /// At most this many fields (recipients are repeated fields).
 pub const MAX_FIELDS: usize = 10_000;
 
-/// The name of the file part.
-pub const FILE_FIELD: &str = "FileTransfer";
+pub use broker_actors::form_upload::FILE_FIELD;
 /// The form's bytes outside its file part (boundaries, part headers, metadata values) at most: what
 /// the multipart parser may have to hold while it looks for the next boundary.
 pub const MAX_OUTSIDE_FILE: u64 = 2 << 20;
@@ -83,6 +84,39 @@ impl FormMetadata {
     }
 }
 
+/// A form read for initialize-and-upload: the reader and what its metadata fields said so far.
+pub struct FormUpload {
+    reader: FormReader,
+    metadata: FormMetadata,
+}
+
+impl FormUpload {
+    /// Reads `body` as `multipart/form-data` (415 for another content type or no boundary); all
+    /// metadata fields together may hold `max_metadata` bytes.
+    pub fn new(headers: &HeaderMap, body: Body, max_metadata: usize) -> Result<Self, ApiError> {
+        Ok(FormUpload {
+            reader: FormReader::new(headers, body)?,
+            metadata: FormMetadata::new(max_metadata),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Form for FormUpload {
+    async fn next_file(&mut self) -> Result<Option<FilePart>, Error> {
+        let field = self.reader.next_file(&mut self.metadata).await?;
+        Ok(field.map(|f| f.map(|chunk| chunk.map_err(|e| e.to_string())).boxed()))
+    }
+
+    fn request(&self) -> &FileTransferInitialize {
+        self.metadata.request()
+    }
+
+    fn has_required_fields(&self) -> bool {
+        self.metadata.has_required_fields()
+    }
+}
+
 impl FormReader {
     /// Reads `body` as `multipart/form-data` (415 for another content type or no boundary).
     pub fn new(headers: &HeaderMap, body: Body) -> Result<FormReader, ApiError> {
@@ -128,7 +162,7 @@ impl FormReader {
     pub async fn next_file(
         &mut self,
         metadata: &mut FormMetadata,
-    ) -> Result<Option<Field<'static>>, ApiError> {
+    ) -> Result<Option<Field<'static>>, Error> {
         self.budget.in_file.store(false, Ordering::Relaxed);
         loop {
             let field = self.multipart.next_field().await.map_err(form_error)?;
@@ -137,7 +171,7 @@ impl FormReader {
             };
             self.fields += 1;
             if self.fields > MAX_FIELDS {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Unreadable(format!(
                     "The form has more than {MAX_FIELDS} fields."
                 )));
             }
@@ -155,26 +189,22 @@ impl FormReader {
 }
 
 /// A form that cannot be read: 413 past the bytes allowed outside the file, else 400.
-fn form_error(e: multer::Error) -> ApiError {
+fn form_error(e: multer::Error) -> Error {
     if let multer::Error::StreamReadFailed(inner) = &e {
         if inner.downcast_ref::<TooMuchOutsideFile>().is_some() {
             return ErrorCode::RequestBodyTooLarge.into();
         }
     }
-    ApiError::BadRequest(format!("The form could not be read: {e}"))
+    Error::Unreadable(format!("The form could not be read: {e}"))
 }
 
 /// Reads a metadata field, refusing more than [`MAX_METADATA_FIELD`] bytes (400) or more than what
 /// is left of the form's metadata budget (413).
-async fn read_field(
-    mut field: Field<'static>,
-    name: &str,
-    budget: usize,
-) -> Result<String, ApiError> {
+async fn read_field(mut field: Field<'static>, name: &str, budget: usize) -> Result<String, Error> {
     let mut value = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(form_error)? {
         if value.len() + chunk.len() > MAX_METADATA_FIELD {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 name,
                 format!("The field is longer than {MAX_METADATA_FIELD} bytes."),
             ));
@@ -184,7 +214,7 @@ async fn read_field(
         }
         value.extend_from_slice(&chunk);
     }
-    String::from_utf8(value).map_err(|_| ApiError::field(name, "The field is not valid UTF-8."))
+    String::from_utf8(value).map_err(|_| Error::field(name, "The field is not valid UTF-8."))
 }
 
 /// Applies one `Metadata.*` form field to the initialize request.
@@ -192,7 +222,7 @@ fn apply_metadata(
     request: &mut FileTransferInitialize,
     name: &str,
     value: String,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let lower = name.to_ascii_lowercase();
     let Some(field) = lower.strip_prefix("metadata.") else {
         return Ok(());
@@ -210,7 +240,7 @@ fn apply_metadata(
                 .to_ascii_lowercase()
                 .parse::<bool>()
                 .map_err(|_| {
-                    ApiError::field(
+                    Error::field(
                         "Metadata.DisableVirusScan",
                         format!("The value '{value}' is not valid."),
                     )

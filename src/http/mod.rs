@@ -14,7 +14,7 @@ pub mod upload;
 
 use crate::app::App;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,12 +61,7 @@ async fn check_accept(request: Request, next: Next, produced: &'static str) -> R
     if accepts(&request, produced) {
         return next.run(request).await;
     }
-    (
-        StatusCode::NOT_ACCEPTABLE,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("This endpoint does not support the requested Accept header. Supported Accept headers are: {produced}, */*."),
-    )
-        .into_response()
+    error::ApiError::NotAcceptable(produced).into_response()
 }
 
 /// Makes the request path available to error rendering (`instance` of a 500).

@@ -1,14 +1,14 @@
 //! Appending one request body to a resumable upload (or to one part of it): the hold on the upload,
 //! the per-PATCH checksum, durable checkpoints, and the hash state carried between PATCHes.
 
-use super::{max_size, tus_error, TusError, TusRow};
+use super::{max_size, tus_error, SessionRow, TusError};
 use crate::app::App;
 use crate::db::TransferView;
 use crate::http::error::ApiError;
-use crate::http::upload::fail_storage;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use broker_actors::fail_storage;
 use broker_actors::upload::{
     stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError,
 };
@@ -20,7 +20,12 @@ use uuid::Uuid;
 /// The upload's hashing at its durable offset: kept in memory between PATCHes, rebuilt from the
 /// stored prefix when missing or stale (after a restart, or a refused PATCH).
 pub(super) async fn hashing(app: &App, id: Uuid, offset: u64) -> Result<Hashing, ApiError> {
-    if let Some(hashing) = app.tus_hashes.take(id).filter(|h| h.len() == offset) {
+    if let Some(hashing) = app
+        .broker
+        .tus_hashes()
+        .take(id)
+        .filter(|h| h.len() == offset)
+    {
         return Ok(hashing);
     }
     if offset == 0 {
@@ -136,8 +141,8 @@ impl Checkpoint for OffsetCheckpoint<'_> {
         let to = self.base + written;
         match self
             .app
-            .store
-            .advance_tus(
+            .sessions
+            .advance(
                 self.id,
                 self.part,
                 self.durable,
@@ -178,7 +183,7 @@ pub(super) async fn append(
     app: &App,
     view: &TransferView,
     part: Option<&str>,
-    row: TusRow,
+    row: SessionRow,
     incoming: Incoming,
 ) -> Result<Appended, ApiError> {
     let Incoming {
@@ -199,7 +204,7 @@ pub(super) async fn append(
     let hold = Hold::take(app, view.id, part).await?;
     // A PATCH that held the upload until now (and was asked to stop) may have moved the offset since
     // the caller read it: appending at the old offset would cut off acknowledged bytes.
-    let current = app.store.tus(view.id, part.unwrap_or("")).await?;
+    let current = app.sessions.get(view.id, part.unwrap_or("")).await?;
     if current.map(|r| r.offset) != Some(row.offset) {
         hold.release().await;
         return Ok(Appended::OffsetMoved);
@@ -298,8 +303,8 @@ pub(super) async fn append(
     let new_offset = appended.hashing.len();
     let now = app.clock.now();
     if !app
-        .store
-        .advance_tus(
+        .sessions
+        .advance(
             view.id,
             part.unwrap_or(""),
             progress.durable,
@@ -327,7 +332,7 @@ pub(super) async fn append(
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         }
         Hold::Transfer(lease) => {
-            app.tus_hashes.put(view.id, appended.hashing);
+            app.broker.tus_hashes().put(view.id, appended.hashing);
             lease.release().await;
         }
         // A complete part waits for the final upload that concatenates it.
@@ -490,7 +495,7 @@ impl Hold {
     /// retried.
     async fn storage_failed(self, error: impl std::fmt::Display) -> ApiError {
         match self {
-            Hold::Transfer(lease) => fail_storage(lease, error).await,
+            Hold::Transfer(lease) => fail_storage(lease, error).await.into(),
             Hold::Part { .. } => {
                 tracing::error!(%error, "storage failed during a partial upload");
                 ErrorCode::UploadFailed.into()

@@ -70,16 +70,16 @@ async fn join(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut size = 0u64;
     for part in &parts {
-        let length = app.store.tus(id, part).await?.and_then(|r| r.length);
+        let length = app.sessions.get(id, part).await?.and_then(|r| r.length);
         size += length.ok_or_else(|| ApiError::Internal(format!("the part {part} disappeared")))?;
     }
     // The joined upload is recorded complete before its parts are forgotten, so a restart in between
     // still finds it (and verifies it).
-    app.store
-        .record_joined_tus(id, size, app.clock.now())
+    app.sessions
+        .record_joined(id, size, app.clock.now())
         .await?;
     for part in &parts {
-        app.store.delete_tus(id, part).await?;
+        app.sessions.remove(id, part).await?;
     }
     // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
     crate::finalize::complete(&app, lease, &view, true, size, None).await?;
@@ -113,8 +113,8 @@ pub async fn create_part(
     // Counted and checked against the maximum with every other part, atomically: parts alone must not
     // add up to more than one upload may hold.
     let admission = app
-        .store
-        .create_tus_part(
+        .sessions
+        .create_part(
             view.id,
             &part,
             length,
@@ -133,7 +133,7 @@ pub async fn create_part(
         writer.commit().await
     };
     if let Err(e) = created.await {
-        let _ = app.store.delete_tus(view.id, &part).await;
+        let _ = app.sessions.remove(view.id, &part).await;
         return Err(ApiError::Internal(e.to_string()));
     }
     let location = format!(
@@ -178,7 +178,7 @@ pub async fn finish(app: &App, view: &TransferView, urls: &[&str]) -> Result<Res
                 &format!("the partial upload {part} is listed twice"),
             ));
         }
-        match app.store.tus(view.id, part).await? {
+        match app.sessions.get(view.id, part).await? {
             Some(row) if row.length == Some(row.offset) => {
                 total = total.saturating_add(row.offset);
                 parts.push(part.to_string())
@@ -235,7 +235,7 @@ pub async fn terminate_part(
     view: &TransferView,
     part: &str,
 ) -> Result<Response, ApiError> {
-    if !valid_part_id(part) || app.store.tus(view.id, part).await?.is_none() {
+    if !valid_part_id(part) || app.sessions.get(view.id, part).await?.is_none() {
         return Ok(tus_error(
             StatusCode::NOT_FOUND,
             "No such partial upload for this file transfer",
@@ -245,8 +245,8 @@ pub async fn terminate_part(
     let _lock = PartLock::take(app, view.id, part)?;
     // The upload slot, so a `final` joining this part cannot be under way (409 while it is).
     let lease = app.lifecycle.begin_upload(view.id).await?;
-    app.store
-        .terminate_tus(view.id, part, app.clock.now())
+    app.sessions
+        .terminate(view.id, part, app.clock.now())
         .await?;
     if let Err(e) = app.blobs.delete_part(view.id, part).await {
         tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");

@@ -19,7 +19,7 @@ pub fn expires_header(app: &App) -> HeaderValue {
 pub async fn sweep(app: &App) -> usize {
     let before = app.clock.now()
         - chrono::Duration::seconds(app.config.server.tus_upload_expiry_secs as i64);
-    let stale = match app.store.stale_tus(before).await {
+    let stale = match app.sessions.stale(before).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list expired uploads");
@@ -34,9 +34,9 @@ pub async fn sweep(app: &App) -> usize {
                 forget_if_finished(app, id).await;
                 continue;
             };
-            app.tus_hashes.forget(id);
+            app.broker.tus_hashes().forget(id);
             let r = app.blobs.delete(id).await;
-            let _ = app.store.delete_tus(id, "").await;
+            let _ = app.sessions.remove(id, "").await;
             lease.release().await;
             r
         } else {
@@ -44,7 +44,7 @@ pub async fn sweep(app: &App) -> usize {
                 continue;
             };
             let r = app.blobs.delete_part(id, &part).await;
-            let _ = app.store.delete_tus(id, &part).await;
+            let _ = app.sessions.remove(id, &part).await;
             r
         };
         match result {
@@ -67,7 +67,7 @@ async fn forget_if_finished(app: &App, id: uuid::Uuid) {
     let verifying = view.status == broker_protocol::FileTransferStatus::UploadProcessing
         && view.sha256.is_none();
     if view.status > broker_protocol::FileTransferStatus::UploadStarted && !verifying {
-        let _ = app.store.delete_tus(id, "").await;
+        let _ = app.sessions.remove(id, "").await;
     }
 }
 
@@ -78,7 +78,7 @@ pub async fn run_sweeper(app: App) {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {
-                app.tus_hashes.settle_idle(every).await;
+                app.broker.tus_hashes().settle_idle(every).await;
                 sweep(&app).await;
                 crate::finalize::recover(&app).await;
             }

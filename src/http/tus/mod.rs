@@ -10,22 +10,22 @@
 mod append;
 pub mod concat;
 pub mod expiry;
-pub mod hashes;
 mod termination;
 
 pub use append::RunningPatches;
 use append::{append, parse_checksum, refusal, stop_running, Appended, Incoming};
 pub use termination::{terminate, terminate_part};
 
-use crate::app::{parse_transfer_id, require_sender, App, Policy, MAX_FILE_SIZE};
-use crate::db::{TransferView, TusRow};
+use crate::app::{parse_transfer_id, require_sender, App, Policy};
+use crate::db::{SessionRow, TransferView};
 use crate::http::error::ApiError;
-use crate::http::upload::fail_storage;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use broker_actors::fail_storage;
 use broker_actors::upload::HashState;
+use broker_actors::MAX_FILE_SIZE;
 use broker_protocol::tus_headers::{self, UploadConcat};
 use broker_protocol::{ErrorCode, FileTransferStatus};
 pub(crate) use broker_protocol::{TUS_OFFSET_CONTENT_TYPE as OFFSET_CONTENT_TYPE, TUS_VERSION};
@@ -140,8 +140,8 @@ async fn upload_caller_transfer(
             ) && caller.org.as_deref() == Some(view.sender_org.as_str())
                 && caller.has_scope(broker_protocol::scopes::WRITE)
                 && app
-                    .store
-                    .tus_active(view.id, app.clock.now() - window)
+                    .sessions
+                    .active_since(view.id, app.clock.now() - window)
                     .await?;
             if !session {
                 return Err(ApiError::Unauthenticated);
@@ -245,15 +245,17 @@ pub async fn create(
     let lease = app.lifecycle.begin_upload(view.id).await?;
     let writer = match app.blobs.create(view.id).await {
         Ok(w) => w,
-        Err(e) => return Err(fail_storage(lease, e).await),
+        Err(e) => return Err(fail_storage(lease, e).await.into()),
     };
     if let Err(e) = writer.commit().await {
-        return Err(fail_storage(lease, e).await);
+        return Err(fail_storage(lease, e).await.into());
     }
-    app.store
-        .create_tus(view.id, "", length, app.clock.now())
+    app.sessions
+        .create(view.id, "", length, app.clock.now())
         .await?;
-    app.tus_hashes.put(view.id, HashState::default().into());
+    app.broker
+        .tus_hashes()
+        .put(view.id, HashState::default().into());
     lease.release().await;
     let location = format!("/broker/api/v1/filetransfer/upload/tus/{}", view.id);
     let with_upload = headers
@@ -265,7 +267,7 @@ pub async fn create(
             Ok(c) => c,
             Err(e) => return Ok(e.into_response()),
         };
-        let row = TusRow {
+        let row = SessionRow {
             length,
             offset: 0,
             joined: false,
@@ -327,12 +329,12 @@ async fn head_of(
     // A HEAD while a PATCH still runs (its client may have gone silent) stops that PATCH first.
     stop_running(app, view.id, part).await;
     let row = match whole_upload(app, &view, part).await? {
-        Some(length) => Some(TusRow {
+        Some(length) => Some(SessionRow {
             length: Some(length),
             offset: length,
             joined: false,
         }),
-        None => app.store.tus(view.id, part.unwrap_or("")).await?,
+        None => app.sessions.get(view.id, part.unwrap_or("")).await?,
     };
     let Some(row) = row else {
         return Ok(tus_error(
@@ -390,8 +392,8 @@ async fn whole_upload(
         return Ok(None);
     }
     let complete = app
-        .store
-        .tus(view.id, "")
+        .sessions
+        .get(view.id, "")
         .await?
         .and_then(|r| r.length.filter(|l| *l == r.offset));
     match complete {
@@ -484,7 +486,7 @@ async fn patch_of(
         return Err(ErrorCode::FileTransferAlreadyUploaded.into());
     }
     let view = sender_transfer(&app, &headers, id).await?;
-    let Some(mut row) = app.store.tus(view.id, part.unwrap_or("")).await? else {
+    let Some(mut row) = app.sessions.get(view.id, part.unwrap_or("")).await? else {
         return Ok(tus_error(
             StatusCode::NOT_FOUND,
             "No upload has been created for this file transfer",

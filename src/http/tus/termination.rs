@@ -18,17 +18,15 @@ pub async fn terminate(
         return Ok(e.into_response());
     }
     let view = sender_transfer(&app, &headers, &id).await?;
-    if app.store.tus(view.id, "").await?.is_none() {
+    if app.sessions.get(view.id, "").await?.is_none() {
         return Ok(tus_error(
             StatusCode::NOT_FOUND,
             "No upload has been created for this file transfer",
         ));
     }
     let lease = app.lifecycle.begin_upload(view.id).await?;
-    app.tus_hashes.forget(view.id);
-    app.store
-        .terminate_tus(view.id, "", app.clock.now())
-        .await?;
+    app.broker.tus_hashes().forget(view.id);
+    app.sessions.terminate(view.id, "", app.clock.now()).await?;
     if let Err(e) = app.blobs.delete(view.id).await {
         tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");
     }

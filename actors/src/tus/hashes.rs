@@ -2,7 +2,7 @@
 //! answered (the tail of one PATCH overlaps the next); an upload left idle has its hashing settled, so
 //! idle uploads hold no threads.
 
-use broker_actors::upload::Hashing;
+use crate::upload::Hashing;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

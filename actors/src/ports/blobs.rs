@@ -1,57 +1,11 @@
-//! The ports the lifecycle needs: where transfer state lives, where bytes live, what time it is.
-//! Adapters (SQLite, PostgreSQL, local disk, object stores) live in the server crate.
+//! Where a transfer's bytes live: local disk, or an object store. Appends are ordered and batched;
+//! reads stream. Adapters live in the server crate (`src/blob/`).
 
-use crate::state::{StoredFile, TransferState};
 use async_trait::async_trait;
-use broker_protocol::events::CloudEvent;
-use broker_protocol::time::Timestamp;
-use broker_protocol::{FileTransferStatus, RecipientStatus};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// A transfer as the lifecycle sees it.
-#[derive(Debug, Clone)]
-pub struct TransferRecord {
-    pub id: Uuid,
-    pub resource_id: String,
-    /// The sender as given at initialize.
-    pub sender: String,
-    pub state: TransferState,
-    pub purge_grace_period: chrono::Duration,
-    pub expiration_time: Timestamp,
-}
-
-/// Everything one transition writes, committed atomically and only if the transfer is still in
-/// `expected_status` (so two requests or two nodes cannot both move it).
-#[derive(Debug, Clone)]
-pub struct TransferChange {
-    pub id: Uuid,
-    pub expected_status: FileTransferStatus,
-    pub at: Timestamp,
-    pub new_status: Option<(FileTransferStatus, Option<String>)>,
-    pub stored_file: Option<StoredFile>,
-    pub recipient_rows: Vec<(String, RecipientStatus)>,
-    /// Appended to the durable outbox in the same transaction.
-    pub events: Vec<CloudEvent>,
-    pub purge_at: Option<Timestamp>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the transfer's status changed concurrently")]
-    Conflict,
-    #[error("metadata store failure: {0}")]
-    Failure(String),
-}
-
-#[async_trait]
-pub trait LifecycleStore: Send + Sync + 'static {
-    async fn load_transfer(&self, id: Uuid) -> Result<Option<TransferRecord>, StoreError>;
-    /// Persists the change durably (synced) before returning.
-    async fn commit_change(&self, change: TransferChange) -> Result<(), StoreError>;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -101,16 +55,4 @@ pub trait BlobWriter: Send {
     async fn sync(&mut self) -> Result<(), BlobError>;
     /// Makes every appended byte durable; returns the stored size.
     async fn commit(self: Box<Self>) -> Result<u64, BlobError>;
-}
-
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        chrono::Utc::now()
-    }
 }

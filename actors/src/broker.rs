@@ -1,0 +1,111 @@
+//! The application: every command and query the transports may call, over the ports. A transport
+//! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
+
+use crate::ports::{BlobStore, Clock, MetadataStore, Outbox, Registry, UploadSessions};
+use crate::supervisor::Lifecycle;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The adapters the application runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub sessions: Arc<dyn UploadSessions>,
+    pub outbox: Arc<dyn Outbox>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<Registry>,
+}
+
+/// What the operator configured that the lifecycle needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Production refuses transfers without a virus scan unless the resource is approved for it.
+    pub production: bool,
+    pub max_recipients: usize,
+    pub max_tus_parts: usize,
+    /// A resumable upload untouched this long expires (sliding).
+    pub tus_upload_expiry: chrono::Duration,
+    /// Free space kept back from uploads.
+    pub reserve_bytes: u64,
+    /// Uploads streaming at once (each holds a few threads and MiB).
+    pub max_concurrent_uploads: usize,
+    /// The CloudEvent `source` of this deployment.
+    pub event_source: String,
+}
+
+/// The entry point of the application. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) ports: Ports,
+    pub(crate) settings: Settings,
+    pub(crate) lifecycle: Lifecycle,
+    /// Bounds how many uploads stream at once.
+    pub(crate) upload_permits: tokio::sync::Semaphore,
+    /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) downloads: crate::download::DownloadDebounce,
+    /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
+    pub(crate) tus_hashes: Arc<crate::tus::hashes::HashCache>,
+}
+
+impl Broker {
+    pub fn new(ports: Ports, settings: Settings, shutdown: CancellationToken) -> Broker {
+        let lifecycle = Lifecycle::new(
+            ports.metadata.clone(),
+            ports.blobs.clone(),
+            ports.clock.clone(),
+            settings.event_source.clone(),
+        );
+        Broker {
+            inner: Arc::new(Inner {
+                upload_permits: tokio::sync::Semaphore::new(settings.max_concurrent_uploads),
+                downloads: Default::default(),
+                tus_hashes: Default::default(),
+                ports,
+                settings,
+                lifecycle,
+                shutdown,
+            }),
+        }
+    }
+
+    pub(crate) fn ports(&self) -> &Ports {
+        &self.inner.ports
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The supervisors (the tus handlers reach them until they move into this crate).
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    pub(crate) fn now(&self) -> broker_protocol::time::Timestamp {
+        self.inner.ports.clock.now()
+    }
+
+    /// How many transfer supervisors are alive (for tests and metrics).
+    pub fn live_supervisors(&self) -> usize {
+        self.inner.lifecycle.live_supervisors()
+    }
+
+    /// The hash state of resumable uploads between PATCHes.
+    pub fn tus_hashes(&self) -> &Arc<crate::tus::hashes::HashCache> {
+        &self.inner.tus_hashes
+    }
+
+    pub(crate) fn forget_tus_hashes(&self, id: uuid::Uuid) {
+        self.inner.tus_hashes.forget(id);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+}

@@ -1,0 +1,61 @@
+//! One conformance suite per port: public functions an adapter's tests call with a fresh adapter, so
+//! every adapter (in memory, SQLite, local disk; PostgreSQL and object stores later) keeps the same
+//! rules. A suite panics, naming the rule, at the first one broken.
+
+mod blobs;
+mod metadata;
+mod outbox;
+mod sessions;
+
+pub use blobs::blob_store_suite;
+pub use metadata::metadata_store_suite;
+pub use outbox::outbox_suite;
+pub use sessions::upload_sessions_suite;
+
+use crate::ports::metadata::{NewTransfer, ResourceRow};
+use crate::ports::MetadataStore;
+use broker_protocol::time::Timestamp;
+use uuid::Uuid;
+
+pub(crate) const OWNER: &str = "0192:111111111";
+pub(crate) const RECIPIENT: &str = "0192:222222222";
+
+/// A fixed instant, so suites do not depend on the machine's clock.
+pub(crate) fn t0() -> Timestamp {
+    chrono::DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+        .expect("a valid instant")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Makes sure the service owner and the resource `resource` exist.
+pub(crate) async fn resource(store: &dyn MetadataStore, resource: &str) {
+    store
+        .create_service_owner(OWNER, "Owner", t0())
+        .await
+        .expect("create service owner");
+    let row = ResourceRow {
+        id: resource.into(),
+        service_owner_id: OWNER.into(),
+        ..Default::default()
+    };
+    assert!(store.save_resource(row, t0()).await.expect("save resource"));
+}
+
+/// A new transfer on `resource` from [`OWNER`] to [`RECIPIENT`], created at `at`.
+pub(crate) fn new_transfer(resource: &str, at: Timestamp) -> NewTransfer {
+    NewTransfer {
+        id: Uuid::new_v4(),
+        resource_id: resource.into(),
+        file_name: "report.pdf".into(),
+        senders_reference: Some("ref".into()),
+        sender: OWNER.into(),
+        sender_org: OWNER.into(),
+        recipients: vec![RECIPIENT.into()],
+        property_list: [("k".to_string(), "v".to_string())].into(),
+        declared_checksum: None,
+        use_virus_scan: false,
+        created: at,
+        expiration_time: at + chrono::Duration::days(30),
+        idempotency: None,
+    }
+}

@@ -1,0 +1,195 @@
+//! The upload-sessions port's rules. Sessions belong to transfers, so the suite needs the metadata
+//! port of the same adapter.
+
+use super::{new_transfer, resource, t0};
+use crate::ports::metadata::TransferChange;
+use crate::ports::upload_sessions::{PartAdmission, SessionRow};
+use crate::ports::{MetadataStore, UploadSessions};
+use broker_protocol::FileTransferStatus;
+use chrono::Duration;
+use uuid::Uuid;
+
+/// Runs every rule of the upload-sessions port against `sessions`, whose transfers live in `metadata`.
+pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn UploadSessions) {
+    resource(metadata, "s").await;
+    an_offset_moves_only_from_where_it_is(metadata, sessions).await;
+    parts_are_admitted_up_to_their_count_and_total(metadata, sessions).await;
+    terminating_the_upload_takes_its_parts_and_is_remembered(metadata, sessions).await;
+    a_complete_unverified_upload_is_found_again(metadata, sessions).await;
+    uploads_untouched_since_a_time_are_stale(metadata, sessions).await;
+}
+
+async fn transfer(metadata: &dyn MetadataStore) -> Uuid {
+    let new = new_transfer("s", t0());
+    let id = new.id;
+    metadata.create_transfer(new, vec![]).await.unwrap();
+    id
+}
+
+async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn UploadSessions) {
+    let id = transfer(m).await;
+    assert_eq!(s.get(id, "").await.unwrap(), None);
+    s.create(id, "", None, t0()).await.unwrap();
+    assert_eq!(
+        s.get(id, "").await.unwrap(),
+        Some(SessionRow {
+            length: None,
+            offset: 0,
+            joined: false
+        })
+    );
+    assert!(s.advance(id, "", 0, 10, None, t0()).await.unwrap());
+    assert!(
+        !s.advance(id, "", 0, 20, None, t0()).await.unwrap(),
+        "a stale offset does not move it"
+    );
+    assert!(s.advance(id, "", 10, 20, Some(30), t0()).await.unwrap());
+    assert!(s.advance(id, "", 20, 25, Some(99), t0()).await.unwrap());
+    assert_eq!(
+        s.get(id, "").await.unwrap(),
+        Some(SessionRow {
+            length: Some(30),
+            offset: 25,
+            joined: false
+        }),
+        "a deferred length is set once"
+    );
+    s.create(id, "", Some(5), t0()).await.unwrap();
+    assert_eq!(
+        s.get(id, "").await.unwrap().map(|r| (r.offset, r.length)),
+        Some((0, Some(5))),
+        "created again, it starts over"
+    );
+    s.remove(id, "").await.unwrap();
+    assert_eq!(s.get(id, "").await.unwrap(), None);
+}
+
+async fn parts_are_admitted_up_to_their_count_and_total(
+    m: &dyn MetadataStore,
+    s: &dyn UploadSessions,
+) {
+    let id = transfer(m).await;
+    assert_eq!(
+        s.create_part(id, "a", 40, t0(), 3, 100).await.unwrap(),
+        PartAdmission::Created
+    );
+    assert_eq!(
+        s.create_part(id, "b", 70, t0(), 3, 100).await.unwrap(),
+        PartAdmission::TooLarge
+    );
+    assert_eq!(
+        s.create_part(id, "b", 60, t0(), 3, 100).await.unwrap(),
+        PartAdmission::Created
+    );
+    assert_eq!(
+        s.create_part(id, "c", 0, t0(), 3, 100).await.unwrap(),
+        PartAdmission::Created
+    );
+    assert_eq!(
+        s.create_part(id, "d", 0, t0(), 3, 100).await.unwrap(),
+        PartAdmission::TooManyParts
+    );
+    assert_eq!(
+        s.get(id, "a").await.unwrap(),
+        Some(SessionRow {
+            length: Some(40),
+            offset: 0,
+            joined: false
+        })
+    );
+    assert_eq!(
+        s.get(id, "").await.unwrap(),
+        None,
+        "parts are not the transfer's own upload"
+    );
+    let other = transfer(m).await;
+    assert_eq!(
+        s.create_part(other, "a", 100, t0(), 3, 100).await.unwrap(),
+        PartAdmission::Created,
+        "limits count per transfer"
+    );
+}
+
+async fn terminating_the_upload_takes_its_parts_and_is_remembered(
+    m: &dyn MetadataStore,
+    s: &dyn UploadSessions,
+) {
+    let id = transfer(m).await;
+    assert!(!s.active_since(id, t0()).await.unwrap());
+    s.create(id, "", Some(10), t0()).await.unwrap();
+    s.create_part(id, "p", 5, t0(), 10, 100).await.unwrap();
+    s.create_part(id, "q", 5, t0(), 10, 100).await.unwrap();
+    assert!(s.active_since(id, t0()).await.unwrap());
+    s.terminate(id, "p", t0()).await.unwrap();
+    assert_eq!(s.get(id, "p").await.unwrap(), None);
+    assert!(
+        s.get(id, "q").await.unwrap().is_some(),
+        "terminating a part leaves the others"
+    );
+    let at = t0() + Duration::minutes(5);
+    s.terminate(id, "", at).await.unwrap();
+    assert_eq!(s.get(id, "").await.unwrap(), None);
+    assert_eq!(
+        s.get(id, "q").await.unwrap(),
+        None,
+        "terminating the upload takes its parts"
+    );
+    assert!(
+        s.active_since(id, at).await.unwrap(),
+        "a termination counts as activity"
+    );
+    assert!(!s.active_since(id, at + Duration::seconds(1)).await.unwrap());
+}
+
+async fn a_complete_unverified_upload_is_found_again(
+    m: &dyn MetadataStore,
+    s: &dyn UploadSessions,
+) {
+    let id = transfer(m).await;
+    let started = TransferChange {
+        id,
+        expected_status: FileTransferStatus::Initialized,
+        at: t0(),
+        new_status: Some((FileTransferStatus::UploadStarted, None)),
+        stored_file: None,
+        recipient_rows: vec![],
+        events: vec![],
+        purge_at: None,
+    };
+    m.commit_change(started).await.unwrap();
+    s.create(id, "", Some(4), t0()).await.unwrap();
+    assert!(
+        !s.unverified().await.unwrap().contains(&id),
+        "an incomplete upload is not"
+    );
+    assert!(s.advance(id, "", 0, 4, None, t0()).await.unwrap());
+    assert!(s.unverified().await.unwrap().contains(&id));
+    let joined = transfer(m).await;
+    s.record_joined(joined, 9, t0()).await.unwrap();
+    assert_eq!(
+        s.get(joined, "").await.unwrap(),
+        Some(SessionRow {
+            length: Some(9),
+            offset: 9,
+            joined: true
+        })
+    );
+    assert!(
+        !s.unverified().await.unwrap().contains(&joined),
+        "a transfer not UploadStarted or UploadProcessing is not"
+    );
+}
+
+async fn uploads_untouched_since_a_time_are_stale(m: &dyn MetadataStore, s: &dyn UploadSessions) {
+    let id = transfer(m).await;
+    s.create(id, "", Some(10), t0()).await.unwrap();
+    s.create_part(id, "p", 5, t0(), 10, 100).await.unwrap();
+    let later = t0() + Duration::hours(1);
+    assert!(s.advance(id, "", 0, 1, None, later).await.unwrap());
+    let stale = s.stale(t0() + Duration::minutes(30)).await.unwrap();
+    assert!(stale.contains(&(id, "p".to_string())));
+    assert!(
+        !stale.contains(&(id, String::new())),
+        "touched since, it is not stale"
+    );
+}

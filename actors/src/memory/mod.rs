@@ -1,0 +1,13 @@
+//! In-memory adapters for every port: for supervisor tests, for the conformance suites' own check, and
+//! for anyone who wants to run the lifecycle without a disk. State lives in one process and is lost with
+//! it; otherwise they keep every rule the durable adapters keep (conditional commits, idempotency keys,
+//! the part limits), which the conformance suites check on both.
+
+mod blobs;
+mod clock;
+mod metadata;
+mod sessions;
+
+pub use blobs::MemoryBlobs;
+pub use clock::ManualClock;
+pub use metadata::MemoryStore;

@@ -1,0 +1,26 @@
+//! The ports the lifecycle needs, one file each: where transfers live (metadata), resumable upload
+//! sessions, bytes (blobs), the event outbox, durable jobs, the virus scanner, the resource registry and
+//! the clock. Adapters (SQLite, PostgreSQL, local disk, object stores, clamd) live in the server crate;
+//! each port has an in-memory adapter and a conformance suite here (feature `testing`).
+
+pub mod blobs;
+pub mod clock;
+pub mod metadata;
+pub mod outbox;
+pub mod registry;
+pub mod upload_sessions;
+
+pub use blobs::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
+pub use clock::{Clock, SystemClock};
+pub use metadata::{MetadataStore, TransferChange, TransferRecord};
+pub use outbox::Outbox;
+pub use registry::{Registry, RegistryEntry};
+pub use upload_sessions::UploadSessions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the transfer's status changed concurrently")]
+    Conflict,
+    #[error("metadata store failure: {0}")]
+    Failure(String),
+}

@@ -1,0 +1,78 @@
+//! Resumable upload sessions (tus): each upload's declared length and durable offset, the parts of a
+//! concatenated upload, and when an upload was last touched. Shared through the DB, so any node can
+//! continue an upload another node began.
+
+use async_trait::async_trait;
+use broker_protocol::time::Timestamp;
+use uuid::Uuid;
+
+pub use super::StoreError;
+
+/// A resumable upload in progress: its declared length (None while deferred) and durable offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRow {
+    pub length: Option<u64>,
+    pub offset: u64,
+    /// The transfer's upload joined from parts (tus concatenation), complete.
+    pub joined: bool,
+}
+
+/// What creating a part of a concatenated upload came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartAdmission {
+    Created,
+    /// The transfer has as many parts as allowed.
+    TooManyParts,
+    /// The parts' declared lengths would exceed the transfer's maximum size.
+    TooLarge,
+}
+
+#[async_trait]
+pub trait UploadSessions: Send + Sync + 'static {
+    /// Starts (or restarts) a resumable upload at offset 0: the transfer's own (`part` = "") or a part
+    /// of one sent in parallel pieces.
+    async fn create(
+        &self,
+        id: Uuid,
+        part: &str,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    async fn get(&self, id: Uuid, part: &str) -> Result<Option<SessionRow>, StoreError>;
+    /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` if the offset
+    /// was no longer `from`.
+    async fn advance(
+        &self,
+        id: Uuid,
+        part: &str,
+        from: u64,
+        to: u64,
+        length: Option<u64>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn remove(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
+    /// Records the transfer's upload as joined from parts: complete at `size` bytes.
+    async fn record_joined(&self, id: Uuid, size: u64, at: Timestamp) -> Result<(), StoreError>;
+    /// Creates a part of a concatenated upload, unless the transfer already has `max_parts` parts or
+    /// the parts' declared lengths would add up past `max_total` (checked and written atomically).
+    async fn create_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        length: u64,
+        at: Timestamp,
+        max_parts: usize,
+        max_total: u64,
+    ) -> Result<PartAdmission, StoreError>;
+    /// Removes a resumable upload the client terminated, noting the time (spec 4.6): one part, or (for
+    /// `part` = "") the transfer's upload with every part of it, whose bytes go with it.
+    async fn terminate(&self, id: Uuid, part: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Whether the transfer has a resumable upload (or part) in progress, or had one terminated at or
+    /// after `since`.
+    async fn active_since(&self, id: Uuid, since: Timestamp) -> Result<bool, StoreError>;
+    /// Resumable uploads whose every byte is stored but whose transfer was not verified yet (the server
+    /// stopped before its background check finished).
+    async fn unverified(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// Resumable uploads (and parts) last touched before `before`.
+    async fn stale(&self, before: Timestamp) -> Result<Vec<(Uuid, String)>, StoreError>;
+}

@@ -1,0 +1,40 @@
+//! The ports' conformance suites on the embedded adapters: SQLite for metadata, upload sessions and
+//! the outbox, the local disk for blobs (the same suites run on the in-memory adapters in the actors
+//! crate).
+
+use broker::blob::local::LocalBlobStore;
+use broker::db::sqlite::SqliteStore;
+use broker_actors::conformance::*;
+
+async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("broker.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_metadata_rules() {
+    let (_dir, store) = sqlite().await;
+    metadata_store_suite(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_upload_session_rules() {
+    let (_dir, store) = sqlite().await;
+    upload_sessions_suite(&store, &store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_outbox_rules() {
+    let (_dir, store) = sqlite().await;
+    outbox_suite(&store, &store).await;
+}
+
+#[tokio::test]
+async fn the_local_disk_keeps_the_blob_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobStore::open(dir.path()).unwrap();
+    blob_store_suite(&blobs).await;
+}
