@@ -3,15 +3,12 @@
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::Config;
-use crate::db::{ResourceRow, TransferView};
 use crate::http::error::ApiError;
 use axum::http::{header, HeaderMap};
-use broker_actors::ports::{MetadataStore, UploadSessions};
-use broker_actors::{BlobStore, Broker, Clock, Lifecycle};
+use broker_actors::Broker;
 use broker_protocol::json::{decode_case_insensitive, WireFields};
-use broker_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -22,21 +19,6 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub shutdown: CancellationToken,
-    // The resumable-upload machinery below moves into the actors crate next (issue 9); until then the
-    // tus handlers reach these ports themselves.
-    pub metadata: Arc<dyn MetadataStore>,
-    pub sessions: Arc<dyn UploadSessions>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub lifecycle: Lifecycle,
-    pub clock: Arc<dyn Clock>,
-    /// Bounds how many tus PATCHes stream at once (each holds threads and a few MiB).
-    pub upload_permits: tokio::sync::Semaphore,
-    /// tus PATCHes in flight, so a newer request can ask a half-dead one to stop.
-    pub tus_running: crate::http::tus::RunningPatches,
-    /// Parts of concatenated tus uploads with a PATCH in flight.
-    pub tus_part_locks: crate::http::tus::concat::PartLocks,
-    /// Transfers whose background finalization runs now (`finalize`).
-    pub finalizing: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 pub type App = Arc<AppState>;
@@ -82,45 +64,6 @@ impl AppState {
     /// The bearer token of a request, if any.
     pub fn bearer<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         bearer_token(headers)
-    }
-
-    /// The transfer, or 404 `BRO-00001` (for the tus handlers, until they move into the actors).
-    pub async fn transfer(&self, id: Uuid) -> Result<TransferView, ApiError> {
-        self.metadata
-            .transfer(id)
-            .await?
-            .ok_or(ApiError::Code(ErrorCode::FileTransferNotFound))
-    }
-
-    /// The resource and its service owner must still exist: 403 `5` and 400 `2` otherwise.
-    pub async fn resource_of(&self, view: &TransferView) -> Result<ResourceRow, ApiError> {
-        let resource = self
-            .metadata
-            .resource(&view.resource_id)
-            .await?
-            .ok_or(ApiError::Code(ErrorCode::ResourceNotRegistered))?;
-        if self
-            .metadata
-            .service_owner(&resource.service_owner_id)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::Code(ErrorCode::ServiceOwnerNotConfigured));
-        }
-        Ok(resource)
-    }
-}
-
-/// The largest file a transfer may hold (the tus handlers' copy until they move into the actors).
-pub fn size_limit(view: &TransferView, resource: &ResourceRow) -> u64 {
-    broker_actors::access::max_file_size(view.use_virus_scan, resource)
-}
-
-/// Policy: the caller acts as the transfer's sender.
-pub fn require_sender(caller: &Caller, view: &TransferView) -> Result<(), ApiError> {
-    match &caller.org {
-        Some(org) if *org == view.sender_org => Ok(()),
-        _ => Err(ApiError::Code(ErrorCode::NoAccess)),
     }
 }
 

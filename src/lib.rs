@@ -8,7 +8,6 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod db;
-pub mod finalize;
 pub mod http;
 pub mod registry;
 pub mod util;
@@ -114,22 +113,11 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
-    let lifecycle = broker.lifecycle().clone();
-    let upload_permits = tokio::sync::Semaphore::new(config.server.max_concurrent_uploads);
     Ok(Arc::new(AppState {
         config,
         broker,
         auth,
         shutdown,
-        metadata: store.clone(),
-        sessions: store,
-        blobs,
-        lifecycle,
-        clock,
-        upload_permits,
-        tus_part_locks: Default::default(),
-        tus_running: Default::default(),
-        finalizing: Default::default(),
     }))
 }
 
@@ -184,8 +172,9 @@ pub async fn serve(
     // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
     println!("listening on http://{local}");
     let stopping = app.shutdown.clone();
-    let sweeper = tokio::spawn(http::tus::expiry::run_sweeper(app.clone()));
-    finalize::recover(&app).await;
+    let every = std::time::Duration::from_secs(app.config.server.tus_sweep_interval_secs.max(1));
+    let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
+    app.broker.recover_unverified_uploads().await;
     let router = http::router(app);
     let signal = stopping.clone();
     tokio::spawn(async move {

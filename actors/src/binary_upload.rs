@@ -90,7 +90,7 @@ pub(crate) fn interrupted(e: impl std::fmt::Display) -> Error {
 }
 
 /// Our storage failed: the transfer fails (500 `8`) and its bytes are removed.
-pub async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> Error {
+pub(crate) async fn fail_storage(lease: UploadLease, error: impl std::fmt::Display) -> Error {
     tracing::error!(id = %lease.transfer_id(), %error, "storage failed during upload");
     match lease.fail(UploadFailure::Storage).await {
         Err(e) => e,

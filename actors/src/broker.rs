@@ -49,8 +49,8 @@ pub(crate) struct Inner {
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub(crate) shutdown: CancellationToken,
     pub(crate) downloads: crate::download::DownloadDebounce,
-    /// MD5/SHA-256 state of resumable uploads between their PATCHes (rebuilt from disk when missing).
-    pub(crate) tus_hashes: Arc<crate::tus::hashes::HashCache>,
+    /// What resumable uploads keep between and during requests.
+    pub(crate) tus: crate::tus::TusState,
 }
 
 impl Broker {
@@ -65,7 +65,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 upload_permits: tokio::sync::Semaphore::new(settings.max_concurrent_uploads),
                 downloads: Default::default(),
-                tus_hashes: Default::default(),
+                tus: Default::default(),
                 ports,
                 settings,
                 lifecycle,
@@ -82,8 +82,7 @@ impl Broker {
         &self.inner.settings
     }
 
-    /// The supervisors (the tus handlers reach them until they move into this crate).
-    pub fn lifecycle(&self) -> &Lifecycle {
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
         &self.inner.lifecycle
     }
 
@@ -96,13 +95,12 @@ impl Broker {
         self.inner.lifecycle.live_supervisors()
     }
 
-    /// The hash state of resumable uploads between PATCHes.
-    pub fn tus_hashes(&self) -> &Arc<crate::tus::hashes::HashCache> {
-        &self.inner.tus_hashes
+    pub(crate) fn tus(&self) -> &crate::tus::TusState {
+        &self.inner.tus
     }
 
     pub(crate) fn forget_tus_hashes(&self, id: uuid::Uuid) {
-        self.inner.tus_hashes.forget(id);
+        self.inner.tus.hashes.forget(id);
     }
 
     pub fn is_shutting_down(&self) -> bool {

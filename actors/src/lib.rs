@@ -22,7 +22,6 @@ pub mod tus;
 pub mod upload;
 
 pub use access::{Caller, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
-pub use binary_upload::fail_storage;
 pub use broker::{Broker, Ports, Settings};
 pub use error::{Error, TusRefusal};
 pub use ports::{BlobStore, BlobWriter, Clock, SystemClock};

@@ -5,8 +5,8 @@
 //! `cargo bench -p broker-bench --bench micro`
 
 use broker::db::sqlite::SqliteStore;
-use broker::db::{NewTransfer, ResourceRow, Store};
-use broker_actors::ports::{LifecycleStore, TransferChange};
+use broker::db::{NewTransfer, ResourceRow};
+use broker_actors::ports::{MetadataStore, TransferChange};
 use broker_actors::state::{transition, Command, Phase, StoredFile, TransferState};
 use broker_actors::upload::{stream_into_blob, Discard};
 use broker_protocol::range::ByteRange;

@@ -72,6 +72,33 @@ pub fn parse_metadata(value: &str) -> Result<Vec<(String, Vec<u8>)>, MetadataErr
     Ok(pairs)
 }
 
+/// The algorithms of the tus checksum extension this broker verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    Sha1,
+    Md5,
+    Sha256,
+}
+
+/// `Upload-Checksum: <algorithm> <base64 digest>`: the algorithm and the digest a body must have.
+pub fn parse_checksum(value: &str) -> Result<(ChecksumAlgorithm, Vec<u8>), &'static str> {
+    use base64::Engine;
+    let (algorithm, digest) = value
+        .trim()
+        .split_once(' ')
+        .ok_or("Upload-Checksum must be '<algorithm> <base64>'")?;
+    let algorithm = match algorithm.to_ascii_lowercase().as_str() {
+        "sha1" => ChecksumAlgorithm::Sha1,
+        "md5" => ChecksumAlgorithm::Md5,
+        "sha256" => ChecksumAlgorithm::Sha256,
+        _ => return Err("Unsupported checksum algorithm; use sha1, md5 or sha256"),
+    };
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| "The Upload-Checksum digest is not base64")?;
+    Ok((algorithm, digest))
+}
+
 /// `Upload-Concat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadConcat<'a> {

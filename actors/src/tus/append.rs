@@ -1,0 +1,397 @@
+//! Appending one request body to a resumable upload (or to one part of it): the hold on the upload,
+//! the per-PATCH checksum, durable checkpoints, and the hash state carried between PATCHes.
+
+use super::checksum::UploadChecksum;
+use crate::binary_upload::fail_storage;
+use crate::error::{Error, Result, TusRefusal};
+use crate::ports::metadata::TransferView;
+use crate::ports::upload_sessions::SessionRow;
+use crate::upload::{stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError};
+use crate::{Broker, UploadLease};
+use broker_protocol::ErrorCode;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A request body to append, with what its headers say of it.
+pub struct Patch<S> {
+    pub body: S,
+    /// `Upload-Length` sent with a deferred-length upload's PATCH.
+    pub new_length: Option<u64>,
+    /// `Content-Length`.
+    pub len: Option<u64>,
+    pub checksum: Option<UploadChecksum>,
+}
+
+/// How long a new request waits for a running PATCH it asked to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The running PATCHes by upload (transfer, part), each with a token that asks it to stop.
+#[derive(Default)]
+pub(crate) struct RunningPatches {
+    map: Mutex<HashMap<(Uuid, String), (u64, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+/// A running PATCH's registration; dropping it unregisters.
+struct Running {
+    broker: Broker,
+    key: (Uuid, String),
+    generation: u64,
+}
+
+impl Running {
+    fn register(broker: &Broker, id: Uuid, part: Option<&str>) -> (Running, CancellationToken) {
+        let key = (id, part.unwrap_or("").to_string());
+        let token = CancellationToken::new();
+        let running = &broker.tus().running;
+        let generation = running.next.fetch_add(1, Ordering::Relaxed);
+        running
+            .map
+            .lock()
+            .expect("running patches")
+            .insert(key.clone(), (generation, token.clone()));
+        let registration = Running {
+            broker: broker.clone(),
+            key,
+            generation,
+        };
+        (registration, token)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut map = self
+            .broker
+            .tus()
+            .running
+            .map
+            .lock()
+            .expect("running patches");
+        if map
+            .get(&self.key)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Records a long PATCH's durable progress as the upload's offset.
+struct OffsetCheckpoint<'a> {
+    broker: &'a Broker,
+    id: Uuid,
+    part: &'a str,
+    /// The offset this PATCH started at.
+    base: u64,
+    /// The offset last recorded.
+    durable: u64,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for OffsetCheckpoint<'_> {
+    async fn durable(&mut self, written: u64) {
+        let to = self.base + written;
+        let sessions = &self.broker.ports().sessions;
+        let now = self.broker.now();
+        match sessions
+            .advance(self.id, self.part, self.durable, to, None, now)
+            .await
+        {
+            Ok(true) => self.durable = to,
+            Ok(false) => {
+                tracing::warn!(id = %self.id, "the upload's offset moved under a running PATCH")
+            }
+            Err(e) => tracing::warn!(id = %self.id, error = %e, "could not record a checkpoint"),
+        }
+    }
+}
+
+/// What keeps other requests off the bytes a request appends.
+enum Hold {
+    /// The transfer's own upload: its supervisor's upload slot.
+    Transfer(UploadLease),
+    /// A part of a concatenated upload: a lock on that part (parts upload in parallel), held until
+    /// this value is dropped.
+    Part { _lock: super::concat::PartLock },
+}
+
+impl Hold {
+    /// Takes the hold; if a PATCH still holds it, asks that PATCH to stop and waits for it (a few
+    /// seconds at most), as tusd does for half-dead connections.
+    async fn take(broker: &Broker, id: Uuid, part: Option<&str>) -> Result<Hold> {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        loop {
+            match Self::try_take(broker, id, part).await {
+                Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
+                    if broker.interrupt(id, part) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_take(broker: &Broker, id: Uuid, part: Option<&str>) -> Result<Hold> {
+        match part {
+            None => {
+                let mut lease = broker.lifecycle().begin_upload(id).await?;
+                // Whatever happens to this request, the bytes acknowledged before it stay.
+                lease.keep_bytes_on_drop();
+                Ok(Hold::Transfer(lease))
+            }
+            Some(part) => Ok(Hold::Part {
+                _lock: super::concat::PartLock::take(broker, id, part)?,
+            }),
+        }
+    }
+
+    async fn release(self) {
+        if let Hold::Transfer(lease) = self {
+            lease.release().await;
+        }
+    }
+
+    /// Our storage failed: the transfer fails (its own upload), or the part answers 500 and may be
+    /// retried.
+    async fn storage_failed(self, error: impl std::fmt::Display) -> Error {
+        match self {
+            Hold::Transfer(lease) => fail_storage(lease, error).await,
+            Hold::Part { .. } => {
+                tracing::error!(%error, "storage failed during a partial upload");
+                ErrorCode::UploadFailed.into()
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// Asks the PATCH running on this upload, if any, to stop; true if there was one.
+    pub(crate) fn interrupt(&self, id: Uuid, part: Option<&str>) -> bool {
+        let map = self.tus().running.map.lock().expect("running patches");
+        match map.get(&(id, part.unwrap_or("").to_string())) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the PATCH running on this upload, if any, and waits until it has made its bytes durable,
+    /// so a HEAD reports the offset that holds.
+    pub(crate) async fn stop_running(&self, id: Uuid, part: Option<&str>) {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while self.interrupt(id, part) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The upload's hashing at its durable offset: kept in memory between PATCHes, rebuilt from the
+    /// stored prefix when missing or stale (after a restart, or a refused PATCH).
+    async fn hashing(&self, id: Uuid, offset: u64) -> Result<Hashing> {
+        if let Some(hashing) = self.tus().hashes.take(id).filter(|h| h.len() == offset) {
+            return Ok(hashing);
+        }
+        if offset == 0 {
+            return Ok(HashState::default().into());
+        }
+        Ok(self.hash_stored(id, offset).await?.into())
+    }
+
+    /// Streams one request body onto the upload at `row.offset`, makes it durable and moves the
+    /// offset; completes the transfer at its full length. A body with a checksum is all or nothing; one
+    /// without keeps what arrived if it breaks off (that is what makes the upload resumable).
+    pub(crate) async fn append<S, E>(
+        &self,
+        view: &TransferView,
+        part: Option<&str>,
+        row: SessionRow,
+        patch: Patch<S>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let Patch {
+            body,
+            new_length,
+            len: body_len,
+            checksum,
+        } = patch;
+        let room = match row.length {
+            Some(length) => length - row.offset,
+            None => self.size_limit(view).await?.saturating_sub(row.offset),
+        };
+        // Each streaming PATCH holds a few threads and MiB, as a binary upload does: bound how many run.
+        let _permit = self.upload_permit()?;
+        let hold = Hold::take(self, view.id, part).await?;
+        // A PATCH that held the upload until now (and was asked to stop) may have moved the offset
+        // since the caller read it: appending at the old offset would cut off acknowledged bytes.
+        let current = self
+            .ports()
+            .sessions
+            .get(view.id, part.unwrap_or(""))
+            .await?;
+        if current.map(|r| r.offset) != Some(row.offset) {
+            hold.release().await;
+            return Err(TusRefusal::OffsetMoved.into());
+        }
+        // While this PATCH runs, a newer HEAD or PATCH on the same upload may ask it to stop (its
+        // connection may be half-dead): the body then ends early and what arrived is kept.
+        let (running, stop) = Running::register(self, view.id, part);
+        let state = match part {
+            // A part is hashed with the others once they are concatenated.
+            Some(_) => HashState::length_only(row.offset).into(),
+            None => match self.hashing(view.id, row.offset).await {
+                Ok(s) => s,
+                Err(e) => {
+                    hold.release().await;
+                    return Err(e);
+                }
+            },
+        };
+        let writer = match self
+            .ports()
+            .blobs
+            .open_append(view.id, part, row.offset)
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => return Err(hold.storage_failed(e).await),
+        };
+        let check = checksum.map(|c| Arc::new(Mutex::new(c)));
+        let body = {
+            let check = check.clone();
+            body.take_until(Box::pin(stop.cancelled_owned()))
+                .inspect(move |chunk| {
+                    if let (Some(check), Ok(bytes)) = (&check, chunk) {
+                        check.lock().expect("checksum state").update(bytes);
+                    }
+                })
+        };
+        let keep_partial = check.is_none();
+        // Without a checksum a long PATCH is made durable every 64 MiB, so a crash loses at most that.
+        let mut progress = OffsetCheckpoint {
+            broker: self,
+            id: view.id,
+            part: part.unwrap_or(""),
+            base: row.offset,
+            durable: row.offset,
+        };
+        let checkpoint: Option<&mut dyn Checkpoint> = if keep_partial {
+            Some(&mut progress)
+        } else {
+            None
+        };
+        // A body known to end the upload waits for the hashes (overlapped with its final sync); any
+        // other leaves them running into the next PATCH.
+        let last = part.is_none()
+            && body_len.is_some_and(|n| row.length.or(new_length) == Some(row.offset + n));
+        let after = if last {
+            HashesAfter::Finish
+        } else {
+            HashesAfter::KeepRunning
+        };
+        let streamed = stream_append(
+            Box::pin(body),
+            writer,
+            state,
+            Some(room),
+            keep_partial,
+            after,
+            checkpoint,
+        )
+        .await;
+        let appended = match streamed {
+            Ok(a) => a,
+            Err(StreamError::TooLarge(_)) => {
+                hold.release().await;
+                return Err(TusRefusal::TooLong.into());
+            }
+            Err(StreamError::Storage(e)) => return Err(hold.storage_failed(e).await),
+            Err(StreamError::Body(e)) => {
+                hold.release().await;
+                return Err(Error::Unreadable(e));
+            }
+        };
+        if let Some(check) = check {
+            let checksum = Arc::try_unwrap(check)
+                .ok()
+                .map(|m| m.into_inner().expect("checksum state"));
+            if !checksum.is_some_and(UploadChecksum::matches) {
+                // The bytes past the durable offset are cut off when the upload continues.
+                hold.release().await;
+                return Err(TusRefusal::ChecksumMismatch.into());
+            }
+        }
+        let new_offset = appended.hashing.len();
+        let moved = self
+            .ports()
+            .sessions
+            .advance(
+                view.id,
+                part.unwrap_or(""),
+                progress.durable,
+                new_offset,
+                new_length,
+                self.now(),
+            )
+            .await?;
+        if !moved {
+            hold.release().await;
+            return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+        }
+        let complete = row.length.or(new_length) == Some(new_offset);
+        match hold {
+            // The last byte is durable: completing must not be cut short by the client going away, so
+            // it runs on its own task.
+            Hold::Transfer(lease) if complete => {
+                let broker = self.clone();
+                let (view, hashing) = (view.clone(), appended.hashing);
+                tokio::spawn(async move { broker.complete_streamed(lease, view, hashing).await })
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
+            }
+            Hold::Transfer(lease) => {
+                self.tus().hashes.put(view.id, appended.hashing);
+                lease.release().await;
+            }
+            // A complete part waits for the final upload that concatenates it.
+            Hold::Part { .. } => {}
+        }
+        drop(running);
+        if let Some(reason) = appended.interrupted {
+            tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
+        }
+        Ok(new_offset)
+    }
+
+    /// Ends an upload whose every byte is durable with the hashes computed while it streamed; if those
+    /// were lost, the stored bytes are hashed again.
+    async fn complete_streamed(
+        &self,
+        lease: UploadLease,
+        view: TransferView,
+        hashing: Hashing,
+    ) -> Result<()> {
+        let length = hashing.len();
+        let hashes = match hashing.finish().await {
+            Ok(state) => Some(state.finish()),
+            Err(e) => {
+                tracing::warn!(id = %view.id, error = %e, "hashing failed; hashing the stored upload again");
+                None
+            }
+        };
+        self.complete_tus(lease, &view, false, length, hashes)
+            .await?;
+        Ok(())
+    }
+}

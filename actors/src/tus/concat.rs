@@ -1,0 +1,190 @@
+//! tus concatenation: an upload sent as parallel parts (`Upload-Concat: partial`), joined by a `final`
+//! upload that lists them. The parts are not copied: the transfer's file becomes the list of parts and
+//! reads span them. The whole file's MD5 and SHA-256 are computed over the parts in order after the
+//! final upload was answered.
+
+use crate::access::Caller;
+use crate::error::{Error, Result, TusRefusal};
+use crate::ports::metadata::TransferView;
+use crate::ports::upload_sessions::PartAdmission;
+use crate::{Broker, UploadLease};
+use broker_protocol::ErrorCode;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Parts with a PATCH in flight: one request at a time per part.
+#[derive(Default)]
+pub(crate) struct PartLocks(Mutex<HashSet<(Uuid, String)>>);
+
+/// Held while a request appends to a part; released on drop.
+pub(crate) struct PartLock {
+    broker: Broker,
+    key: (Uuid, String),
+}
+
+impl PartLock {
+    pub(crate) fn take(broker: &Broker, id: Uuid, part: &str) -> Result<PartLock> {
+        let key = (id, part.to_string());
+        let locks = &broker.tus().part_locks.0;
+        if !locks.lock().expect("part locks").insert(key.clone()) {
+            return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+        }
+        Ok(PartLock {
+            broker: broker.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PartLock {
+    fn drop(&mut self) {
+        let locks = &self.broker.tus().part_locks.0;
+        locks.lock().expect("part locks").remove(&self.key);
+    }
+}
+
+/// A part's id as this broker makes them: 32 hex digits.
+pub(crate) fn valid_part_id(part: &str) -> bool {
+    part.len() == 32 && part.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Broker {
+    /// `Upload-Concat: partial`: a new part of the transfer's upload; returns the part's id.
+    pub async fn tus_create_part(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        length: Option<u64>,
+    ) -> Result<String> {
+        let view = self.sender_transfer(caller, id).await?;
+        let length = length
+            .ok_or_else(|| TusRefusal::BadRequest("A partial upload needs Upload-Length".into()))?;
+        let max_total = self.size_limit(&view).await?;
+        if length > max_total {
+            return Err(ErrorCode::FileSizeExceedsMaximum.into());
+        }
+        // The transfer enters UploadStarted with its first part; parts are created concurrently, so
+        // none takes the upload slot.
+        self.lifecycle().record_upload_started(view.id).await?;
+        let part = Uuid::new_v4().simple().to_string();
+        // Counted and checked against the maximum with every other part, atomically: parts alone must
+        // not add up to more than one upload may hold.
+        let max_parts = self.settings().max_tus_parts;
+        let sessions = &self.ports().sessions;
+        match sessions
+            .create_part(view.id, &part, length, self.now(), max_parts, max_total)
+            .await?
+        {
+            PartAdmission::Created => {}
+            PartAdmission::TooManyParts => return Err(ErrorCode::TooManyTusParts.into()),
+            PartAdmission::TooLarge => return Err(ErrorCode::FileSizeExceedsMaximum.into()),
+        }
+        let created = async {
+            let writer = self
+                .ports()
+                .blobs
+                .open_append(view.id, Some(&part), 0)
+                .await?;
+            writer.commit().await
+        };
+        if let Err(e) = created.await {
+            let _ = sessions.remove(view.id, &part).await;
+            return Err(e.into());
+        }
+        Ok(part)
+    }
+
+    /// `Upload-Concat: final;<url> <url> …`: joins complete parts of this transfer, in order; returns
+    /// the joined size. Verifying and publishing the whole file follow in the background.
+    pub async fn tus_finish(&self, caller: &Caller, id: Uuid, urls: &[&str]) -> Result<u64> {
+        let view = self.sender_transfer(caller, id).await?;
+        let bad = |text: String| Error::from(TusRefusal::BadRequest(text));
+        let mut parts: Vec<String> = Vec::new();
+        let mut total = 0u64;
+        for url in urls {
+            let part = url
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            let prefix = format!("/filetransfer/upload/tus/{}/", view.id);
+            if !url.contains(&prefix) || !valid_part_id(part) {
+                return Err(bad(format!(
+                    "{url} is not a partial upload of this file transfer"
+                )));
+            }
+            if parts.iter().any(|p| p == part) {
+                return Err(bad(format!("the partial upload {part} is listed twice")));
+            }
+            match self.ports().sessions.get(view.id, part).await? {
+                Some(row) if row.length == Some(row.offset) => {
+                    total = total.saturating_add(row.offset);
+                    parts.push(part.to_string())
+                }
+                Some(_) => return Err(bad(format!("the partial upload {part} is not complete"))),
+                None => return Err(bad(format!("no partial upload {part}"))),
+            }
+        }
+        // The limits may have been lowered since the parts were created.
+        if total > self.size_limit(&view).await? {
+            return Err(ErrorCode::FileSizeExceedsMaximum.into());
+        }
+        if parts.is_empty() {
+            return Err(bad("Upload-Concat: final lists no partial uploads".into()));
+        }
+        let mut lease = self.lifecycle().begin_upload(view.id).await?;
+        lease.keep_bytes_on_drop();
+        // Joining must not be cut short by the client going away: it runs on its own task.
+        let broker = self.clone();
+        tokio::spawn(async move { broker.join(lease, view, parts).await })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// Makes the transfer's file the list of `parts` and records the joined upload; its check follows
+    /// in the background. Returns the joined size.
+    async fn join(
+        &self,
+        lease: UploadLease,
+        view: TransferView,
+        parts: Vec<String>,
+    ) -> Result<u64> {
+        let id = lease.transfer_id();
+        let sessions = &self.ports().sessions;
+        self.ports().blobs.concat(id, &parts).await?;
+        let mut size = 0u64;
+        for part in &parts {
+            let length = sessions.get(id, part).await?.and_then(|r| r.length);
+            size +=
+                length.ok_or_else(|| Error::Internal(format!("the part {part} disappeared")))?;
+        }
+        // The joined upload is recorded complete before its parts are forgotten, so a restart in
+        // between still finds it (and verifies it).
+        sessions.record_joined(id, size, self.now()).await?;
+        for part in &parts {
+            sessions.remove(id, part).await?;
+        }
+        // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
+        self.complete_tus(lease, &view, true, size, None).await?;
+        Ok(size)
+    }
+
+    /// Terminates one part: removes its bytes; a PATCH still running on it is stopped first.
+    pub(crate) async fn terminate_part(&self, view: &TransferView, part: &str) -> Result<()> {
+        let sessions = &self.ports().sessions;
+        if !valid_part_id(part) || sessions.get(view.id, part).await?.is_none() {
+            return Err(TusRefusal::NoSuchPart.into());
+        }
+        self.stop_running(view.id, Some(part)).await;
+        let _lock = PartLock::take(self, view.id, part)?;
+        // The upload slot, so a `final` joining this part cannot be under way (409 while it is).
+        let lease = self.lifecycle().begin_upload(view.id).await?;
+        sessions.terminate(view.id, part, self.now()).await?;
+        if let Err(e) = self.ports().blobs.delete_part(view.id, part).await {
+            tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
+        }
+        lease.release().await;
+        Ok(())
+    }
+}

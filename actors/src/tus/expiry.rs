@@ -1,0 +1,88 @@
+//! tus expiration: an upload untouched for the configured expiry (sliding: every request that moves it
+//! renews it) expires, and a sweep removes its bytes. The transfer stays UploadStarted, so the sender
+//! can create a new upload.
+
+use super::concat::PartLock;
+use crate::Broker;
+use broker_protocol::time::Timestamp;
+use broker_protocol::FileTransferStatus;
+use std::time::Duration;
+use uuid::Uuid;
+
+impl Broker {
+    /// When an upload touched now expires.
+    pub fn tus_expires(&self) -> Timestamp {
+        self.now() + self.settings().tus_upload_expiry
+    }
+
+    /// Removes the bytes of every expired upload not in use right now; returns how many were removed.
+    pub async fn sweep_expired_uploads(&self) -> usize {
+        let before = self.now() - self.settings().tus_upload_expiry;
+        let sessions = &self.ports().sessions;
+        let stale = match sessions.stale(before).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list expired uploads");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for (id, part) in stale {
+            let result = if part.is_empty() {
+                // Take the upload slot, so a PATCH that is still streaming is never swept away.
+                let Ok(lease) = self.lifecycle().begin_upload(id).await else {
+                    self.forget_if_finished(id).await;
+                    continue;
+                };
+                self.tus().hashes.forget(id);
+                let r = self.ports().blobs.delete(id).await;
+                let _ = sessions.remove(id, "").await;
+                lease.release().await;
+                r
+            } else {
+                let Ok(_lock) = PartLock::take(self, id, &part) else {
+                    continue;
+                };
+                let r = self.ports().blobs.delete_part(id, &part).await;
+                let _ = sessions.remove(id, &part).await;
+                r
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(%id, %part, error = %e, "cannot remove an expired upload"),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired resumable uploads removed");
+        }
+        removed
+    }
+
+    /// Removes the upload record of a transfer that moved on (published, failed, purged) but kept it,
+    /// say because the server stopped right after the move. A transfer being verified keeps its record.
+    async fn forget_if_finished(&self, id: Uuid) {
+        let Ok(view) = self.view(id).await else {
+            return;
+        };
+        let verifying =
+            view.status == FileTransferStatus::UploadProcessing && view.sha256.is_none();
+        if view.status > FileTransferStatus::UploadStarted && !verifying {
+            let _ = self.ports().sessions.remove(id, "").await;
+        }
+    }
+
+    /// Every `every`, until the broker shuts down: settles idle hashing, sweeps expired uploads and
+    /// picks up unverified ones.
+    pub async fn run_tus_sweeper(self, every: Duration) {
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {
+                    self.tus().hashes.settle_idle(every).await;
+                    self.sweep_expired_uploads().await;
+                    self.recover_unverified_uploads().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Verification of resumable uploads (spec 4.5): the request that stores an upload's last byte is
+//! answered at once; checking the whole file against its declared MD5 and publishing it happen here,
+//! in the background, as a task the broker owns. A single upload arrives with its hashes (computed while
+//! it streamed); a concatenated one is read back and hashed over its parts in order. After a restart
+//! every upload that was complete but not yet verified is picked up again.
+
+use crate::error::{Error, Result};
+use crate::ports::metadata::TransferView;
+use crate::upload::{hash_stream, HashState};
+use crate::{Broker, StoredFile, UploadLease};
+use broker_protocol::{ErrorCode, FileTransferStatus};
+use uuid::Uuid;
+
+/// What [`Broker::complete_tus`] made of an upload.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Completed {
+    Published,
+    /// UploadProcessing; the check runs in the background.
+    Checking,
+}
+
+impl Broker {
+    /// Starts the background check of `id` unless one runs already. `hashes`: the file's hashes when
+    /// they are known (a single upload's last PATCH); otherwise the stored bytes are read back.
+    /// Returns whether it started one.
+    pub(crate) fn start_verification(&self, id: Uuid, hashes: Option<StoredFile>) -> bool {
+        if !self.tus().verifying.lock().expect("verifying").insert(id) {
+            return false;
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let stopping = broker.inner.shutdown.clone();
+            tokio::select! {
+                // A check cut short by a shutdown runs again at the next start.
+                _ = stopping.cancelled() => {}
+                result = broker.verify(id, hashes) => if let Err(e) = result {
+                    tracing::error!(%id, error = %e, "verifying a resumable upload failed; it is retried on the next sweep, HEAD or restart");
+                }
+            }
+            broker
+                .tus()
+                .verifying
+                .lock()
+                .expect("verifying")
+                .remove(&id);
+        });
+        true
+    }
+
+    /// Picks up complete but unverified uploads: those a stopped server left, and those whose check
+    /// failed (run at start and on every sweep).
+    pub async fn recover_unverified_uploads(&self) {
+        match self.ports().sessions.unverified().await {
+            Ok(ids) => {
+                let started = ids
+                    .into_iter()
+                    .filter(|id| self.start_verification(*id, None))
+                    .count();
+                if started > 0 {
+                    tracing::info!(
+                        count = started,
+                        "checking complete resumable uploads left unverified"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list unverified uploads"),
+        }
+    }
+
+    /// Ends the upload of a transfer whose every byte is durable, holding its upload slot (spec 4.5). A
+    /// single upload with nothing to check (no declared MD5, no virus scan) is published now; any other
+    /// moves to UploadProcessing, announced with `uploadprocessing` only for a single upload, and its
+    /// check is started. `hashes`: the file's hashes when known, else its `length` stored bytes are read.
+    pub(crate) async fn complete_tus(
+        &self,
+        lease: UploadLease,
+        view: &TransferView,
+        joined: bool,
+        length: u64,
+        hashes: Option<StoredFile>,
+    ) -> Result<Completed> {
+        let id = lease.transfer_id();
+        let check_pending = view.checksum.is_some() || view.use_virus_scan;
+        if joined || check_pending {
+            lease.await_verification(!joined).await?;
+            self.start_verification(id, hashes);
+            return Ok(Completed::Checking);
+        }
+        let file = match hashes {
+            Some(file) => file,
+            None => self.hash_stored(id, length).await?.finish(),
+        };
+        lease.complete(file).await?;
+        self.ports().sessions.remove(id, "").await?;
+        Ok(Completed::Published)
+    }
+
+    async fn verify(&self, id: Uuid, hashes: Option<StoredFile>) -> Result<()> {
+        let sessions = &self.ports().sessions;
+        let Some(row) = sessions.get(id, "").await? else {
+            return Ok(());
+        };
+        let Some(length) = row.length.filter(|l| *l == row.offset) else {
+            return Ok(());
+        };
+        let view = self.view(id).await?;
+        match view.status {
+            // The server stopped (or the request was cut off) between storing the last byte and
+            // recording it: record it now. The check, if any, goes on below.
+            FileTransferStatus::UploadStarted => {
+                let mut lease = match self.lifecycle().begin_upload(id).await {
+                    Ok(lease) => lease,
+                    // The request that stored the last byte still holds the upload and completes it.
+                    Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded)) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                lease.keep_bytes_on_drop();
+                let completed = self
+                    .complete_tus(lease, &view, row.joined, length, hashes.clone())
+                    .await?;
+                if completed == Completed::Published {
+                    return Ok(());
+                }
+            }
+            FileTransferStatus::UploadProcessing if view.sha256.is_none() => {}
+            // Verified already (the row outlived its use): nothing left to do.
+            _ => return Ok(sessions.remove(id, "").await?),
+        }
+        let file = match hashes {
+            Some(file) => file,
+            None => match self.hash_stored(id, length).await {
+                Ok(state) => state.finish(),
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "cannot read back a stored upload; the transfer fails");
+                    self.lifecycle().fail_verification(id).await?;
+                    return Ok(sessions.remove(id, "").await?);
+                }
+            },
+        };
+        match self.lifecycle().complete_verification(id, file).await {
+            // A mismatch is an outcome, not an error: the transfer is Failed and told with `uploadfailed`.
+            Ok(()) | Err(Error::Refused(ErrorCode::ChecksumMismatch)) => {
+                Ok(sessions.remove(id, "").await?)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back
+    /// from storage; MD5 and SHA-256 each on its own thread.
+    pub(crate) async fn hash_stored(&self, id: Uuid, len: u64) -> Result<HashState> {
+        let stream = self.ports().blobs.read(id, 0, len).await?;
+        let state = hash_stream(stream)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if state.len() != len {
+            return Err(Error::Internal(format!(
+                "{} of {len} bytes could be read",
+                state.len()
+            )));
+        }
+        Ok(state)
+    }
+}
