@@ -3,7 +3,6 @@
 //! One entry point, [`serve`]: `main` parses the configuration, binds and calls it; tests and examples
 //! call it on port 0.
 
-pub mod app;
 pub mod auth;
 pub mod blob;
 pub mod config;
@@ -12,10 +11,10 @@ pub mod http;
 pub mod registry;
 pub mod util;
 
-use crate::app::AppState;
 use crate::auth::dev_issuer::DevIssuer;
 use crate::auth::Authenticator;
 use crate::config::{Config, RegistryMode};
+use crate::http::app::AppState;
 use crate::registry::Registry;
 
 use anyhow::Context;

@@ -1,6 +1,6 @@
 //! Service owners, resources, the event outbox and health.
 
-use crate::app::{json_body, App, Policy};
+use crate::http::app::{json_body, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};

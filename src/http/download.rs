@@ -1,11 +1,12 @@
 //! Downloads with the single-range rules of spec 5.
 
-use crate::app::{parse_transfer_id, App, Policy};
+use crate::http::app::{parse_transfer_id, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use broker_actors::download::Download;
 use broker_protocol::range::ByteRange;
 
 /// RFC 6266 / 5987: an ASCII fallback plus the UTF-8 name, percent-encoded. Only the name's last path
@@ -77,15 +78,23 @@ pub async fn download(
         .read_download(&download, start, len, range.is_some(), !head)
         .await?;
     let body = stream.map_or_else(Body::empty, Body::from_stream);
-    let mut response = (
-        if range.is_some() {
-            StatusCode::PARTIAL_CONTENT
-        } else {
-            StatusCode::OK
-        },
-        body,
-    )
-        .into_response();
+    let range = range.map(|_| (start, end));
+    Ok(respond(&download, etag, range, len, body))
+}
+
+/// The answer to a download: 200 with the whole file or 206 with `range`, and its headers.
+fn respond(
+    download: &Download,
+    etag: Option<String>,
+    range: Option<(u64, u64)>,
+    len: u64,
+    body: Body,
+) -> Response {
+    let status = match range {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::OK,
+    };
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -96,18 +105,17 @@ pub async fn download(
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(
-        &download.file_name,
-        &download.id.to_string(),
-    )) {
+    let disposition = content_disposition(&download.file_name, &download.id.to_string());
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    if range.is_some() {
+    if let Some((start, end)) = range {
+        let size = download.size;
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    Ok(response)
+    response
 }
 
 /// The Range asked for, if any and still valid: `If-Range` with anything but the file's ETag (another

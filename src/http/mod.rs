@@ -2,6 +2,7 @@
 //! check), and the OpenAPI description generated from the handlers.
 
 pub mod admin;
+pub mod app;
 pub mod body;
 pub mod connections;
 pub mod download;
@@ -12,7 +13,7 @@ pub mod transfers;
 pub mod tus;
 pub mod upload;
 
-use crate::app::App;
+use app::App;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};

@@ -1,6 +1,6 @@
 //! Initialize, overview, details, search and confirm.
 
-use crate::app::{json_body, parse_transfer_id, App, Policy};
+use crate::http::app::{json_body, parse_transfer_id, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};

@@ -1,7 +1,7 @@
 //! Binary upload (`POST /filetransfer/{id}/upload`) and initialize-and-upload (multipart/form-data).
 //! Bodies stream through to the actors' upload pipeline; nothing is buffered whole.
 
-use crate::app::{parse_transfer_id, App, Policy};
+use crate::http::app::{parse_transfer_id, App, Policy};
 use crate::http::error::ApiError;
 use crate::http::form::FormUpload;
 use crate::http::transfers::IDEMPOTENCY_KEY;

@@ -1,7 +1,7 @@
 //! Decoding tus requests: the protocol version, numbers, `Upload-Metadata`, `Upload-Concat` and
 //! `Upload-Checksum` headers, and who may send them (a sender whose token expired mid-upload too).
 
-use crate::app::{App, Policy};
+use crate::http::app::{App, Policy};
 use crate::http::error::ApiError;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use broker_actors::tus::UploadChecksum;

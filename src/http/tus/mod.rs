@@ -3,17 +3,18 @@
 
 mod headers;
 
-use crate::app::{parse_transfer_id, App, Policy};
+use crate::http::app::{parse_transfer_id, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use broker_actors::tus::Patch;
-use broker_actors::{TusRefusal, MAX_FILE_SIZE};
+use broker_actors::{Caller, TusRefusal, MAX_FILE_SIZE};
 use broker_protocol::tus_headers::UploadConcat;
 use broker_protocol::TUS_VERSION;
 use headers::{check_version, number, tus_header, upload_caller};
+use uuid::Uuid;
 
 const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation,expiration";
@@ -77,27 +78,11 @@ pub async fn create(
     let partial = match headers::concat(&headers)? {
         None => false,
         Some(UploadConcat::Partial) => true,
-        Some(UploadConcat::Final(urls)) => {
-            let size = app.broker.tus_finish(&caller, id, &urls).await?;
-            let url = upload_url(id);
-            let answer = [
-                tus_header("tus-resumable", TUS_VERSION),
-                tus_header("upload-length", size),
-                location(&url),
-            ];
-            return Ok((StatusCode::CREATED, answer).into_response());
-        }
+        Some(UploadConcat::Final(urls)) => return join_parts(&app, &caller, id, &urls).await,
     };
     let length = headers::creation_length(&headers)?;
     if partial {
-        let part = app.broker.tus_create_part(&caller, id, length).await?;
-        let url = format!("{}/partial/{part}", upload_url(id));
-        let answer = [
-            tus_header("tus-resumable", TUS_VERSION),
-            tus_header("upload-concat", "partial"),
-            location(&url),
-        ];
-        return Ok((StatusCode::CREATED, answer).into_response());
+        return create_part(&app, &caller, id, length).await;
     }
     let first = match headers::is_offset_stream(&headers) {
         true => Some(patch_of(&headers, body, None)?),
@@ -115,6 +100,40 @@ pub async fn create(
     h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
     h.insert("upload-expires", headers::expires(&app));
     Ok(response)
+}
+
+/// `Upload-Concat: final;<urls>`: joins the listed parts.
+async fn join_parts(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    urls: &[&str],
+) -> Result<Response, ApiError> {
+    let size = app.broker.tus_finish(caller, id, urls).await?;
+    let url = upload_url(id);
+    let answer = [
+        tus_header("tus-resumable", TUS_VERSION),
+        tus_header("upload-length", size),
+        location(&url),
+    ];
+    Ok((StatusCode::CREATED, answer).into_response())
+}
+
+/// `Upload-Concat: partial`: a new part, at its own URL.
+async fn create_part(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    length: Option<u64>,
+) -> Result<Response, ApiError> {
+    let part = app.broker.tus_create_part(caller, id, length).await?;
+    let url = format!("{}/partial/{part}", upload_url(id));
+    let answer = [
+        tus_header("tus-resumable", TUS_VERSION),
+        tus_header("upload-concat", "partial"),
+        location(&url),
+    ];
+    Ok((StatusCode::CREATED, answer).into_response())
 }
 
 /// `HEAD`: the durable offset.

@@ -1,4 +1,4 @@
-//! The application state shared by every handler, and the checks several endpoints share
+//! The HTTP transport's state shared by every handler, and the checks several endpoints share
 //! (authentication, the embedded policy, request decoding).
 
 use crate::auth::{Authenticator, Caller};
