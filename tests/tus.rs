@@ -831,3 +831,40 @@ async fn a_retried_patch_at_the_old_offset_after_a_stall_is_409_and_keeps_the_st
     f.assert_recipient_downloads(id, &content).await;
     drop(stalled);
 }
+
+#[tokio::test]
+async fn parts_joined_in_another_order_than_created_still_publish_the_right_hashes() {
+    let f = Fixture::new().await;
+    let content = payload(3_000_000, 17);
+    let id = f.initialize(&[RECIPIENT]).await;
+    let (head, tail) = content.split_at(1_000_000);
+    // Created tail first: the broker starts hashing it, then the final puts it last.
+    let second = create_partial(&f, id, tail.len()).await;
+    let first = create_partial(&f, id, head.len()).await;
+    assert_eq!(patch_url(&f, &second, 0, tail).await.status(), 204);
+    assert_eq!(patch_url(&f, &first, 0, head).await.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(finish(&f, id, &[&first, &second]).await.status(), 201);
+    f.assert_published(id, &content).await;
+}
+
+#[tokio::test]
+async fn many_parts_sent_in_pieces_publish_the_hashes_of_the_whole_in_part_order() {
+    let f = Fixture::new().await;
+    let content = payload(4_000_000, 29);
+    let id = f.initialize(&[RECIPIENT]).await;
+    let pieces: Vec<&[u8]> = content.chunks(1_000_000).collect();
+    let mut urls = Vec::new();
+    for piece in &pieces {
+        urls.push(create_partial(&f, id, piece.len()).await);
+    }
+    // Each part in two PATCHes, the last part first.
+    for (url, piece) in urls.iter().zip(&pieces).rev() {
+        let (a, b) = piece.split_at(400_000);
+        assert_eq!(patch_url(&f, url, 0, a).await.status(), 204);
+        assert_eq!(patch_url(&f, url, a.len() as u64, b).await.status(), 204);
+    }
+    let listed: Vec<&str> = urls.iter().map(String::as_str).collect();
+    assert_eq!(finish(&f, id, &listed).await.status(), 201);
+    f.assert_published(id, &content).await;
+}

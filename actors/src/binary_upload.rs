@@ -64,6 +64,7 @@ impl Broker {
         // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
         self.ports().sessions.remove(id, "").await?;
         self.forget_tus_hashes(id);
+        self.drop_part_hashing(id);
         let writer = match self.ports().blobs.create(id).await {
             Ok(w) => w,
             Err(e) => return Err(fail_storage(lease, e).await),

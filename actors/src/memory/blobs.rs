@@ -92,6 +92,24 @@ impl BlobStore for MemoryBlobs {
         }))
     }
 
+    async fn read_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream, BlobError> {
+        let files = self.files.lock().expect("memory blobs");
+        let bytes = files
+            .bytes
+            .get(&(id, Some(part.to_string())))
+            .ok_or(BlobError::NotFound)?;
+        let from = (start as usize).min(bytes.len());
+        let to = (start.saturating_add(len) as usize).min(bytes.len());
+        let slice = Bytes::copy_from_slice(&bytes[from..to]);
+        Ok(Box::pin(futures::stream::iter([Ok(slice)])))
+    }
+
     async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError> {
         let mut files = self.files.lock().expect("memory blobs");
         files.bytes.remove(&(id, None));

@@ -32,6 +32,15 @@ pub trait BlobStore: Send + Sync + 'static {
         part: Option<&str>,
         offset: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Streams `len` bytes of one part from `start` (its durable bytes are hashed in part order while
+    /// the other parts still stream).
+    async fn read_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream, BlobError>;
     /// Makes the transfer's file the concatenation of these complete parts, in order, without copying
     /// them; reads then span the parts.
     async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError>;

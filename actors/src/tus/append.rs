@@ -104,7 +104,12 @@ impl Checkpoint for OffsetCheckpoint<'_> {
             .advance(self.id, self.part, self.durable, to, None, now)
             .await
         {
-            Ok(true) => self.durable = to,
+            Ok(true) => {
+                self.durable = to;
+                if !self.part.is_empty() {
+                    self.broker.part_progressed(self.id, self.part, to);
+                }
+            }
             Ok(false) => {
                 tracing::warn!(id = %self.id, "the upload's offset moved under a running PATCH")
             }
@@ -348,6 +353,9 @@ impl Broker {
         if !moved {
             hold.release().await;
             return Err(ErrorCode::FileTransferAlreadyUploaded.into());
+        }
+        if let Some(part) = part {
+            self.part_progressed(view.id, part, new_offset);
         }
         let complete = row.length.or(new_length) == Some(new_offset);
         match hold {

@@ -92,6 +92,7 @@ impl Broker {
             let _ = sessions.remove(view.id, &part).await;
             return Err(e.into());
         }
+        self.part_created(view.id, &part, length);
         Ok(part)
     }
 
@@ -162,6 +163,7 @@ impl Broker {
         // The joined upload is recorded complete before its parts are forgotten, so a restart in
         // between still finds it (and verifies it).
         sessions.record_joined(id, size, self.now()).await?;
+        self.parts_joined(id, &parts);
         for part in &parts {
             sessions.remove(id, part).await?;
         }
@@ -181,6 +183,7 @@ impl Broker {
         // The upload slot, so a `final` joining this part cannot be under way (409 while it is).
         let lease = self.lifecycle().begin_upload(view.id).await?;
         sessions.terminate(view.id, part, self.now()).await?;
+        self.drop_part_hashing(view.id);
         if let Err(e) = self.ports().blobs.delete_part(view.id, part).await {
             tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
         }

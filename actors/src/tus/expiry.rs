@@ -35,6 +35,7 @@ impl Broker {
                     continue;
                 };
                 self.tus().hashes.forget(id);
+                self.drop_part_hashing(id);
                 let r = self.ports().blobs.delete(id).await;
                 let _ = sessions.remove(id, "").await;
                 lease.release().await;
@@ -43,6 +44,7 @@ impl Broker {
                 let Ok(_lock) = PartLock::take(self, id, &part) else {
                     continue;
                 };
+                self.drop_part_hashing(id);
                 let r = self.ports().blobs.delete_part(id, &part).await;
                 let _ = sessions.remove(id, &part).await;
                 r

@@ -12,6 +12,7 @@ mod checksum;
 mod concat;
 mod expiry;
 pub mod hashes;
+mod part_hashing;
 mod session;
 mod verify;
 
@@ -35,6 +36,8 @@ pub(crate) struct TusState {
     pub(crate) running: append::RunningPatches,
     /// Parts of concatenated uploads with a PATCH in flight.
     pub(crate) part_locks: concat::PartLocks,
+    /// Concatenated uploads hashed in part order while their parts stream.
+    pub(crate) part_hashing: part_hashing::PartHashing,
     /// Transfers whose verification runs now.
     pub(crate) verifying: Mutex<HashSet<Uuid>>,
 }

@@ -72,6 +72,7 @@ impl Broker {
             .sessions
             .create(view.id, "", length, self.now())
             .await?;
+        self.drop_part_hashing(view.id);
         self.tus().hashes.put(view.id, HashState::default().into());
         lease.release().await;
         let Some(first) = first else {
@@ -182,6 +183,7 @@ impl Broker {
         }
         let lease = self.lifecycle().begin_upload(view.id).await?;
         self.tus().hashes.forget(view.id);
+        self.drop_part_hashing(view.id);
         sessions.terminate(view.id, "", self.now()).await?;
         if let Err(e) = self.ports().blobs.delete(view.id).await {
             tracing::warn!(id = %view.id, error = %e, "could not remove a terminated upload's bytes");

@@ -126,7 +126,11 @@ impl Broker {
             // Verified already (the row outlived its use): nothing left to do.
             _ => return Ok(sessions.remove(id, "").await?),
         }
-        let file = match hashes {
+        let hashed_live = match (&hashes, row.joined) {
+            (None, true) => self.joined_hashes(id).await.filter(|s| s.len() == length),
+            _ => None,
+        };
+        let file = match hashes.or(hashed_live.map(HashState::finish)) {
             Some(file) => file,
             None => match self.hash_stored(id, length).await {
                 Ok(state) => state.finish(),

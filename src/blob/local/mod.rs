@@ -100,7 +100,7 @@ impl BlobStore for LocalBlobStore {
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1, 0))
+        Ok(start_writer(file.0, file.1, 0, false))
     }
 
     async fn open_append(
@@ -141,7 +141,7 @@ impl BlobStore for LocalBlobStore {
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1, offset))
+        Ok(start_writer(file.0, file.1, offset, part.is_some()))
     }
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
@@ -186,6 +186,20 @@ impl BlobStore for LocalBlobStore {
         Ok(Box::pin(futures::StreamExt::flatten(
             futures::stream::iter(streams),
         )))
+    }
+
+    async fn read_part(
+        &self,
+        id: Uuid,
+        part: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream, BlobError> {
+        let path = self.part_path(id, part);
+        let file = tokio::task::spawn_blocking(move || open_for_read(path))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        Ok(Box::pin(read_range(std::sync::Arc::new(file), start, len)))
     }
 
     async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError> {

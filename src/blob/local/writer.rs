@@ -36,11 +36,18 @@ struct LocalWriter {
 const WRITEBACK_WINDOW: u64 = 2 << 20;
 
 /// Starts the writer thread of a file positioned at `base` (where this writer's bytes begin).
-pub(super) fn start_writer(file: std::fs::File, dir: PathBuf, base: u64) -> Box<dyn BlobWriter> {
+/// `keep_cached`: leave the written pages in the page cache (a part of a concatenated upload, which
+/// the in-order hasher reads back right behind the writer); writeback still starts every window.
+pub(super) fn start_writer(
+    file: std::fs::File,
+    dir: PathBuf,
+    base: u64,
+    keep_cached: bool,
+) -> Box<dyn BlobWriter> {
     let (tx, rx) = mpsc::channel::<WriteCommand>(WRITE_QUEUE);
     let writer = spawn_thread("blob-writer", move || {
         lower_thread_priority();
-        write_batches(file, &dir, base, rx)
+        write_batches(file, &dir, base, keep_cached, rx)
     });
     Box::new(LocalWriter {
         tx: Some(tx),
@@ -52,6 +59,7 @@ fn write_batches(
     file: std::fs::File,
     dir: &Path,
     base: u64,
+    keep_cached: bool,
     mut rx: mpsc::Receiver<WriteCommand>,
 ) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
@@ -77,7 +85,7 @@ fn write_batches(
                     WRITEBACK_WINDOW as i64,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
-                if flushed >= WRITEBACK_WINDOW {
+                if flushed >= WRITEBACK_WINDOW && !keep_cached {
                     libc::sync_file_range(
                         fd,
                         (base + flushed - WRITEBACK_WINDOW) as i64,
