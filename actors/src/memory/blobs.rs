@@ -21,12 +21,19 @@ pub struct MemoryBlobs {
     files: Arc<Mutex<Files>>,
     /// Free bytes to report (`None`: the store cannot tell).
     free: Arc<Mutex<Option<u64>>>,
+    /// Reads of whole transfers' files (not of parts), for tests that check what was read back.
+    file_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MemoryBlobs {
     /// Makes `available_space` report `free` bytes.
     pub fn set_free_space(&self, free: Option<u64>) {
         *self.free.lock().expect("memory blobs") = free;
+    }
+
+    /// How many reads of transfers' files (parts not counted) were made.
+    pub fn file_reads(&self) -> usize {
+        self.file_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether anything is stored for the transfer (its file, a part, or a join).
@@ -124,6 +131,8 @@ impl BlobStore for MemoryBlobs {
     }
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
+        self.file_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let files = self.files.lock().expect("memory blobs");
         let whole: Vec<u8> = match files.joined.get(&id) {
             Some(parts) => {

@@ -16,6 +16,9 @@ mod part_hashing;
 mod session;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 pub use append::Patch;
 pub use checksum::UploadChecksum;
 pub use session::UploadState;

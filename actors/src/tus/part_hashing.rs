@@ -149,6 +149,15 @@ impl Broker {
             .lock()
             .expect("part hashing")
             .remove(&id)?;
+        {
+            // Only a hashing told which parts were joined can finish; any other is stopped.
+            let mut parts = tail.parts.lock().expect("part hashing");
+            if parts.joined.is_none() {
+                parts.dropped = true;
+                tail.news.notify_one();
+                return None;
+            }
+        }
         let done = tail.done.lock().expect("part hashing").take()?;
         match done.await {
             Ok(Ok(state)) => Some(state),
