@@ -1,7 +1,3 @@
 //! Small helpers shared across the server.
 
-use sha2::Digest;
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    broker_actors::upload::hex(&sha2::Sha256::digest(bytes))
-}
+pub use broker_actors::upload::sha256_hex;

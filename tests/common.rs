@@ -246,6 +246,16 @@ impl Fixture {
         self.assert_recipient_downloads(id, content).await;
     }
 
+    /// The sender sees no transfer on the resource: a refused request created nothing.
+    pub async fn assert_no_transfers(&self) {
+        let found = self
+            .sender
+            .search(&[("resourceId", RESOURCE)])
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "transfers were created: {found:?}");
+    }
+
     /// Sets the resource's maximum file size.
     pub async fn limit_size(&self, max: i64) {
         let update = ResourceUpdate {

@@ -239,12 +239,7 @@ async fn a_json_body_over_the_limit_gets_413_as_problem_details_declared_or_chun
     };
     let (response, ()) = tokio::join!(send, feed);
     expect_problem_response(response.unwrap(), 413, Some("BRO-09008")).await;
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
 }
 
 #[tokio::test]
@@ -572,12 +567,7 @@ async fn a_form_refused_for_its_size_leaves_no_transfer_behind() {
         .file("FileTransfer", "big.bin", &payload(5000, 1));
     let response = post_multipart(&f.sender, form).await;
     expect_problem_response(response, 400, Some("BRO-00016")).await;
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
     assert!(f
         .recipient
         .search(&[("resourceId", RESOURCE)])
@@ -655,12 +645,7 @@ async fn a_form_whose_metadata_after_the_file_is_refused_leaves_nothing_behind()
         Some("BRO-00006"),
     )
     .await;
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
     assert_eq!(stored_files(&f), 0);
 }
 
@@ -707,12 +692,7 @@ async fn a_form_whose_client_goes_away_mid_file_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stored_files(&f), 0, "the cut form's bytes were kept");
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
 }
 
 #[tokio::test]

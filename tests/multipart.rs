@@ -122,12 +122,7 @@ async fn multipart_without_the_file_part_is_a_validation_problem_and_creates_not
         body["errors"].as_object().is_some_and(|e| !e.is_empty()),
         "{body}"
     );
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
 }
 
 #[tokio::test]
@@ -153,12 +148,7 @@ async fn multipart_with_invalid_metadata_is_a_validation_problem_and_creates_not
             .any(|k| k.to_ascii_lowercase().contains("recipients")),
         "{body}"
     );
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
 }
 
 #[tokio::test]

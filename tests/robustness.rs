@@ -75,12 +75,7 @@ async fn a_huge_form_field_is_refused_without_buffering_it() {
         body.contains("Metadata.FileName") && body.contains("longer than 65536 bytes"),
         "{body}"
     );
-    assert!(f
-        .sender
-        .search(&[("resourceId", RESOURCE)])
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_no_transfers().await;
 }
 
 #[tokio::test]

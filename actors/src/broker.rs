@@ -99,10 +99,6 @@ impl Broker {
         &self.inner.tus
     }
 
-    pub(crate) fn forget_tus_hashes(&self, id: uuid::Uuid) {
-        self.inner.tus.hashes.forget(id);
-    }
-
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()
     }

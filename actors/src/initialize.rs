@@ -8,7 +8,6 @@ use crate::Broker;
 use broker_protocol::events::{CloudEvent, EventRole, EventType};
 use broker_protocol::transfer::{normalize_org, strip_resource_urn, FileTransferInitialize};
 use broker_protocol::ErrorCode;
-use sha2::Digest;
 use uuid::Uuid;
 
 /// A transfer that passed every check of initialize, not written yet.
@@ -53,7 +52,8 @@ impl Broker {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let fingerprint = hex_sha256(&serde_json::to_vec(&request).unwrap_or_default());
+        let fingerprint =
+            crate::upload::sha256_hex(&serde_json::to_vec(&request).unwrap_or_default());
         let resource_id =
             strip_resource_urn(request.resource_id.as_deref().unwrap_or_default()).to_string();
         let sender = request.sender.clone().unwrap_or_default();
@@ -179,8 +179,4 @@ impl Broker {
             Some(_) => Err(ErrorCode::IdempotencyKeyReused.into()),
         }
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    crate::upload::hex(&sha2::Sha256::digest(bytes))
 }

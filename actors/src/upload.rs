@@ -224,6 +224,12 @@ fn hash_all<D: sha2::Digest>(mut rx: mpsc::Receiver<Batch>, mut digest: D) -> D 
     digest
 }
 
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

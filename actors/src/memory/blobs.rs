@@ -46,7 +46,6 @@ impl MemoryBlobs {
 struct MemoryWriter {
     files: Arc<Mutex<Files>>,
     key: Key,
-    written: u64,
 }
 
 #[async_trait]
@@ -56,7 +55,6 @@ impl BlobWriter for MemoryWriter {
         let file = files.bytes.entry(self.key.clone()).or_default();
         for chunk in batch.iter() {
             file.extend_from_slice(chunk);
-            self.written += chunk.len() as u64;
         }
         Ok(())
     }
@@ -95,7 +93,6 @@ impl BlobStore for MemoryBlobs {
         Ok(Box::new(MemoryWriter {
             files: self.files.clone(),
             key,
-            written: 0,
         }))
     }
 
