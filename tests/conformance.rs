@@ -1,5 +1,5 @@
-//! The ports' conformance suites on the embedded adapters: SQLite for metadata, upload sessions and
-//! the outbox, the local disk for blobs (the same suites run on the in-memory adapters in the actors
+//! The ports' conformance suites on the embedded adapters: SQLite for metadata, upload sessions, the
+//! outbox and jobs, the local disk for blobs (the same suites run on the in-memory adapters in the actors
 //! crate).
 
 use broker::blob::local::LocalBlobStore;
@@ -30,6 +30,12 @@ async fn sqlite_keeps_the_upload_session_rules() {
 async fn sqlite_keeps_the_outbox_rules() {
     let (_dir, store) = sqlite().await;
     outbox_suite(&store, &store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_job_rules() {
+    let (_dir, store) = sqlite().await;
+    jobs_suite(&store).await;
 }
 
 #[tokio::test]

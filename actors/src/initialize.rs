@@ -1,11 +1,10 @@
-//! Initialize (spec 1.2): every check in the spec's order, then the transfer is created (Initialized,
-//! event `filetransferinitialized`) in one transaction.
+//! Initialize (spec 1.2): every check in the spec's order, then the transfer is created through the
+//! supervisors' initialize transition (Initialized, event `filetransferinitialized`) in one transaction.
 
 use crate::access::{max_file_size, Caller};
 use crate::error::{Error, Result};
 use crate::ports::metadata::{Created, NewTransfer};
 use crate::Broker;
-use broker_protocol::events::{CloudEvent, EventRole, EventType};
 use broker_protocol::transfer::{normalize_org, strip_resource_urn, FileTransferInitialize};
 use broker_protocol::ErrorCode;
 use uuid::Uuid;
@@ -142,21 +141,7 @@ impl Broker {
     /// Writes a prepared transfer (Initialized, event `filetransferinitialized`); with an idempotency
     /// key used before for the same request, the earlier transfer's id.
     pub(crate) async fn create(&self, new: NewTransfer) -> Result<Uuid> {
-        let event = CloudEvent::new(
-            EventType::FileTransferInitialized,
-            new.id,
-            &new.resource_id,
-            &new.sender,
-            EventRole::Sender,
-            &self.settings().event_source,
-            new.created,
-        );
-        match self
-            .ports()
-            .metadata
-            .create_transfer(new, vec![event])
-            .await?
-        {
+        match self.lifecycle().initialize(new).await? {
             Created::New(id) | Created::Existing(id) => Ok(id),
             Created::KeyReused => Err(ErrorCode::IdempotencyKeyReused.into()),
         }

@@ -31,7 +31,7 @@ pub use supervisor::{Lifecycle, UploadLease};
 #[cfg(test)]
 mod conformance_tests {
     use crate::conformance::*;
-    use crate::memory::{MemoryBlobs, MemoryStore};
+    use crate::memory::{MemoryBlobs, MemoryJobs, MemoryStore};
 
     #[tokio::test]
     async fn the_in_memory_metadata_store_keeps_the_metadata_rules() {
@@ -53,5 +53,10 @@ mod conformance_tests {
     #[tokio::test]
     async fn the_in_memory_blob_store_keeps_the_blob_rules() {
         blob_store_suite(&MemoryBlobs::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_job_store_keeps_the_job_rules() {
+        jobs_suite(&MemoryJobs::default()).await;
     }
 }

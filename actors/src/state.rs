@@ -96,8 +96,18 @@ pub enum Command {
     RecordDownload { recipient: String },
     /// A recipient confirms its download.
     ConfirmDownload { recipient: String },
+    /// The malware scan of the stored file (status UploadProcessing) ended with a verdict.
+    RecordScan(ScanResult),
     /// The file's time is up (expiry, or grace after all confirmed).
     Purge,
+}
+
+/// What the malware scan of a stored file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanResult {
+    Clean,
+    /// The scanner's names for what it found.
+    Malicious(Vec<String>),
 }
 
 /// Who an event goes to.
@@ -111,7 +121,7 @@ pub enum Audience {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Append a status row (with an optional detailed text) and make it current.
-    RecordStatus(FileTransferStatus, Option<&'static str>),
+    RecordStatus(FileTransferStatus, Option<String>),
     /// Store the verified file's size and hashes (and its MD5 as checksum when none was declared).
     RecordStoredFile(StoredFile),
     /// Append a recipient status row; the recipient's current status is the highest reached.
@@ -139,6 +149,23 @@ impl Outcome {
             effects: vec![],
             reply: Ok(()),
         }
+    }
+}
+
+/// Initialize (spec 1.2), the first step of every transfer: from nothing to Initialized, told to the
+/// sender. `created` is the transfer as it will be stored; the effects are written with it in one
+/// transaction.
+pub fn initialize(created: TransferState) -> Outcome {
+    Outcome {
+        next: TransferState {
+            phase: Phase::Initialized,
+            ..created
+        },
+        effects: vec![
+            Effect::RecordStatus(FileTransferStatus::Initialized, None),
+            Effect::Emit(EventType::FileTransferInitialized, Audience::Sender),
+        ],
+        reply: Ok(()),
     }
 }
 
@@ -192,7 +219,7 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
             effects: vec![
                 Effect::RecordStatus(
                     FileTransferStatus::Failed,
-                    Some("Error occurred while uploading fileTransfer"),
+                    Some("Error occurred while uploading fileTransfer".into()),
                 ),
                 Effect::Emit(EventType::UploadFailed, Audience::Sender),
                 Effect::DeleteBlob,
@@ -219,6 +246,14 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
 
         (Command::ConfirmDownload { recipient }, phase) => confirm(state, phase, recipient),
 
+        (Command::RecordScan(result), UploadProcessing(file)) => {
+            Ok(record_scan(state, file, result))
+        }
+        (Command::RecordScan(_), Published(_) | AllConfirmedDownloaded(_)) => {
+            Ok(Outcome::unchanged(state))
+        }
+        (Command::RecordScan(_), _) => Err(ErrorCode::NotYetUploadProcessing),
+
         (Command::Purge, Purged) => Ok(Outcome::unchanged(state)),
         (Command::Purge, _) => Ok(purge(state)),
     }
@@ -231,7 +266,7 @@ fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool
         if !declared.eq_ignore_ascii_case(&file.md5) {
             // As Altinn: Failed with a detailed text, bytes removed.
             let mut effects = vec![
-                Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch")),
+                Effect::RecordStatus(FileTransferStatus::Failed, Some("Checksum mismatch".into())),
                 Effect::DeleteBlob,
             ];
             if in_background {
@@ -279,6 +314,36 @@ fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool
     Outcome {
         next: TransferState {
             phase: Phase::Published(file.clone()),
+            ..state.clone()
+        },
+        effects,
+        reply: Ok(()),
+    }
+}
+
+/// Clean: published (the MD5 was checked before the scan). Malicious: Failed with the spec's text, the
+/// bytes deleted at once, the status kept until the expiry purge (spec 4.5).
+fn record_scan(state: &TransferState, file: &StoredFile, result: &ScanResult) -> Outcome {
+    let (phase, effects) = match result {
+        ScanResult::Clean => {
+            let mut effects = vec![Effect::RecordStatus(FileTransferStatus::Published, None)];
+            effects.extend(publish_events(state));
+            (Phase::Published(file.clone()), effects)
+        }
+        ScanResult::Malicious(names) => {
+            let details = serde_json::json!({ "malwareNamesFound": names });
+            let text = format!("Malware scan failed: Malicious. Extra details: {details}");
+            let effects = vec![
+                Effect::RecordStatus(FileTransferStatus::Failed, Some(text)),
+                Effect::Emit(EventType::UploadFailed, Audience::Sender),
+                Effect::DeleteBlob,
+            ];
+            (Phase::Failed, effects)
+        }
+    };
+    Outcome {
+        next: TransferState {
+            phase,
             ..state.clone()
         },
         effects,

@@ -50,6 +50,49 @@ fn an_upload_without_scan_publishes_to_sender_and_every_recipient() {
 }
 
 #[test]
+fn a_clean_scan_publishes_a_file_awaiting_its_scan_to_everyone() {
+    let s = state(Phase::UploadProcessing(file("aa")), &["0192:1"]);
+    let out = transition(&s, &Command::RecordScan(ScanResult::Clean)).unwrap();
+    assert_eq!(out.next.phase, Phase::Published(file("aa")));
+    assert_eq!(
+        emits(&out),
+        vec![
+            (EventType::Published, Audience::Sender),
+            (EventType::Published, Audience::Recipient("0192:1".into())),
+        ]
+    );
+}
+
+#[test]
+fn a_malicious_scan_fails_the_transfer_with_the_signature_and_deletes_the_bytes() {
+    let s = state(Phase::UploadProcessing(file("aa")), &["0192:1"]);
+    let found = ScanResult::Malicious(vec!["Eicar-Test-Signature".into()]);
+    let out = transition(&s, &Command::RecordScan(found)).unwrap();
+    assert_eq!(out.next.phase, Phase::Failed);
+    let text = "Malware scan failed: Malicious. Extra details: {\"malwareNamesFound\":[\"Eicar-Test-Signature\"]}";
+    assert!(out.effects.contains(&Effect::RecordStatus(
+        FileTransferStatus::Failed,
+        Some(text.into())
+    )));
+    assert!(out.effects.contains(&Effect::DeleteBlob));
+    assert_eq!(
+        emits(&out),
+        vec![(EventType::UploadFailed, Audience::Sender)]
+    );
+}
+
+#[test]
+fn a_scan_verdict_before_the_upload_completed_is_refused_and_a_repeated_one_changes_nothing() {
+    let early = state(Phase::UploadStarted, &["0192:1"]);
+    let refused = transition(&early, &Command::RecordScan(ScanResult::Clean));
+    assert_eq!(refused.unwrap_err(), ErrorCode::NotYetUploadProcessing);
+    let published = state(Phase::Published(file("aa")), &["0192:1"]);
+    let again = transition(&published, &Command::RecordScan(ScanResult::Clean)).unwrap();
+    assert_eq!(again.next, published);
+    assert!(again.effects.is_empty());
+}
+
+#[test]
 fn a_checksum_mismatch_fails_the_transfer_deletes_the_bytes_and_emits_nothing() {
     let mut s = state(Phase::UploadStarted, &["0192:1"]);
     s.declared_md5 = Some("bb".into());
@@ -264,13 +307,15 @@ fn any_command() -> impl Strategy<Value = Command> {
             .clone()
             .prop_map(|recipient| Command::RecordDownload { recipient }),
         recipient.prop_map(|recipient| Command::ConfirmDownload { recipient }),
+        Just(Command::RecordScan(ScanResult::Clean)),
+        Just(Command::RecordScan(ScanResult::Malicious(vec!["x".into()]))),
         Just(Command::Purge),
     ]
 }
 
 proptest! {
     /// Invariants over any command sequence: nothing is published without a verified file, a purged
-    /// transfer stays purged, recipient statuses never fall, and a refused command changes nothing.
+    /// transfer stays purged, a scanned one is published only by a clean verdict, recipient statuses never fall, and a refused command changes nothing.
     #[test]
     fn the_lifecycle_invariants_hold_for_any_command_sequence(
         commands in proptest::collection::vec(any_command(), 0..30),
@@ -289,7 +334,8 @@ proptest! {
                         if let Some(d) = &declared { prop_assert_eq!(&f.md5, d); }
                     }
                     if before.phase == Phase::Purged { prop_assert_eq!(&out.next.phase, &Phase::Purged); }
-                    if scan { prop_assert!(!matches!(out.next.phase, Phase::Published(_)) || matches!(before.phase, Phase::Published(_))); }
+                    let newly_published = matches!(out.next.phase, Phase::Published(_)) && !matches!(before.phase, Phase::Published(_));
+                    if scan && newly_published { prop_assert_eq!(c, &Command::RecordScan(ScanResult::Clean)); }
                     for ((_, a), (_, b)) in before.recipients.iter().zip(out.next.recipients.iter()) {
                         prop_assert!(b >= a);
                     }

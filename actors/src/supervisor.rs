@@ -6,10 +6,15 @@
 //! nothing left to do (no queued message, no upload streaming). A restart therefore spawns nothing.
 
 use crate::error::Error;
+use crate::ports::metadata::{Created, NewTransfer};
 use crate::ports::{BlobStore, Clock, MetadataStore, TransferChange, TransferRecord};
-use crate::state::{transition, Audience, Command, Effect, StoredFile, UploadFailure};
-use broker_protocol::events::{CloudEvent, EventRole};
-use broker_protocol::ErrorCode;
+use crate::state::{
+    self, transition, Audience, Command, Effect, Phase, ScanResult, StoredFile, TransferState,
+    UploadFailure,
+};
+use broker_protocol::events::{CloudEvent, EventRole, EventType};
+use broker_protocol::time::Timestamp;
+use broker_protocol::{ErrorCode, RecipientStatus};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -78,6 +83,41 @@ impl Lifecycle {
             .len()
     }
 
+    /// Creates a transfer through the initialize transition: its status row and its events are written
+    /// with it in one transaction (with an idempotency key used before, the earlier transfer instead).
+    pub async fn initialize(&self, new: NewTransfer) -> Result<Created, Error> {
+        let created = TransferState {
+            phase: Phase::Initialized,
+            recipients: new
+                .recipients
+                .iter()
+                .map(|r| (r.clone(), RecipientStatus::Initialized))
+                .collect(),
+            declared_md5: new.declared_checksum.clone(),
+            use_virus_scan: new.use_virus_scan,
+            // Read from the resource when a supervisor loads the transfer; initialize does not need it.
+            purge_after_all_confirmed: false,
+        };
+        let outcome = state::initialize(created);
+        let origin = EventOrigin {
+            id: new.id,
+            resource_id: &new.resource_id,
+            sender: &new.sender,
+            source: &self.shared.event_source,
+            at: new.created,
+        };
+        let events = outcome
+            .effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Emit(event_type, audience) => Some(origin.event(*event_type, audience)),
+                // The store writes the Initialized status (and every recipient's) with the transfer.
+                _ => None,
+            })
+            .collect();
+        Ok(self.shared.store.create_transfer(new, events).await?)
+    }
+
     /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
     pub async fn begin_upload(&self, id: Uuid) -> Result<UploadLease, Error> {
         let lease = self
@@ -122,8 +162,15 @@ impl Lifecycle {
             .await
     }
 
+    /// The purge slot: the file's time is up. The jobs that call it (expiry, grace after confirm) run
+    /// on the jobs port.
     pub async fn purge(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::Purge).await
+    }
+
+    /// The scan slot: the scanner's verdict on a stored file publishes or fails its transfer.
+    pub async fn record_scan(&self, id: Uuid, result: ScanResult) -> Result<(), Error> {
+        self.command(id, Command::RecordScan(result)).await
     }
 
     async fn command(&self, id: Uuid, command: Command) -> Result<(), Error> {
@@ -382,24 +429,19 @@ impl Supervisor {
         for effect in effects {
             match effect {
                 Effect::RecordStatus(status, text) => {
-                    change.new_status = Some((*status, text.map(str::to_string)))
+                    change.new_status = Some((*status, text.clone()))
                 }
                 Effect::RecordStoredFile(file) => change.stored_file = Some(file.clone()),
                 Effect::RecordRecipient(r, s) => change.recipient_rows.push((r.clone(), *s)),
                 Effect::Emit(event_type, audience) => {
-                    let (party, role) = match audience {
-                        Audience::Sender => (record.sender.as_str(), EventRole::Sender),
-                        Audience::Recipient(r) => (r.as_str(), EventRole::Recipient),
+                    let origin = EventOrigin {
+                        id: record.id,
+                        resource_id: &record.resource_id,
+                        sender: &record.sender,
+                        source: &self.shared.event_source,
+                        at: now,
                     };
-                    change.events.push(CloudEvent::new(
-                        *event_type,
-                        record.id,
-                        &record.resource_id,
-                        party,
-                        role,
-                        &self.shared.event_source,
-                        now,
-                    ));
+                    change.events.push(origin.event(*event_type, audience));
                 }
                 Effect::SchedulePurgeAfterGrace => {
                     change.purge_at = Some(now + record.purge_grace_period)
@@ -408,6 +450,33 @@ impl Supervisor {
             }
         }
         change
+    }
+}
+
+/// What every event of one transition shares.
+struct EventOrigin<'a> {
+    id: Uuid,
+    resource_id: &'a str,
+    sender: &'a str,
+    source: &'a str,
+    at: Timestamp,
+}
+
+impl EventOrigin<'_> {
+    fn event(&self, event_type: EventType, audience: &Audience) -> CloudEvent {
+        let (party, role) = match audience {
+            Audience::Sender => (self.sender, EventRole::Sender),
+            Audience::Recipient(r) => (r.as_str(), EventRole::Recipient),
+        };
+        CloudEvent::new(
+            event_type,
+            self.id,
+            self.resource_id,
+            party,
+            role,
+            self.source,
+            self.at,
+        )
     }
 }
 

@@ -58,14 +58,21 @@ impl TusEndpoint {
             }
             Mode::Parallel(parts) => {
                 let ranges = broker_protocol::size::split_ranges(size, parts as u64);
-                let sends = ranges.iter().map(|&(start, len)| async move {
-                    let url = self.client.create(&self.creation_url, len, true).await?;
-                    self.client
-                        .upload_range(&url, path, start, len, 0, len)
-                        .await?;
-                    anyhow::Ok(url)
-                });
-                let urls = futures::future::try_join_all(sends).await?;
+                // Parts are created in file order (as `broker send` and tus-js-client issue them), so
+                // the broker can hash them in order while they stream; then they are sent at once.
+                let mut urls = Vec::with_capacity(ranges.len());
+                for &(_, len) in &ranges {
+                    urls.push(self.client.create(&self.creation_url, len, true).await?);
+                }
+                let sends = ranges
+                    .iter()
+                    .zip(&urls)
+                    .map(|(&(start, len), url)| async move {
+                        self.client
+                            .upload_range(url, path, start, len, 0, len)
+                            .await
+                    });
+                futures::future::try_join_all(sends).await?;
                 self.client
                     .concatenate(&self.creation_url, &urls)
                     .await

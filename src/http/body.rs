@@ -38,6 +38,9 @@ pub struct MinRateBody<B> {
     /// that arrived meanwhile moved it later), so frames never touch the timer. Made only when the
     /// body first has to wait: a small body that arrives with its head never needs one.
     timer: Option<Pin<Box<Sleep>>>,
+    /// When a frame was last handed to the handler: until it asks again the body is not being read,
+    /// and that time is not the client's (an upload held back on purpose waits without reading).
+    handed_out: Option<Instant>,
     failed: bool,
 }
 
@@ -52,6 +55,7 @@ impl<B> MinRateBody<B> {
             received: 0,
             last_data: Instant::now(),
             timer: None,
+            handed_out: None,
             failed: false,
         }
     }
@@ -93,14 +97,22 @@ where
             self.start = Some(now);
             self.last_data = now;
         }
+        if let Some(handed_out) = self.handed_out.take() {
+            // Both clocks skip the time the handler spent away from the body.
+            let away = handed_out.elapsed();
+            self.start = self.start.map(|s| s + away);
+            self.last_data += away;
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let now = Instant::now();
                 if let Some(data) = frame.data_ref() {
                     if !data.is_empty() {
                         self.received += data.len() as u64;
-                        self.last_data = Instant::now();
+                        self.last_data = now;
                     }
                 }
+                self.handed_out = Some(now);
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -230,6 +242,23 @@ mod tests {
         // The handler takes longer than the grace period before it reads.
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_handler_spends_away_from_the_body_is_not_held_against_the_client() {
+        let mut body = MinRateBody::new(
+            trickle(Duration::from_millis(10), 3),
+            100,
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        );
+        assert!(body.frame().await.unwrap().is_ok());
+        // The handler holds the upload back far past the idle timeout and the grace period.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(body.frame().await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

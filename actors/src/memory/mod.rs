@@ -5,9 +5,13 @@
 
 mod blobs;
 mod clock;
+mod jobs;
 mod metadata;
+mod scanner;
 mod sessions;
 
 pub use blobs::MemoryBlobs;
 pub use clock::ManualClock;
+pub use jobs::MemoryJobs;
 pub use metadata::MemoryStore;
+pub use scanner::{MemoryScanner, EICAR, EICAR_SIGNATURE};

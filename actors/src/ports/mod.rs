@@ -5,16 +5,20 @@
 
 pub mod blobs;
 pub mod clock;
+pub mod jobs;
 pub mod metadata;
 pub mod outbox;
 pub mod registry;
+pub mod scanner;
 pub mod upload_sessions;
 
 pub use blobs::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
 pub use clock::{Clock, SystemClock};
+pub use jobs::{ClaimedJob, JobKey, JobKind, Jobs};
 pub use metadata::{MetadataStore, TransferChange, TransferRecord};
 pub use outbox::Outbox;
 pub use registry::{Registry, RegistryEntry};
+pub use scanner::{ScanError, Scanner, Verdict};
 pub use upload_sessions::UploadSessions;
 
 #[derive(Debug, thiserror::Error)]

@@ -210,6 +210,7 @@ async fn commit_group(
     Ok(())
 }
 
+mod jobs;
 mod metadata;
 mod sessions;
 mod writes;

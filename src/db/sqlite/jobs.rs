@@ -1,0 +1,206 @@
+//! The jobs port on SQLite. Every change runs on the one writer, so a claim (select the due rows, mark
+//! them leased) is atomic without row locks; PostgreSQL will use `FOR UPDATE SKIP LOCKED`.
+
+use super::{failure, SqliteStore};
+use crate::db::*;
+use broker_actors::ports::jobs::{ClaimedJob, JobKey, JobKind, Jobs};
+use sqlx::Row;
+
+fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::from_timestamp_micros(us).ok_or_else(|| failure(format!("bad time {us}")))
+}
+
+/// A version no earlier schedule used: the writer is the only one to take them.
+const NEXT_VERSION: &str = "(SELECT COALESCE(MAX(version), 0) + 1 FROM jobs)";
+
+#[async_trait]
+impl Jobs for SqliteStore {
+    async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
+        let (kind, subject) = (key.kind.as_str(), key.subject.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(&format!(
+                    "INSERT INTO jobs (kind, subject, due_at, attempts, version) VALUES (?, ?, ?, 0, {NEXT_VERSION})
+                     ON CONFLICT(kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, version = excluded.version"
+                ))
+                .bind(kind)
+                .bind(subject)
+                .bind(micros(due_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
+        let (kind, subject) = (key.kind.as_str(), key.subject.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM jobs WHERE kind = ? AND subject = ?")
+                    .bind(kind)
+                    .bind(subject)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "UPDATE jobs SET lease_owner = ?1, lease_until = ?2
+                     WHERE rowid IN (SELECT rowid FROM jobs
+                                     WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until <= ?3)
+                                     ORDER BY due_at, kind, subject LIMIT ?4)
+                     RETURNING kind, subject, due_at, attempts, version",
+                )
+                .bind(owner)
+                .bind(micros(lease_until))
+                .bind(micros(now))
+                .bind(limit as i64)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(failure)?;
+                let mut claimed = rows
+                    .iter()
+                    .map(|r| {
+                        let kind: &str = r.get(0);
+                        Ok(ClaimedJob {
+                            key: JobKey::new(
+                                JobKind::parse(kind)
+                                    .ok_or_else(|| failure(format!("unknown job kind {kind}")))?,
+                                r.get::<String, _>(1),
+                            ),
+                            due_at: from_micros(r.get(2))?,
+                            attempts: r.get::<i64, _>(3) as u32,
+                            version: r.get(4),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                claimed.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
+                Ok(claimed)
+            })
+        })
+        .await
+    }
+
+    async fn complete(&self, job: &ClaimedJob, owner: &str) -> Result<bool, StoreError> {
+        let (job, owner) = (job.clone(), owner.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
+                let done = sqlx::query(
+                    "DELETE FROM jobs WHERE kind = ? AND subject = ? AND version = ? AND lease_owner = ?",
+                )
+                .bind(kind)
+                .bind(subject)
+                .bind(job.version)
+                .bind(&owner)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?
+                .rows_affected()
+                    == 1;
+                if !done {
+                    release(conn, kind, subject, &owner).await?;
+                }
+                Ok(done)
+            })
+        })
+        .await
+    }
+
+    async fn retry(
+        &self,
+        job: &ClaimedJob,
+        owner: &str,
+        due_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let (job, owner, error) = (job.clone(), owner.to_string(), error.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
+                let held = sqlx::query(
+                    "UPDATE jobs SET due_at = ?, attempts = attempts + 1, last_error = ?,
+                            lease_owner = NULL, lease_until = NULL
+                     WHERE kind = ? AND subject = ? AND version = ? AND lease_owner = ?",
+                )
+                .bind(micros(due_at))
+                .bind(error)
+                .bind(kind)
+                .bind(subject)
+                .bind(job.version)
+                .bind(&owner)
+                .execute(&mut *conn)
+                .await
+                .map_err(failure)?
+                .rows_affected()
+                    == 1;
+                if !held {
+                    release(conn, kind, subject, &owner).await?;
+                }
+                Ok(held)
+            })
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(MAX(due_at, COALESCE(lease_until, due_at))) FROM jobs")
+                .fetch_one(&self.reads)
+                .await
+                .map_err(failure)?;
+        next.map(from_micros).transpose()
+    }
+
+    async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {
+        let row = sqlx::query("SELECT due_at, attempts FROM jobs WHERE kind = ? AND subject = ?")
+            .bind(key.kind.as_str())
+            .bind(&key.subject)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(failure)?;
+        row.map(|r| Ok((from_micros(r.get(0))?, r.get::<i64, _>(1) as u32)))
+            .transpose()
+    }
+}
+
+/// Lets go of a job `owner` still holds under a schedule made since its claim.
+async fn release(
+    conn: &mut sqlx::SqliteConnection,
+    kind: &str,
+    subject: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL
+         WHERE kind = ? AND subject = ? AND lease_owner = ?",
+    )
+    .bind(kind)
+    .bind(subject)
+    .bind(owner)
+    .execute(&mut *conn)
+    .await
+    .map_err(failure)?;
+    Ok(())
+}
