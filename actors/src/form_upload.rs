@@ -221,3 +221,7 @@ async fn remove_blob(broker: &Broker, id: Uuid) {
         tracing::warn!(%id, error = %e, "could not remove a refused upload's bytes");
     }
 }
+
+#[cfg(test)]
+#[path = "form_upload_tests.rs"]
+mod tests;

@@ -18,6 +18,8 @@ pub mod query;
 mod resources;
 pub mod state;
 pub mod supervisor;
+#[cfg(test)]
+mod test_support;
 pub mod tus;
 pub mod upload;
 

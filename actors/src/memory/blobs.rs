@@ -41,6 +41,12 @@ impl MemoryBlobs {
         let files = self.files.lock().expect("memory blobs");
         files.joined.contains_key(&id) || files.bytes.keys().any(|(t, _)| *t == id)
     }
+
+    /// Whether nothing at all is stored.
+    pub fn is_empty(&self) -> bool {
+        let files = self.files.lock().expect("memory blobs");
+        files.joined.is_empty() && files.bytes.is_empty()
+    }
 }
 
 struct MemoryWriter {

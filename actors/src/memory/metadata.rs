@@ -95,6 +95,11 @@ impl MemoryStore {
     pub(super) fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().expect("memory store")
     }
+
+    /// How many transfers exist, whoever they belong to.
+    pub fn transfer_count(&self) -> usize {
+        self.lock().transfers.len()
+    }
 }
 
 fn phase_of(view: &TransferView) -> Phase {

@@ -17,6 +17,8 @@ mod session;
 mod verify;
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod tests;
 
 pub use append::Patch;

@@ -1,0 +1,136 @@
+//! What broker tests on the in-memory adapters share: a broker with one resource and its sender, and
+//! the requests and waits they repeat.
+
+use crate::memory::{MemoryBlobs, MemoryStore};
+use crate::ports::metadata::ResourceRow;
+use crate::ports::{MetadataStore, Registry};
+use crate::tus::Patch;
+use crate::{Broker, Caller, Ports, Settings};
+use broker_protocol::transfer::FileTransferInitialize;
+use broker_protocol::FileTransferStatus;
+use bytes::Bytes;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub(crate) const SENDER: &str = "0192:111111111";
+
+pub(crate) struct Setup {
+    pub(crate) broker: Broker,
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) blobs: MemoryBlobs,
+    pub(crate) sender: Caller,
+}
+
+impl Setup {
+    /// A new broker on the same stores: what a restart leaves (everything in memory is gone).
+    pub(crate) fn restart(&self) -> Setup {
+        Setup {
+            broker: broker_on(self.store.clone(), &self.blobs),
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            sender: self.sender.clone(),
+        }
+    }
+
+    /// Initializes a transfer from the sender, declaring `md5` if given.
+    pub(crate) async fn initialize(&self, md5: Option<String>) -> Uuid {
+        self.broker
+            .initialize(&self.sender, request(md5), None)
+            .await
+            .unwrap()
+    }
+}
+
+/// An initialize request from [`SENDER`] on `r`, declaring `md5` if given.
+pub(crate) fn request(md5: Option<String>) -> FileTransferInitialize {
+    FileTransferInitialize {
+        file_name: Some("f".into()),
+        resource_id: Some("r".into()),
+        senders_file_transfer_reference: Some("ref".into()),
+        sender: Some(SENDER.into()),
+        recipients: Some(vec!["0192:222222222".into()]),
+        checksum: md5,
+        ..Default::default()
+    }
+}
+
+fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs) -> Broker {
+    let ports = Ports {
+        metadata: store.clone(),
+        sessions: store.clone(),
+        outbox: store,
+        blobs: Arc::new(blobs.clone()),
+        clock: Arc::new(crate::SystemClock),
+        registry: Arc::new(Registry::Open),
+    };
+    let settings = Settings {
+        production: false,
+        max_recipients: 10,
+        max_tus_parts: 10,
+        tus_upload_expiry: chrono::Duration::hours(1),
+        reserve_bytes: 0,
+        max_concurrent_uploads: 8,
+        event_source: "test".into(),
+    };
+    Broker::new(ports, settings, Default::default())
+}
+
+/// A broker on fresh in-memory adapters with the resource `r` of [`SENDER`] (files of at most
+/// `max_file_size` bytes, if given).
+pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
+    let store = Arc::new(MemoryStore::default());
+    let blobs = MemoryBlobs::default();
+    let now = chrono::Utc::now();
+    store
+        .create_service_owner(SENDER, "owner", now)
+        .await
+        .unwrap();
+    let resource = ResourceRow {
+        id: "r".into(),
+        service_owner_id: SENDER.into(),
+        max_file_transfer_size: max_file_size,
+        ..Default::default()
+    };
+    store.save_resource(resource, now).await.unwrap();
+    let broker = broker_on(store.clone(), &blobs);
+    let sender = Caller {
+        org: Some(SENDER.into()),
+        ..Default::default()
+    };
+    Setup {
+        broker,
+        store,
+        blobs,
+        sender,
+    }
+}
+
+pub(crate) async fn setup() -> Setup {
+    setup_limited(None).await
+}
+
+pub(crate) fn patch(
+    bytes: &[u8],
+) -> Patch<futures::stream::Iter<std::vec::IntoIter<Result<Bytes, String>>>> {
+    Patch {
+        body: futures::stream::iter(vec![Ok(Bytes::copy_from_slice(bytes))]),
+        new_length: None,
+        len: Some(bytes.len() as u64),
+        checksum: None,
+    }
+}
+
+pub(crate) async fn published(s: &Setup, id: Uuid) -> crate::ports::metadata::TransferView {
+    for _ in 0..200 {
+        let view = s.store.transfer(id).await.unwrap().unwrap();
+        if view.status == FileTransferStatus::Published {
+            return view;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("not published");
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    crate::upload::hex(bytes)
+}
