@@ -137,6 +137,18 @@ impl Hashing {
         }
     }
 
+    /// Hashes `batch` after every byte seen so far.
+    pub(crate) async fn feed(&mut self, batch: &Batch) {
+        match self.threads() {
+            Some(threads) => threads.feed(batch).await,
+            None => {
+                if let Hashing::Ready(state) = self {
+                    state.len += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                }
+            }
+        }
+    }
+
     /// The hashing threads, started when this upload hashes (parts of a concatenation only count).
     fn threads(&mut self) -> Option<&mut HashThreads> {
         if let Hashing::Ready(state) = self {
@@ -246,6 +258,12 @@ pub fn hex(bytes: &[u8]) -> String {
 pub trait Checkpoint: Send {
     /// The first `written` bytes of this body are durable.
     async fn durable(&mut self, written: u64);
+
+    /// The batch after the first `written` bytes of this body is about to be stored: whether it was
+    /// hashed here (a part of a concatenated upload feeds the joined file's hash live).
+    async fn before_batch(&mut self, _written: u64, _batch: &Batch) -> crate::tus::Live {
+        crate::tus::Live::No
+    }
 }
 
 /// How often a long body is made durable mid-stream when a [`Checkpoint`] is given.
@@ -290,6 +308,7 @@ where
     let mut interrupted = None;
     let mut since_checkpoint = 0u64;
     let mut unhashed = 0u64;
+    let mut dropping_behind = false;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -309,7 +328,22 @@ where
         batch.push(chunk);
         if batch_len >= BATCH_BYTES {
             let full: Batch = Arc::new(std::mem::take(&mut batch));
+            let before = total - batch_len as u64;
             batch_len = 0;
+            if let Some(cp) = checkpoint.as_deref_mut() {
+                let mut live = cp.before_batch(before, &full).await;
+                if live == crate::tus::Live::AfterDurable {
+                    writer.sync().await?;
+                    cp.durable(before).await;
+                    since_checkpoint = before;
+                    live = cp.before_batch(before, &full).await;
+                }
+                if live == crate::tus::Live::Fed && !dropping_behind {
+                    // Hashed as they pass, these bytes will not be read back: they need not stay cached.
+                    writer.drop_behind();
+                    dropping_behind = true;
+                }
+            }
             match hashing.threads() {
                 Some(threads) => threads.feed(&full).await,
                 None => unhashed += full.iter().map(|b| b.len() as u64).sum::<u64>(),

@@ -23,6 +23,8 @@ pub struct MemoryBlobs {
     free: Arc<Mutex<Option<u64>>>,
     /// Reads of whole transfers' files (not of parts), for tests that check what was read back.
     file_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes read back from parts.
+    part_bytes_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryBlobs {
@@ -34,6 +36,12 @@ impl MemoryBlobs {
     /// How many reads of transfers' files (parts not counted) were made.
     pub fn file_reads(&self) -> usize {
         self.file_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many bytes of parts were read back.
+    pub fn part_bytes_read(&self) -> u64 {
+        self.part_bytes_read
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether anything is stored for the transfer (its file, a part, or a join).
@@ -117,6 +125,8 @@ impl BlobStore for MemoryBlobs {
         let from = (start as usize).min(bytes.len());
         let to = (start.saturating_add(len) as usize).min(bytes.len());
         let slice = Bytes::copy_from_slice(&bytes[from..to]);
+        self.part_bytes_read
+            .fetch_add(slice.len() as u64, std::sync::atomic::Ordering::SeqCst);
         Ok(Box::pin(futures::stream::iter([Ok(slice)])))
     }
 

@@ -64,4 +64,7 @@ pub trait BlobWriter: Send {
     async fn sync(&mut self) -> Result<(), BlobError>;
     /// Makes every appended byte durable; returns the stored size.
     async fn commit(self: Box<Self>) -> Result<u64, BlobError>;
+    /// A hint: the bytes appended from now on will not be read back soon, so a store that keeps them
+    /// cached (a part of a concatenated upload, read back by its hashing) need not.
+    fn drop_behind(&mut self) {}
 }

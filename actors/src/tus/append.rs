@@ -96,6 +96,16 @@ struct OffsetCheckpoint<'a> {
 
 #[async_trait::async_trait]
 impl Checkpoint for OffsetCheckpoint<'_> {
+    async fn before_batch(&mut self, written: u64, batch: &crate::ports::Batch) -> super::Live {
+        if self.part.is_empty() {
+            return super::Live::No;
+        }
+        let offset = self.base + written;
+        self.broker
+            .part_batch(self.id, self.part, offset, self.durable, batch)
+            .await
+    }
+
     async fn durable(&mut self, written: u64) {
         let to = self.base + written;
         let sessions = &self.broker.ports().sessions;
@@ -315,6 +325,10 @@ impl Broker {
             checkpoint,
         )
         .await;
+        if streamed.is_err() && part.is_some() {
+            // Bytes hashed live past the durable offset are cut off when the part goes on.
+            self.drop_part_hashing(view.id);
+        }
         let appended = match streamed {
             Ok(a) => a,
             Err(StreamError::TooLarge(_)) => {
@@ -351,6 +365,9 @@ impl Broker {
             )
             .await?;
         if !moved {
+            if part.is_some() {
+                self.drop_part_hashing(view.id);
+            }
             hold.release().await;
             return Err(ErrorCode::FileTransferAlreadyUploaded.into());
         }

@@ -23,6 +23,7 @@ mod tests;
 
 pub use append::Patch;
 pub use checksum::UploadChecksum;
+pub use part_hashing::Live;
 pub use session::UploadState;
 
 use std::collections::HashSet;

@@ -1,40 +1,154 @@
 //! Hashing a concatenated upload in part order while its parts stream. MD5 and SHA-256 are serial,
 //! so the parts are hashed in the order they were created (the order tus clients list them in the
-//! final POST): a child task of the broker tails the first incomplete part, reading back each stretch
-//! as soon as it is durable (from the page cache: parts' pages are kept), and moves on to the next part
-//! when one is complete. The final POST then finds most of the file hashed; only what was still owed
-//! is hashed after it. A final that lists other parts, a part terminated or expired, or a failed read
-//! drops the hashing, and verification reads the joined file back as before.
+//! final POST). The hash state of the joined file belongs to a child task of the broker, one per
+//! transfer, which stands at one part (the frontier) and an offset in it:
+//! - a PATCH streaming into the frontier at exactly that offset feeds its batches to the hash as they
+//!   arrive, as a binary upload does (nothing is read back, and its pages need not stay cached);
+//! - bytes that arrived before the hash got to them (parts sent ahead, a PATCH that began while the
+//!   hash was behind) are read back by the task from durable storage, then the PATCH goes on live;
+//! - hashing is serial, so while the frontier streams fast (the link is not the limit) the parts
+//!   ahead of it may hold at most [`LEAD_WINDOW`] unhashed bytes in all; beyond that their PATCHes stop
+//!   reading (TCP holds the client back) until the hash moves on, so the bandwidth and the CPU go to
+//!   the bytes the hash needs next. Parts sent over slow links are never held back.
+//!
+//! The final POST then finds the file hashed but for what was still owed. Bytes are hashed live only
+//! from PATCHes that keep whatever they stored (no checksum); one that fails drops the hashing, as does
+//! a final that lists other parts, a part terminated or expired, or a failed read: verification then
+//! reads the joined file back.
 
 use crate::error::{Error, Result};
+use crate::ports::Batch;
 use crate::upload::{stream_append, Discard, HashState, HashesAfter, Hashing};
 use crate::Broker;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 /// How long the hashing task waits for news before it looks again (a missed wake-up costs this much).
 const RECHECK: Duration = Duration::from_millis(250);
+/// How many unhashed bytes the parts ahead of the frontier may hold before they are held back.
+const LEAD_WINDOW: u64 = 256 << 20;
+/// The rate from which the frontier counts as streaming fast (so holding others back helps it).
+const FAST_BYTES_PER_SEC: f64 = 64.0 * 1024.0 * 1024.0;
+/// How long a waiting PATCH sleeps before it looks again (a missed wake-up costs this much).
+const PACE_RECHECK: Duration = Duration::from_millis(20);
+/// The window over which a part's rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// What became of a batch a PATCH offered to the part hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Not hashed now (it is read back later).
+    No,
+    /// Hashed as it passed.
+    Fed,
+    /// It would be hashed live once the bytes before it are durable (and read back): make them so,
+    /// record them, and offer the batch again.
+    AfterDurable,
+}
+
+/// One part as the hashing and the pacing see it.
+struct PartProgress {
+    name: String,
+    length: u64,
+    /// Bytes durable (synced, offset recorded).
+    durable: u64,
+    /// Bytes received so far, durable or not.
+    received: u64,
+    /// Its recent rate in bytes/s, the window it is measured over, and when data last came.
+    rate: f64,
+    rate_since: (Instant, u64),
+    last_data: Instant,
+}
+
+impl PartProgress {
+    fn new(name: &str, length: u64) -> PartProgress {
+        let now = Instant::now();
+        PartProgress {
+            name: name.to_string(),
+            length,
+            durable: 0,
+            received: 0,
+            rate: 0.0,
+            rate_since: (now, 0),
+            last_data: now,
+        }
+    }
+
+    fn received_up_to(&mut self, received: u64) {
+        let now = Instant::now();
+        self.received = self.received.max(received);
+        self.last_data = now;
+        let (since, from) = self.rate_since;
+        let elapsed = now.duration_since(since);
+        if elapsed >= RATE_WINDOW {
+            self.rate = self.received.saturating_sub(from) as f64 / elapsed.as_secs_f64();
+            self.rate_since = (now, self.received);
+        }
+    }
+
+    fn streams_fast(&self) -> bool {
+        self.rate >= FAST_BYTES_PER_SEC && self.last_data.elapsed() < RATE_WINDOW
+    }
+}
 
 /// What the hashing task of one transfer knows of its parts.
 #[derive(Default)]
 struct Parts {
-    /// Parts in creation order, each with its length and durable offset.
-    order: Vec<(String, u64, u64)>,
+    /// Parts in creation order.
+    order: Vec<PartProgress>,
+    /// The part of `order` the hash stands at (mirrors [`Position::index`] for the pacing).
+    frontier: usize,
     /// The order the final POST joined them in, once it came.
     joined: Option<Vec<String>>,
     /// The hashing no longer applies (a part went away); the task stops.
     dropped: bool,
-    /// Parts of `order` the task has begun hashing (the last of them may be partly hashed): the final
-    /// POST may list the parts in another order as long as it begins with these.
+    /// Parts of `order` the hash has begun (the last of them may be partly hashed): the final POST may
+    /// list the parts in another order as long as it begins with these.
     begun: usize,
+}
+
+impl Parts {
+    fn entry(&mut self, part: &str) -> Option<&mut PartProgress> {
+        self.order.iter_mut().find(|p| p.name == part)
+    }
+
+    fn is_frontier(&self, part: &str) -> bool {
+        self.order
+            .get(self.frontier)
+            .is_some_and(|p| p.name == part)
+    }
+
+    /// Whether a PATCH streaming into `part` (not the frontier) should wait for the hash to move on.
+    fn holds_back(&self, part: &str) -> bool {
+        let Some(frontier) = self.order.get(self.frontier) else {
+            return false;
+        };
+        let ahead = &self.order[self.frontier + 1..];
+        if !ahead.iter().any(|p| p.name == part) || !frontier.streams_fast() {
+            return false;
+        }
+        let lead: u64 = ahead.iter().map(|p| p.received.max(p.durable)).sum();
+        lead >= LEAD_WINDOW
+    }
+}
+
+/// Where the hash of the joined file stands.
+struct Position {
+    hashing: Option<Hashing>,
+    index: usize,
+    hashed: u64,
 }
 
 struct Tail {
     parts: Mutex<Parts>,
+    /// Wakes the task.
     news: Notify,
+    /// Wakes PATCHes waiting for the hash to move on.
+    pace: Notify,
+    hash: tokio::sync::Mutex<Position>,
     /// The hashes of the joined file, when the task has them.
     done: Mutex<Option<oneshot::Receiver<Result<HashState>>>>,
 }
@@ -54,6 +168,12 @@ impl Broker {
                 Arc::new(Tail {
                     parts: Mutex::default(),
                     news: Notify::new(),
+                    pace: Notify::new(),
+                    hash: tokio::sync::Mutex::new(Position {
+                        hashing: Some(HashState::default().into()),
+                        index: 0,
+                        hashed: 0,
+                    }),
                     done: Mutex::new(None),
                 })
             });
@@ -68,13 +188,15 @@ impl Broker {
                     if let Err(e) = &result {
                         tracing::info!(%id, error = %e, "hashing the parts in order stopped; the joined file is read back");
                     }
+                    task_tail.parts.lock().expect("part hashing").dropped = true;
+                    task_tail.pace.notify_waiters();
                     let _ = tx.send(result);
                 });
             }
             tail
         };
         let mut parts = tail.parts.lock().expect("part hashing");
-        parts.order.push((part.to_string(), length, 0));
+        parts.order.push(PartProgress::new(part, length));
         drop(parts);
         tail.news.notify_one();
     }
@@ -83,14 +205,83 @@ impl Broker {
     pub(crate) fn part_progressed(&self, id: Uuid, part: &str, offset: u64) {
         let Some(tail) = self.tail(id) else { return };
         let mut parts = tail.parts.lock().expect("part hashing");
-        if let Some(entry) = parts.order.iter_mut().find(|(p, _, _)| p == part) {
-            entry.2 = entry.2.max(offset);
+        if let Some(entry) = parts.entry(part) {
+            entry.durable = entry.durable.max(offset);
         }
         drop(parts);
         tail.news.notify_one();
+        tail.pace.notify_waiters();
     }
 
-    /// The parts of `id` no longer hold what was hashed (a part or the upload was removed).
+    /// A PATCH of `part` is about to store `batch` at `offset` (`durable`: how far the part is durable
+    /// and recorded): hashes it live if the hash stands exactly there, holds the PATCH back while the
+    /// part runs too far ahead of the hash, and waits for the hash to catch up when it is behind.
+    pub(crate) async fn part_batch(
+        &self,
+        id: Uuid,
+        part: &str,
+        offset: u64,
+        durable: u64,
+        batch: &Batch,
+    ) -> Live {
+        let Some(tail) = self.tail(id) else {
+            return Live::No;
+        };
+        loop {
+            let wake = tail.pace.notified();
+            let frontier = {
+                let mut parts = tail.parts.lock().expect("part hashing");
+                if parts.dropped {
+                    return Live::No;
+                }
+                if let Some(entry) = parts.entry(part) {
+                    entry.received_up_to(offset);
+                }
+                if !parts.is_frontier(part) && !parts.holds_back(part) {
+                    return Live::No;
+                }
+                parts.is_frontier(part)
+            };
+            if frontier {
+                let mut pos = tail.hash.lock().await;
+                let standing = {
+                    let mut parts = tail.parts.lock().expect("part hashing");
+                    let here = parts.order.get(pos.index).is_some_and(|p| p.name == part);
+                    if !here || parts.dropped || pos.hashed > offset {
+                        Standing::Elsewhere
+                    } else if pos.hashed == offset {
+                        parts.begun = parts.begun.max(pos.index + 1);
+                        Standing::Here
+                    } else {
+                        Standing::Behind
+                    }
+                };
+                match standing {
+                    Standing::Elsewhere => return Live::No,
+                    Standing::Here => {
+                        let hashing = pos.hashing.as_mut().expect("the task owns a hashing");
+                        hashing.feed(batch).await;
+                        pos.hashed += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                        tail.news.notify_one();
+                        return Live::Fed;
+                    }
+                    Standing::Behind if durable < offset => return Live::AfterDurable,
+                    // The task reads back what is durable, then this PATCH goes on live.
+                    Standing::Behind => {
+                        drop(pos);
+                        tail.news.notify_one();
+                    }
+                }
+            }
+            tokio::select! {
+                _ = wake => {}
+                _ = tokio::time::sleep(PACE_RECHECK) => {}
+            }
+        }
+    }
+
+    /// The parts of `id` no longer hold what was hashed (a part or the upload was removed, or a PATCH
+    /// failed after its bytes were hashed).
     pub(crate) fn drop_part_hashing(&self, id: Uuid) {
         let removed = self
             .tus()
@@ -102,6 +293,7 @@ impl Broker {
         if let Some(tail) = removed {
             tail.parts.lock().expect("part hashing").dropped = true;
             tail.news.notify_one();
+            tail.pace.notify_waiters();
         }
     }
 
@@ -116,28 +308,28 @@ impl Broker {
             .iter()
             .take(begun)
             .zip(parts)
-            .all(|((p, _, _), q)| p == q);
-        let mut reordered = Vec::with_capacity(parts.len());
-        for part in parts {
-            match state.order.iter().find(|(p, _, _)| p == part) {
-                Some(entry) => reordered.push(entry.clone()),
-                None => break,
-            }
-        }
-        if prefix_agrees
-            && begun <= parts.len()
-            && reordered.len() == state.order.len()
-            && reordered.len() == parts.len()
-        {
+            .all(|(p, q)| &p.name == q);
+        let distinct: std::collections::HashSet<&String> = parts.iter().collect();
+        let listed = distinct.len() == parts.len()
+            && parts.len() == state.order.len()
+            && parts
+                .iter()
+                .all(|q| state.order.iter().any(|p| &p.name == q));
+        if prefix_agrees && begun <= parts.len() && listed {
             // Created concurrently, the parts may have arrived in another order than the final lists
             // them; what is not begun yet is hashed in the final's order.
-            state.order = reordered;
+            let mut order = std::mem::take(&mut state.order);
+            for part in parts {
+                let at = order.iter().position(|p| &p.name == part).expect("listed");
+                state.order.push(order.remove(at));
+            }
             state.joined = Some(parts.to_vec());
         } else {
             state.dropped = true;
         }
         drop(state);
         tail.news.notify_one();
+        tail.pace.notify_waiters();
     }
 
     /// The joined file's hashes from the part hashing, if it ran to the end for these parts.
@@ -175,37 +367,45 @@ impl Broker {
             .cloned()
     }
 
-    /// The task: hashes each part's durable bytes in order until the joined parts are all hashed.
+    /// The task: moves the hash from part to part, reading back each part's durable bytes that were
+    /// not hashed live, until the joined parts are all hashed.
     async fn hash_parts(&self, id: Uuid, tail: &Tail) -> Result<HashState> {
-        let mut hashing: Hashing = HashState::default().into();
-        let (mut index, mut hashed) = (0usize, 0u64);
         loop {
+            let mut pos = tail.hash.lock().await;
             let step = {
                 let mut parts = tail.parts.lock().expect("part hashing");
                 if parts.dropped {
                     return Err(Error::Internal("the parts changed".into()));
                 }
-                match parts.order.get(index).cloned() {
+                match parts.order.get(pos.index) {
                     None if parts.joined.is_some() => Step::Finish,
                     None => Step::Wait,
-                    Some((_, length, _)) if hashed == length => Step::Next,
-                    Some((_, _, durable)) if durable <= hashed => Step::Wait,
-                    Some((part, _, durable)) => {
+                    Some(p) if pos.hashed == p.length => Step::Next,
+                    Some(p) if p.durable <= pos.hashed => Step::Wait,
+                    Some(p) => {
+                        let step = Step::Hash(p.name.clone(), p.durable);
                         // Begun before its first byte is hashed: a final cannot reorder it any more.
-                        parts.begun = parts.begun.max(index + 1);
-                        Step::Hash(part, durable)
+                        parts.begun = parts.begun.max(pos.index + 1);
+                        step
                     }
                 }
             };
             match step {
                 Step::Finish => {
+                    let hashing = pos.hashing.take().expect("the task owns a hashing");
                     return hashing
                         .finish()
                         .await
-                        .map_err(|e| Error::Internal(e.to_string()))
+                        .map_err(|e| Error::Internal(e.to_string()));
                 }
-                Step::Next => (index, hashed) = (index + 1, 0),
+                Step::Next => {
+                    (pos.index, pos.hashed) = (pos.index + 1, 0);
+                    tail.parts.lock().expect("part hashing").frontier = pos.index;
+                    drop(pos);
+                    tail.pace.notify_waiters();
+                }
                 Step::Wait => {
+                    drop(pos);
                     let stopping = self.inner.shutdown.cancelled();
                     tokio::select! {
                         _ = tail.news.notified() => {}
@@ -214,12 +414,13 @@ impl Broker {
                     }
                 }
                 Step::Hash(part, durable) => {
-                    let wanted = durable - hashed;
+                    let (from, wanted) = (pos.hashed, durable - pos.hashed);
                     let stream = self
                         .ports()
                         .blobs
-                        .read_part(id, &part, hashed, wanted)
+                        .read_part(id, &part, from, wanted)
                         .await?;
+                    let hashing = pos.hashing.take().expect("the task owns a hashing");
                     let before = hashing.len();
                     let discard = Box::new(Discard::default());
                     let after = HashesAfter::KeepRunning;
@@ -227,25 +428,37 @@ impl Broker {
                         stream_append(stream, discard, hashing, None, false, after, None)
                             .await
                             .map_err(|e| Error::Internal(e.to_string()))?;
-                    hashing = appended.hashing;
-                    if hashing.len() - before != wanted {
+                    if appended.hashing.len() - before != wanted {
                         return Err(Error::Internal(format!("part {part}: a short read")));
                     }
-                    hashed = durable;
+                    pos.hashing = Some(appended.hashing);
+                    pos.hashed = durable;
+                    drop(pos);
+                    tail.pace.notify_waiters();
                 }
             }
         }
     }
 }
 
+/// Where the hash stands for a PATCH of the frontier.
+enum Standing {
+    /// At the PATCH's offset: its batch is hashed as it passes.
+    Here,
+    /// Before it: the task reads back what is durable first.
+    Behind,
+    /// On another part, or past the offset (the hashing was dropped or moved on).
+    Elsewhere,
+}
+
 /// What the hashing task does next.
 enum Step {
     /// Every joined part is hashed.
     Finish,
-    /// The current part is hashed as far as it is durable: move on to the next.
+    /// The frontier is hashed whole: move on to the next part.
     Next,
     /// Nothing new is durable yet.
     Wait,
-    /// Hash the current part up to this durable offset.
+    /// Read back the frontier up to this durable offset.
     Hash(String, u64),
 }

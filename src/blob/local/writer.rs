@@ -18,6 +18,8 @@ enum WriteCommand {
     Append(Batch),
     /// Make everything appended so far durable, then answer.
     Sync(tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    /// Stop keeping the written pages cached.
+    DropBehind,
 }
 
 struct LocalWriter {
@@ -59,7 +61,7 @@ fn write_batches(
     file: std::fs::File,
     dir: &Path,
     base: u64,
-    keep_cached: bool,
+    mut keep_cached: bool,
     mut rx: mpsc::Receiver<WriteCommand>,
 ) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
@@ -71,6 +73,10 @@ fn write_batches(
             WriteCommand::Append(batch) => batch,
             WriteCommand::Sync(reply) => {
                 let _ = reply.send(file.sync_data());
+                continue;
+            }
+            WriteCommand::DropBehind => {
+                keep_cached = false;
                 continue;
             }
         };
@@ -186,6 +192,13 @@ impl BlobWriter for LocalWriter {
         match (sent, answer.await) {
             (true, Ok(result)) => result.map_err(BlobError::Io),
             _ => Err(self.writer_error().await),
+        }
+    }
+
+    fn drop_behind(&mut self) {
+        // Queued behind the appends before it; if the queue is full the hint is simply lost.
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(WriteCommand::DropBehind);
         }
     }
 
