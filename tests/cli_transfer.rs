@@ -10,20 +10,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_broker");
-const MIB: usize = 1 << 20;
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_broker");
+pub(crate) const MIB: usize = 1 << 20;
 
 /// A server with a service owner and resource, a working directory and the parties' tokens.
-struct Setup {
-    dir: tempfile::TempDir,
-    served: Served,
-    sender: String,
-    recipient: String,
-    outsider: String,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) served: Served,
+    pub(crate) sender: String,
+    pub(crate) recipient: String,
+    pub(crate) outsider: String,
 }
 
 impl Setup {
-    async fn new() -> Setup {
+    pub(crate) async fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let served = serve(&data);
@@ -44,16 +44,16 @@ impl Setup {
         }
     }
 
-    fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state/broker")
     }
 
     /// Writes a payload of `len` bytes to `work/name`; returns its path and SHA-256.
-    fn file(&self, name: &str, len: usize, seed: u64) -> (PathBuf, String) {
+    pub(crate) fn file(&self, name: &str, len: usize, seed: u64) -> (PathBuf, String) {
         let content = payload(len, seed);
         let path = self.work().join(name);
         std::fs::write(&path, &content).unwrap();
@@ -62,7 +62,7 @@ impl Setup {
 
     /// The broker binary as a user runs it: in `work/`, with the server's URL and the token in the
     /// environment and the state dir under the test's temp dir.
-    fn broker(&self, token: Option<&str>, args: &[&str]) -> Command {
+    pub(crate) fn broker(&self, token: Option<&str>, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -77,7 +77,7 @@ impl Setup {
         command
     }
 
-    fn send_args<'a>(&self, file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    pub(crate) fn send_args<'a>(&self, file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "send",
             file,
@@ -93,7 +93,7 @@ impl Setup {
     }
 
     /// The unfinished sends recorded in the state dir: their fileTransferIds.
-    fn recorded_sends(&self) -> Vec<String> {
+    pub(crate) fn recorded_sends(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.state_dir()) else {
             return Vec::new();
         };
@@ -109,18 +109,18 @@ impl Setup {
     }
 
     /// `status --json` as `token` sees it.
-    fn overview(&self, token: &str, id: &str) -> Value {
+    pub(crate) fn overview(&self, token: &str, id: &str) -> Value {
         let out = succeed(self.broker(Some(token), &["status", id, "--json"]));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
 
-fn stderr_of(out: &Output) -> String {
+pub(crate) fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the command; it must succeed.
-fn succeed(mut command: Command) -> Output {
+pub(crate) fn succeed(mut command: Command) -> Output {
     let out = command.output().unwrap();
     assert!(
         out.status.success(),
@@ -133,7 +133,7 @@ fn succeed(mut command: Command) -> Output {
 
 /// Runs the command; it must fail with one line on stderr saying why (progress lines aside), which is
 /// returned.
-fn fail(mut command: Command) -> String {
+pub(crate) fn fail(mut command: Command) -> String {
     let out = command.output().unwrap();
     assert!(!out.status.success(), "expected a failure: {:?}", out);
     let stderr = stderr_of(&out);
@@ -147,20 +147,20 @@ fn fail(mut command: Command) -> String {
 }
 
 /// The one JSON object a `--json` run prints.
-fn report(out: &Output) -> Value {
+pub(crate) fn report(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 1, "one JSON object: {text:?}");
     serde_json::from_str(&text).unwrap()
 }
 
-fn number(v: &Value, field: &str) -> u64 {
+pub(crate) fn number(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
         .unwrap_or_else(|| panic!("{field} in {v}"))
 }
 
 /// Starts the command and SIGKILLs it once its progress lines show at least `min_bytes` done.
-fn kill_after_progress(mut command: Command, min_bytes: u64) {
+pub(crate) fn kill_after_progress(mut command: Command, min_bytes: u64) {
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -187,7 +187,7 @@ fn kill_after_progress(mut command: Command, min_bytes: u64) {
 }
 
 /// Sends `file` and checks the JSON report; returns it.
-fn send_json(s: &Setup, file: &Path, extra: &[&str]) -> Value {
+pub(crate) fn send_json(s: &Setup, file: &Path, extra: &[&str]) -> Value {
     let file = file.to_str().unwrap();
     let mut args = s.send_args(file, extra);
     args.push("--json");
@@ -195,7 +195,7 @@ fn send_json(s: &Setup, file: &Path, extra: &[&str]) -> Value {
 }
 
 /// Sends the file (published and verified) and returns its fileTransferId.
-fn send_for_id(s: &Setup, file: &Path) -> String {
+pub(crate) fn send_for_id(s: &Setup, file: &Path) -> String {
     send_json(s, file, &[])["fileTransferId"]
         .as_str()
         .unwrap()
@@ -425,117 +425,4 @@ async fn fetch_with_confirm_leaves_the_recipient_download_confirmed() {
         "DownloadConfirmed"
     );
     assert_eq!(overview["fileTransferStatus"], "AllConfirmedDownloaded");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_and_status_show_the_transfer_to_its_sender_and_its_recipient() {
-    let s = Setup::new().await;
-    let (file, sha) = s.file("listed.txt", 1234, 9);
-    let id = send_for_id(&s, &file);
-    let token_file = s.dir.path().join("recipient.token");
-    std::fs::write(&token_file, format!("{}\n", s.recipient)).unwrap();
-    let token_file = token_file.to_str().unwrap();
-
-    let as_sender = succeed(s.broker(
-        Some(&s.sender),
-        &["list", "--resource", RESOURCE, "--role", "sender"],
-    ));
-    assert_eq!(
-        String::from_utf8(as_sender.stdout).unwrap(),
-        format!("{id}\tPublished\tlisted.txt\t1234\n")
-    );
-    let as_recipient = succeed(s.broker(
-        None,
-        &[
-            "list",
-            "--resource",
-            RESOURCE,
-            "--status",
-            "Published",
-            "--json",
-            "--token-file",
-            token_file,
-        ],
-    ));
-    let listed: Value = serde_json::from_slice(&as_recipient.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
-    assert_eq!(listed[0]["fileTransferId"], id.as_str());
-    let none = succeed(s.broker(
-        Some(&s.recipient),
-        &["list", "--resource", RESOURCE, "--role", "sender"],
-    ));
-    assert!(none.stdout.is_empty(), "the recipient sent nothing");
-
-    for token in [&s.sender, &s.recipient] {
-        let text =
-            String::from_utf8(succeed(s.broker(Some(token), &["status", &id])).stdout).unwrap();
-        assert!(text.contains(&format!("fileTransferId:  {id}")), "{text}");
-        assert!(text.contains("Published (Ready for download)"), "{text}");
-        assert!(text.contains("listed.txt"), "{text}");
-        assert!(text.contains(&sha), "{text}");
-        assert!(
-            text.contains(&format!("recipient:       {RECIPIENT} Initialized")),
-            "{text}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_without_access_fail_with_one_line_saying_why() {
-    let s = Setup::new().await;
-    let (file, _) = s.file("private.bin", 5000, 10);
-    let id = send_for_id(&s, &file);
-
-    let reason = fail(s.broker(Some(&s.outsider), &["status", &id]));
-    assert!(
-        reason.starts_with("broker: status failed: HTTP 401"),
-        "{reason}"
-    );
-    assert!(reason.contains("BRO-00006"), "{reason}");
-
-    let reason = fail(s.broker(Some(&s.outsider), &["fetch", &id, "-o", "stolen.bin"]));
-    assert!(
-        reason.starts_with("broker: fetch failed: HTTP 401"),
-        "{reason}"
-    );
-    assert!(!s.work().join("stolen.bin").exists());
-    assert!(!s.work().join("stolen.bin.part").exists());
-
-    let reason = fail(s.broker(None, &["list", "--resource", RESOURCE]));
-    assert!(
-        reason.starts_with("broker: list failed: HTTP 401"),
-        "{reason}"
-    );
-
-    let reason = fail(s.broker(
-        Some(&s.recipient),
-        &s.send_args(file.to_str().unwrap(), &[]),
-    ));
-    assert!(reason.starts_with("broker: send failed: HTTP"), "{reason}");
-    assert!(s.recorded_sends().is_empty(), "nothing to resume");
-
-    let mut nowhere = s.broker(Some(&s.sender), &["status", &id]);
-    nowhere.env("BROKER_URL", "http://127.0.0.1:9");
-    let unreachable = fail(nowhere);
-    assert!(
-        unreachable.starts_with("broker: status failed:"),
-        "{unreachable}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_never_replaces_an_existing_file_unless_forced() {
-    let s = Setup::new().await;
-    let (file, sha) = s.file("report.bin", 20_000, 11);
-    let id = send_for_id(&s, &file);
-    let mine = s.work().join("mine.bin");
-    std::fs::write(&mine, b"the user's own file").unwrap();
-    let reason = fail(s.broker(Some(&s.recipient), &["fetch", &id, "-o", "mine.bin"]));
-    assert!(reason.contains("exists"), "{reason}");
-    assert_eq!(std::fs::read(&mine).unwrap(), b"the user's own file");
-    succeed(s.broker(
-        Some(&s.recipient),
-        &["fetch", &id, "-o", "mine.bin", "--force"],
-    ));
-    assert_eq!(sha256_hex(&std::fs::read(&mine).unwrap()), sha);
 }

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod download;
 pub mod error;
 pub mod form_upload;
+pub mod hashing;
 mod initialize;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
