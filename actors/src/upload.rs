@@ -28,6 +28,19 @@ pub enum StreamError {
     TooLarge(u64),
 }
 
+/// What became of a batch offered to a [`Checkpoint`] before it was stored (the part hashing of a
+/// concatenated upload takes batches of the part it stands at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Not hashed now (it is read back later).
+    No,
+    /// Hashed as it passed.
+    Fed,
+    /// It would be hashed live once the bytes before it are durable (and read back): make them so,
+    /// record them, and offer the batch again.
+    AfterDurable,
+}
+
 /// Told each time a long body's bytes so far have been made durable mid-stream, so a crash loses at
 /// most one interval (tus records the new offset).
 #[async_trait::async_trait]
@@ -37,8 +50,8 @@ pub trait Checkpoint: Send {
 
     /// The batch after the first `written` bytes of this body is about to be stored: whether it was
     /// hashed here (a part of a concatenated upload feeds the joined file's hash live).
-    async fn before_batch(&mut self, _written: u64, _batch: &Batch) -> crate::tus::Live {
-        crate::tus::Live::No
+    async fn before_batch(&mut self, _written: u64, _batch: &Batch) -> Live {
+        Live::No
     }
 }
 
@@ -108,13 +121,13 @@ where
             batch_len = 0;
             if let Some(cp) = checkpoint.as_deref_mut() {
                 let mut live = cp.before_batch(before, &full).await;
-                if live == crate::tus::Live::AfterDurable {
+                if live == Live::AfterDurable {
                     writer.sync().await?;
                     cp.durable(before).await;
                     since_checkpoint = before;
                     live = cp.before_batch(before, &full).await;
                 }
-                if live == crate::tus::Live::Fed && !dropping_behind {
+                if live == Live::Fed && !dropping_behind {
                     // Hashed as they pass, these bytes will not be read back: they need not stay cached.
                     writer.drop_behind();
                     dropping_behind = true;

@@ -96,9 +96,13 @@ struct OffsetCheckpoint<'a> {
 
 #[async_trait::async_trait]
 impl Checkpoint for OffsetCheckpoint<'_> {
-    async fn before_batch(&mut self, written: u64, batch: &crate::ports::Batch) -> super::Live {
+    async fn before_batch(
+        &mut self,
+        written: u64,
+        batch: &crate::ports::Batch,
+    ) -> crate::upload::Live {
         if self.part.is_empty() {
-            return super::Live::No;
+            return crate::upload::Live::No;
         }
         let offset = self.base + written;
         self.broker

@@ -23,7 +23,6 @@ mod tests;
 
 pub use append::Patch;
 pub use checksum::UploadChecksum;
-pub use part_hashing::Live;
 pub use session::UploadState;
 
 use std::collections::HashSet;

@@ -18,7 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::ports::Batch;
-use crate::upload::{stream_append, Discard, HashState, HashesAfter, Hashing};
+use crate::upload::{stream_append, Discard, HashState, HashesAfter, Hashing, Live};
 use crate::Broker;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,18 +36,6 @@ const FAST_BYTES_PER_SEC: f64 = 64.0 * 1024.0 * 1024.0;
 const PACE_RECHECK: Duration = Duration::from_millis(20);
 /// The window over which a part's rate is measured.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
-
-/// What became of a batch a PATCH offered to the part hashing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Live {
-    /// Not hashed now (it is read back later).
-    No,
-    /// Hashed as it passed.
-    Fed,
-    /// It would be hashed live once the bytes before it are durable (and read back): make them so,
-    /// record them, and offer the batch again.
-    AfterDurable,
-}
 
 /// One part as the hashing and the pacing see it.
 struct PartProgress {
