@@ -107,73 +107,75 @@ fn details_stream(
 ) -> impl futures::Stream<Item = Result<Bytes, broker_actors::Error>> + Send {
     futures::stream::try_unfold(DetailsPart::Head(head), move |part| {
         let histories = histories.clone();
-        async move {
-            let mut out = Vec::new();
-            let next = match part {
-                DetailsPart::Head(mut head) => {
-                    head.extend_from_slice(br#""fileTransferStatusHistory":["#);
-                    out = head;
-                    DetailsPart::Status {
+        async move { details_part(&histories, part).await }
+    })
+}
+
+/// One piece of the details body, and what comes after it.
+async fn details_part(
+    histories: &Histories,
+    part: DetailsPart,
+) -> Result<Option<(Bytes, DetailsPart)>, broker_actors::Error> {
+    let mut out = Vec::new();
+    let next = match part {
+        DetailsPart::Head(mut head) => {
+            head.extend_from_slice(br#""fileTransferStatusHistory":["#);
+            out = head;
+            DetailsPart::Status {
+                after: 0,
+                first: true,
+            }
+        }
+        DetailsPart::Status { after, first } => {
+            let rows = histories.status_page(after).await?;
+            match write_page(&mut out, &rows, first)? {
+                Some(after) => DetailsPart::Status {
+                    after,
+                    first: false,
+                },
+                None => {
+                    out.extend_from_slice(br#"],"recipientFileTransferStatusHistory":["#);
+                    DetailsPart::Recipients {
                         after: 0,
                         first: true,
                     }
                 }
-                DetailsPart::Status { after, first } => {
-                    let rows = histories.status_page(after).await?;
-                    let last = rows.last().map(|(seq, _)| *seq);
-                    write_entries(&mut out, rows.iter().map(|(_, e)| e), first)?;
-                    match last {
-                        Some(after) if rows.len() == HISTORY_PAGE as usize => DetailsPart::Status {
-                            after,
-                            first: false,
-                        },
-                        _ => {
-                            out.extend_from_slice(br#"],"recipientFileTransferStatusHistory":["#);
-                            DetailsPart::Recipients {
-                                after: 0,
-                                first: true,
-                            }
-                        }
-                    }
-                }
-                DetailsPart::Recipients { after, first } => {
-                    let rows = histories.recipient_page(after).await?;
-                    let last = rows.last().map(|(seq, _)| *seq);
-                    write_entries(&mut out, rows.iter().map(|(_, e)| e), first)?;
-                    match last {
-                        Some(after) if rows.len() == HISTORY_PAGE as usize => {
-                            DetailsPart::Recipients {
-                                after,
-                                first: false,
-                            }
-                        }
-                        _ => {
-                            out.extend_from_slice(b"]}");
-                            DetailsPart::Done
-                        }
-                    }
-                }
-                DetailsPart::Done => return Ok(None),
-            };
-            Ok(Some((Bytes::from(out), next)))
+            }
         }
-    })
+        DetailsPart::Recipients { after, first } => {
+            let rows = histories.recipient_page(after).await?;
+            match write_page(&mut out, &rows, first)? {
+                Some(after) => DetailsPart::Recipients {
+                    after,
+                    first: false,
+                },
+                None => {
+                    out.extend_from_slice(b"]}");
+                    DetailsPart::Done
+                }
+            }
+        }
+        DetailsPart::Done => return Ok(None),
+    };
+    Ok(Some((Bytes::from(out), next)))
 }
 
-/// Appends JSON array elements (with the separators a page after the first needs).
-fn write_entries<'a, T: serde::Serialize + 'a>(
+/// Appends a page of history rows as JSON array elements (with the separator a page after the first
+/// needs); the row to read on after when the page was full.
+fn write_page<T: serde::Serialize>(
     out: &mut Vec<u8>,
-    entries: impl Iterator<Item = &'a T>,
+    rows: &[(i64, T)],
     first: bool,
-) -> Result<(), broker_actors::Error> {
-    for (i, entry) in entries.enumerate() {
+) -> Result<Option<i64>, broker_actors::Error> {
+    for (i, (_, entry)) in rows.iter().enumerate() {
         if i > 0 || !first {
             out.push(b',');
         }
         serde_json::to_writer(&mut *out, entry)
             .map_err(|e| broker_actors::Error::Internal(e.to_string()))?;
     }
-    Ok(())
+    let full = rows.len() == HISTORY_PAGE as usize;
+    Ok(rows.last().map(|(seq, _)| *seq).filter(|_| full))
 }
 
 #[derive(Debug, Default, utoipa::IntoParams)]
