@@ -113,3 +113,7 @@ impl Broker {
         self.lifecycle().confirm_download(view.id, recipient).await
     }
 }
+
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod tests;

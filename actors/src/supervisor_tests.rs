@@ -1,20 +1,35 @@
 //! Supervisor behaviour against the in-memory adapters.
 
 use super::*;
-use crate::memory::{MemoryBlobs, MemoryStore};
-use crate::ports::metadata::{NewTransfer, ResourceRow};
-use crate::ports::BlobStore;
+use crate::memory::{ManualClock, MemoryBlobs, MemoryStore};
+use crate::ports::metadata::{Created, NewTransfer, ResourceRow};
+use crate::ports::{BlobStore, Outbox};
 use crate::state::Phase;
 use broker_protocol::FileTransferStatus;
 
 const RECIPIENT: &str = "0192:222222222";
 
+/// The moment every supervisor test starts at (the injected clock moves only when told).
+fn t0() -> Timestamp {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T08:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
 async fn setup() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Uuid) {
+    let (lifecycle, store, blobs, _) = setup_with_clock().await;
+    let created = lifecycle.initialize(new_transfer()).await.unwrap();
+    let Created::New(id) = created else {
+        panic!("a new transfer: {created:?}");
+    };
+    (lifecycle, store, blobs, id)
+}
+
+async fn setup_with_clock() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Arc<ManualClock>) {
     let store = Arc::new(MemoryStore::default());
     let blobs = MemoryBlobs::default();
-    let now = chrono::Utc::now();
     store
-        .create_service_owner("0192:111111111", "owner", now)
+        .create_service_owner("0192:111111111", "owner", t0())
         .await
         .unwrap();
     let resource = ResourceRow {
@@ -22,10 +37,20 @@ async fn setup() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Uuid) {
         service_owner_id: "0192:111111111".into(),
         ..Default::default()
     };
-    store.save_resource(resource, now).await.unwrap();
-    let id = Uuid::new_v4();
-    let new = NewTransfer {
-        id,
+    store.save_resource(resource, t0()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        Arc::new(blobs.clone()),
+        clock.clone(),
+        "test".into(),
+    );
+    (lifecycle, store, blobs, clock)
+}
+
+fn new_transfer() -> NewTransfer {
+    NewTransfer {
+        id: Uuid::new_v4(),
         resource_id: "r".into(),
         file_name: "f".into(),
         senders_reference: None,
@@ -35,18 +60,42 @@ async fn setup() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Uuid) {
         property_list: Default::default(),
         declared_checksum: None,
         use_virus_scan: false,
-        created: now,
-        expiration_time: now + chrono::Duration::days(1),
+        created: t0(),
+        expiration_time: t0() + chrono::Duration::days(1),
         idempotency: None,
-    };
-    store.create_transfer(new, vec![]).await.unwrap();
-    let lifecycle = Lifecycle::new(
-        store.clone(),
-        Arc::new(blobs.clone()),
-        Arc::new(crate::SystemClock),
-        "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn initialize_goes_through_the_supervisors_and_tells_the_sender_once() {
+    let (lifecycle, store, _, clock) = setup_with_clock().await;
+    let new = new_transfer();
+    let id = new.id;
+    assert_eq!(lifecycle.initialize(new).await.unwrap(), Created::New(id));
+    assert_eq!(phase(&store, id).await, Phase::Initialized);
+    let events = store.events_after(0, 100).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].event.type_.ends_with("filetransferinitialized"));
+    assert_eq!(
+        events[0].event.time,
+        t0(),
+        "stamped with the transfer's creation"
     );
-    (lifecycle, store, blobs, id)
+    // Later steps are stamped by the injected clock.
+    clock.advance(chrono::Duration::minutes(3));
+    let lease = lifecycle.begin_upload(id).await.unwrap();
+    lease.complete(file()).await.unwrap();
+    let history = store.status_history(id, 0, 100).await.unwrap();
+    let published = history.last().unwrap();
+    assert_eq!(
+        published.1.file_transfer_status,
+        FileTransferStatus::Published
+    );
+    assert_eq!(
+        published.1.file_transfer_status_changed,
+        t0() + chrono::Duration::minutes(3)
+    );
+    settle(&lifecycle).await;
 }
 
 async fn phase(store: &MemoryStore, id: Uuid) -> Phase {

@@ -1,7 +1,7 @@
 //! What broker tests on the in-memory adapters share: a broker with one resource and its sender, and
 //! the requests and waits they repeat.
 
-use crate::memory::{MemoryBlobs, MemoryStore};
+use crate::memory::{ManualClock, MemoryBlobs, MemoryStore};
 use crate::ports::metadata::ResourceRow;
 use crate::ports::{MetadataStore, Registry};
 use crate::tus::Patch;
@@ -13,23 +13,46 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub(crate) const SENDER: &str = "0192:111111111";
+pub(crate) const RECIPIENT: &str = "0192:222222222";
 
 pub(crate) struct Setup {
     pub(crate) broker: Broker,
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) blobs: MemoryBlobs,
     pub(crate) sender: Caller,
+    /// The broker's clock: it moves only when a test moves it.
+    pub(crate) clock: Arc<ManualClock>,
 }
 
 impl Setup {
     /// A new broker on the same stores: what a restart leaves (everything in memory is gone).
     pub(crate) fn restart(&self) -> Setup {
         Setup {
-            broker: broker_on(self.store.clone(), &self.blobs),
+            broker: broker_on(self.store.clone(), &self.blobs, self.clock.clone()),
             store: self.store.clone(),
             blobs: self.blobs.clone(),
             sender: self.sender.clone(),
+            clock: self.clock.clone(),
         }
+    }
+
+    /// The recipient as a caller.
+    pub(crate) fn recipient(&self) -> Caller {
+        Caller {
+            org: Some(RECIPIENT.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Initializes a transfer and uploads `content` in one binary upload: it is published.
+    pub(crate) async fn publish(&self, content: &[u8]) -> Uuid {
+        let id = self.initialize(None).await;
+        let body = futures::stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(content))]);
+        self.broker
+            .upload(&self.sender, id, Some(content.len() as u64), body)
+            .await
+            .unwrap();
+        id
     }
 
     /// Initializes a transfer from the sender, declaring `md5` if given.
@@ -48,19 +71,19 @@ pub(crate) fn request(md5: Option<String>) -> FileTransferInitialize {
         resource_id: Some("r".into()),
         senders_file_transfer_reference: Some("ref".into()),
         sender: Some(SENDER.into()),
-        recipients: Some(vec!["0192:222222222".into()]),
+        recipients: Some(vec![RECIPIENT.into()]),
         checksum: md5,
         ..Default::default()
     }
 }
 
-fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs) -> Broker {
+fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualClock>) -> Broker {
     let ports = Ports {
         metadata: store.clone(),
         sessions: store.clone(),
         outbox: store,
         blobs: Arc::new(blobs.clone()),
-        clock: Arc::new(crate::SystemClock),
+        clock,
         registry: Arc::new(Registry::Open),
     };
     let settings = Settings {
@@ -92,7 +115,8 @@ pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
         ..Default::default()
     };
     store.save_resource(resource, now).await.unwrap();
-    let broker = broker_on(store.clone(), &blobs);
+    let clock = Arc::new(ManualClock::new(now));
+    let broker = broker_on(store.clone(), &blobs, clock.clone());
     let sender = Caller {
         org: Some(SENDER.into()),
         ..Default::default()
@@ -102,6 +126,7 @@ pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
         store,
         blobs,
         sender,
+        clock,
     }
 }
 
