@@ -55,6 +55,50 @@ impl Setup {
         id
     }
 
+    /// Creates one partial upload per piece, in order; their ids.
+    pub(crate) async fn create_parts(&self, id: Uuid, pieces: &[&[u8]]) -> Vec<String> {
+        let mut parts = Vec::new();
+        for piece in pieces {
+            let length = Some(piece.len() as u64);
+            parts.push(
+                self.broker
+                    .tus_create_part(&self.sender, id, length)
+                    .await
+                    .unwrap(),
+            );
+        }
+        parts
+    }
+
+    /// Sends each piece to its part in one PATCH of 64 KiB chunks, in the order given.
+    pub(crate) async fn send_parts<'a>(
+        &self,
+        id: Uuid,
+        sends: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+    ) {
+        for (part, piece) in sends {
+            let offset = self
+                .broker
+                .tus_patch(&self.sender, id, Some(part), 0, chunked(piece))
+                .await
+                .unwrap();
+            assert_eq!(offset, piece.len() as u64);
+        }
+    }
+
+    /// The final POST joining `parts` in this order; the joined length.
+    pub(crate) async fn join_parts(&self, id: Uuid, parts: &[String]) -> u64 {
+        let urls: Vec<String> = parts
+            .iter()
+            .map(|p| format!("/broker/api/v1/filetransfer/upload/tus/{id}/partial/{p}"))
+            .collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        self.broker
+            .tus_finish(&self.sender, id, &urls)
+            .await
+            .unwrap()
+    }
+
     /// Initializes a transfer from the sender, declaring `md5` if given.
     pub(crate) async fn initialize(&self, md5: Option<String>) -> Uuid {
         self.broker
@@ -139,6 +183,22 @@ pub(crate) fn patch(
 ) -> Patch<futures::stream::Iter<std::vec::IntoIter<Result<Bytes, String>>>> {
     Patch {
         body: futures::stream::iter(vec![Ok(Bytes::copy_from_slice(bytes))]),
+        new_length: None,
+        len: Some(bytes.len() as u64),
+        checksum: None,
+    }
+}
+
+/// A body of `bytes` in chunks of 64 KiB, as a socket delivers it.
+pub(crate) fn chunked(
+    bytes: &[u8],
+) -> Patch<futures::stream::Iter<std::vec::IntoIter<Result<Bytes, String>>>> {
+    let chunks: Vec<_> = bytes
+        .chunks(64 << 10)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Patch {
+        body: futures::stream::iter(chunks),
         new_length: None,
         len: Some(bytes.len() as u64),
         checksum: None,

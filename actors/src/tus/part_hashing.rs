@@ -250,7 +250,20 @@ impl Broker {
                         let hashing = pos.hashing.as_mut().expect("the task owns a hashing");
                         hashing.feed(batch).await;
                         pos.hashed += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                        let mut parts = tail.parts.lock().expect("part hashing");
+                        if parts
+                            .order
+                            .get(pos.index)
+                            .is_some_and(|p| p.length == pos.hashed)
+                        {
+                            // The part is hashed whole: the next PATCH of the next part finds the
+                            // hash waiting for it.
+                            (pos.index, pos.hashed) = (pos.index + 1, 0);
+                            parts.frontier = pos.index;
+                        }
+                        drop(parts);
                         tail.news.notify_one();
+                        tail.pace.notify_waiters();
                         return Live::Fed;
                     }
                     Standing::Behind if durable < offset => return Live::AfterDurable,

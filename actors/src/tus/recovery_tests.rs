@@ -166,23 +166,11 @@ async fn a_concatenated_upload_that_does_not_match_its_declared_md5_loses_its_fi
     let s = setup().await;
     let bytes = content(60_000, 19);
     let id = s.initialize(Some(md5_hex(b"not the content"))).await;
-    let mut urls = Vec::new();
-    for piece in bytes.chunks(30_000) {
-        let part = s
-            .broker
-            .tus_create_part(&s.sender, id, Some(piece.len() as u64))
-            .await
-            .unwrap();
-        s.broker
-            .tus_patch(&s.sender, id, Some(&part), 0, patch(piece))
-            .await
-            .unwrap();
-        urls.push(format!(
-            "/broker/api/v1/filetransfer/upload/tus/{id}/partial/{part}"
-        ));
-    }
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    s.broker.tus_finish(&s.sender, id, &urls).await.unwrap();
+    let pieces: Vec<&[u8]> = bytes.chunks(30_000).collect();
+    let parts = s.create_parts(id, &pieces).await;
+    s.send_parts(id, parts.iter().zip(pieces.iter().copied()))
+        .await;
+    s.join_parts(id, &parts).await;
     wait_for(&s, id, FileTransferStatus::Failed).await;
     assert!(
         !s.blobs.holds(id),

@@ -106,23 +106,8 @@ impl Jobs for SqliteStore {
         let (job, owner) = (job.clone(), owner.to_string());
         self.write(move |conn| {
             Box::pin(async move {
-                let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
-                let done = sqlx::query(
-                    "DELETE FROM jobs WHERE kind = ? AND subject = ? AND version = ? AND lease_owner = ?",
-                )
-                .bind(kind)
-                .bind(subject)
-                .bind(job.version)
-                .bind(&owner)
-                .execute(&mut *conn)
-                .await
-                .map_err(failure)?
-                .rows_affected()
-                    == 1;
-                if !done {
-                    release(conn, kind, subject, &owner).await?;
-                }
-                Ok(done)
+                let sql = format!("DELETE FROM jobs WHERE {CLAIMED}");
+                end_claim(conn, sqlx::query(&sql), &job, &owner).await
             })
         })
         .await
@@ -138,27 +123,13 @@ impl Jobs for SqliteStore {
         let (job, owner, error) = (job.clone(), owner.to_string(), error.to_string());
         self.write(move |conn| {
             Box::pin(async move {
-                let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
-                let held = sqlx::query(
+                let sql = format!(
                     "UPDATE jobs SET due_at = ?, attempts = attempts + 1, last_error = ?,
                             lease_owner = NULL, lease_until = NULL
-                     WHERE kind = ? AND subject = ? AND version = ? AND lease_owner = ?",
-                )
-                .bind(micros(due_at))
-                .bind(error)
-                .bind(kind)
-                .bind(subject)
-                .bind(job.version)
-                .bind(&owner)
-                .execute(&mut *conn)
-                .await
-                .map_err(failure)?
-                .rows_affected()
-                    == 1;
-                if !held {
-                    release(conn, kind, subject, &owner).await?;
-                }
-                Ok(held)
+                     WHERE {CLAIMED}"
+                );
+                let update = sqlx::query(&sql).bind(micros(due_at)).bind(error);
+                end_claim(conn, update, &job, &owner).await
             })
         })
         .await
@@ -185,22 +156,39 @@ impl Jobs for SqliteStore {
     }
 }
 
-/// Lets go of a job `owner` still holds under a schedule made since its claim.
-async fn release(
+/// The rows a claim still holds: its job, under the schedule claimed, leased by its claimer.
+const CLAIMED: &str = "kind = ? AND subject = ? AND version = ? AND lease_owner = ?";
+
+/// Runs `statement` (ending in [`CLAIMED`]) on the claimed job; if the claim no longer holds (the job
+/// was moved since, or taken over), lets go of whatever `owner` still holds of it instead.
+async fn end_claim<'q>(
     conn: &mut sqlx::SqliteConnection,
-    kind: &str,
-    subject: &str,
-    owner: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL
-         WHERE kind = ? AND subject = ? AND lease_owner = ?",
-    )
-    .bind(kind)
-    .bind(subject)
-    .bind(owner)
-    .execute(&mut *conn)
-    .await
-    .map_err(failure)?;
-    Ok(())
+    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    job: &'q ClaimedJob,
+    owner: &'q str,
+) -> Result<bool, StoreError> {
+    let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
+    let applied = statement
+        .bind(kind)
+        .bind(subject)
+        .bind(job.version)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await
+        .map_err(failure)?
+        .rows_affected()
+        == 1;
+    if !applied {
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL
+             WHERE kind = ? AND subject = ? AND lease_owner = ?",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await
+        .map_err(failure)?;
+    }
+    Ok(applied)
 }
