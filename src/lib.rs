@@ -109,6 +109,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         blobs: blobs.clone(),
         clock: clock.clone(),
         registry: Arc::new(registry),
+        jobs: store.clone(),
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
@@ -173,6 +174,7 @@ pub async fn serve(
     let stopping = app.shutdown.clone();
     let every = std::time::Duration::from_secs(app.config.server.tus_sweep_interval_secs.max(1));
     let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
+    let jobs = tokio::spawn(app.broker.clone().run_job_runtime());
     app.broker.recover_unverified_uploads().await;
     let router = http::router(app);
     let signal = stopping.clone();
@@ -190,5 +192,6 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    jobs.abort();
     outcome
 }

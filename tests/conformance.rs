@@ -39,6 +39,35 @@ async fn sqlite_keeps_the_job_rules() {
 }
 
 #[tokio::test]
+async fn sqlite_schedules_jobs_with_its_transitions() {
+    let (_dir, store) = sqlite().await;
+    transfer_jobs_suite(&store, &store).await;
+}
+
+#[tokio::test]
+async fn sqlite_jobs_survive_a_reopen() {
+    use broker_actors::ports::{JobKey, JobKind, Jobs};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.db");
+    let key = JobKey::new(JobKind::PurgeExpired, "kept");
+    let due = chrono::Utc::now() + chrono::Duration::days(1);
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.schedule(&key, due).await.unwrap();
+    }
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let (at, attempts) = reopened
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("the job is still there");
+    assert_eq!(
+        (at.timestamp_micros(), attempts),
+        (due.timestamp_micros(), 0)
+    );
+}
+
+#[tokio::test]
 async fn the_local_disk_keeps_the_blob_rules() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = LocalBlobStore::open(dir.path()).unwrap();

@@ -24,6 +24,7 @@ mod issuers;
 mod json_input;
 mod lifecycle;
 mod multipart;
+mod purge;
 mod ranges;
 mod restart;
 mod robustness;

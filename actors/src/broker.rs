@@ -1,7 +1,7 @@
 //! The application: every command and query the transports may call, over the ports. A transport
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
-use crate::ports::{BlobStore, Clock, MetadataStore, Outbox, Registry, UploadSessions};
+use crate::ports::{BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, UploadSessions};
 use crate::supervisor::Lifecycle;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,9 @@ pub struct Ports {
     pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
     pub registry: Arc<Registry>,
+    /// Durable jobs (purges, checks); the metadata store schedules them with its transitions, so the
+    /// two must share one database.
+    pub jobs: Arc<dyn Jobs>,
 }
 
 /// What the operator configured that the lifecycle needs.
@@ -51,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) downloads: crate::download::DownloadDebounce,
     /// What resumable uploads keep between and during requests.
     pub(crate) tus: crate::tus::TusState,
+    /// This process's name as the claimer of jobs.
+    pub(crate) node: String,
 }
 
 impl Broker {
@@ -70,6 +75,7 @@ impl Broker {
                 settings,
                 lifecycle,
                 shutdown,
+                node: format!("node-{}", uuid::Uuid::new_v4()),
             }),
         }
     }

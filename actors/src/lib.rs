@@ -12,6 +12,7 @@ pub mod error;
 pub mod form_upload;
 pub mod hashing;
 mod initialize;
+mod job_runtime;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod ports;
@@ -61,5 +62,12 @@ mod conformance_tests {
     #[tokio::test]
     async fn the_in_memory_job_store_keeps_the_job_rules() {
         jobs_suite(&MemoryJobs::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_schedules_jobs_with_its_transitions() {
+        let store = MemoryStore::default();
+        transfer_jobs_suite(&store, &store).await;
+        jobs_suite(&store).await;
     }
 }

@@ -98,8 +98,11 @@ pub enum Command {
     ConfirmDownload { recipient: String },
     /// The malware scan of the stored file (status UploadProcessing) ended with a verdict.
     RecordScan(ScanResult),
-    /// The file's time is up (expiry, or grace after all confirmed).
+    /// The file's time is up (grace after all confirmed).
     Purge,
+    /// The transfer reached its expiration time: purged, unless every recipient confirmed and the
+    /// resource purges after confirmation (its grace job does it then).
+    Expire,
 }
 
 /// What the malware scan of a stored file found.
@@ -127,6 +130,8 @@ pub enum Effect {
     /// Append a recipient status row; the recipient's current status is the highest reached.
     RecordRecipient(String, RecipientStatus),
     Emit(EventType, Audience),
+    /// Schedule the purge at the transfer's expiration time.
+    SchedulePurgeAtExpiry,
     /// Schedule the purge at now + the resource's grace period.
     SchedulePurgeAfterGrace,
     /// Remove the stored bytes (after the DB commit).
@@ -164,6 +169,7 @@ pub fn initialize(created: TransferState) -> Outcome {
         effects: vec![
             Effect::RecordStatus(FileTransferStatus::Initialized, None),
             Effect::Emit(EventType::FileTransferInitialized, Audience::Sender),
+            Effect::SchedulePurgeAtExpiry,
         ],
         reply: Ok(()),
     }
@@ -254,7 +260,11 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
         }
         (Command::RecordScan(_), _) => Err(ErrorCode::NotYetUploadProcessing),
 
-        (Command::Purge, Purged) => Ok(Outcome::unchanged(state)),
+        (Command::Purge | Command::Expire, Purged) => Ok(Outcome::unchanged(state)),
+        (Command::Expire, AllConfirmedDownloaded(_)) if state.purge_after_all_confirmed => {
+            Ok(Outcome::unchanged(state))
+        }
+        (Command::Expire, _) => Ok(purge(state)),
         (Command::Purge, _) => Ok(purge(state)),
     }
 }

@@ -50,6 +50,36 @@ fn an_upload_without_scan_publishes_to_sender_and_every_recipient() {
 }
 
 #[test]
+fn the_expiry_purges_a_transfer_unless_its_grace_purge_is_pending() {
+    let published = state(Phase::Published(file("aa")), &["0192:1"]);
+    let out = transition(&published, &Command::Expire).unwrap();
+    assert_eq!(out.next.phase, Phase::Purged);
+    assert!(out.effects.contains(&Effect::DeleteBlob));
+    let mut confirmed = state(Phase::AllConfirmedDownloaded(file("aa")), &["0192:1"]);
+    let kept = transition(&confirmed, &Command::Expire).unwrap();
+    assert_eq!(kept.next, confirmed, "the grace job purges it");
+    assert!(kept.effects.is_empty());
+    confirmed.purge_after_all_confirmed = false;
+    let purged = transition(&confirmed, &Command::Expire).unwrap();
+    assert_eq!(purged.next.phase, Phase::Purged);
+    let failed = state(Phase::Failed, &["0192:1"]);
+    assert_eq!(
+        transition(&failed, &Command::Expire).unwrap().next.phase,
+        Phase::Purged
+    );
+}
+
+#[test]
+fn initialize_schedules_the_purge_at_the_expiration_time() {
+    let out = initialize(state(Phase::Initialized, &["0192:1"]));
+    assert!(out.effects.contains(&Effect::SchedulePurgeAtExpiry));
+    assert_eq!(
+        emits(&out),
+        vec![(EventType::FileTransferInitialized, Audience::Sender)]
+    );
+}
+
+#[test]
 fn a_clean_scan_publishes_a_file_awaiting_its_scan_to_everyone() {
     let s = state(Phase::UploadProcessing(file("aa")), &["0192:1"]);
     let out = transition(&s, &Command::RecordScan(ScanResult::Clean)).unwrap();
@@ -310,6 +340,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(Command::RecordScan(ScanResult::Clean)),
         Just(Command::RecordScan(ScanResult::Malicious(vec!["x".into()]))),
         Just(Command::Purge),
+        Just(Command::Expire),
     ]
 }
 

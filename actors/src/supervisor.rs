@@ -6,6 +6,7 @@
 //! nothing left to do (no queued message, no upload streaming). A restart therefore spawns nothing.
 
 use crate::error::Error;
+use crate::ports::jobs::{JobKey, JobKind};
 use crate::ports::metadata::{Created, NewTransfer};
 use crate::ports::{BlobStore, Clock, MetadataStore, TransferChange, TransferRecord};
 use crate::state::{
@@ -46,6 +47,8 @@ struct Shared {
     /// The CloudEvent `source`.
     event_source: String,
     mailboxes: Mutex<HashMap<Uuid, mpsc::Sender<Message>>>,
+    /// Woken when a commit schedules jobs, so the job runtime looks again before it meant to.
+    jobs_scheduled: Arc<tokio::sync::Notify>,
     next_lease: std::sync::atomic::AtomicU64,
 }
 
@@ -69,9 +72,15 @@ impl Lifecycle {
                 clock,
                 event_source,
                 mailboxes: Mutex::new(HashMap::new()),
+                jobs_scheduled: Arc::new(tokio::sync::Notify::new()),
                 next_lease: std::sync::atomic::AtomicU64::new(1),
             }),
         }
+    }
+
+    /// Notified whenever a transition schedules a job.
+    pub fn jobs_scheduled(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.jobs_scheduled.clone()
     }
 
     /// How many supervisors are alive (for tests and metrics).
@@ -106,16 +115,23 @@ impl Lifecycle {
             source: &self.shared.event_source,
             at: new.created,
         };
-        let events = outcome
-            .effects
-            .iter()
-            .filter_map(|effect| match effect {
-                Effect::Emit(event_type, audience) => Some(origin.event(*event_type, audience)),
+        let (mut events, mut jobs) = (vec![], vec![]);
+        for effect in &outcome.effects {
+            match effect {
+                Effect::Emit(event_type, audience) => {
+                    events.push(origin.event(*event_type, audience))
+                }
+                Effect::SchedulePurgeAtExpiry => jobs.push((
+                    JobKey::new(JobKind::PurgeExpired, new.id.to_string()),
+                    new.expiration_time,
+                )),
                 // The store writes the Initialized status (and every recipient's) with the transfer.
-                _ => None,
-            })
-            .collect();
-        Ok(self.shared.store.create_transfer(new, events).await?)
+                _ => {}
+            }
+        }
+        let created = self.shared.store.create_transfer(new, events, jobs).await?;
+        self.shared.jobs_scheduled.notify_one();
+        Ok(created)
     }
 
     /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
@@ -166,6 +182,11 @@ impl Lifecycle {
     /// on the jobs port.
     pub async fn purge(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::Purge).await
+    }
+
+    /// The transfer reached its expiration time (the expiry job).
+    pub async fn expire(&self, id: Uuid) -> Result<(), Error> {
+        self.command(id, Command::Expire).await
     }
 
     /// The scan slot: the scanner's verdict on a stored file publishes or fails its transfer.
@@ -397,11 +418,15 @@ impl Supervisor {
         let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
         if !outcome.effects.is_empty() {
             let change = self.change_for(&outcome.effects);
+            let schedules = !change.jobs.is_empty();
             if let Err(e) = self.shared.store.commit_change(change).await {
                 if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
                     self.record = fresh;
                 }
                 return Err(e.into());
+            }
+            if schedules {
+                self.shared.jobs_scheduled.notify_one();
             }
         }
         if outcome.effects.contains(&Effect::DeleteBlob) {
@@ -424,7 +449,7 @@ impl Supervisor {
             stored_file: None,
             recipient_rows: vec![],
             events: vec![],
-            purge_at: None,
+            jobs: vec![],
         };
         for effect in effects {
             match effect {
@@ -443,9 +468,14 @@ impl Supervisor {
                     };
                     change.events.push(origin.event(*event_type, audience));
                 }
-                Effect::SchedulePurgeAfterGrace => {
-                    change.purge_at = Some(now + record.purge_grace_period)
-                }
+                Effect::SchedulePurgeAfterGrace => change.jobs.push((
+                    JobKey::new(JobKind::PurgeAfterConfirm, record.id.to_string()),
+                    now + record.purge_grace_period,
+                )),
+                Effect::SchedulePurgeAtExpiry => change.jobs.push((
+                    JobKey::new(JobKind::PurgeExpired, record.id.to_string()),
+                    record.expiration_time,
+                )),
                 Effect::DeleteBlob => {}
             }
         }

@@ -125,10 +125,11 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
     let ports = Ports {
         metadata: store.clone(),
         sessions: store.clone(),
-        outbox: store,
+        outbox: store.clone(),
         blobs: Arc::new(blobs.clone()),
         clock,
         registry: Arc::new(Registry::Open),
+        jobs: store,
     };
     let settings = Settings {
         production: false,
@@ -145,6 +146,11 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
 /// A broker on fresh in-memory adapters with the resource `r` of [`SENDER`] (files of at most
 /// `max_file_size` bytes, if given).
 pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
+    setup_resource(|r| r.max_file_transfer_size = max_file_size).await
+}
+
+/// A broker on fresh in-memory adapters with the resource `r` of [`SENDER`] as `configure` leaves it.
+pub(crate) async fn setup_resource(configure: impl FnOnce(&mut ResourceRow)) -> Setup {
     let store = Arc::new(MemoryStore::default());
     let blobs = MemoryBlobs::default();
     let now = chrono::Utc::now();
@@ -152,12 +158,12 @@ pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
         .create_service_owner(SENDER, "owner", now)
         .await
         .unwrap();
-    let resource = ResourceRow {
+    let mut resource = ResourceRow {
         id: "r".into(),
         service_owner_id: SENDER.into(),
-        max_file_transfer_size: max_file_size,
         ..Default::default()
     };
+    configure(&mut resource);
     store.save_resource(resource, now).await.unwrap();
     let clock = Arc::new(ManualClock::new(now));
     let broker = broker_on(store.clone(), &blobs, clock.clone());

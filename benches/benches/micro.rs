@@ -104,7 +104,10 @@ fn sqlite_commit(c: &mut Criterion) {
             expiration_time: now + chrono::Duration::days(1),
             idempotency: None,
         };
-        store.create_transfer(transfer, vec![]).await.unwrap();
+        store
+            .create_transfer(transfer, vec![], vec![])
+            .await
+            .unwrap();
         let change = |expected, status, file| TransferChange {
             id,
             expected_status: expected,
@@ -113,7 +116,7 @@ fn sqlite_commit(c: &mut Criterion) {
             stored_file: file,
             recipient_rows: vec![],
             events: vec![],
-            purge_at: None,
+            jobs: vec![],
         };
         store
             .commit_change(change(
@@ -154,7 +157,7 @@ fn sqlite_commit(c: &mut Criterion) {
                         RecipientStatus::DownloadStarted,
                     )],
                     events: vec![],
-                    purge_at: None,
+                    jobs: vec![],
                 }))
                 .unwrap()
         })

@@ -1,8 +1,9 @@
 //! The jobs port's rules: one job per name, claimed only when due and not held, leases that run out,
 //! completion that loses no reschedule, retries that count, and the next due time to sleep until.
 
-use super::t0;
+use super::{new_transfer, resource, t0};
 use crate::ports::jobs::{JobKey, JobKind, Jobs};
+use crate::ports::MetadataStore;
 use chrono::Duration;
 
 /// Runs every rule of the jobs port against `jobs` (a fresh store).
@@ -248,4 +249,70 @@ async fn a_cancelled_job_is_gone(jobs: &dyn Jobs) {
         "cancel removes only its job"
     );
     jobs.cancel(&other).await.unwrap();
+}
+
+/// Runs the rules of jobs written with transfers against `metadata` and the `jobs` of the same store:
+/// a transition's jobs are scheduled in its transaction, and a refused or replayed write schedules
+/// nothing.
+pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) {
+    use crate::ports::metadata::{Created, TransferChange};
+    use broker_protocol::FileTransferStatus;
+    resource(metadata, "j").await;
+    let mut new = new_transfer("j", t0());
+    new.idempotency = Some(("jobs-key".into(), "print".into()));
+    let id = new.id;
+    let expiry = key(JobKind::PurgeExpired, &id.to_string());
+    let at = t0() + Duration::days(30);
+    let created = metadata
+        .create_transfer(new.clone(), vec![], vec![(expiry.clone(), at)])
+        .await
+        .unwrap();
+    assert_eq!(created, Created::New(id));
+    assert_eq!(
+        jobs.get(&expiry).await.unwrap(),
+        Some((at, 0)),
+        "scheduled with the transfer"
+    );
+    let mut replay = new.clone();
+    replay.id = uuid::Uuid::new_v4();
+    let replayed = metadata
+        .create_transfer(replay.clone(), vec![], vec![(expiry.clone(), t0())])
+        .await
+        .unwrap();
+    assert_eq!(replayed, Created::Existing(id));
+    assert_eq!(
+        jobs.get(&expiry).await.unwrap(),
+        Some((at, 0)),
+        "a replay schedules nothing"
+    );
+    let grace = key(JobKind::PurgeAfterConfirm, &id.to_string());
+    let change = |expected, due| TransferChange {
+        id,
+        expected_status: expected,
+        at: t0(),
+        new_status: Some((FileTransferStatus::UploadStarted, None)),
+        stored_file: None,
+        recipient_rows: vec![],
+        events: vec![],
+        jobs: vec![(grace.clone(), due)],
+    };
+    let refused = change(FileTransferStatus::Published, t0());
+    assert!(metadata.commit_change(refused).await.is_err());
+    assert_eq!(
+        jobs.get(&grace).await.unwrap(),
+        None,
+        "a refused change schedules nothing"
+    );
+    let due = t0() + Duration::hours(2);
+    metadata
+        .commit_change(change(FileTransferStatus::Initialized, due))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.get(&grace).await.unwrap(),
+        Some((due, 0)),
+        "scheduled with the change"
+    );
+    jobs.cancel(&expiry).await.unwrap();
+    jobs.cancel(&grace).await.unwrap();
 }

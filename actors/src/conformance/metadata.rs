@@ -28,7 +28,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
         stored_file: None,
         recipient_rows: vec![],
         events: vec![],
-        purge_at: None,
+        jobs: vec![],
     }
 }
 
@@ -37,7 +37,7 @@ async fn a_created_transfer_reads_back_initialized_with_its_history(store: &dyn 
     let new = new_transfer("m-read", t0());
     let id = new.id;
     assert_eq!(
-        store.create_transfer(new, vec![]).await.unwrap(),
+        store.create_transfer(new, vec![], vec![]).await.unwrap(),
         Created::New(id)
     );
     let view = store
@@ -73,7 +73,7 @@ async fn a_change_commits_only_from_the_expected_status(store: &dyn MetadataStor
     resource(store, "m-cond").await;
     let new = new_transfer("m-cond", t0());
     let id = new.id;
-    store.create_transfer(new, vec![]).await.unwrap();
+    store.create_transfer(new, vec![], vec![]).await.unwrap();
     let stale = change(
         id,
         FileTransferStatus::UploadStarted,
@@ -116,7 +116,7 @@ async fn a_declared_checksum_outlives_the_computed_one(store: &dyn MetadataStore
     let mut new = new_transfer("m-sum", t0());
     new.declared_checksum = Some("declared".into());
     let id = new.id;
-    store.create_transfer(new, vec![]).await.unwrap();
+    store.create_transfer(new, vec![], vec![]).await.unwrap();
     let mut publish = change(
         id,
         FileTransferStatus::Initialized,
@@ -141,20 +141,26 @@ async fn an_idempotency_key_returns_the_same_transfer_within_a_day(store: &dyn M
     first.idempotency = Some(("key".into(), "print".into()));
     let id = first.id;
     assert_eq!(
-        store.create_transfer(first.clone(), vec![]).await.unwrap(),
+        store
+            .create_transfer(first.clone(), vec![], vec![])
+            .await
+            .unwrap(),
         Created::New(id)
     );
     let mut again = first.clone();
     again.id = uuid::Uuid::new_v4();
     again.created = t0() + Duration::hours(1);
     assert_eq!(
-        store.create_transfer(again.clone(), vec![]).await.unwrap(),
+        store
+            .create_transfer(again.clone(), vec![], vec![])
+            .await
+            .unwrap(),
         Created::Existing(id)
     );
     let mut other = again.clone();
     other.idempotency = Some(("key".into(), "another request".into()));
     assert_eq!(
-        store.create_transfer(other, vec![]).await.unwrap(),
+        store.create_transfer(other, vec![], vec![]).await.unwrap(),
         Created::KeyReused
     );
     let found = store
@@ -166,7 +172,7 @@ async fn an_idempotency_key_returns_the_same_transfer_within_a_day(store: &dyn M
     later.created = t0() + Duration::hours(25);
     let later_id = later.id;
     assert_eq!(
-        store.create_transfer(later, vec![]).await.unwrap(),
+        store.create_transfer(later, vec![], vec![]).await.unwrap(),
         Created::New(later_id),
         "a key older than a day is free again"
     );
@@ -238,7 +244,7 @@ async fn search_filters_by_party_role_and_status_newest_first(store: &dyn Metada
     for minutes in 0..3 {
         let new = new_transfer("m-search", t0() + Duration::minutes(minutes));
         ids.push(new.id);
-        store.create_transfer(new, vec![]).await.unwrap();
+        store.create_transfer(new, vec![], vec![]).await.unwrap();
     }
     let query = |org: &str, role: Option<Role>| SearchQuery {
         resource_id: "m-search".into(),
@@ -297,7 +303,7 @@ async fn histories_are_read_page_by_page_in_order(store: &dyn MetadataStore) {
     resource(store, "m-pages").await;
     let new = new_transfer("m-pages", t0());
     let id = new.id;
-    store.create_transfer(new, vec![]).await.unwrap();
+    store.create_transfer(new, vec![], vec![]).await.unwrap();
     for _ in 0..4 {
         let mut c = change(
             id,

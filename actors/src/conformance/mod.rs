@@ -9,7 +9,7 @@ mod outbox;
 mod sessions;
 
 pub use blobs::blob_store_suite;
-pub use jobs::jobs_suite;
+pub use jobs::{jobs_suite, transfer_jobs_suite};
 pub use metadata::metadata_store_suite;
 pub use outbox::outbox_suite;
 pub use sessions::upload_sessions_suite;

@@ -15,7 +15,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
     let id = new.id;
     let event = |t| CloudEvent::new(t, id, "o", OWNER, EventRole::Sender, "test", t0());
     metadata
-        .create_transfer(new, vec![event(EventType::FileTransferInitialized)])
+        .create_transfer(new, vec![event(EventType::FileTransferInitialized)], vec![])
         .await
         .unwrap();
     let change = TransferChange {
@@ -29,7 +29,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
             event(EventType::Published),
             event(EventType::UploadProcessing),
         ],
-        purge_at: None,
+        jobs: vec![],
     };
     metadata.commit_change(change).await.unwrap();
     let refused = TransferChange {
@@ -65,6 +65,6 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
         stored_file: None,
         recipient_rows: vec![],
         events: vec![],
-        purge_at: None,
+        jobs: vec![],
     }
 }

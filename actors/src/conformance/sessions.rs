@@ -22,7 +22,7 @@ pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn 
 async fn transfer(metadata: &dyn MetadataStore) -> Uuid {
     let new = new_transfer("s", t0());
     let id = new.id;
-    metadata.create_transfer(new, vec![]).await.unwrap();
+    metadata.create_transfer(new, vec![], vec![]).await.unwrap();
     id
 }
 
@@ -154,7 +154,7 @@ async fn a_complete_unverified_upload_is_found_again(
         stored_file: None,
         recipient_rows: vec![],
         events: vec![],
-        purge_at: None,
+        jobs: vec![],
     };
     m.commit_change(started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();

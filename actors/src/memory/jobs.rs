@@ -29,19 +29,9 @@ impl MemoryJobs {
         self.0.lock().expect("memory jobs")
     }
 
-    /// The error the last failed attempt of `key` left, if any.
-    pub fn last_error(&self, key: &JobKey) -> Option<String> {
-        self.lock().jobs.get(key).and_then(|j| j.last_error.clone())
-    }
-}
-
-fn held_by(job: &Job, claimed: &ClaimedJob, owner: &str) -> bool {
-    job.version == claimed.version && matches!(&job.lease, Some((o, _)) if o == owner)
-}
-
-#[async_trait]
-impl Jobs for MemoryJobs {
-    async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
+    /// Schedules (or moves) the job `key`: the port's `schedule`, callable where the store writes it
+    /// with a transition.
+    pub(crate) fn schedule_now(&self, key: &JobKey, due_at: Timestamp) {
         let mut table = self.lock();
         table.next_version += 1;
         let version = table.next_version;
@@ -55,6 +45,22 @@ impl Jobs for MemoryJobs {
         job.due_at = due_at;
         job.attempts = 0;
         job.version = version;
+    }
+
+    /// The error the last failed attempt of `key` left, if any.
+    pub fn last_error(&self, key: &JobKey) -> Option<String> {
+        self.lock().jobs.get(key).and_then(|j| j.last_error.clone())
+    }
+}
+
+fn held_by(job: &Job, claimed: &ClaimedJob, owner: &str) -> bool {
+    job.version == claimed.version && matches!(&job.lease, Some((o, _)) if o == owner)
+}
+
+#[async_trait]
+impl Jobs for MemoryJobs {
+    async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
+        self.schedule_now(key, due_at);
         Ok(())
     }
 
@@ -146,5 +152,49 @@ impl Jobs for MemoryJobs {
 
     async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {
         Ok(self.lock().jobs.get(key).map(|j| (j.due_at, j.attempts)))
+    }
+}
+
+/// The jobs port of the in-memory store: the same jobs its transitions schedule.
+#[async_trait]
+impl Jobs for super::MemoryStore {
+    async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
+        self.jobs.schedule(key, due_at).await
+    }
+
+    async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
+        self.jobs.cancel(key).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.jobs.claim_due(owner, now, lease_until, limit).await
+    }
+
+    async fn complete(&self, job: &ClaimedJob, owner: &str) -> Result<bool, StoreError> {
+        self.jobs.complete(job, owner).await
+    }
+
+    async fn retry(
+        &self,
+        job: &ClaimedJob,
+        owner: &str,
+        due_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        self.jobs.retry(job, owner, due_at, error).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.jobs.next_due().await
+    }
+
+    async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {
+        self.jobs.get(key).await
     }
 }

@@ -1,5 +1,6 @@
 //! The metadata and outbox ports in memory.
 
+use crate::ports::jobs::JobKey;
 use crate::ports::metadata::*;
 use crate::ports::{Outbox, StoreError};
 use crate::state::{Phase, StoredFile, TransferState};
@@ -19,7 +20,6 @@ pub(super) struct Row {
     pub(super) view: TransferView,
     pub(super) declared_checksum: Option<String>,
     pub(super) idempotency: Option<(String, String)>,
-    pub(super) purge_at: Option<Timestamp>,
     /// When a resumable upload of it was last terminated.
     pub(super) tus_activity: Option<Timestamp>,
 }
@@ -89,6 +89,8 @@ impl Tables {
 #[derive(Default)]
 pub struct MemoryStore {
     pub(super) tables: Mutex<Tables>,
+    /// The jobs port (scheduled with the transitions that ask for them).
+    pub(super) jobs: super::MemoryJobs,
 }
 
 impl MemoryStore {
@@ -203,9 +205,6 @@ impl MetadataStore for MemoryStore {
                 r.changed = c.at;
             }
         }
-        if c.purge_at.is_some() {
-            row.purge_at = c.purge_at;
-        }
         if let Some((status, text)) = c.new_status {
             tables.record_status(c.id, status, text, c.at);
         }
@@ -213,6 +212,9 @@ impl MetadataStore for MemoryStore {
             tables.record_recipient(c.id, recipient, *status, c.at);
         }
         tables.emit(c.events);
+        for (key, due_at) in &c.jobs {
+            self.jobs.schedule_now(key, *due_at);
+        }
         Ok(())
     }
 
@@ -263,6 +265,7 @@ impl MetadataStore for MemoryStore {
         &self,
         t: NewTransfer,
         events: Vec<CloudEvent>,
+        jobs: Vec<(JobKey, Timestamp)>,
     ) -> Result<Created, StoreError> {
         let mut tables = self.lock();
         if let Some((key, fingerprint)) = &t.idempotency {
@@ -313,11 +316,13 @@ impl MetadataStore for MemoryStore {
             );
         }
         tables.emit(events);
+        for (key, due_at) in &jobs {
+            self.jobs.schedule_now(key, *due_at);
+        }
         let row = Row {
             view,
             declared_checksum: t.declared_checksum,
             idempotency: t.idempotency,
-            purge_at: None,
             tus_activity: None,
         };
         tables.transfers.insert(t.id, row);

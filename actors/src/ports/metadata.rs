@@ -1,6 +1,7 @@
 //! Where transfers, service owners and resources live (the source of truth; actors are a cache of it).
 //! Every write a transition makes is one atomic, conditional commit.
 
+use super::jobs::JobKey;
 use crate::state::{StoredFile, TransferState};
 use async_trait::async_trait;
 use broker_protocol::events::CloudEvent;
@@ -38,7 +39,8 @@ pub struct TransferChange {
     pub recipient_rows: Vec<(String, RecipientStatus)>,
     /// Appended to the durable outbox in the same transaction.
     pub events: Vec<CloudEvent>,
-    pub purge_at: Option<Timestamp>,
+    /// Jobs scheduled (or moved) in the same transaction.
+    pub jobs: Vec<(JobKey, Timestamp)>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,12 +175,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn resource(&self, id: &str) -> Result<Option<ResourceRow>, StoreError>;
     /// Inserts or updates the resource; `false` when it exists with another owner (nothing written).
     async fn save_resource(&self, row: ResourceRow, at: Timestamp) -> Result<bool, StoreError>;
-    /// Creates the transfer (Initialized, recipients Initialized) and appends `events` to the outbox,
-    /// in one transaction; honours the idempotency key within 24 h.
+    /// Creates the transfer (Initialized, recipients Initialized), appends `events` to the outbox and
+    /// schedules `jobs`, in one transaction; honours the idempotency key within 24 h (then nothing is
+    /// written).
     async fn create_transfer(
         &self,
         t: NewTransfer,
         events: Vec<CloudEvent>,
+        jobs: Vec<(JobKey, Timestamp)>,
     ) -> Result<Created, StoreError>;
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError>;
     /// The newest transfer `sender_org` initialized with the Idempotency-Key `key` after `since`, with

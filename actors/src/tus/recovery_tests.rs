@@ -51,7 +51,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             stored_file: None,
             recipient_rows: vec![],
             events: vec![],
-            purge_at: None,
+            jobs: vec![],
         };
         s.store.commit_change(change).await.unwrap();
     }

@@ -20,23 +20,9 @@ const NEXT_VERSION: &str = "(SELECT COALESCE(MAX(version), 0) + 1 FROM jobs)";
 #[async_trait]
 impl Jobs for SqliteStore {
     async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
-        let (kind, subject) = (key.kind.as_str(), key.subject.clone());
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(&format!(
-                    "INSERT INTO jobs (kind, subject, due_at, attempts, version) VALUES (?, ?, ?, 0, {NEXT_VERSION})
-                     ON CONFLICT(kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, version = excluded.version"
-                ))
-                .bind(kind)
-                .bind(subject)
-                .bind(micros(due_at))
-                .execute(&mut *conn)
-                .await
-                .map_err(failure)?;
-                Ok(())
-            })
-        })
-        .await
+        let key = key.clone();
+        self.write(move |conn| Box::pin(async move { schedule_in(conn, &key, due_at).await }))
+            .await
     }
 
     async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
@@ -154,6 +140,26 @@ impl Jobs for SqliteStore {
         row.map(|r| Ok((from_micros(r.get(0))?, r.get::<i64, _>(1) as u32)))
             .transpose()
     }
+}
+
+/// Schedules (or moves) the job `key` on the writer's connection: alone, or with the transition that
+/// asks for it.
+pub(super) async fn schedule_in(
+    conn: &mut sqlx::SqliteConnection,
+    key: &JobKey,
+    due_at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO jobs (kind, subject, due_at, attempts, version) VALUES (?, ?, ?, 0, {NEXT_VERSION})
+         ON CONFLICT(kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, version = excluded.version"
+    ))
+    .bind(key.kind.as_str())
+    .bind(&key.subject)
+    .bind(micros(due_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(failure)?;
+    Ok(())
 }
 
 /// The rows a claim still holds: its job, under the schedule claimed, leased by its claimer.

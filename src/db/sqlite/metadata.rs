@@ -239,8 +239,9 @@ impl MetadataStore for SqliteStore {
         &self,
         t: NewTransfer,
         events: Vec<CloudEvent>,
+        jobs: Vec<(JobKey, Timestamp)>,
     ) -> Result<Created, StoreError> {
-        self.write(move |conn| Box::pin(insert_transfer(conn, t, events)))
+        self.write(move |conn| Box::pin(insert_transfer(conn, t, events, jobs)))
             .await
     }
 

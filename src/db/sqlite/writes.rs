@@ -1,5 +1,6 @@
 //! The writes of a transition and of initialize, each run by the writer task inside one savepoint.
 
+use super::jobs::schedule_in;
 use super::{failure, insert_events};
 use crate::db::*;
 use broker_actors::ports::TransferChange;
@@ -35,9 +36,8 @@ pub(super) async fn apply_change(
             published = COALESCE(?4, published),
             size = COALESCE(?5, size),
             checksum = CASE WHEN ?6 IS NULL THEN checksum ELSE COALESCE(declared_checksum, ?6) END,
-            sha256 = COALESCE(?7, sha256),
-            purge_at = COALESCE(?8, purge_at)
-         WHERE id = ?9 AND status = ?10",
+            sha256 = COALESCE(?7, sha256)
+         WHERE id = ?8 AND status = ?9",
     )
     .bind(status)
     .bind(text.clone())
@@ -46,7 +46,6 @@ pub(super) async fn apply_change(
     .bind(size)
     .bind(md5)
     .bind(sha256)
-    .bind(c.purge_at.as_ref().map(time::format))
     .bind(&id)
     .bind(c.expected_status.code())
     .execute(&mut *conn)
@@ -68,13 +67,18 @@ pub(super) async fn apply_change(
             .bind(status.code()).bind(&at).bind(&id).bind(recipient)
             .execute(&mut *conn).await.map_err(failure)?;
     }
-    insert_events(conn, c.id, &c.events, &at).await
+    insert_events(conn, c.id, &c.events, &at).await?;
+    for (key, due_at) in &c.jobs {
+        schedule_in(conn, key, *due_at).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn insert_transfer(
     conn: &mut SqliteConnection,
     t: NewTransfer,
     events: Vec<CloudEvent>,
+    jobs: Vec<(JobKey, Timestamp)>,
 ) -> Result<Created, StoreError> {
     let created = time::format(&t.created);
     if let Some((key, fingerprint)) = &t.idempotency {
@@ -135,5 +139,8 @@ pub(super) async fn insert_transfer(
             .execute(&mut *conn).await.map_err(failure)?;
     }
     insert_events(conn, t.id, &events, &created).await?;
+    for (key, due_at) in &jobs {
+        schedule_in(conn, key, *due_at).await?;
+    }
     Ok(Created::New(t.id))
 }

@@ -1,0 +1,104 @@
+//! The job runtime (spec 7.2): runs durable jobs as they fall due. It claims due jobs with a lease (a
+//! node that dies mid-job leaves it to be claimed again when the lease ends), runs each, and completes
+//! it or schedules a retry with backoff. Between rounds it sleeps until the earliest job is due, and a
+//! transition that schedules a job wakes it, so a job runs within moments of its time: no polling.
+//! Every effect is idempotent (a purge of a purged transfer changes nothing), so a job run twice after a
+//! crash does no harm.
+
+use crate::error::{Error, Result};
+use crate::ports::jobs::{ClaimedJob, JobKind};
+use crate::Broker;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How long a claim holds a job: longer than any job takes.
+const LEASE: chrono::Duration = chrono::Duration::minutes(5);
+/// Jobs claimed per round.
+const BATCH: u32 = 64;
+/// The longest the runtime sleeps without looking again (another node's jobs, a clock set by hand).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The longest wait between attempts of a failing job.
+const MAX_BACKOFF: chrono::Duration = chrono::Duration::seconds(30);
+
+impl Broker {
+    /// Claims and runs every job due on the broker's clock; how many ran.
+    pub async fn run_due_jobs(&self) -> Result<usize> {
+        let jobs = &self.ports().jobs;
+        let owner = self.inner.node.as_str();
+        let mut ran = 0;
+        loop {
+            let now = self.now();
+            let claimed = jobs.claim_due(owner, now, now + LEASE, BATCH).await?;
+            let full = claimed.len() == BATCH as usize;
+            for job in claimed {
+                match self.run_job(&job).await {
+                    Ok(()) => {
+                        jobs.complete(&job, owner).await?;
+                    }
+                    Err(e) => {
+                        let wait =
+                            chrono::Duration::seconds(1 << job.attempts.min(5)).min(MAX_BACKOFF);
+                        tracing::warn!(kind = job.key.kind.as_str(), subject = %job.key.subject, attempts = job.attempts + 1, error = %e, "a job failed; it is retried");
+                        jobs.retry(&job, owner, self.now() + wait, &e.to_string())
+                            .await?;
+                    }
+                }
+                ran += 1;
+            }
+            if !full {
+                return Ok(ran);
+            }
+        }
+    }
+
+    /// Runs jobs as they fall due until the broker stops.
+    pub async fn run_job_runtime(self) {
+        let scheduled = self.lifecycle().jobs_scheduled();
+        loop {
+            if let Err(e) = self.run_due_jobs().await {
+                tracing::error!(error = %e, "the job runtime could not run its jobs");
+            }
+            let sleep = match self.ports().jobs.next_due().await {
+                Ok(Some(at)) => (at - self.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_SLEEP),
+                Ok(None) => MAX_SLEEP,
+                Err(_) => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = scheduled.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn run_job(&self, job: &ClaimedJob) -> Result<()> {
+        let id = || {
+            Uuid::parse_str(&job.key.subject).map_err(|_| {
+                Error::Internal(format!("job subject {:?} is no transfer", job.key.subject))
+            })
+        };
+        let outcome = match job.key.kind {
+            JobKind::PurgeExpired => self.lifecycle().expire(id()?).await,
+            JobKind::PurgeAfterConfirm => self.lifecycle().purge(id()?).await,
+            kind => {
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    "no runner for this kind of job; dropped"
+                );
+                Ok(())
+            }
+        };
+        match outcome {
+            // The transfer is gone (or never was): nothing is left to do.
+            Err(Error::Refused(broker_protocol::ErrorCode::FileTransferNotFound)) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "job_runtime_tests.rs"]
+mod tests;
