@@ -5,6 +5,7 @@ use crate::memory::{ManualClock, MemoryBlobs, MemoryStore};
 use crate::ports::metadata::{Created, NewTransfer, ResourceRow};
 use crate::ports::{BlobStore, Outbox};
 use crate::state::Phase;
+use broker_protocol::time::Timestamp;
 use broker_protocol::FileTransferStatus;
 
 const RECIPIENT: &str = "0192:222222222";
