@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) tus: crate::tus::TusState,
     /// This process's name as the claimer of jobs.
     pub(crate) node: String,
+    /// Transfers found stuck in UploadProcessing, counted for metrics.
+    pub(crate) stuck_alerts: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
@@ -76,6 +78,7 @@ impl Broker {
                 lifecycle,
                 shutdown,
                 node: format!("node-{}", uuid::Uuid::new_v4()),
+                stuck_alerts: Default::default(),
             }),
         }
     }

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::ports::jobs::{ClaimedJob, JobKind};
 use crate::Broker;
+use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -17,6 +18,8 @@ const LEASE: chrono::Duration = chrono::Duration::minutes(5);
 const BATCH: u32 = 64;
 /// The longest the runtime sleeps without looking again (another node's jobs, a clock set by hand).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// An UploadStarted transfer fails as stuck once its resumable upload has been quiet this long.
+const STUCK_QUIET: chrono::Duration = chrono::Duration::hours(1);
 /// The longest wait between attempts of a failing job.
 const MAX_BACKOFF: chrono::Duration = chrono::Duration::seconds(30);
 
@@ -74,6 +77,46 @@ impl Broker {
         }
     }
 
+    /// How many times a transfer was found stuck in UploadProcessing (an alert each; for metrics).
+    pub fn stuck_alerts(&self) -> u64 {
+        self.inner
+            .stuck_alerts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The stuck check (spec 7.2): UploadStarted with no resumable-upload activity for an hour fails;
+    /// UploadProcessing with no check running raises an alert. Either looks again later while the
+    /// transfer stays where it is.
+    async fn check_stuck(&self, id: Uuid) -> Result<()> {
+        let view = self.view(id).await?;
+        let now = self.now();
+        let again = match view.status {
+            FileTransferStatus::UploadStarted => {
+                let last = self.ports().sessions.last_activity(id).await?;
+                match last.filter(|at| now - *at < STUCK_QUIET) {
+                    // Still being uploaded: look again an hour after its last request.
+                    Some(at) => at + STUCK_QUIET,
+                    None => {
+                        tracing::warn!(%id, "a transfer stuck in UploadStarted fails");
+                        return self.lifecycle().fail_stuck(id).await;
+                    }
+                }
+            }
+            FileTransferStatus::UploadProcessing => {
+                if !self.is_verifying(id) {
+                    self.inner
+                        .stuck_alerts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(%id, since = %view.status_changed, "ALERT: a transfer is stuck in UploadProcessing with no check running");
+                }
+                now + crate::state::STUCK_UPLOAD_PROCESSING
+            }
+            _ => return Ok(()),
+        };
+        let key = crate::ports::JobKey::new(JobKind::StuckCheck, id.to_string());
+        Ok(self.ports().jobs.schedule(&key, again).await?)
+    }
+
     async fn run_job(&self, job: &ClaimedJob) -> Result<()> {
         let id = || {
             Uuid::parse_str(&job.key.subject).map_err(|_| {
@@ -83,6 +126,7 @@ impl Broker {
         let outcome = match job.key.kind {
             JobKind::PurgeExpired => self.lifecycle().expire(id()?).await,
             JobKind::PurgeAfterConfirm => self.lifecycle().purge(id()?).await,
+            JobKind::StuckCheck => self.check_stuck(id()?).await,
             kind => {
                 tracing::warn!(
                     kind = kind.as_str(),

@@ -33,6 +33,21 @@ fn count(events: &[(String, String)], kind: &str) -> usize {
     events.iter().filter(|(t, _)| t == kind).count()
 }
 
+/// Moves a day on, past the stuck check every upload schedules; a published transfer is not stuck.
+async fn pass_the_stuck_check(s: &Setup, id: Uuid) {
+    s.clock.advance(Duration::days(1));
+    assert_eq!(
+        s.broker.run_due_jobs().await.unwrap(),
+        1,
+        "the stuck check ran"
+    );
+    assert_eq!(
+        status(s, id).await,
+        FileTransferStatus::Published,
+        "and found nothing stuck"
+    );
+}
+
 async fn confirm_all(s: &Setup, id: Uuid) {
     let recipient = s.recipient();
     let download = s.broker.open_download(&recipient, id).await.unwrap();
@@ -100,9 +115,9 @@ async fn a_transfer_every_recipient_confirmed_is_purged_after_the_grace_period()
     assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
     assert_eq!(status(&s, id).await, FileTransferStatus::Purged);
     assert!(!s.blobs.holds(id));
-    // The expiry job still runs at the expiration time, and finds nothing to do.
+    // The stuck check and the expiry job still run at their times, and find nothing to do.
     s.clock.advance(Duration::days(31));
-    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 2);
     let events = events(&s, id).await;
     assert_eq!(count(&events, "filepurged"), 1, "{events:?}");
     assert_eq!(
@@ -147,9 +162,12 @@ async fn a_purge_scheduled_before_a_restart_runs_once_after_it() {
     let id = s.publish(b"outlives the broker").await;
     let restarted = s.restart();
     drop(s);
-    restarted.clock.advance(Duration::days(30));
-    assert_eq!(restarted.broker.run_due_jobs().await.unwrap(), 1);
-    assert_eq!(status(&restarted, id).await, FileTransferStatus::Purged);
+    let s = restarted;
+    pass_the_stuck_check(&s, id).await;
+    s.clock.advance(Duration::days(29));
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
+    assert_eq!(status(&s, id).await, FileTransferStatus::Purged);
+    let restarted = s;
     assert_eq!(restarted.broker.run_due_jobs().await.unwrap(), 0);
     assert_eq!(count(&events(&restarted, id).await, "filepurged"), 1);
 }
@@ -159,7 +177,8 @@ async fn a_job_claimed_by_a_broker_that_died_is_run_by_another_once_its_lease_en
     use crate::ports::Jobs;
     let s = setup().await;
     let id = s.publish(b"claimed, then abandoned").await;
-    s.clock.advance(Duration::days(30));
+    pass_the_stuck_check(&s, id).await;
+    s.clock.advance(Duration::days(29));
     // Another node claims the job and dies without completing it.
     let now = crate::ports::Clock::now(s.clock.as_ref());
     let claimed = s
@@ -176,4 +195,134 @@ async fn a_job_claimed_by_a_broker_that_died_is_run_by_another_once_its_lease_en
     s.clock.advance(Duration::minutes(5));
     assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1, "taken over");
     assert_eq!(status(&s, id).await, FileTransferStatus::Purged);
+}
+
+/// A resumable upload begun and left after `sent` of its `length` bytes: the transfer is UploadStarted.
+async fn abandon_upload(s: &Setup, length: usize, sent: &[u8]) -> Uuid {
+    let id = s.initialize(None).await;
+    s.broker
+        .tus_create::<futures::stream::Empty<Result<bytes::Bytes, String>>, String>(
+            &s.sender,
+            id,
+            Some(length as u64),
+            None,
+        )
+        .await
+        .unwrap();
+    s.broker
+        .tus_patch(&s.sender, id, None, 0, crate::test_support::patch(sent))
+        .await
+        .unwrap();
+    assert_eq!(status(s, id).await, FileTransferStatus::UploadStarted);
+    id
+}
+
+#[tokio::test]
+async fn an_upload_abandoned_in_upload_started_fails_as_stuck_after_a_day() {
+    let s = setup().await;
+    let id = abandon_upload(&s, 1000, &[7; 400]).await;
+    s.clock.advance(Duration::hours(24) - Duration::seconds(1));
+    s.broker.run_due_jobs().await.unwrap();
+    assert_eq!(status(&s, id).await, FileTransferStatus::UploadStarted);
+    s.clock.advance(Duration::seconds(1));
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
+    let view = s.store.transfer(id).await.unwrap().unwrap();
+    assert_eq!(view.status, FileTransferStatus::Failed);
+    assert_eq!(view.status_text.as_deref(), Some(crate::state::STUCK_TEXT));
+    assert_eq!(count(&events(&s, id).await, "uploadfailed"), 1);
+    assert!(!s.blobs.holds(id), "the partial bytes are removed");
+}
+
+#[tokio::test]
+async fn an_upload_still_sending_within_the_last_hour_is_not_stuck_until_it_goes_quiet() {
+    let s = setup().await;
+    let id = abandon_upload(&s, 1000, &[7; 400]).await;
+    s.clock.advance(Duration::hours(23) + Duration::minutes(30));
+    let more = s
+        .broker
+        .tus_patch(
+            &s.sender,
+            id,
+            None,
+            400,
+            crate::test_support::patch(&[8; 100]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(more, 500);
+    s.clock.advance(Duration::minutes(30));
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1, "the check ran");
+    assert_eq!(
+        status(&s, id).await,
+        FileTransferStatus::UploadStarted,
+        "active half an hour ago"
+    );
+    s.clock.advance(Duration::minutes(30));
+    assert_eq!(
+        s.broker.run_due_jobs().await.unwrap(),
+        1,
+        "looked again an hour after the last PATCH"
+    );
+    assert_eq!(status(&s, id).await, FileTransferStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_stuck_check_scheduled_before_a_restart_fails_the_upload_once_after_it() {
+    let s = setup().await;
+    let id = abandon_upload(&s, 1000, &[7; 10]).await;
+    let restarted = s.restart();
+    drop(s);
+    restarted.clock.advance(Duration::hours(25));
+    restarted.broker.run_due_jobs().await.unwrap();
+    assert_eq!(status(&restarted, id).await, FileTransferStatus::Failed);
+    assert_eq!(count(&events(&restarted, id).await, "uploadfailed"), 1);
+}
+
+#[tokio::test]
+async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_alert_every_quarter()
+{
+    use crate::ports::metadata::TransferChange;
+    use crate::ports::{JobKey, JobKind};
+    let s = setup().await;
+    let id = s.initialize(None).await;
+    let now = crate::ports::Clock::now(s.clock.as_ref());
+    // What a check lost without a trace leaves: UploadProcessing, the stuck check scheduled.
+    for (from, to, jobs) in [
+        (
+            FileTransferStatus::Initialized,
+            FileTransferStatus::UploadStarted,
+            vec![],
+        ),
+        (
+            FileTransferStatus::UploadStarted,
+            FileTransferStatus::UploadProcessing,
+            vec![(
+                JobKey::new(JobKind::StuckCheck, id.to_string()),
+                now + crate::state::STUCK_UPLOAD_PROCESSING,
+            )],
+        ),
+    ] {
+        let change = TransferChange {
+            id,
+            expected_status: from,
+            at: now,
+            new_status: Some((to, None)),
+            stored_file: None,
+            recipient_rows: vec![],
+            events: vec![],
+            jobs,
+        };
+        s.store.commit_change(change).await.unwrap();
+    }
+    s.clock.advance(Duration::minutes(15));
+    s.broker.run_due_jobs().await.unwrap();
+    assert_eq!(s.broker.stuck_alerts(), 1);
+    assert_eq!(
+        status(&s, id).await,
+        FileTransferStatus::UploadProcessing,
+        "never failed for it"
+    );
+    s.clock.advance(Duration::minutes(15));
+    s.broker.run_due_jobs().await.unwrap();
+    assert_eq!(s.broker.stuck_alerts(), 2, "again while it stays stuck");
 }

@@ -100,6 +100,8 @@ pub enum Command {
     RecordScan(ScanResult),
     /// The file's time is up (grace after all confirmed).
     Purge,
+    /// The stuck check found the upload abandoned in UploadStarted (no request for a long time).
+    FailStuck,
     /// The transfer reached its expiration time: purged, unless every recipient confirmed and the
     /// resource purges after confirmation (its grace job does it then).
     Expire,
@@ -132,6 +134,8 @@ pub enum Effect {
     Emit(EventType, Audience),
     /// Schedule the purge at the transfer's expiration time.
     SchedulePurgeAtExpiry,
+    /// Check this long from now whether the transfer is stuck where it is.
+    ScheduleStuckCheck(chrono::Duration),
     /// Schedule the purge at now + the resource's grace period.
     SchedulePurgeAfterGrace,
     /// Remove the stored bytes (after the DB commit).
@@ -175,6 +179,14 @@ pub fn initialize(created: TransferState) -> Outcome {
     }
 }
 
+/// How long a transfer may stay UploadStarted before the stuck check looks at it (spec 7.2).
+pub const STUCK_UPLOAD_STARTED: chrono::Duration = chrono::Duration::hours(24);
+/// How long a transfer may stay UploadProcessing before an operator is alerted (spec 7.2).
+pub const STUCK_UPLOAD_PROCESSING: chrono::Duration = chrono::Duration::minutes(15);
+/// The status text of a transfer failed by the stuck check (spec 7.3).
+pub const STUCK_TEXT: &str =
+    "File transfer was stuck in UploadStarted as it failed upload mid-request.";
+
 /// The pure transition function. `Err` means the command is refused and nothing changes.
 pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, ErrorCode> {
     use Phase::*;
@@ -184,10 +196,10 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
                 phase: UploadStarted,
                 ..state.clone()
             },
-            effects: vec![Effect::RecordStatus(
-                FileTransferStatus::UploadStarted,
-                None,
-            )],
+            effects: vec![
+                Effect::RecordStatus(FileTransferStatus::UploadStarted, None),
+                Effect::ScheduleStuckCheck(STUCK_UPLOAD_STARTED),
+            ],
             reply: Ok(()),
         }),
         // A retry after an interrupted upload starts over; the status is already UploadStarted.
@@ -195,10 +207,10 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
         (Command::StartUpload, _) => Err(ErrorCode::FileTransferAlreadyUploaded),
 
         (Command::AwaitVerification { announce }, UploadStarted) => {
-            let mut effects = vec![Effect::RecordStatus(
-                FileTransferStatus::UploadProcessing,
-                None,
-            )];
+            let mut effects = vec![
+                Effect::RecordStatus(FileTransferStatus::UploadProcessing, None),
+                Effect::ScheduleStuckCheck(STUCK_UPLOAD_PROCESSING),
+            ];
             if *announce {
                 effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
             }
@@ -260,6 +272,21 @@ pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, E
         }
         (Command::RecordScan(_), _) => Err(ErrorCode::NotYetUploadProcessing),
 
+        (Command::FailStuck, UploadStarted) => Ok(Outcome {
+            next: TransferState {
+                phase: Failed,
+                ..state.clone()
+            },
+            effects: vec![
+                Effect::RecordStatus(FileTransferStatus::Failed, Some(STUCK_TEXT.into())),
+                Effect::Emit(EventType::UploadFailed, Audience::Sender),
+                Effect::DeleteBlob,
+            ],
+            reply: Ok(()),
+        }),
+        // It moved on since the check was scheduled.
+        (Command::FailStuck, _) => Ok(Outcome::unchanged(state)),
+
         (Command::Purge | Command::Expire, Purged) => Ok(Outcome::unchanged(state)),
         (Command::Expire, AllConfirmedDownloaded(_)) if state.purge_after_all_confirmed => {
             Ok(Outcome::unchanged(state))
@@ -309,6 +336,7 @@ fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool
             FileTransferStatus::UploadProcessing,
             None,
         ));
+        effects.push(Effect::ScheduleStuckCheck(STUCK_UPLOAD_PROCESSING));
         effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
         return Outcome {
             next: TransferState {

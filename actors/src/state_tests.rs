@@ -341,6 +341,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(Command::RecordScan(ScanResult::Malicious(vec!["x".into()]))),
         Just(Command::Purge),
         Just(Command::Expire),
+        Just(Command::FailStuck),
     ]
 }
 

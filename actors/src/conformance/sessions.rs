@@ -17,6 +17,31 @@ pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn 
     terminating_the_upload_takes_its_parts_and_is_remembered(metadata, sessions).await;
     a_complete_unverified_upload_is_found_again(metadata, sessions).await;
     uploads_untouched_since_a_time_are_stale(metadata, sessions).await;
+    the_last_activity_is_the_latest_touch_or_termination(metadata, sessions).await;
+}
+
+async fn the_last_activity_is_the_latest_touch_or_termination(
+    m: &dyn MetadataStore,
+    s: &dyn UploadSessions,
+) {
+    let id = transfer(m).await;
+    assert_eq!(s.last_activity(id).await.unwrap(), None, "never touched");
+    let t = |minutes| t0() + chrono::Duration::minutes(minutes);
+    s.create(id, "", Some(10), t(1)).await.unwrap();
+    assert_eq!(s.last_activity(id).await.unwrap(), Some(t(1)));
+    s.create(id, "p", Some(10), t(2)).await.unwrap();
+    assert!(s.advance(id, "", 0, 5, None, t(3)).await.unwrap());
+    assert_eq!(
+        s.last_activity(id).await.unwrap(),
+        Some(t(3)),
+        "the latest of its uploads"
+    );
+    s.terminate(id, "", t(4)).await.unwrap();
+    assert_eq!(
+        s.last_activity(id).await.unwrap(),
+        Some(t(4)),
+        "a termination counts"
+    );
 }
 
 async fn transfer(metadata: &dyn MetadataStore) -> Uuid {

@@ -140,6 +140,18 @@ impl UploadSessions for MemoryStore {
         Ok(open || terminated)
     }
 
+    async fn last_activity(&self, id: Uuid) -> Result<Option<Timestamp>, StoreError> {
+        let tables = self.lock();
+        let touched = tables
+            .sessions
+            .range((id, String::new())..)
+            .take_while(|((t, _), _)| *t == id)
+            .map(|(_, (_, at))| *at)
+            .max();
+        let terminated = tables.transfers.get(&id).and_then(|r| r.tus_activity);
+        Ok(touched.max(terminated))
+    }
+
     async fn unverified(&self) -> Result<Vec<Uuid>, StoreError> {
         let tables = self.lock();
         Ok(tables

@@ -70,6 +70,9 @@ pub trait UploadSessions: Send + Sync + 'static {
     /// Whether the transfer has a resumable upload (or part) in progress, or had one terminated at or
     /// after `since`.
     async fn active_since(&self, id: Uuid, since: Timestamp) -> Result<bool, StoreError>;
+    /// When a resumable upload of the transfer (or a part of one) was last created, advanced or
+    /// terminated; `None` if never (or only by uploads long removed without a trace).
+    async fn last_activity(&self, id: Uuid) -> Result<Option<Timestamp>, StoreError>;
     /// Resumable uploads whose every byte is stored but whose transfer was not verified yet (the server
     /// stopped before its background check finished).
     async fn unverified(&self) -> Result<Vec<Uuid>, StoreError>;

@@ -187,6 +187,11 @@ impl Lifecycle {
         self.command(id, Command::Purge).await
     }
 
+    /// The stuck check found the upload abandoned in UploadStarted.
+    pub async fn fail_stuck(&self, id: Uuid) -> Result<(), Error> {
+        self.command(id, Command::FailStuck).await
+    }
+
     /// The transfer reached its expiration time (the expiry job).
     pub async fn expire(&self, id: Uuid) -> Result<(), Error> {
         self.command(id, Command::Expire).await
@@ -395,6 +400,10 @@ impl Supervisor {
                 Effect::SchedulePurgeAfterGrace => change.jobs.push((
                     JobKey::new(JobKind::PurgeAfterConfirm, record.id.to_string()),
                     now + record.purge_grace_period,
+                )),
+                Effect::ScheduleStuckCheck(after) => change.jobs.push((
+                    JobKey::new(JobKind::StuckCheck, record.id.to_string()),
+                    now + *after,
                 )),
                 Effect::SchedulePurgeAtExpiry => change.jobs.push((
                     JobKey::new(JobKind::PurgeExpired, record.id.to_string()),

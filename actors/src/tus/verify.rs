@@ -47,6 +47,15 @@ impl Broker {
         true
     }
 
+    /// Whether the background check of `id` runs now.
+    pub(crate) fn is_verifying(&self, id: Uuid) -> bool {
+        self.tus()
+            .verifying
+            .lock()
+            .expect("verifying")
+            .contains(&id)
+    }
+
     /// Picks up complete but unverified uploads: those a stopped server left, and those whose check
     /// failed (run at start and on every sweep).
     pub async fn recover_unverified_uploads(&self) {

@@ -1,6 +1,6 @@
 //! The upload-sessions port (tus offsets and parts) and the outbox reader on SQLite.
 
-use super::{failure, SqliteStore};
+use super::{failure, ts, SqliteStore};
 use crate::db::*;
 use broker_actors::ports::{Outbox, UploadSessions};
 use broker_protocol::time;
@@ -188,6 +188,29 @@ impl UploadSessions for SqliteStore {
         .await
         .map_err(failure)?;
         Ok(row.get::<i64, _>(0) != 0)
+    }
+
+    async fn last_activity(&self, id: Uuid) -> Result<Option<Timestamp>, StoreError> {
+        let key = id.to_string();
+        let row = sqlx::query(
+            "SELECT (SELECT MAX(updated) FROM tus_uploads WHERE file_transfer_id = ?),
+                    (SELECT tus_activity FROM file_transfers WHERE id = ?)",
+        )
+        .bind(&key)
+        .bind(&key)
+        .fetch_one(&self.reads)
+        .await
+        .map_err(failure)?;
+        // Stored as RFC 3339 text: compared as times, not as strings.
+        let touched = row
+            .get::<Option<String>, _>(0)
+            .map(|t| ts(&t))
+            .transpose()?;
+        let terminated = row
+            .get::<Option<String>, _>(1)
+            .map(|t| ts(&t))
+            .transpose()?;
+        Ok(touched.max(terminated))
     }
 
     async fn unverified(&self) -> Result<Vec<Uuid>, StoreError> {
