@@ -131,6 +131,9 @@ fn settings(config: &Config) -> Settings {
         reserve_bytes: config.storage.reserve_bytes,
         max_concurrent_uploads: config.server.max_concurrent_uploads,
         event_source: event_source(config),
+        tus_sweep_interval: chrono::Duration::seconds(
+            config.server.tus_sweep_interval_secs.max(1) as i64
+        ),
     }
 }
 
@@ -176,6 +179,7 @@ pub async fn serve(
     let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
     let jobs = tokio::spawn(app.broker.clone().run_job_runtime());
     app.broker.recover_unverified_uploads().await;
+    app.broker.ensure_tus_sweep().await?;
     let router = http::router(app);
     let signal = stopping.clone();
     tokio::spawn(async move {

@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_concurrent_uploads: usize,
     /// The CloudEvent `source` of this deployment.
     pub event_source: String,
+    /// How often expired resumable uploads are swept (a durable job: one node runs each sweep).
+    pub tus_sweep_interval: chrono::Duration,
 }
 
 /// The entry point of the application. Cheap to clone.

@@ -6,8 +6,9 @@
 //! crash does no harm.
 
 use crate::error::{Error, Result};
-use crate::ports::jobs::{ClaimedJob, JobKind};
+use crate::ports::jobs::{ClaimedJob, JobKey, JobKind};
 use crate::Broker;
+use broker_protocol::time::Timestamp;
 use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
@@ -77,6 +78,13 @@ impl Broker {
         }
     }
 
+    /// Schedules (or moves) the job `key` at `at`, and wakes the runtime in case it is the earliest.
+    pub(crate) async fn schedule_job(&self, key: &JobKey, at: Timestamp) -> Result<()> {
+        self.ports().jobs.schedule(key, at).await?;
+        self.lifecycle().jobs_scheduled().notify_one();
+        Ok(())
+    }
+
     /// How many times a transfer was found stuck in UploadProcessing (an alert each; for metrics).
     pub fn stuck_alerts(&self) -> u64 {
         self.inner
@@ -113,8 +121,8 @@ impl Broker {
             }
             _ => return Ok(()),
         };
-        let key = crate::ports::JobKey::new(JobKind::StuckCheck, id.to_string());
-        Ok(self.ports().jobs.schedule(&key, again).await?)
+        self.schedule_job(&JobKey::new(JobKind::StuckCheck, id.to_string()), again)
+            .await
     }
 
     async fn run_job(&self, job: &ClaimedJob) -> Result<()> {
@@ -127,6 +135,7 @@ impl Broker {
             JobKind::PurgeExpired => self.lifecycle().expire(id()?).await,
             JobKind::PurgeAfterConfirm => self.lifecycle().purge(id()?).await,
             JobKind::StuckCheck => self.check_stuck(id()?).await,
+            JobKind::TusExpiry => self.run_tus_sweep().await,
             kind => {
                 tracing::warn!(
                     kind = kind.as_str(),

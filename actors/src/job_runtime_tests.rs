@@ -326,3 +326,43 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
     s.broker.run_due_jobs().await.unwrap();
     assert_eq!(s.broker.stuck_alerts(), 2, "again while it stays stuck");
 }
+
+#[tokio::test]
+async fn an_untouched_resumable_upload_expires_by_the_sweep_job_and_the_sweep_survives_a_restart() {
+    use crate::ports::{JobKey, JobKind, Jobs, UploadSessions};
+    let s = setup().await;
+    s.broker.ensure_tus_sweep().await.unwrap();
+    let id = abandon_upload(&s, 1000, &[7; 300]).await;
+    let restarted = s.restart();
+    drop(s);
+    let s = restarted;
+    // The test broker's uploads expire after an hour; the sweep runs every minute.
+    s.clock.advance(Duration::minutes(59));
+    s.broker.run_due_jobs().await.unwrap();
+    assert!(
+        UploadSessions::get(s.store.as_ref(), id, "")
+            .await
+            .unwrap()
+            .is_some(),
+        "not expired yet"
+    );
+    s.clock.advance(Duration::minutes(2));
+    s.broker.run_due_jobs().await.unwrap();
+    assert!(
+        UploadSessions::get(s.store.as_ref(), id, "")
+            .await
+            .unwrap()
+            .is_none(),
+        "the expired upload is removed"
+    );
+    assert!(!s.blobs.holds(id), "with its bytes");
+    assert_eq!(
+        status(&s, id).await,
+        FileTransferStatus::UploadStarted,
+        "a new upload may start"
+    );
+    let sweep = JobKey::new(JobKind::TusExpiry, "sweep");
+    let scheduled = Jobs::get(s.store.as_ref(), &sweep).await.unwrap();
+    let (next, _) = scheduled.expect("the sweep is scheduled again");
+    assert!(next > crate::ports::Clock::now(s.clock.as_ref()));
+}

@@ -139,6 +139,7 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
         reserve_bytes: 0,
         max_concurrent_uploads: 8,
         event_source: "test".into(),
+        tus_sweep_interval: chrono::Duration::minutes(1),
     };
     Broker::new(ports, settings, Default::default())
 }

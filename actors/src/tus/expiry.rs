@@ -9,10 +9,33 @@ use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The one job that sweeps expired resumable uploads.
+fn tus_sweep() -> crate::ports::JobKey {
+    crate::ports::JobKey::new(crate::ports::JobKind::TusExpiry, "sweep")
+}
+
 impl Broker {
     /// When an upload touched now expires.
     pub fn tus_expires(&self) -> Timestamp {
         self.now() + self.settings().tus_upload_expiry
+    }
+
+    /// The sweep's job (one for every node): sweeps expired uploads, picks up unverified ones, and
+    /// schedules the next sweep.
+    pub(crate) async fn run_tus_sweep(&self) -> crate::error::Result<()> {
+        self.sweep_expired_uploads().await;
+        self.recover_unverified_uploads().await;
+        let next = self.now() + self.settings().tus_sweep_interval;
+        self.schedule_job(&tus_sweep(), next).await
+    }
+
+    /// Schedules the sweep of expired uploads unless it is scheduled already (at start).
+    pub async fn ensure_tus_sweep(&self) -> crate::error::Result<()> {
+        if self.ports().jobs.get(&tus_sweep()).await?.is_none() {
+            let first = self.now() + self.settings().tus_sweep_interval;
+            self.schedule_job(&tus_sweep(), first).await?;
+        }
+        Ok(())
     }
 
     /// Removes the bytes of every expired upload not in use right now; returns how many were removed.
@@ -73,17 +96,13 @@ impl Broker {
         }
     }
 
-    /// Every `every`, until the broker shuts down: settles idle hashing, sweeps expired uploads and
-    /// picks up unverified ones.
+    /// Every `every`, until the broker shuts down: settles this process's idle hashing (the sweep of
+    /// expired uploads, shared by every node, is a durable job: [`Broker::ensure_tus_sweep`]).
     pub async fn run_tus_sweeper(self, every: Duration) {
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {
-                    self.tus().hashes.settle_idle(every).await;
-                    self.sweep_expired_uploads().await;
-                    self.recover_unverified_uploads().await;
-                }
+                _ = tokio::time::sleep(every) => self.tus().hashes.settle_idle(every).await,
             }
         }
     }
