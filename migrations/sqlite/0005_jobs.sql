@@ -1,5 +1,6 @@
 -- Durable jobs (spec 7.2): one row per (kind, subject). Times are microseconds since the epoch, so
--- they order as numbers. `version` changes on every schedule, tying a completion to what was claimed.
+-- they order as numbers. `version` changes on every schedule, tying a completion to what was claimed
+-- (indexed: each schedule takes the highest version plus one).
 CREATE TABLE jobs (
     kind TEXT NOT NULL,
     subject TEXT NOT NULL,
@@ -12,3 +13,4 @@ CREATE TABLE jobs (
     PRIMARY KEY (kind, subject)
 );
 CREATE INDEX jobs_due ON jobs (due_at);
+CREATE INDEX jobs_version ON jobs (version);
