@@ -94,7 +94,7 @@ fn a_clean_scan_publishes_a_file_awaiting_its_scan_to_everyone() {
 }
 
 #[test]
-fn a_malicious_scan_fails_the_transfer_with_the_signature_and_deletes_the_bytes() {
+fn a_malicious_scan_fails_the_transfer_with_the_signature_and_purges_its_bytes_at_once() {
     let s = state(Phase::UploadProcessing(file("aa")), &["0192:1"]);
     let found = ScanResult::Malicious(vec!["Eicar-Test-Signature".into()]);
     let out = transition(&s, &Command::RecordScan(found)).unwrap();
@@ -107,7 +107,15 @@ fn a_malicious_scan_fails_the_transfer_with_the_signature_and_deletes_the_bytes(
     assert!(out.effects.contains(&Effect::DeleteBlob));
     assert_eq!(
         emits(&out),
-        vec![(EventType::UploadFailed, Audience::Sender)]
+        vec![
+            (EventType::UploadFailed, Audience::Sender),
+            (
+                EventType::FileNeverConfirmedDownloaded,
+                Audience::Recipient("0192:1".into())
+            ),
+            (EventType::FileNeverConfirmedDownloaded, Audience::Sender),
+        ],
+        "the malware purge tells who never got the file, without `filepurged`"
     );
 }
 

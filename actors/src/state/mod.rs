@@ -6,6 +6,9 @@
 use broker_protocol::events::EventType;
 use broker_protocol::{ErrorCode, FileTransferStatus, RecipientStatus};
 
+mod endings;
+use endings::{purge, record_scan};
+
 /// What is known about a stored, synced file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -359,36 +362,6 @@ fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool
     }
 }
 
-/// Clean: published (the MD5 was checked before the scan). Malicious: Failed with the spec's text, the
-/// bytes deleted at once, the status kept until the expiry purge (spec 4.5).
-fn record_scan(state: &TransferState, file: &StoredFile, result: &ScanResult) -> Outcome {
-    let (phase, effects) = match result {
-        ScanResult::Clean => {
-            let mut effects = vec![Effect::RecordStatus(FileTransferStatus::Published, None)];
-            effects.extend(publish_events(state));
-            (Phase::Published(file.clone()), effects)
-        }
-        ScanResult::Malicious(names) => {
-            let details = serde_json::json!({ "malwareNamesFound": names });
-            let text = format!("Malware scan failed: Malicious. Extra details: {details}");
-            let effects = vec![
-                Effect::RecordStatus(FileTransferStatus::Failed, Some(text)),
-                Effect::Emit(EventType::UploadFailed, Audience::Sender),
-                Effect::DeleteBlob,
-            ];
-            (Phase::Failed, effects)
-        }
-    };
-    Outcome {
-        next: TransferState {
-            phase,
-            ..state.clone()
-        },
-        effects,
-        reply: Ok(()),
-    }
-}
-
 fn publish_events(state: &TransferState) -> Vec<Effect> {
     std::iter::once(Effect::Emit(EventType::Published, Audience::Sender))
         .chain(
@@ -452,40 +425,6 @@ fn confirm(state: &TransferState, phase: &Phase, recipient: &str) -> Result<Outc
     })
 }
 
-fn purge(state: &TransferState) -> Outcome {
-    let mut effects = vec![
-        Effect::RecordStatus(FileTransferStatus::Purged, None),
-        Effect::DeleteBlob,
-        Effect::Emit(EventType::FilePurged, Audience::Sender),
-    ];
-    let unconfirmed: Vec<&String> = state
-        .recipients
-        .iter()
-        .filter(|(_, s)| *s != RecipientStatus::DownloadConfirmed)
-        .map(|(r, _)| r)
-        .collect();
-    for r in &unconfirmed {
-        effects.push(Effect::Emit(
-            EventType::FileNeverConfirmedDownloaded,
-            Audience::Recipient((*r).clone()),
-        ));
-    }
-    if !unconfirmed.is_empty() {
-        effects.push(Effect::Emit(
-            EventType::FileNeverConfirmedDownloaded,
-            Audience::Sender,
-        ));
-    }
-    Outcome {
-        next: TransferState {
-            phase: Phase::Purged,
-            ..state.clone()
-        },
-        effects,
-        reply: Ok(()),
-    }
-}
-
 /// A recipient's current status only ever rises.
 fn raise_recipient(state: &mut TransferState, recipient: &str, to: RecipientStatus) {
     if let Some((_, s)) = state.recipients.iter_mut().find(|(r, _)| r == recipient) {
@@ -494,5 +433,4 @@ fn raise_recipient(state: &mut TransferState, recipient: &str, to: RecipientStat
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;
