@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod registry;
+pub mod scan;
 pub mod util;
 
 use crate::auth::dev_issuer::DevIssuer;

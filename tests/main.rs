@@ -8,6 +8,7 @@ mod admin;
 mod auth_admin;
 mod auth_matrix;
 mod bench_smoke;
+mod clamd;
 mod cli;
 mod cli_access;
 mod cli_transfer;

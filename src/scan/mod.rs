@@ -1,0 +1,3 @@
+//! Scanner adapters: the ClamAV daemon (the scanner port of the actors crate).
+
+pub mod clamd;
