@@ -148,10 +148,14 @@ async fn a_file_over_clamds_stream_limit_gets_no_verdict_rather_than_clean() {
         .scanner()
         .scan(stream(random(4 << 20, 3), 64 << 10))
         .await;
-    assert!(
-        matches!(&refused, Err(ScanError::Refused(e)) if e.contains("size limit exceeded")),
-        "clamd says why it gave no verdict: {refused:?}"
-    );
+    // clamd answers "size limit exceeded" and closes; when its close resets the connection before the
+    // answer is read (a loaded machine), the scan is Unavailable instead. Either way: no verdict. (The
+    // scan windows of the next step keep every stream under the limit.)
+    match &refused {
+        Err(ScanError::Refused(e)) => assert!(e.contains("size limit exceeded"), "{e}"),
+        Err(ScanError::Unavailable(_)) => {}
+        other => panic!("a verdict for a file clamd did not read whole: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -200,19 +200,7 @@ async fn a_job_claimed_by_a_broker_that_died_is_run_by_another_once_its_lease_en
 /// A resumable upload begun and left after `sent` of its `length` bytes: the transfer is UploadStarted.
 async fn abandon_upload(s: &Setup, length: usize, sent: &[u8]) -> Uuid {
     let id = s.initialize(None).await;
-    s.broker
-        .tus_create::<futures::stream::Empty<Result<bytes::Bytes, String>>, String>(
-            &s.sender,
-            id,
-            Some(length as u64),
-            None,
-        )
-        .await
-        .unwrap();
-    s.broker
-        .tus_patch(&s.sender, id, None, 0, crate::test_support::patch(sent))
-        .await
-        .unwrap();
+    s.upload_part_of(id, length, sent).await;
     assert_eq!(status(s, id).await, FileTransferStatus::UploadStarted);
     id
 }

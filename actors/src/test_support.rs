@@ -55,6 +55,26 @@ impl Setup {
         id
     }
 
+    /// Creates the transfer's resumable upload at `declared` bytes and stores `stored` of them in one
+    /// PATCH (the transfer is UploadStarted until the last byte).
+    pub(crate) async fn upload_part_of(&self, id: Uuid, declared: usize, stored: &[u8]) {
+        self.broker
+            .tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
+                &self.sender,
+                id,
+                Some(declared as u64),
+                None,
+            )
+            .await
+            .unwrap();
+        let offset = self
+            .broker
+            .tus_patch(&self.sender, id, None, 0, patch(stored))
+            .await
+            .unwrap();
+        assert_eq!(offset, stored.len() as u64);
+    }
+
     /// Creates one partial upload per piece, in order; their ids.
     pub(crate) async fn create_parts(&self, id: Uuid, pieces: &[&[u8]]) -> Vec<String> {
         let mut parts = Vec::new();

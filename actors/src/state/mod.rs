@@ -323,24 +323,16 @@ fn complete_upload(state: &TransferState, file: &StoredFile, in_background: bool
         }
     }
     let mut effects = vec![Effect::RecordStoredFile(file.clone())];
-    if state.use_virus_scan && in_background {
-        // Already UploadProcessing (and announced, where the path announces): the scan follows.
-        return Outcome {
-            next: TransferState {
-                phase: Phase::UploadProcessing(file.clone()),
-                ..state.clone()
-            },
-            effects,
-            reply: Ok(()),
-        };
-    }
     if state.use_virus_scan {
-        effects.push(Effect::RecordStatus(
-            FileTransferStatus::UploadProcessing,
-            None,
-        ));
-        effects.push(Effect::ScheduleStuckCheck(STUCK_UPLOAD_PROCESSING));
-        effects.push(Effect::Emit(EventType::UploadProcessing, Audience::Sender));
+        // In the background the transfer is UploadProcessing already (and announced, where the path
+        // announces); otherwise it moves there now. The scan follows.
+        if !in_background {
+            effects.extend([
+                Effect::RecordStatus(FileTransferStatus::UploadProcessing, None),
+                Effect::ScheduleStuckCheck(STUCK_UPLOAD_PROCESSING),
+                Effect::Emit(EventType::UploadProcessing, Audience::Sender),
+            ]);
+        }
         return Outcome {
             next: TransferState {
                 phase: Phase::UploadProcessing(file.clone()),

@@ -4,7 +4,7 @@
 
 use crate::ports::metadata::TransferChange;
 use crate::ports::{MetadataStore, Outbox, UploadSessions};
-use crate::test_support::{hex, patch, published, setup, Setup};
+use crate::test_support::{hex, published, setup, Setup};
 use broker_protocol::FileTransferStatus;
 use sha2::Digest;
 use uuid::Uuid;
@@ -15,25 +15,6 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 
 fn md5_hex(bytes: &[u8]) -> String {
     hex(&md5::Md5::digest(bytes))
-}
-
-/// Creates the upload at `declared` bytes and stores `stored` of them in one PATCH.
-async fn upload_part_of(s: &Setup, id: Uuid, declared: usize, stored: &[u8]) {
-    s.broker
-        .tus_create::<futures::stream::Empty<Result<bytes::Bytes, String>>, String>(
-            &s.sender,
-            id,
-            Some(declared as u64),
-            None,
-        )
-        .await
-        .unwrap();
-    let offset = s
-        .broker
-        .tus_patch(&s.sender, id, None, 0, patch(stored))
-        .await
-        .unwrap();
-    assert_eq!(offset, stored.len() as u64);
 }
 
 /// What a stop between storing the last byte and recording the transfer's next status leaves: the
@@ -88,7 +69,7 @@ async fn an_upload_left_complete_but_unverified_by_a_stop_is_verified_when_the_b
         let bytes = content(90_000, 7);
         let stored = &bytes[..60_000];
         let id = s.initialize(Some(md5_hex(stored))).await;
-        upload_part_of(&s, id, bytes.len(), stored).await;
+        s.upload_part_of(id, bytes.len(), stored).await;
         leave_unverified(&s, id, stored.len() as u64, status).await;
         let restarted = s.restart();
         restarted.broker.recover_unverified_uploads().await;
@@ -107,7 +88,7 @@ async fn a_head_after_a_last_patch_cut_off_before_it_completed_the_transfer_fini
     let bytes = content(70_000, 11);
     let stored = &bytes[..50_000];
     let id = s.initialize(Some(md5_hex(stored))).await;
-    upload_part_of(&s, id, bytes.len(), stored).await;
+    s.upload_part_of(id, bytes.len(), stored).await;
     // Every byte durable and recorded, the transfer still UploadStarted, the broker still running.
     leave_unverified(
         &s,
@@ -127,7 +108,7 @@ async fn a_recovered_upload_with_nothing_to_check_is_published_without_upload_pr
     let bytes = content(80_000, 13);
     let stored = &bytes[..30_000];
     let id = s.initialize(None).await;
-    upload_part_of(&s, id, bytes.len(), stored).await;
+    s.upload_part_of(id, bytes.len(), stored).await;
     leave_unverified(
         &s,
         id,
@@ -156,7 +137,7 @@ async fn a_resumable_upload_that_does_not_match_its_declared_md5_loses_its_bytes
     let s = setup().await;
     let bytes = content(40_000, 17);
     let id = s.initialize(Some(md5_hex(b"something else"))).await;
-    upload_part_of(&s, id, bytes.len(), &bytes).await;
+    s.upload_part_of(id, bytes.len(), &bytes).await;
     wait_for(&s, id, FileTransferStatus::Failed).await;
     assert!(!s.blobs.holds(id), "the failed upload's bytes were removed");
 }
