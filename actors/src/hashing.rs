@@ -128,7 +128,7 @@ impl Hashing {
     }
 
     /// The hashing threads, started when this upload hashes (parts of a concatenation only count).
-    pub(crate) fn threads(&mut self) -> Option<&mut HashThreads> {
+    fn threads(&mut self) -> Option<&mut HashThreads> {
         if let Hashing::Ready(state) = self {
             if !state.hashing {
                 return None;

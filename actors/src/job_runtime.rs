@@ -62,18 +62,18 @@ impl Broker {
             if let Err(e) = self.run_due_jobs().await {
                 tracing::error!(error = %e, "the job runtime could not run its jobs");
             }
-            let sleep = match self.ports().jobs.next_due().await {
-                Ok(Some(at)) => (at - self.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(MAX_SLEEP),
-                Ok(None) => MAX_SLEEP,
-                Err(_) => Duration::from_secs(1),
+            let now = self.now();
+            let cap = chrono::Duration::from_std(MAX_SLEEP).expect("a short sleep");
+            let look = match self.ports().jobs.next_due().await {
+                Ok(Some(at)) => at.clamp(now, now + cap),
+                Ok(None) => now + cap,
+                Err(_) => now + chrono::Duration::seconds(1),
             };
+            let sleep = (look - now).to_std().unwrap_or_default();
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = scheduled.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+                _ = scheduled.sleep_until_woken(look) => {}
+                _ = tokio::time::sleep(sleep) => scheduled.awake(),
             }
         }
     }
@@ -81,7 +81,7 @@ impl Broker {
     /// Schedules (or moves) the job `key` at `at`, and wakes the runtime in case it is the earliest.
     pub(crate) async fn schedule_job(&self, key: &JobKey, at: Timestamp) -> Result<()> {
         self.ports().jobs.schedule(key, at).await?;
-        self.lifecycle().jobs_scheduled().notify_one();
+        self.lifecycle().jobs_scheduled().scheduled(at);
         Ok(())
     }
 

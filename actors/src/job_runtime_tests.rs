@@ -183,6 +183,7 @@ async fn a_job_claimed_by_a_broker_that_died_is_run_by_another_once_its_lease_en
     let now = crate::ports::Clock::now(s.clock.as_ref());
     let claimed = s
         .store
+        .jobs()
         .claim_due("dead-node", now, now + Duration::minutes(5), 10)
         .await
         .unwrap();
@@ -350,7 +351,41 @@ async fn an_untouched_resumable_upload_expires_by_the_sweep_job_and_the_sweep_su
         "a new upload may start"
     );
     let sweep = JobKey::new(JobKind::TusExpiry, "sweep");
-    let scheduled = Jobs::get(s.store.as_ref(), &sweep).await.unwrap();
+    let scheduled = s.store.jobs().get(&sweep).await.unwrap();
     let (next, _) = scheduled.expect("the sweep is scheduled again");
     assert!(next > crate::ports::Clock::now(s.clock.as_ref()));
+}
+
+#[tokio::test]
+async fn the_runtime_is_woken_by_a_job_due_before_its_next_look_and_only_by_such_a_job() {
+    use crate::supervisor::JobWakeup;
+    use std::sync::Arc;
+    let wakeup = Arc::new(JobWakeup::default());
+    let now = chrono::Utc::now();
+    let asleep = |look| {
+        let wakeup = wakeup.clone();
+        tokio::spawn(async move { wakeup.sleep_until_woken(look).await })
+    };
+    let sleeper = asleep(now + Duration::seconds(30));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    wakeup.scheduled(now + Duration::days(30));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        !sleeper.is_finished(),
+        "a purge in 30 days does not wake it"
+    );
+    wakeup.scheduled(now + Duration::seconds(5));
+    tokio::time::timeout(std::time::Duration::from_secs(5), sleeper)
+        .await
+        .expect("a job due in 5 s wakes it")
+        .unwrap();
+    // A job scheduled while it is awake leaves a wake-up for its next sleep.
+    wakeup.scheduled(now + Duration::days(30));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        asleep(now + Duration::seconds(30)),
+    )
+    .await
+    .expect("the wake-up left while it was awake is not lost")
+    .unwrap();
 }

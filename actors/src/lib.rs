@@ -67,7 +67,7 @@ mod conformance_tests {
     #[tokio::test]
     async fn the_in_memory_store_schedules_jobs_with_its_transitions() {
         let store = MemoryStore::default();
-        transfer_jobs_suite(&store, &store).await;
-        jobs_suite(&store).await;
+        transfer_jobs_suite(&store, store.jobs().as_ref()).await;
+        jobs_suite(store.jobs().as_ref()).await;
     }
 }

@@ -149,7 +149,7 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
         blobs: Arc::new(blobs.clone()),
         clock,
         registry: Arc::new(Registry::Open),
-        jobs: store,
+        jobs: store.jobs(),
     };
     let settings = Settings {
         production: false,

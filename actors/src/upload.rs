@@ -96,7 +96,6 @@ where
     let mut total: u64 = 0;
     let mut interrupted = None;
     let mut since_checkpoint = 0u64;
-    let mut unhashed = 0u64;
     let mut dropping_behind = false;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
@@ -133,10 +132,7 @@ where
                     dropping_behind = true;
                 }
             }
-            match hashing.threads() {
-                Some(threads) => threads.feed(&full).await,
-                None => unhashed += full.iter().map(|b| b.len() as u64).sum::<u64>(),
-            }
+            hashing.feed(&full).await;
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
                 if total / CHECKPOINT_BYTES > since_checkpoint / CHECKPOINT_BYTES {
@@ -170,7 +166,6 @@ where
             });
         }
         Hashing::Ready(mut state) => {
-            state.len += unhashed;
             if batch_len <= INLINE_HASH_BYTES || !state.hashing {
                 last.iter().for_each(|c| state.update(c));
                 writer.append(last).await?;

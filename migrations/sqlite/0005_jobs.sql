@@ -14,3 +14,5 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_due ON jobs (due_at);
 CREATE INDEX jobs_version ON jobs (version);
+-- The few jobs held by a claimer, for the time the next one becomes claimable.
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_until IS NOT NULL;

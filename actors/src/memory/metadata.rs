@@ -90,12 +90,17 @@ impl Tables {
 pub struct MemoryStore {
     pub(super) tables: Mutex<Tables>,
     /// The jobs port (scheduled with the transitions that ask for them).
-    pub(super) jobs: super::MemoryJobs,
+    pub(super) jobs: std::sync::Arc<super::MemoryJobs>,
 }
 
 impl MemoryStore {
     pub(super) fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().expect("memory store")
+    }
+
+    /// The store's jobs port: the jobs its transitions schedule.
+    pub fn jobs(&self) -> std::sync::Arc<super::MemoryJobs> {
+        self.jobs.clone()
     }
 
     /// How many transfers exist, whoever they belong to.

@@ -51,8 +51,54 @@ struct Shared {
     event_source: String,
     mailboxes: Mutex<HashMap<Uuid, mpsc::Sender<Message>>>,
     /// Woken when a commit schedules jobs, so the job runtime looks again before it meant to.
-    jobs_scheduled: Arc<tokio::sync::Notify>,
+    jobs_scheduled: Arc<JobWakeup>,
     next_lease: std::sync::atomic::AtomicU64,
+}
+
+/// How the job runtime learns of a job due before it meant to wake: it says when it will look again,
+/// and a schedule earlier than that wakes it. Jobs due later (a purge in 30 days) cost it nothing.
+pub struct JobWakeup {
+    /// When the runtime looks next, in microseconds since the epoch; `i64::MAX` while it is awake (a
+    /// schedule then leaves a wake-up for its next sleep).
+    next_look: std::sync::atomic::AtomicI64,
+    notify: tokio::sync::Notify,
+}
+
+impl Default for JobWakeup {
+    fn default() -> Self {
+        JobWakeup {
+            next_look: std::sync::atomic::AtomicI64::new(i64::MAX),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl JobWakeup {
+    /// A job was scheduled at `at`.
+    pub fn scheduled(&self, at: broker_protocol::time::Timestamp) {
+        let next = self.next_look.load(std::sync::atomic::Ordering::Acquire);
+        if at.timestamp_micros() < next {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The runtime will look again at `at` unless woken: waits until woken.
+    pub async fn sleep_until_woken(&self, at: broker_protocol::time::Timestamp) {
+        let woken = self.notify.notified();
+        tokio::pin!(woken);
+        // Registered before the time is published, so a schedule in between is not missed.
+        woken.as_mut().enable();
+        self.next_look
+            .store(at.timestamp_micros(), std::sync::atomic::Ordering::Release);
+        woken.await;
+        self.awake();
+    }
+
+    /// The runtime is awake (looking for due jobs).
+    pub fn awake(&self) {
+        self.next_look
+            .store(i64::MAX, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The entry point to every transfer's supervisor.
@@ -75,14 +121,14 @@ impl Lifecycle {
                 clock,
                 event_source,
                 mailboxes: Mutex::new(HashMap::new()),
-                jobs_scheduled: Arc::new(tokio::sync::Notify::new()),
+                jobs_scheduled: Arc::new(JobWakeup::default()),
                 next_lease: std::sync::atomic::AtomicU64::new(1),
             }),
         }
     }
 
     /// Notified whenever a transition schedules a job.
-    pub fn jobs_scheduled(&self) -> Arc<tokio::sync::Notify> {
+    pub fn jobs_scheduled(&self) -> Arc<JobWakeup> {
         self.shared.jobs_scheduled.clone()
     }
 
@@ -132,8 +178,11 @@ impl Lifecycle {
                 _ => {}
             }
         }
+        let earliest = jobs.iter().map(|(_, at)| *at).min();
         let created = self.shared.store.create_transfer(new, events, jobs).await?;
-        self.shared.jobs_scheduled.notify_one();
+        if let Some(at) = earliest {
+            self.shared.jobs_scheduled.scheduled(at);
+        }
         Ok(created)
     }
 
@@ -347,15 +396,15 @@ impl Supervisor {
         let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
         if !outcome.effects.is_empty() {
             let change = self.change_for(&outcome.effects);
-            let schedules = !change.jobs.is_empty();
+            let earliest = change.jobs.iter().map(|(_, at)| *at).min();
             if let Err(e) = self.shared.store.commit_change(change).await {
                 if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
                     self.record = fresh;
                 }
                 return Err(e.into());
             }
-            if schedules {
-                self.shared.jobs_scheduled.notify_one();
+            if let Some(at) = earliest {
+                self.shared.jobs_scheduled.scheduled(at);
             }
         }
         if outcome.effects.contains(&Effect::DeleteBlob) {
