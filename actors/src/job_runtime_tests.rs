@@ -33,19 +33,15 @@ fn count(events: &[(String, String)], kind: &str) -> usize {
     events.iter().filter(|(t, _)| t == kind).count()
 }
 
-/// Moves a day on, past the stuck check every upload schedules; a published transfer is not stuck.
-async fn pass_the_stuck_check(s: &Setup, id: Uuid) {
+/// A published transfer has no stuck check left to run: the publish cancelled it, so a day on (where
+/// the upload's check was due) nothing wakes for it.
+async fn no_stuck_check_is_left(s: &Setup, id: Uuid) {
+    use crate::ports::jobs::{JobKey, JobKind, Jobs};
+    let key = JobKey::new(JobKind::StuckCheck, id.to_string());
+    assert_eq!(s.store.jobs().get(&key).await.unwrap(), None);
     s.clock.advance(Duration::days(1));
-    assert_eq!(
-        s.broker.run_due_jobs().await.unwrap(),
-        1,
-        "the stuck check ran"
-    );
-    assert_eq!(
-        status(s, id).await,
-        FileTransferStatus::Published,
-        "and found nothing stuck"
-    );
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 0, "nothing was due");
+    assert_eq!(status(s, id).await, FileTransferStatus::Published);
 }
 
 async fn confirm_all(s: &Setup, id: Uuid) {
@@ -115,9 +111,9 @@ async fn a_transfer_every_recipient_confirmed_is_purged_after_the_grace_period()
     assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
     assert_eq!(status(&s, id).await, FileTransferStatus::Purged);
     assert!(!s.blobs.holds(id));
-    // The stuck check and the expiry job still run at their times, and find nothing to do.
+    // The purge took the transfer's other jobs with it: nothing wakes at its expiry.
     s.clock.advance(Duration::days(31));
-    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 2);
+    assert_eq!(s.broker.run_due_jobs().await.unwrap(), 0);
     let events = events(&s, id).await;
     assert_eq!(count(&events, "filepurged"), 1, "{events:?}");
     assert_eq!(
@@ -163,7 +159,7 @@ async fn a_purge_scheduled_before_a_restart_runs_once_after_it() {
     let restarted = s.restart();
     drop(s);
     let s = restarted;
-    pass_the_stuck_check(&s, id).await;
+    no_stuck_check_is_left(&s, id).await;
     s.clock.advance(Duration::days(29));
     assert_eq!(s.broker.run_due_jobs().await.unwrap(), 1);
     assert_eq!(status(&s, id).await, FileTransferStatus::Purged);
@@ -177,7 +173,7 @@ async fn a_job_claimed_by_a_broker_that_died_is_run_by_another_once_its_lease_en
     use crate::ports::Jobs;
     let s = setup().await;
     let id = s.publish(b"claimed, then abandoned").await;
-    pass_the_stuck_check(&s, id).await;
+    no_stuck_check_is_left(&s, id).await;
     s.clock.advance(Duration::days(29));
     // Another node claims the job and dies without completing it.
     let now = crate::ports::Clock::now(s.clock.as_ref());
@@ -220,6 +216,13 @@ async fn an_upload_abandoned_in_upload_started_fails_as_stuck_after_a_day() {
     assert_eq!(view.status_text.as_deref(), Some(crate::state::STUCK_TEXT));
     assert_eq!(count(&events(&s, id).await, "uploadfailed"), 1);
     assert!(!s.blobs.holds(id), "the partial bytes are removed");
+    use crate::ports::jobs::{JobKey, JobKind, Jobs};
+    let check = JobKey::new(JobKind::StuckCheck, id.to_string());
+    assert_eq!(
+        s.store.jobs().get(&check).await.unwrap(),
+        None,
+        "the check ran once and is done"
+    );
 }
 
 #[tokio::test]
@@ -300,6 +303,7 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
             recipient_rows: vec![],
             events: vec![],
             jobs,
+            cancelled_jobs: vec![],
         };
         s.store.commit_change(change).await.unwrap();
     }

@@ -117,6 +117,7 @@ fn sqlite_commit(c: &mut Criterion) {
             recipient_rows: vec![],
             events: vec![],
             jobs: vec![],
+            cancelled_jobs: vec![],
         };
         store
             .commit_change(change(
@@ -158,6 +159,7 @@ fn sqlite_commit(c: &mut Criterion) {
                     )],
                     events: vec![],
                     jobs: vec![],
+                    cancelled_jobs: vec![],
                 }))
                 .unwrap()
         })

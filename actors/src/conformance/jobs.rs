@@ -295,6 +295,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         recipient_rows: vec![],
         events: vec![],
         jobs: vec![(grace.clone(), due)],
+        cancelled_jobs: vec![],
     };
     let refused = change(FileTransferStatus::Published, t0());
     assert!(metadata.commit_change(refused).await.is_err());
@@ -313,6 +314,32 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         Some((due, 0)),
         "scheduled with the change"
     );
-    jobs.cancel(&expiry).await.unwrap();
-    jobs.cancel(&grace).await.unwrap();
+    let ending = |expected| TransferChange {
+        new_status: Some((FileTransferStatus::Failed, None)),
+        jobs: vec![],
+        cancelled_jobs: vec![expiry.clone(), grace.clone()],
+        ..change(expected, due)
+    };
+    assert!(metadata
+        .commit_change(ending(FileTransferStatus::Published))
+        .await
+        .is_err());
+    assert!(
+        jobs.get(&grace).await.unwrap().is_some(),
+        "a refused change cancels nothing"
+    );
+    metadata
+        .commit_change(ending(FileTransferStatus::UploadStarted))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.get(&expiry).await.unwrap(),
+        None,
+        "cancelled with the change"
+    );
+    assert_eq!(
+        jobs.get(&grace).await.unwrap(),
+        None,
+        "cancelled with the change"
+    );
 }

@@ -29,6 +29,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
         recipient_rows: vec![],
         events: vec![],
         jobs: vec![],
+        cancelled_jobs: vec![],
     }
 }
 

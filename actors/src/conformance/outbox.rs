@@ -30,6 +30,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
             event(EventType::UploadProcessing),
         ],
         jobs: vec![],
+        cancelled_jobs: vec![],
     };
     metadata.commit_change(change).await.unwrap();
     let refused = TransferChange {
@@ -66,5 +67,6 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
         recipient_rows: vec![],
         events: vec![],
         jobs: vec![],
+        cancelled_jobs: vec![],
     }
 }

@@ -180,6 +180,7 @@ async fn a_complete_unverified_upload_is_found_again(
         recipient_rows: vec![],
         events: vec![],
         jobs: vec![],
+        cancelled_jobs: vec![],
     };
     m.commit_change(started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();

@@ -47,6 +47,11 @@ impl MemoryJobs {
         job.version = version;
     }
 
+    /// Removes the job `key`: the port's `cancel`, callable where the store writes it with a transition.
+    pub(crate) fn cancel_now(&self, key: &JobKey) {
+        self.lock().jobs.remove(key);
+    }
+
     /// The error the last failed attempt of `key` left, if any.
     pub fn last_error(&self, key: &JobKey) -> Option<String> {
         self.lock().jobs.get(key).and_then(|j| j.last_error.clone())
@@ -65,7 +70,7 @@ impl Jobs for MemoryJobs {
     }
 
     async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
-        self.lock().jobs.remove(key);
+        self.cancel_now(key);
         Ok(())
     }
 

@@ -220,6 +220,9 @@ impl MetadataStore for MemoryStore {
         for (key, due_at) in &c.jobs {
             self.jobs.schedule_now(key, *due_at);
         }
+        for key in &c.cancelled_jobs {
+            self.jobs.cancel_now(key);
+        }
         Ok(())
     }
 

@@ -41,6 +41,8 @@ pub struct TransferChange {
     pub events: Vec<CloudEvent>,
     /// Jobs scheduled (or moved) in the same transaction.
     pub jobs: Vec<(JobKey, Timestamp)>,
+    /// Jobs removed in the same transaction (a claim still running on one then finds it gone).
+    pub cancelled_jobs: Vec<JobKey>,
 }
 
 #[derive(Debug, Clone)]

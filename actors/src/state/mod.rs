@@ -59,6 +59,19 @@ impl Phase {
         }
     }
 
+    /// Still being uploaded or verified: the phases a stuck check watches.
+    pub fn is_uploading(&self) -> bool {
+        matches!(
+            self,
+            Phase::UploadStarted | Phase::Verifying | Phase::UploadProcessing(_)
+        )
+    }
+
+    /// Nothing more happens to the transfer.
+    pub fn has_ended(&self) -> bool {
+        matches!(self, Phase::Purged | Phase::Failed | Phase::Cancelled)
+    }
+
     pub fn is_downloadable(&self) -> bool {
         matches!(self, Phase::Published(_) | Phase::AllConfirmedDownloaded(_))
     }
@@ -139,6 +152,10 @@ pub enum Effect {
     SchedulePurgeAtExpiry,
     /// Check this long from now whether the transfer is stuck where it is.
     ScheduleStuckCheck(chrono::Duration),
+    /// The transfer has left the upload: its stuck check has nothing left to watch.
+    CancelStuckCheck,
+    /// The transfer has ended (purged, failed, cancelled): no purge is left to do.
+    CancelPurges,
     /// Schedule the purge at now + the resource's grace period.
     SchedulePurgeAfterGrace,
     /// Remove the stored bytes (after the DB commit).
@@ -192,6 +209,19 @@ pub const STUCK_TEXT: &str =
 
 /// The pure transition function. `Err` means the command is refused and nothing changes.
 pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, ErrorCode> {
+    let mut outcome = step(state, command)?;
+    // Whatever ends an upload (published, failed, cancelled) takes its stuck check with it, and the
+    // end of a transfer its purges, in the same transaction: no job is left to wake for nothing.
+    if state.phase.is_uploading() && !outcome.next.phase.is_uploading() {
+        outcome.effects.push(Effect::CancelStuckCheck);
+    }
+    if !state.phase.has_ended() && outcome.next.phase.has_ended() {
+        outcome.effects.push(Effect::CancelPurges);
+    }
+    Ok(outcome)
+}
+
+fn step(state: &TransferState, command: &Command) -> Result<Outcome, ErrorCode> {
     use Phase::*;
     match (command, &state.phase) {
         (Command::StartUpload, Initialized) => Ok(Outcome {

@@ -355,7 +355,8 @@ fn any_command() -> impl Strategy<Value = Command> {
 
 proptest! {
     /// Invariants over any command sequence: nothing is published without a verified file, a purged
-    /// transfer stays purged, a scanned one is published only by a clean verdict, recipient statuses never fall, and a refused command changes nothing.
+    /// transfer stays purged, a scanned one is published only by a clean verdict, recipient statuses never fall, a refused command changes nothing,
+    /// the stuck check is cancelled exactly when the upload ends and the purges when the transfer does.
     #[test]
     fn the_lifecycle_invariants_hold_for_any_command_sequence(
         commands in proptest::collection::vec(any_command(), 0..30),
@@ -382,6 +383,10 @@ proptest! {
                     let status_changed = before.phase.status() != out.next.phase.status();
                     let recorded = out.effects.iter().any(|e| matches!(e, Effect::RecordStatus(..)));
                     prop_assert_eq!(status_changed, recorded);
+                    let left_upload = before.phase.is_uploading() && !out.next.phase.is_uploading();
+                    prop_assert_eq!(left_upload, out.effects.contains(&Effect::CancelStuckCheck));
+                    let ended = !before.phase.has_ended() && out.next.phase.has_ended();
+                    prop_assert_eq!(ended, out.effects.contains(&Effect::CancelPurges));
                     s = out.next;
                 }
             }

@@ -428,6 +428,7 @@ impl Supervisor {
             recipient_rows: vec![],
             events: vec![],
             jobs: vec![],
+            cancelled_jobs: vec![],
         };
         for effect in effects {
             match effect {
@@ -454,6 +455,13 @@ impl Supervisor {
                     JobKey::new(JobKind::StuckCheck, record.id.to_string()),
                     now + *after,
                 )),
+                Effect::CancelStuckCheck => change
+                    .cancelled_jobs
+                    .push(JobKey::new(JobKind::StuckCheck, record.id.to_string())),
+                Effect::CancelPurges => change.cancelled_jobs.extend(
+                    [JobKind::PurgeExpired, JobKind::PurgeAfterConfirm]
+                        .map(|kind| JobKey::new(kind, record.id.to_string())),
+                ),
                 Effect::SchedulePurgeAtExpiry => change.jobs.push((
                     JobKey::new(JobKind::PurgeExpired, record.id.to_string()),
                     record.expiration_time,

@@ -33,6 +33,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             recipient_rows: vec![],
             events: vec![],
             jobs: vec![],
+            cancelled_jobs: vec![],
         };
         s.store.commit_change(change).await.unwrap();
     }

@@ -26,19 +26,9 @@ impl Jobs for SqliteStore {
     }
 
     async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
-        let (kind, subject) = (key.kind.as_str(), key.subject.clone());
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM jobs WHERE kind = ? AND subject = ?")
-                    .bind(kind)
-                    .bind(subject)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failure)?;
-                Ok(())
-            })
-        })
-        .await
+        let key = key.clone();
+        self.write(move |conn| Box::pin(async move { cancel_in(conn, &key).await }))
+            .await
     }
 
     async fn claim_due(
@@ -164,6 +154,20 @@ pub(super) async fn schedule_in(
     .execute(&mut *conn)
     .await
     .map_err(failure)?;
+    Ok(())
+}
+
+/// Removes the job `key` on the writer's connection, alone or with the transition that ends it.
+pub(super) async fn cancel_in(
+    conn: &mut sqlx::SqliteConnection,
+    key: &JobKey,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM jobs WHERE kind = ? AND subject = ?")
+        .bind(key.kind.as_str())
+        .bind(&key.subject)
+        .execute(&mut *conn)
+        .await
+        .map_err(failure)?;
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! The writes of a transition and of initialize, each run by the writer task inside one savepoint.
 
-use super::jobs::schedule_in;
+use super::jobs::{cancel_in, schedule_in};
 use super::{failure, insert_events};
 use crate::db::*;
 use broker_actors::ports::TransferChange;
@@ -70,6 +70,9 @@ pub(super) async fn apply_change(
     insert_events(conn, c.id, &c.events, &at).await?;
     for (key, due_at) in &c.jobs {
         schedule_in(conn, key, *due_at).await?;
+    }
+    for key in &c.cancelled_jobs {
+        cancel_in(conn, key).await?;
     }
     Ok(())
 }
