@@ -13,6 +13,57 @@ pub struct Config {
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
     pub limits: LimitsConfig,
+    pub scan: ScanConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanKind {
+    /// No scanner: transfers say `useVirusScan: false` and are published unscanned.
+    None,
+    /// A ClamAV daemon at `scan.address`.
+    Clamd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LargeFileScan {
+    /// Files larger than one window are scanned in overlapping windows.
+    Windows,
+    /// Files larger than one window are refused (400 `BRO-09012`).
+    Refuse,
+}
+
+/// Malware scanning of every upload between its last byte and its publication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    pub kind: ScanKind,
+    /// `tcp:HOST:PORT` or `unix:PATH`.
+    pub address: Option<String>,
+    /// The longest one scan (one window) may take.
+    pub timeout_secs: u64,
+    /// Scans running at once.
+    pub max_concurrent: usize,
+    /// The most bytes one scan sends: at most clamd's StreamMaxLength (100 MiB by default).
+    pub window_bytes: u64,
+    /// How much consecutive windows of a larger file overlap (more than the longest signature).
+    pub overlap_bytes: u64,
+    pub large_files: LargeFileScan,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            kind: ScanKind::None,
+            address: None,
+            timeout_secs: 300,
+            max_concurrent: 4,
+            window_bytes: 100 << 20,
+            overlap_bytes: 1 << 20,
+            large_files: LargeFileScan::Windows,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +355,27 @@ impl Config {
         }
         if limits.max_json_body_bytes < 1024 {
             return invalid("limits.max_json_body_bytes must be at least 1024".into());
+        }
+        let scan = &self.scan;
+        if scan.kind == ScanKind::Clamd {
+            match scan
+                .address
+                .as_deref()
+                .map(str::parse::<crate::scan::clamd::ClamdAddress>)
+            {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return invalid(format!("scan.address: {e}")),
+                None => return invalid("scan.kind = \"clamd\" needs scan.address".into()),
+            }
+        }
+        if scan.window_bytes < 1 << 20 || scan.overlap_bytes >= scan.window_bytes / 2 {
+            return invalid(
+                "scan.window_bytes must be at least 1 MiB, and scan.overlap_bytes less than half of it"
+                    .into(),
+            );
+        }
+        if scan.max_concurrent == 0 || scan.timeout_secs == 0 {
+            return invalid("scan.max_concurrent and scan.timeout_secs must be at least 1".into());
         }
         if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
             return Err(ConfigError::Invalid(

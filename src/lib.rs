@@ -111,6 +111,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         clock: clock.clone(),
         registry: Arc::new(registry),
         jobs: store.clone(),
+        scanner: scanner(&config.scan)?,
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
@@ -120,6 +121,35 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         auth,
         shutdown,
     }))
+}
+
+/// The scanner the configuration names, or none (said loudly: uploads are then published unscanned).
+fn scanner(
+    config: &config::ScanConfig,
+) -> anyhow::Result<Option<Arc<dyn broker_actors::ports::Scanner>>> {
+    match config.kind {
+        config::ScanKind::None => {
+            tracing::warn!("MALWARE SCANNING IS OFF (scan.kind = \"none\"): uploads are published unscanned and say useVirusScan: false. Set scan.kind = \"clamd\" and scan.address to scan them");
+            Ok(None)
+        }
+        config::ScanKind::Clamd => {
+            let address = config
+                .address
+                .as_deref()
+                .context("scan.kind = \"clamd\" needs scan.address")?
+                .parse()
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                ?address,
+                window_bytes = config.window_bytes,
+                "uploads are scanned by clamd"
+            );
+            Ok(Some(Arc::new(scan::clamd::ClamdScanner::new(
+                address,
+                std::time::Duration::from_secs(config.timeout_secs),
+            ))))
+        }
+    }
 }
 
 /// What the application needs of the configuration.
@@ -135,6 +165,15 @@ fn settings(config: &Config) -> Settings {
         tus_sweep_interval: chrono::Duration::seconds(
             config.server.tus_sweep_interval_secs.max(1) as i64
         ),
+        scan: broker_actors::ScanSettings {
+            window_bytes: config.scan.window_bytes,
+            overlap_bytes: config.scan.overlap_bytes,
+            max_concurrent: config.scan.max_concurrent,
+            large_files: match config.scan.large_files {
+                config::LargeFileScan::Windows => broker_actors::LargeFiles::Windows,
+                config::LargeFileScan::Refuse => broker_actors::LargeFiles::Refuse,
+            },
+        },
     }
 }
 

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 /// What clamd calls a match of the shipped signature.
-const SIGNATURE: &str = "Broker.Test.EICAR.UNOFFICIAL";
+pub const SIGNATURE: &str = "Broker.Test.EICAR.UNOFFICIAL";
 
 /// A clamd of our own, stopped when dropped.
 pub struct Clamd {
@@ -22,6 +22,16 @@ pub struct Clamd {
 
 impl Clamd {
     pub fn start(stream_max_length: &str) -> Clamd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Clamd::start_on(port, stream_max_length)
+    }
+
+    /// A clamd on `port` (one stopped earlier can be started again where the broker looks for it).
+    pub fn start_on(port: u16, stream_max_length: &str) -> Clamd {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         std::fs::create_dir(&db).unwrap();
@@ -30,11 +40,6 @@ impl Clamd {
             "/tests/fixtures/clamav/broker-test.ndb"
         );
         std::fs::copy(fixtures, db.join("broker-test.ndb")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let user = if unsafe { libc::geteuid() } == 0 {
             "User root\n"
         } else {
@@ -94,6 +99,12 @@ impl Clamd {
     }
 }
 
+impl Clamd {
+    pub fn port(&self) -> u16 {
+        self.address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
 impl Drop for Clamd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -110,7 +121,7 @@ fn stream(bytes: Vec<u8>, chunk: usize) -> ByteStream {
     futures::stream::iter(pieces).boxed()
 }
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {

@@ -29,6 +29,7 @@ mod purge;
 mod ranges;
 mod restart;
 mod robustness;
+mod scanning;
 mod search;
 mod storage;
 mod tokens;

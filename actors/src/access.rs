@@ -92,12 +92,11 @@ impl Broker {
         Ok(resource)
     }
 
-    /// The largest file this transfer may hold.
+    /// The largest file this transfer may hold (no more than one scan window where larger scanned
+    /// files are refused).
     pub(crate) async fn size_limit(&self, view: &TransferView) -> Result<u64> {
-        Ok(max_file_size(
-            view.use_virus_scan,
-            &self.resource_of(view).await?,
-        ))
+        let limit = max_file_size(view.use_virus_scan, &self.resource_of(view).await?);
+        Ok(self.scannable_limit(view.use_virus_scan, limit))
     }
 
     /// The caller's transfer as its sender, while an upload may still go to it.

@@ -28,6 +28,7 @@ impl Broker {
         let view = self.sender_transfer(caller, id).await?;
         let limit = self.size_limit(&view).await?;
         if let Some(len) = declared {
+            self.check_scannable(view.use_virus_scan, len)?;
             if len > limit {
                 return Err(ErrorCode::FileSizeExceedsMaximum.into());
             }

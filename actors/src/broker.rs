@@ -1,7 +1,9 @@
 //! The application: every command and query the transports may call, over the ports. A transport
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
-use crate::ports::{BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, UploadSessions};
+use crate::ports::{
+    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, UploadSessions,
+};
 use crate::supervisor::Lifecycle;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,8 @@ pub struct Ports {
     /// Durable jobs (purges, checks); the metadata store schedules them with its transitions, so the
     /// two must share one database.
     pub jobs: Arc<dyn Jobs>,
+    /// The malware scanner; `None` when scanning is off (every transfer then says `useVirusScan: false`).
+    pub scanner: Option<Arc<dyn Scanner>>,
 }
 
 /// What the operator configured that the lifecycle needs.
@@ -37,6 +41,39 @@ pub struct Settings {
     pub event_source: String,
     /// How often expired resumable uploads are swept (a durable job: one node runs each sweep).
     pub tus_sweep_interval: chrono::Duration,
+    pub scan: ScanSettings,
+}
+
+/// How stored files are scanned for malware.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    /// The most bytes one scan sends: the scanner's stream limit (clamd's StreamMaxLength).
+    pub window_bytes: u64,
+    /// How far consecutive windows of a larger file overlap, so a signature across a boundary is whole
+    /// in one of them.
+    pub overlap_bytes: u64,
+    /// Scans running at once (each holds a scanner connection and reads a file).
+    pub max_concurrent: usize,
+    /// Whether a file larger than one window is scanned in overlapping windows or refused.
+    pub large_files: LargeFiles,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LargeFiles {
+    Windows,
+    /// 400 `BRO-09012` where the length is declared; a body that grows past the window is cut off.
+    Refuse,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        ScanSettings {
+            window_bytes: 100 << 20,
+            overlap_bytes: 1 << 20,
+            max_concurrent: 4,
+            large_files: LargeFiles::Windows,
+        }
+    }
 }
 
 /// The entry point of the application. Cheap to clone.
@@ -60,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) node: String,
     /// Transfers found stuck in UploadProcessing, counted for metrics.
     pub(crate) stuck_alerts: std::sync::atomic::AtomicU64,
+    /// Scans running or waiting for a permit.
+    pub(crate) scans: crate::scan::ScanRunner,
 }
 
 impl Broker {
@@ -73,6 +112,7 @@ impl Broker {
         Broker {
             inner: Arc::new(Inner {
                 upload_permits: tokio::sync::Semaphore::new(settings.max_concurrent_uploads),
+                scans: crate::scan::ScanRunner::new(settings.scan.max_concurrent),
                 downloads: Default::default(),
                 tus: Default::default(),
                 ports,

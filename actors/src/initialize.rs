@@ -114,8 +114,8 @@ impl Broker {
                 }
             }
         }
-        // No scanner is configured yet, so every transfer takes the no-virus-scan path.
-        let use_virus_scan = false;
+        // Scanned unless the sender turned it off (allowed above) or the broker has no scanner.
+        let use_virus_scan = !disable_scan && self.ports().scanner.is_some();
         let now = self.now();
         let new = NewTransfer {
             id: Uuid::new_v4(),
@@ -134,7 +134,8 @@ impl Broker {
         };
         Ok(PreparedTransfer {
             new,
-            size_limit: max_file_size(use_virus_scan, &resource),
+            size_limit: self
+                .scannable_limit(use_virus_scan, max_file_size(use_virus_scan, &resource)),
         })
     }
 

@@ -13,8 +13,8 @@ use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How long a claim holds a job: longer than any job takes.
-const LEASE: chrono::Duration = chrono::Duration::minutes(5);
+/// How long a claim holds a job: longer than any job takes, or than a scan takes between renewals.
+pub(crate) const LEASE: chrono::Duration = chrono::Duration::minutes(5);
 /// Jobs claimed per round.
 const BATCH: u32 = 64;
 /// The longest the runtime sleeps without looking again (another node's jobs, a clock set by hand).
@@ -23,6 +23,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 const STUCK_QUIET: chrono::Duration = chrono::Duration::hours(1);
 /// The longest wait between attempts of a failing job.
 const MAX_BACKOFF: chrono::Duration = chrono::Duration::seconds(30);
+
+/// The wait before the next attempt of a job that failed `attempts` times before.
+pub(crate) fn backoff(attempts: u32) -> chrono::Duration {
+    chrono::Duration::seconds(1 << attempts.min(5)).min(MAX_BACKOFF)
+}
 
 impl Broker {
     /// Claims and runs every job due on the broker's clock; how many ran.
@@ -35,13 +40,19 @@ impl Broker {
             let claimed = jobs.claim_due(owner, now, now + LEASE, BATCH).await?;
             let full = claimed.len() == BATCH as usize;
             for job in claimed {
+                if job.key.kind == JobKind::Scan {
+                    // A scan takes as long as its file: it runs beside the other jobs, and ends its
+                    // own claim.
+                    self.start_scan(job);
+                    ran += 1;
+                    continue;
+                }
                 match self.run_job(&job).await {
                     Ok(()) => {
                         jobs.complete(&job, owner).await?;
                     }
                     Err(e) => {
-                        let wait =
-                            chrono::Duration::seconds(1 << job.attempts.min(5)).min(MAX_BACKOFF);
+                        let wait = backoff(job.attempts);
                         tracing::warn!(kind = job.key.kind.as_str(), subject = %job.key.subject, attempts = job.attempts + 1, error = %e, "a job failed; it is retried");
                         jobs.retry(&job, owner, self.now() + wait, &e.to_string())
                             .await?;
@@ -111,7 +122,7 @@ impl Broker {
                 }
             }
             FileTransferStatus::UploadProcessing => {
-                if !self.is_verifying(id) {
+                if !self.is_verifying(id) && !self.is_scanning(id) {
                     self.inner
                         .stuck_alerts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

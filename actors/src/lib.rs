@@ -18,6 +18,7 @@ pub mod memory;
 pub mod ports;
 pub mod query;
 mod resources;
+mod scan;
 pub mod state;
 pub mod supervisor;
 #[cfg(test)]
@@ -26,7 +27,7 @@ pub mod tus;
 pub mod upload;
 
 pub use access::{Caller, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
-pub use broker::{Broker, Ports, Settings};
+pub use broker::{Broker, LargeFiles, Ports, ScanSettings, Settings};
 pub use error::{Error, TusRefusal};
 pub use ports::{BlobStore, BlobWriter, Clock, SystemClock};
 pub use state::{Phase, StoredFile, TransferState};

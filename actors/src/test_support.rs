@@ -1,7 +1,7 @@
 //! What broker tests on the in-memory adapters share: a broker with one resource and its sender, and
 //! the requests and waits they repeat.
 
-use crate::memory::{ManualClock, MemoryBlobs, MemoryStore};
+use crate::memory::{ManualClock, MemoryBlobs, MemoryScanner, MemoryStore};
 use crate::ports::metadata::ResourceRow;
 use crate::ports::{MetadataStore, Registry};
 use crate::tus::Patch;
@@ -22,17 +22,28 @@ pub(crate) struct Setup {
     pub(crate) sender: Caller,
     /// The broker's clock: it moves only when a test moves it.
     pub(crate) clock: Arc<ManualClock>,
+    /// The scanner, when the broker scans (see [`setup_scanned`]).
+    pub(crate) scanner: Option<Arc<MemoryScanner>>,
+    pub(crate) scan: crate::ScanSettings,
 }
 
 impl Setup {
     /// A new broker on the same stores: what a restart leaves (everything in memory is gone).
     pub(crate) fn restart(&self) -> Setup {
         Setup {
-            broker: broker_on(self.store.clone(), &self.blobs, self.clock.clone()),
+            broker: broker_on(
+                self.store.clone(),
+                &self.blobs,
+                self.clock.clone(),
+                self.scanner.clone(),
+                self.scan.clone(),
+            ),
             store: self.store.clone(),
             blobs: self.blobs.clone(),
             sender: self.sender.clone(),
             clock: self.clock.clone(),
+            scanner: self.scanner.clone(),
+            scan: self.scan.clone(),
         }
     }
 
@@ -141,7 +152,13 @@ pub(crate) fn request(md5: Option<String>) -> FileTransferInitialize {
     }
 }
 
-fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualClock>) -> Broker {
+fn broker_on(
+    store: Arc<MemoryStore>,
+    blobs: &MemoryBlobs,
+    clock: Arc<ManualClock>,
+    scanner: Option<Arc<MemoryScanner>>,
+    scan: crate::ScanSettings,
+) -> Broker {
     let ports = Ports {
         metadata: store.clone(),
         sessions: store.clone(),
@@ -150,6 +167,7 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
         clock,
         registry: Arc::new(Registry::Open),
         jobs: store.jobs(),
+        scanner: scanner.map(|s| s as Arc<dyn crate::ports::Scanner>),
     };
     let settings = Settings {
         production: false,
@@ -160,6 +178,7 @@ fn broker_on(store: Arc<MemoryStore>, blobs: &MemoryBlobs, clock: Arc<ManualCloc
         max_concurrent_uploads: 8,
         event_source: "test".into(),
         tus_sweep_interval: chrono::Duration::minutes(1),
+        scan,
     };
     Broker::new(ports, settings, Default::default())
 }
@@ -172,6 +191,19 @@ pub(crate) async fn setup_limited(max_file_size: Option<i64>) -> Setup {
 
 /// A broker on fresh in-memory adapters with the resource `r` of [`SENDER`] as `configure` leaves it.
 pub(crate) async fn setup_resource(configure: impl FnOnce(&mut ResourceRow)) -> Setup {
+    setup_with(configure, None, Default::default()).await
+}
+
+/// A broker that scans every upload with an in-memory scanner, windows as `scan` says.
+pub(crate) async fn setup_scanned(scan: crate::ScanSettings) -> Setup {
+    setup_with(|_| {}, Some(Arc::default()), scan).await
+}
+
+async fn setup_with(
+    configure: impl FnOnce(&mut ResourceRow),
+    scanner: Option<Arc<MemoryScanner>>,
+    scan: crate::ScanSettings,
+) -> Setup {
     let store = Arc::new(MemoryStore::default());
     let blobs = MemoryBlobs::default();
     let now = chrono::Utc::now();
@@ -187,7 +219,13 @@ pub(crate) async fn setup_resource(configure: impl FnOnce(&mut ResourceRow)) -> 
     configure(&mut resource);
     store.save_resource(resource, now).await.unwrap();
     let clock = Arc::new(ManualClock::new(now));
-    let broker = broker_on(store.clone(), &blobs, clock.clone());
+    let broker = broker_on(
+        store.clone(),
+        &blobs,
+        clock.clone(),
+        scanner.clone(),
+        scan.clone(),
+    );
     let sender = Caller {
         org: Some(SENDER.into()),
         ..Default::default()
@@ -198,6 +236,8 @@ pub(crate) async fn setup_resource(configure: impl FnOnce(&mut ResourceRow)) -> 
         blobs,
         sender,
         clock,
+        scanner,
+        scan,
     }
 }
 

@@ -70,6 +70,7 @@ catalogue! {
     RequestBodyTooSlow = 9009, 408, "The request body arrived too slowly and was cut off. Retry the request.";
     TooManyConnections = 9010, 503, "The broker has too many open connections. Retry in a moment.";
     TooManyTusParts = 9011, 400, "The file transfer has as many partial uploads as the broker allows. Join or delete parts before creating more.";
+    FileTooLargeToScan = 9012, 400, "The file is larger than the malware scanner accepts, and this broker refuses files it cannot scan whole. Send a smaller file, or initialize the transfer with disableVirusScan where the resource allows it.";
 }
 
 impl ErrorCode {

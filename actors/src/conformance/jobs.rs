@@ -10,6 +10,7 @@ use chrono::Duration;
 pub async fn jobs_suite(jobs: &dyn Jobs) {
     a_job_is_claimed_only_once_it_is_due(jobs).await;
     a_held_job_is_not_claimed_again_until_its_lease_ends(jobs).await;
+    a_renewed_lease_holds_the_job_past_its_first_end(jobs).await;
     scheduling_a_job_again_moves_it_instead_of_adding_one(jobs).await;
     a_reschedule_made_while_the_job_ran_outlives_its_completion(jobs).await;
     a_retried_job_counts_the_attempt_and_waits_for_its_new_time(jobs).await;
@@ -92,6 +93,47 @@ async fn a_held_job_is_not_claimed_again_until_its_lease_ends(jobs: &dyn Jobs) {
     );
     assert!(jobs.get(&scan).await.unwrap().is_some());
     assert!(jobs.complete(&taken_over[0], "b").await.unwrap());
+}
+
+async fn a_renewed_lease_holds_the_job_past_its_first_end(jobs: &dyn Jobs) {
+    let scan = key(JobKind::Scan, "renewed");
+    jobs.schedule(&scan, t0()).await.unwrap();
+    let first_end = t0() + Duration::seconds(30);
+    let held = jobs.claim_due("a", t0(), first_end, 10).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let second_end = first_end + Duration::seconds(30);
+    assert!(jobs.renew(&held[0], "a", second_end).await.unwrap());
+    assert!(
+        !jobs.renew(&held[0], "b", second_end).await.unwrap(),
+        "only the holder renews"
+    );
+    let after_first = jobs
+        .claim_due("b", first_end, second_end, 10)
+        .await
+        .unwrap();
+    assert!(after_first.is_empty(), "the renewed lease still holds");
+    assert_eq!(jobs.next_due().await.unwrap(), Some(second_end));
+    let taken_over = jobs
+        .claim_due("b", second_end, second_end + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 1, "a renewal that stops lets the job go");
+    assert!(
+        !jobs
+            .renew(&held[0], "a", second_end + Duration::hours(1))
+            .await
+            .unwrap(),
+        "a claim taken over is not renewed"
+    );
+    jobs.schedule(&scan, t0()).await.unwrap();
+    assert!(
+        !jobs
+            .renew(&taken_over[0], "b", second_end + Duration::hours(1))
+            .await
+            .unwrap(),
+        "a job moved since the claim is not renewed"
+    );
+    jobs.cancel(&scan).await.unwrap();
 }
 
 async fn scheduling_a_job_again_moves_it_instead_of_adding_one(jobs: &dyn Jobs) {

@@ -105,6 +105,22 @@ impl Jobs for MemoryJobs {
             .collect())
     }
 
+    async fn renew(
+        &self,
+        claimed: &ClaimedJob,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut table = self.lock();
+        match table.jobs.get_mut(&claimed.key) {
+            Some(job) if held_by(job, claimed, owner) => {
+                job.lease = Some((owner.to_string(), lease_until));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn complete(&self, claimed: &ClaimedJob, owner: &str) -> Result<bool, StoreError> {
         let mut table = self.lock();
         let Some(job) = table.jobs.get_mut(&claimed.key) else {

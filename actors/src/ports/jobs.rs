@@ -95,6 +95,14 @@ pub trait Jobs: Send + Sync + 'static {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
+    /// Extends the lease `owner` holds on a job still running (a long scan) to `lease_until`; `false`
+    /// if `owner` no longer holds that schedule (then it should stop: another claim may run it).
+    async fn renew(
+        &self,
+        job: &ClaimedJob,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Removes a job `owner` claimed and ran; `false` (and the job stays, released) if it was
     /// rescheduled since the claim, or `owner` no longer holds it.
     async fn complete(&self, job: &ClaimedJob, owner: &str) -> Result<bool, StoreError>;

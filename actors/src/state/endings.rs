@@ -15,8 +15,18 @@ pub(super) fn record_scan(
     result: &ScanResult,
 ) -> Outcome {
     let (phase, effects) = match result {
-        ScanResult::Clean => {
-            let mut effects = vec![Effect::RecordStatus(FileTransferStatus::Published, None)];
+        ScanResult::Clean | ScanResult::CleanInWindows { .. } => {
+            let text = match result {
+                ScanResult::CleanInWindows {
+                    windows,
+                    window_bytes,
+                    overlap_bytes,
+                } => Some(format!(
+                    "Malware scan: no threats found in {windows} overlapping windows of {window_bytes} bytes (overlap {overlap_bytes} bytes)"
+                )),
+                _ => None,
+            };
+            let mut effects = vec![Effect::RecordStatus(FileTransferStatus::Published, text)];
             effects.extend(publish_events(state));
             (Phase::Published(file.clone()), effects)
         }

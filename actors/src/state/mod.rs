@@ -67,11 +67,6 @@ impl Phase {
         )
     }
 
-    /// Nothing more happens to the transfer.
-    pub fn has_ended(&self) -> bool {
-        matches!(self, Phase::Purged | Phase::Failed | Phase::Cancelled)
-    }
-
     pub fn is_downloadable(&self) -> bool {
         matches!(self, Phase::Published(_) | Phase::AllConfirmedDownloaded(_))
     }
@@ -127,6 +122,13 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanResult {
     Clean,
+    /// Clean in every one of the overlapping windows a file larger than the scanner's stream limit
+    /// was sent in (the published status says so).
+    CleanInWindows {
+        windows: u32,
+        window_bytes: u64,
+        overlap_bytes: u64,
+    },
     /// The scanner's names for what it found.
     Malicious(Vec<String>),
 }
@@ -154,8 +156,10 @@ pub enum Effect {
     ScheduleStuckCheck(chrono::Duration),
     /// The transfer has left the upload: its stuck check has nothing left to watch.
     CancelStuckCheck,
-    /// The transfer has ended (purged, failed, cancelled): no purge is left to do.
+    /// The transfer is purged: no purge is left to do.
     CancelPurges,
+    /// The stored file waits for its malware scan: run it now (a durable job, retried until a verdict).
+    ScheduleScan,
     /// Schedule the purge at now + the resource's grace period.
     SchedulePurgeAfterGrace,
     /// Remove the stored bytes (after the DB commit).
@@ -210,13 +214,18 @@ pub const STUCK_TEXT: &str =
 /// The pure transition function. `Err` means the command is refused and nothing changes.
 pub fn transition(state: &TransferState, command: &Command) -> Result<Outcome, ErrorCode> {
     let mut outcome = step(state, command)?;
-    // Whatever ends an upload (published, failed, cancelled) takes its stuck check with it, and the
-    // end of a transfer its purges, in the same transaction: no job is left to wake for nothing.
-    if state.phase.is_uploading() && !outcome.next.phase.is_uploading() {
+    // Whatever ends an upload (published, failed) takes its stuck check with it, and a purge the
+    // transfer's other purge, in the same transaction: no job is left to wake for nothing. (A failed
+    // transfer keeps its expiry purge, which marks it Purged.) A file stored for scanning gets its scan.
+    let (was, is) = (&state.phase, &outcome.next.phase);
+    if was.is_uploading() && !is.is_uploading() {
         outcome.effects.push(Effect::CancelStuckCheck);
     }
-    if !state.phase.has_ended() && outcome.next.phase.has_ended() {
+    if *was != Phase::Purged && *is == Phase::Purged {
         outcome.effects.push(Effect::CancelPurges);
+    }
+    if !matches!(was, Phase::UploadProcessing(_)) && matches!(is, Phase::UploadProcessing(_)) {
+        outcome.effects.push(Effect::ScheduleScan);
     }
     Ok(outcome)
 }

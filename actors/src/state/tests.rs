@@ -356,7 +356,7 @@ fn any_command() -> impl Strategy<Value = Command> {
 proptest! {
     /// Invariants over any command sequence: nothing is published without a verified file, a purged
     /// transfer stays purged, a scanned one is published only by a clean verdict, recipient statuses never fall, a refused command changes nothing,
-    /// the stuck check is cancelled exactly when the upload ends and the purges when the transfer does.
+    /// the stuck check is cancelled exactly when the upload ends, the purges when the transfer is purged, and a scan is scheduled exactly when a scanned file is stored.
     #[test]
     fn the_lifecycle_invariants_hold_for_any_command_sequence(
         commands in proptest::collection::vec(any_command(), 0..30),
@@ -385,8 +385,11 @@ proptest! {
                     prop_assert_eq!(status_changed, recorded);
                     let left_upload = before.phase.is_uploading() && !out.next.phase.is_uploading();
                     prop_assert_eq!(left_upload, out.effects.contains(&Effect::CancelStuckCheck));
-                    let ended = !before.phase.has_ended() && out.next.phase.has_ended();
-                    prop_assert_eq!(ended, out.effects.contains(&Effect::CancelPurges));
+                    let purged = before.phase != Phase::Purged && out.next.phase == Phase::Purged;
+                    prop_assert_eq!(purged, out.effects.contains(&Effect::CancelPurges));
+                    let to_scan = !matches!(before.phase, Phase::UploadProcessing(_)) && matches!(out.next.phase, Phase::UploadProcessing(_));
+                    prop_assert_eq!(to_scan, out.effects.contains(&Effect::ScheduleScan));
+                    if to_scan { prop_assert!(scan); }
                     s = out.next;
                 }
             }

@@ -462,6 +462,9 @@ impl Supervisor {
                     [JobKind::PurgeExpired, JobKind::PurgeAfterConfirm]
                         .map(|kind| JobKey::new(kind, record.id.to_string())),
                 ),
+                Effect::ScheduleScan => change
+                    .jobs
+                    .push((JobKey::new(JobKind::Scan, record.id.to_string()), now)),
                 Effect::SchedulePurgeAtExpiry => change.jobs.push((
                     JobKey::new(JobKind::PurgeExpired, record.id.to_string()),
                     record.expiration_time,

@@ -60,6 +60,7 @@ impl Broker {
         let view = self.sender_transfer(caller, id).await?;
         let length = length
             .ok_or_else(|| TusRefusal::BadRequest("A partial upload needs Upload-Length".into()))?;
+        self.check_scannable(view.use_virus_scan, length)?;
         let max_total = self.size_limit(&view).await?;
         if length > max_total {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
@@ -128,6 +129,7 @@ impl Broker {
             }
         }
         // The limits may have been lowered since the parts were created.
+        self.check_scannable(view.use_virus_scan, total)?;
         if total > self.size_limit(&view).await? {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
         }

@@ -56,6 +56,9 @@ impl Broker {
         E: std::fmt::Display + Send + 'static,
     {
         let view = self.sender_transfer(caller, id).await?;
+        if let Some(l) = length {
+            self.check_scannable(view.use_virus_scan, l)?;
+        }
         if length.is_some_and(|l| l > 0) && length > Some(self.size_limit(&view).await?) {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
         }
@@ -152,6 +155,7 @@ impl Broker {
             .into());
         }
         if let Some(l) = patch.new_length {
+            self.check_scannable(view.use_virus_scan, l)?;
             match row.length {
                 None if l >= offset && l <= self.size_limit(&view).await? => row.length = Some(l),
                 None => return Err(ErrorCode::FileSizeExceedsMaximum.into()),

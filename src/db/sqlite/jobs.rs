@@ -78,6 +78,31 @@ impl Jobs for SqliteStore {
         .await
     }
 
+    async fn renew(
+        &self,
+        job: &ClaimedJob,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (job, owner) = (job.clone(), owner.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let sql = format!("UPDATE jobs SET lease_until = ? WHERE {CLAIMED}");
+                let renewed = sqlx::query(&sql)
+                    .bind(micros(lease_until))
+                    .bind(job.key.kind.as_str())
+                    .bind(&job.key.subject)
+                    .bind(job.version)
+                    .bind(&owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failure)?;
+                Ok(renewed.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
     async fn complete(&self, job: &ClaimedJob, owner: &str) -> Result<bool, StoreError> {
         let (job, owner) = (job.clone(), owner.to_string());
         self.write(move |conn| {
