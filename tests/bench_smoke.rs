@@ -3,14 +3,19 @@
 //! (No timing thresholds: speed is judged by the benchmark itself, not by tests.)
 
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{lifecycle, mixed, transfer, tus, Context};
+use broker_bench::scenarios::{lifecycle, mixed, scan, transfer, tus, Context};
 use broker_bench::target::{Target, TargetSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
 async fn context(cache: &std::path::Path) -> Arc<Context> {
+    context_with(cache, vec![]).await
+}
+
+async fn context_with(cache: &std::path::Path, env: Vec<(String, String)>) -> Arc<Context> {
     let spec = TargetSpec::Spawn {
         broker_bin: env!("CARGO_BIN_EXE_broker").into(),
+        env,
     };
     let target = Target::start(&spec, "bench-smoke").await.unwrap();
     Arc::new(Context {
@@ -108,6 +113,20 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         );
     }
 
+    // Scanning with a clamd of the tool's own, in windows of 1 MiB, beside clamdscan.
+    let clamd = broker_bench::clamd::Clamd::start(scan::stream_limit(size)).unwrap();
+    let scanning = context_with(cache.path(), scan::broker_env(&clamd, 1 << 20)).await;
+    let scanned = scan::run(&scanning, &clamd, size, 1 << 20).await.unwrap();
+    assert_clean(&scanned);
+    assert!(scanned
+        .figures
+        .get("seconds_last_byte_to_published")
+        .is_some_and(|v| *v > 0.0));
+    assert!(scanned
+        .ratios
+        .get("scan_to_clamdscan")
+        .is_some_and(|v| *v > 0.0));
+
     let report = Report {
         schema_version: SCHEMA_VERSION,
         tool: "broker-bench".into(),
@@ -115,7 +134,7 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         started: chrono::Utc::now().to_rfc3339(),
         target: "spawned".into(),
         machine: Machine::detect(),
-        scenarios: vec![upload, download, resumable, small, both],
+        scenarios: vec![upload, download, resumable, small, both, scanned],
     };
     let json = serde_json::to_value(&report).unwrap();
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");

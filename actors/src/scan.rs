@@ -13,10 +13,13 @@ use crate::ports::{ScanError, Verdict};
 use crate::state::ScanResult;
 use crate::Broker;
 use broker_protocol::{ErrorCode, FileTransferStatus};
+use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Windows of one large file sent to the scanner at once.
+const WINDOWS_AT_ONCE: usize = 2;
 /// How often a running scan renews its lease (the lease is minutes long).
 const RENEW_EVERY: Duration = Duration::from_secs(60);
 
@@ -137,7 +140,11 @@ impl Broker {
                         return;
                     }
                 }
-                _ = self.inner.shutdown.cancelled() => return,
+                _ = self.inner.shutdown.cancelled() => {
+                    // Let the job go now, so the next start scans it at once, not after the lease.
+                    let _ = jobs.retry(job, owner, self.now(), "the broker stopped during the scan").await;
+                    return;
+                }
             }
         };
         let ended = match outcome {
@@ -176,11 +183,23 @@ impl Broker {
         let settings = &self.settings().scan;
         let ranges = windows(size, settings);
         let _scanning = self.inner.scans.mark(id);
-        for &(start, len) in &ranges {
-            let stream = self.ports().blobs.read(id, start, len).await?;
-            match scanner.scan(stream).await {
+        // The windows of a large file go to the scanner two at a time (clamd scans each on a thread of
+        // its own); the first malware found ends the scan.
+        let blobs = &self.ports().blobs;
+        let mut verdicts = futures::stream::iter(ranges.iter().copied())
+            .map(|(start, len)| {
+                let scanner = scanner.clone();
+                async move {
+                    let stream = blobs.read(id, start, len).await.map_err(Error::from)?;
+                    Ok::<_, Error>(scanner.scan(stream).await)
+                }
+            })
+            .buffer_unordered(WINDOWS_AT_ONCE);
+        while let Some(verdict) = verdicts.next().await {
+            match verdict? {
                 Ok(Verdict::Clean) => {}
                 Ok(Verdict::Infected(names)) => {
+                    drop(verdicts);
                     tracing::warn!(%id, ?names, "malware found; the transfer fails");
                     return self
                         .lifecycle()
@@ -196,6 +215,7 @@ impl Broker {
                 Err(e) => return Err(Error::Internal(e.to_string())),
             }
         }
+        drop(verdicts);
         let result = if ranges.len() > 1 {
             ScanResult::CleanInWindows {
                 windows: ranges.len() as u32,

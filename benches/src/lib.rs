@@ -7,6 +7,7 @@
 
 pub mod anchors;
 pub mod chart;
+pub mod clamd;
 pub mod http;
 pub mod payload;
 pub mod peers;

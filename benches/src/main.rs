@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{lifecycle, mixed, transfer, tus, Context};
+use broker_bench::scenarios::{lifecycle, mixed, scan, transfer, tus, Context};
 use broker_bench::target::{default_broker_bin, Target, TargetSpec};
 use broker_bench::{parse_duration, parse_positive_size, parse_size};
 use clap::{Args, Parser, Subcommand};
@@ -96,6 +96,15 @@ enum Scenario {
         #[arg(long, value_delimiter = ',')]
         peers: Vec<String>,
     },
+    /// One file uploaded to a broker scanning with a clamd of this tool's own: MiB/s from the last
+    /// byte to Published, beside `clamdscan --stream` of the same file (with --anchors).
+    Scan {
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// The broker's scan window (default: the whole file in one, as clamdscan sends it).
+        #[arg(long, value_parser = parse_positive_size)]
+        window: Option<u64>,
+    },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
         /// Report files written by --json.
@@ -157,8 +166,25 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let g = cli.global;
     let broker_bin = g.broker_bin.clone().unwrap_or_else(default_broker_bin);
+    // A scan needs its clamd up before the broker starts, to be told where it is.
+    let clamd = match &cli.scenario {
+        Scenario::Scan { size, window } => {
+            anyhow::ensure!(
+                g.url.is_none(),
+                "scan starts its own broker and clamd; drop --url"
+            );
+            let clamd = broker_bench::clamd::Clamd::start(scan::stream_limit(*size))?;
+            let window = window.unwrap_or(*size).min(scan::stream_limit(*size));
+            Some((clamd, window))
+        }
+        _ => None,
+    };
+    let env = clamd
+        .as_ref()
+        .map(|(c, window)| scan::broker_env(c, *window))
+        .unwrap_or_default();
     let spec = match &g.url {
-        None => TargetSpec::Spawn { broker_bin },
+        None => TargetSpec::Spawn { broker_bin, env },
         Some(url) => TargetSpec::Remote {
             url: url.clone(),
             sender_token: g.token_sender.clone(),
@@ -217,6 +243,10 @@ async fn main() -> anyhow::Result<()> {
                 peers,
             };
             results.push(tus::tus(&ctx, &options).await?)
+        }
+        Scenario::Scan { size, .. } => {
+            let (clamd, window) = clamd.as_ref().expect("started above");
+            results.push(scan::run(&ctx, clamd, size, *window).await?)
         }
         Scenario::Report { .. } => unreachable!("handled before a broker is started"),
     }

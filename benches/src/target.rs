@@ -14,8 +14,12 @@ pub const RECIPIENT_ORG: &str = "0192:222222222";
 /// Where the broker comes from.
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
-    /// Start `broker serve` from this binary on a fresh temporary data dir (SQLite + local disk).
-    Spawn { broker_bin: PathBuf },
+    /// Start `broker serve` from this binary on a fresh temporary data dir (SQLite + local disk),
+    /// with `env` set for it (`BROKER__…` settings).
+    Spawn {
+        broker_bin: PathBuf,
+        env: Vec<(String, String)>,
+    },
     /// A broker already running at `url`; tokens given, or minted from its data dir with `broker_bin`.
     Remote {
         url: String,
@@ -72,12 +76,13 @@ fn mint(bin: &Path, data_dir: &Path, org: &str, scope: &str) -> anyhow::Result<S
 impl Target {
     pub async fn start(spec: &TargetSpec, resource: &str) -> anyhow::Result<Target> {
         let target = match spec {
-            TargetSpec::Spawn { broker_bin } => {
+            TargetSpec::Spawn { broker_bin, env } => {
                 let data_dir = tempfile::Builder::new().prefix("broker-bench-").tempdir()?;
                 let mut child = Command::new(broker_bin)
                     .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(data_dir.path())
                     .env("RUST_LOG", "warn")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()

@@ -84,6 +84,10 @@ impl Scanner for ClamdScanner {
                     let conn = tokio::net::TcpStream::connect(hostport)
                         .await
                         .map_err(|e| ScanError::Unavailable(format!("clamd at {hostport}: {e}")))?;
+                    // Each frame is a 4-byte length and then its bytes: never hold the length back
+                    // waiting for an ACK (Nagle) while the frame is ready.
+                    conn.set_nodelay(true)
+                        .map_err(|e| ScanError::Unavailable(format!("clamd at {hostport}: {e}")))?;
                     Self::scan_over(conn, file).await
                 }
                 ClamdAddress::Unix(path) => {

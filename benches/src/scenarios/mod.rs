@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod mixed;
+pub mod scan;
 pub mod transfer;
 pub mod tus;
 
