@@ -41,39 +41,7 @@ pub struct Settings {
     pub event_source: String,
     /// How often expired resumable uploads are swept (a durable job: one node runs each sweep).
     pub tus_sweep_interval: chrono::Duration,
-    pub scan: ScanSettings,
-}
-
-/// How stored files are scanned for malware.
-#[derive(Debug, Clone)]
-pub struct ScanSettings {
-    /// The most bytes one scan sends: the scanner's stream limit (clamd's StreamMaxLength).
-    pub window_bytes: u64,
-    /// How far consecutive windows of a larger file overlap, so a signature across a boundary is whole
-    /// in one of them.
-    pub overlap_bytes: u64,
-    /// Scans running at once (each holds a scanner connection and reads a file).
-    pub max_concurrent: usize,
-    /// Whether a file larger than one window is scanned in overlapping windows or refused.
-    pub large_files: LargeFiles,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LargeFiles {
-    Windows,
-    /// 400 `BRO-09012` where the length is declared; a body that grows past the window is cut off.
-    Refuse,
-}
-
-impl Default for ScanSettings {
-    fn default() -> Self {
-        ScanSettings {
-            window_bytes: 100 << 20,
-            overlap_bytes: 1 << 20,
-            max_concurrent: 4,
-            large_files: LargeFiles::Windows,
-        }
-    }
+    pub scan: crate::scan::ScanSettings,
 }
 
 /// The entry point of the application. Cheap to clone.

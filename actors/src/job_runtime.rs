@@ -147,13 +147,7 @@ impl Broker {
             JobKind::PurgeAfterConfirm => self.lifecycle().purge(id()?).await,
             JobKind::StuckCheck => self.check_stuck(id()?).await,
             JobKind::TusExpiry => self.run_tus_sweep().await,
-            kind => {
-                tracing::warn!(
-                    kind = kind.as_str(),
-                    "no runner for this kind of job; dropped"
-                );
-                Ok(())
-            }
+            JobKind::Scan => unreachable!("run_due_jobs starts scans on their own tasks"),
         };
         match outcome {
             // The transfer is gone (or never was): nothing is left to do.

@@ -27,9 +27,10 @@ pub mod tus;
 pub mod upload;
 
 pub use access::{Caller, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
-pub use broker::{Broker, LargeFiles, Ports, ScanSettings, Settings};
+pub use broker::{Broker, Ports, Settings};
 pub use error::{Error, TusRefusal};
 pub use ports::{BlobStore, BlobWriter, Clock, SystemClock};
+pub use scan::{LargeFiles, ScanSettings};
 pub use state::{Phase, StoredFile, TransferState};
 pub use supervisor::{Lifecycle, UploadLease};
 

@@ -273,7 +273,7 @@ async fn claims_take_the_earliest_jobs_first_up_to_the_limit(jobs: &dyn Jobs) {
 }
 
 async fn a_cancelled_job_is_gone(jobs: &dyn Jobs) {
-    let malware = key(JobKind::MalwarePurge, "cancelled");
+    let malware = key(JobKind::StuckCheck, "cancelled");
     jobs.schedule(&malware, t0()).await.unwrap();
     let claimed = jobs
         .claim_due("a", t0(), t0() + Duration::seconds(30), 10)
@@ -283,7 +283,7 @@ async fn a_cancelled_job_is_gone(jobs: &dyn Jobs) {
     jobs.cancel(&malware).await.unwrap();
     assert_eq!(jobs.get(&malware).await.unwrap(), None);
     assert!(!jobs.complete(&claimed[0], "a").await.unwrap());
-    let other = key(JobKind::MalwarePurge, "kept");
+    let other = key(JobKind::StuckCheck, "kept");
     jobs.schedule(&other, t0()).await.unwrap();
     jobs.cancel(&malware).await.unwrap();
     assert!(

@@ -15,9 +15,7 @@ pub enum JobKind {
     PurgeExpired,
     /// Purge a transfer every recipient confirmed, after the resource's grace period.
     PurgeAfterConfirm,
-    /// Delete the bytes of a transfer found to carry malware.
-    MalwarePurge,
-    /// Scan a transfer's file (again, after the scanner was unreachable).
+    /// Scan a transfer's stored file (until the scanner gives a verdict).
     Scan,
     /// Check whether a transfer is stuck in UploadStarted or UploadProcessing.
     StuckCheck,
@@ -26,10 +24,9 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::PurgeExpired,
         JobKind::PurgeAfterConfirm,
-        JobKind::MalwarePurge,
         JobKind::Scan,
         JobKind::StuckCheck,
         JobKind::TusExpiry,
@@ -40,7 +37,6 @@ impl JobKind {
         match self {
             JobKind::PurgeExpired => "purge_expired",
             JobKind::PurgeAfterConfirm => "purge_after_confirm",
-            JobKind::MalwarePurge => "malware_purge",
             JobKind::Scan => "scan",
             JobKind::StuckCheck => "stuck_check",
             JobKind::TusExpiry => "tus_expiry",
