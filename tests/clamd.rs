@@ -1,115 +1,24 @@
-//! The clamd adapter against a real ClamAV daemon, started here on a free loopback port with the
-//! signature database the project ships (an EICAR body signature: nothing can be downloaded here).
+//! The clamd adapter against a real ClamAV daemon (broker-bench's, on a free loopback port with the
+//! signature database the project ships: an EICAR body signature, nothing can be downloaded here).
 //! `scripts/test.sh` installs clamav-daemon.
 
 use broker::scan::clamd::{ClamdAddress, ClamdScanner};
 use broker_actors::ports::{ByteStream, ScanError, Scanner, Verdict};
+pub use broker_bench::clamd::Clamd;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 /// What clamd calls a match of the shipped signature.
 pub const SIGNATURE: &str = "Broker.Test.EICAR.UNOFFICIAL";
 
-/// A clamd of our own, stopped when dropped.
-pub struct Clamd {
-    child: Child,
-    pub address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Clamd {
-    pub fn start(stream_max_length: &str) -> Clamd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Clamd::start_on(port, stream_max_length)
-    }
-
-    /// A clamd on `port` (one stopped earlier can be started again where the broker looks for it).
-    pub fn start_on(port: u16, stream_max_length: &str) -> Clamd {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        std::fs::create_dir(&db).unwrap();
-        let fixtures = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/clamav/broker-test.ndb"
-        );
-        std::fs::copy(fixtures, db.join("broker-test.ndb")).unwrap();
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "User root\n"
-        } else {
-            ""
-        };
-        let conf = dir.path().join("clamd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "DatabaseDirectory {}\nTemporaryDirectory {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n\
-                 Foreground yes\nStreamMaxLength {stream_max_length}\n{user}",
-                db.display(),
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let binary = ["clamd", "/usr/sbin/clamd"]
-            .into_iter()
-            .find(|b| Command::new(b).arg("--version").output().is_ok())
-            .expect("clamd is not installed (scripts/test.sh installs clamav-daemon)");
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let clamd = Clamd {
-            child,
-            address: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        clamd.wait_ready();
-        clamd
-    }
-
-    fn wait_ready(&self) {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(&self.address) {
-                let mut answer = [0u8; 8];
-                if s.write_all(b"zPING\0").is_ok() && s.read(&mut answer).is_ok_and(|n| n >= 4) {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("clamd did not start on {}", self.address);
-    }
-
-    pub fn scanner(&self) -> ClamdScanner {
-        ClamdScanner::new(
-            ClamdAddress::Tcp(self.address.clone()),
-            Duration::from_secs(30),
-        )
-    }
-}
-
-impl Clamd {
-    pub fn port(&self) -> u16 {
-        self.address.rsplit(':').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The adapter pointed at `clamd`.
+fn scanner(clamd: &Clamd) -> ClamdScanner {
+    ClamdScanner::new(
+        ClamdAddress::Tcp(format!("127.0.0.1:{}", clamd.port)),
+        Duration::from_secs(30),
+    )
 }
 
 /// `bytes` as a stream of `chunk`-sized pieces.
@@ -135,8 +44,8 @@ pub fn random(len: usize, seed: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn clamd_finds_eicar_alone_and_inside_a_file_across_frames_and_passes_a_clean_one() {
-    let clamd = Clamd::start("100M");
-    let scanner = clamd.scanner();
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let scanner = scanner(&clamd);
     let found = scanner.scan(stream(EICAR.to_vec(), 1 << 20)).await.unwrap();
     assert_eq!(found, Verdict::Infected(vec![SIGNATURE.into()]));
     // Straddling both the body's chunks and the adapter's 256 KiB frames.
@@ -154,9 +63,8 @@ async fn clamd_finds_eicar_alone_and_inside_a_file_across_frames_and_passes_a_cl
 
 #[tokio::test]
 async fn a_file_over_clamds_stream_limit_gets_no_verdict_rather_than_clean() {
-    let clamd = Clamd::start("1M");
-    let refused = clamd
-        .scanner()
+    let clamd = Clamd::start(1 << 20).unwrap();
+    let refused = scanner(&clamd)
         .scan(stream(random(4 << 20, 3), 64 << 10))
         .await;
     // clamd answers "size limit exceeded" and closes; when its close resets the connection before the
@@ -171,8 +79,8 @@ async fn a_file_over_clamds_stream_limit_gets_no_verdict_rather_than_clean() {
 
 #[tokio::test]
 async fn a_clamd_that_is_gone_or_silent_is_unavailable_and_never_clean() {
-    let clamd = Clamd::start("100M");
-    let scanner = clamd.scanner();
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let scanner = scanner(&clamd);
     drop(clamd);
     let gone = scanner.scan(stream(b"a report".to_vec(), 1024)).await;
     assert!(matches!(gone, Err(ScanError::Unavailable(_))), "{gone:?}");

@@ -87,8 +87,8 @@ fn infected(len: usize, at: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn eicar_alone_fails_the_transfer_tells_everyone_and_is_never_downloadable() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |_| {}).await;
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, EICAR.to_vec()).await.unwrap();
     let overview = f.sender.overview(id).await.unwrap();
@@ -103,8 +103,8 @@ async fn eicar_alone_fails_the_transfer_tells_everyone_and_is_never_downloadable
 
 #[tokio::test]
 async fn eicar_embedded_at_100_mib_into_a_200_mib_file_is_found() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |_| {}).await;
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender
         .upload(id, infected(200 << 20, 100 << 20))
@@ -115,8 +115,8 @@ async fn eicar_embedded_at_100_mib_into_a_200_mib_file_is_found() {
 
 #[tokio::test]
 async fn eicar_across_the_boundary_of_two_small_windows_is_found_in_their_overlap() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |c| {
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |c| {
         c.scan.window_bytes = 1 << 20;
         c.scan.overlap_bytes = 4096;
     })
@@ -132,8 +132,8 @@ async fn eicar_across_the_boundary_of_two_small_windows_is_found_in_their_overla
 
 #[tokio::test]
 async fn a_clean_90_mib_file_is_published_after_its_scan_with_use_virus_scan_true() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |_| {}).await;
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let content = random(90 << 20, 5);
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, content.clone()).await.unwrap();
@@ -148,8 +148,8 @@ async fn a_clean_90_mib_file_is_published_after_its_scan_with_use_virus_scan_tru
 
 #[tokio::test]
 async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_never_before() {
-    let clamd = Clamd::start("100M");
-    let port = clamd.port();
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let port = clamd.port;
     drop(clamd);
     let (f, _dir) = scanning_broker(port, |_| {}).await;
     let content = random(100_000, 9);
@@ -170,7 +170,7 @@ async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_ne
             "waits, neither published nor failed"
         );
     }
-    let _back = Clamd::start_on(port, "100M");
+    let _back = Clamd::start_on(port, 100 << 20).unwrap();
     let overview = verdict(&f, id, Duration::from_secs(45)).await;
     assert_eq!(
         overview.summary.file_transfer_status,
@@ -181,8 +181,8 @@ async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_ne
 
 #[tokio::test]
 async fn resumable_joined_and_form_uploads_are_each_scanned() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |_| {}).await;
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     // tus, one upload: EICAR in its second PATCH.
     let single = f.initialize(&[RECIPIENT]).await;
     let bytes = infected(300_000, 200_000);
@@ -230,8 +230,8 @@ async fn resumable_joined_and_form_uploads_are_each_scanned() {
 
 #[tokio::test]
 async fn a_broker_refusing_files_larger_than_a_scan_window_says_so_before_reading_them() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |c| {
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |c| {
         c.scan.window_bytes = 1 << 20;
         c.scan.overlap_bytes = 4096;
         c.scan.large_files = LargeFileScan::Refuse;
@@ -259,8 +259,8 @@ async fn a_broker_refusing_files_larger_than_a_scan_window_says_so_before_readin
 
 #[tokio::test]
 async fn a_sender_may_turn_the_scan_off_outside_production_and_the_overview_says_so() {
-    let clamd = Clamd::start("100M");
-    let (f, _dir) = scanning_broker(clamd.port(), |_| {}).await;
+    let clamd = Clamd::start(100 << 20).unwrap();
+    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let mut request = f.initialize_body(&[RECIPIENT]);
     request.disable_virus_scan = Some(true);
     let id = f.sender.initialize(&request).await.unwrap();

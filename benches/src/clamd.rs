@@ -19,8 +19,16 @@ pub struct Clamd {
 }
 
 impl Clamd {
-    /// Starts clamd accepting streams of up to `stream_max_bytes`.
+    /// Starts clamd on a free port, accepting streams of up to `stream_max_bytes`.
     pub fn start(stream_max_bytes: u64) -> anyhow::Result<Clamd> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Clamd::start_on(port, stream_max_bytes)
+    }
+
+    /// Starts clamd on `port` (where a stopped one listened, to be found again).
+    pub fn start_on(port: u16, stream_max_bytes: u64) -> anyhow::Result<Clamd> {
         let binary = ["/usr/sbin/clamd", "clamd"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
@@ -29,9 +37,6 @@ impl Clamd {
         let db = work.path().join("db");
         std::fs::create_dir(&db)?;
         std::fs::write(db.join("broker-test.ndb"), SIGNATURES)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
         // SAFETY: geteuid has no preconditions.
         let user = if unsafe { libc::geteuid() } == 0 {
             "User root\n"
