@@ -93,7 +93,7 @@ async fn a_transfer_is_purged_at_its_expiration_time_and_not_before() {
 }
 
 #[tokio::test]
-async fn a_transfer_every_recipient_confirmed_is_purged_after_the_grace_period() {
+async fn a_transfer_every_recipient_confirmed_is_purged_after_the_grace_period_across_a_restart() {
     let s = setup_resource(|r| {
         r.purge_after_all_confirmed = Some(true);
         r.purge_grace_period = Some(Duration::hours(2));
@@ -101,6 +101,10 @@ async fn a_transfer_every_recipient_confirmed_is_purged_after_the_grace_period()
     .await;
     let id = s.publish(b"confirmed soon").await;
     confirm_all(&s, id).await;
+    // The broker restarts between the confirmation and the purge's time.
+    let restarted = s.restart();
+    drop(s);
+    let s = restarted;
     s.clock.advance(Duration::hours(2) - Duration::seconds(1));
     s.broker.run_due_jobs().await.unwrap();
     assert_eq!(
@@ -271,8 +275,8 @@ async fn a_stuck_check_scheduled_before_a_restart_fails_the_upload_once_after_it
 }
 
 #[tokio::test]
-async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_alert_every_quarter()
-{
+async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_alert_every_quarter_across_a_restart(
+) {
     use crate::ports::metadata::TransferChange;
     use crate::ports::{JobKey, JobKind};
     let s = setup().await;
@@ -307,6 +311,10 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
         };
         s.store.commit_change(change).await.unwrap();
     }
+    // The broker restarts before the check is due.
+    let restarted = s.restart();
+    drop(s);
+    let s = restarted;
     s.clock.advance(Duration::minutes(15));
     s.broker.run_due_jobs().await.unwrap();
     assert_eq!(s.broker.stuck_alerts(), 1);
