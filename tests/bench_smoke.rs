@@ -92,6 +92,10 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         .unwrap();
     assert_clean(&small);
     assert!(small.lifecycles_per_sec.is_some_and(|v| v > 0.0));
+    assert!(small
+        .figures
+        .get("cpu_ms_per_lifecycle")
+        .is_some_and(|v| *v > 0.0));
     for step in lifecycle::STEPS.iter().chain(["whole_lifecycle"].iter()) {
         assert!(small.steps.contains_key(*step), "step {step} missing");
     }

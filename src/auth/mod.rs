@@ -10,7 +10,10 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+
+mod cache;
 use std::time::{Duration, Instant};
 
 pub use broker_actors::Caller;
@@ -41,12 +44,32 @@ struct Issuer {
     keys: RwLock<Vec<VerificationKey>>,
     jwks_url: Option<String>,
     last_fetch: RwLock<Option<Instant>>,
+    /// Counts replacements of `keys`: a cached verification made under other keys no longer holds.
+    generation: AtomicU64,
+}
+
+impl Issuer {
+    fn new(keys: Vec<VerificationKey>, jwks_url: Option<String>) -> Issuer {
+        Issuer {
+            keys: RwLock::new(keys),
+            jwks_url,
+            last_fetch: RwLock::new(None), // the first unknown kid may refetch at once
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn replace_keys(&self, keys: Vec<VerificationKey>) {
+        *self.keys.write().expect("issuer keys") = keys;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Authenticator {
     issuers: HashMap<String, Issuer>,
     leeway: u64,
     http: reqwest::Client,
+    /// Tokens whose signature was verified, so a client's next requests skip the signature check.
+    verified: cache::VerifiedTokens,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +94,8 @@ struct AuthorizationDetail {
 #[derive(Deserialize)]
 struct Claims {
     iss: Option<String>,
+    /// Seconds since the epoch (validated by jsonwebtoken; kept to bound the cached verification).
+    exp: Option<f64>,
     scope: Option<String>,
     consumer: Option<Consumer>,
     #[serde(rename = "urn:altinn:orgNumber")]
@@ -149,6 +174,7 @@ impl Authenticator {
             issuers: HashMap::new(),
             leeway,
             http: reqwest::Client::new(),
+            verified: Default::default(),
         }
     }
 
@@ -172,18 +198,13 @@ impl Authenticator {
         key: DecodingKey,
         algorithm: Algorithm,
     ) {
-        self.issuers.insert(
-            issuer.to_string(),
-            Issuer {
-                keys: RwLock::new(vec![VerificationKey {
-                    kid,
-                    key,
-                    algorithm,
-                }]),
-                jwks_url: None,
-                last_fetch: RwLock::new(None),
-            },
-        );
+        let key = VerificationKey {
+            kid,
+            key,
+            algorithm,
+        };
+        self.issuers
+            .insert(issuer.to_string(), Issuer::new(vec![key], None));
     }
 
     pub async fn add_configured(&mut self, config: &IssuerConfig) -> Result<(), String> {
@@ -202,14 +223,8 @@ impl Authenticator {
         } else {
             return Err(format!("issuer {} has no key source", config.issuer));
         };
-        self.issuers.insert(
-            config.issuer.clone(),
-            Issuer {
-                keys: RwLock::new(keys),
-                jwks_url: url,
-                last_fetch: RwLock::new(None), // the first unknown kid may refetch at once
-            },
-        );
+        self.issuers
+            .insert(config.issuer.clone(), Issuer::new(keys, url));
         Ok(())
     }
 
@@ -240,6 +255,18 @@ impl Authenticator {
     }
 
     async fn verify(&self, token: &str, check_expiry: bool) -> Result<Caller, AuthError> {
+        let key = cache::TokenKey::of(token);
+        let generation_of = |iss: &str| {
+            self.issuers
+                .get(iss)
+                .map(|i| i.generation.load(Ordering::SeqCst))
+        };
+        if let Some(caller) = self
+            .verified
+            .get(&key, check_expiry, self.leeway, generation_of)
+        {
+            return Ok(caller);
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -288,12 +315,19 @@ impl Authenticator {
                 outcome
             };
             match verified {
-                Ok(claims) => return Ok(caller_from(claims)),
+                Ok(claims) => {
+                    let generation = issuer.generation.load(Ordering::SeqCst);
+                    let exp = claims.exp.map(|e| e as i64);
+                    let caller = caller_from(claims);
+                    self.verified
+                        .insert(key, &iss, generation, exp, caller.clone());
+                    return Ok(caller);
+                }
                 // An unknown kid may mean the issuer rotated its keys: refetch its JWKS once.
                 Err(AuthError::UnknownKey) if attempt == 0 && self.may_refetch(issuer) => {
                     if let Some(url) = &issuer.jwks_url {
                         if let Ok(keys) = self.fetch_jwks(url).await {
-                            *issuer.keys.write().expect("issuer keys") = keys;
+                            issuer.replace_keys(keys);
                         }
                     }
                 }
@@ -301,6 +335,11 @@ impl Authenticator {
             }
         }
         Err(AuthError::UnknownKey)
+    }
+
+    /// How many tokens were fully verified (signature included): a cached token's next requests are not.
+    pub fn full_verifications(&self) -> u64 {
+        self.verified.misses()
     }
 
     fn may_refetch(&self, issuer: &Issuer) -> bool {
@@ -343,5 +382,116 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(caller_from(claims).org.as_deref(), Some("0192:111111111"));
+    }
+
+    fn issuer_in(dir: &std::path::Path) -> (Authenticator, dev_issuer::DevIssuer) {
+        let dev = dev_issuer::DevIssuer::ensure(dir, "test-issuer").unwrap();
+        let mut auth = Authenticator::new(0);
+        auth.add_issuer_key(
+            &dev.name,
+            Some(dev.kid.clone()),
+            dev.decoding_key().unwrap(),
+            Algorithm::ES256,
+        );
+        (auth, dev)
+    }
+
+    #[tokio::test]
+    async fn a_token_is_verified_once_and_its_later_requests_skip_the_signature_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let token = dev
+            .mint(
+                "0192:111111111",
+                "altinn:broker.read",
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        for _ in 0..5 {
+            let caller = auth.authenticate(&token).await.unwrap();
+            assert_eq!(caller.org.as_deref(), Some("0192:111111111"));
+        }
+        assert_eq!(auth.full_verifications(), 1);
+        let other = dev
+            .mint(
+                "0192:222222222",
+                "altinn:broker.read",
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        assert_eq!(
+            auth.authenticate(&other).await.unwrap().org.as_deref(),
+            Some("0192:222222222")
+        );
+        assert_eq!(
+            auth.full_verifications(),
+            2,
+            "another token is verified on its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_still_refused_once_expired_and_a_forged_one_never_hits_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let expired = dev
+            .mint(
+                "0192:111111111",
+                "altinn:broker.read",
+                chrono::Duration::seconds(-60),
+            )
+            .unwrap();
+        // Verified (signature and all) on a path that accepts an expired token, so it is cached ...
+        auth.authenticate_ignoring_expiry(&expired).await.unwrap();
+        auth.authenticate_ignoring_expiry(&expired).await.unwrap();
+        assert_eq!(auth.full_verifications(), 1);
+        // ... and still refused where expiry counts.
+        assert!(matches!(
+            auth.authenticate(&expired).await,
+            Err(AuthError::Expired)
+        ));
+        let good = dev
+            .mint(
+                "0192:111111111",
+                "altinn:broker.read",
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        auth.authenticate(&good).await.unwrap();
+        let mut forged = good.clone();
+        forged.pop();
+        forged.push(if good.ends_with('A') { 'B' } else { 'A' });
+        assert!(auth.authenticate(&forged).await.is_err());
+        assert!(
+            auth.authenticate(&forged).await.is_err(),
+            "a failed check is not remembered"
+        );
+    }
+
+    #[tokio::test]
+    async fn new_issuer_keys_make_every_cached_token_verify_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let token = dev
+            .mint(
+                "0192:111111111",
+                "altinn:broker.read",
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        auth.authenticate(&token).await.unwrap();
+        let issuer = auth.issuers.get(&dev.name).unwrap();
+        // The issuer rotated to a key that did not sign the token.
+        let stranger_dir = tempfile::tempdir().unwrap();
+        let stranger = dev_issuer::DevIssuer::ensure(stranger_dir.path(), "x").unwrap();
+        issuer.replace_keys(vec![VerificationKey {
+            kid: Some(dev.kid.clone()),
+            key: stranger.decoding_key().unwrap(),
+            algorithm: Algorithm::ES256,
+        }]);
+        assert!(
+            auth.authenticate(&token).await.is_err(),
+            "the old verification no longer counts"
+        );
     }
 }

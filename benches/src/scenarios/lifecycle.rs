@@ -160,8 +160,17 @@ pub async fn run_named(
             },
         );
     }
+    let mut figures = std::collections::BTreeMap::new();
+    if let Some(p) = proc.filter(|_| total.completed > 0) {
+        // The broker's CPU for the whole run over the lifecycles it completed.
+        figures.insert(
+            "cpu_ms_per_lifecycle".to_string(),
+            p.cpu_seconds * 1000.0 / total.completed as f64,
+        );
+    }
     Ok(ScenarioResult {
         scenario: name.into(),
+        figures,
         params: [
             ("concurrency".to_string(), json!(concurrency)),
             ("duration_secs".to_string(), json!(duration.as_secs_f64())),
