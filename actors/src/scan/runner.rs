@@ -90,10 +90,12 @@ impl Broker {
         let ended = match outcome {
             Ok(()) => jobs.complete(job, owner).await,
             Err(e) => {
-                let wait = crate::job_runtime::backoff(job.attempts);
+                let at = self.now() + crate::job_runtime::backoff(job.attempts);
                 tracing::warn!(subject = %job.key.subject, attempts = job.attempts + 1, error = %e, "a scan could not run; it is retried");
-                jobs.retry(job, owner, self.now() + wait, &e.to_string())
-                    .await
+                let retried = jobs.retry(job, owner, at, &e.to_string()).await;
+                // The runtime went back to sleep while this scan ran: wake it for the retry.
+                self.lifecycle().jobs_scheduled().scheduled(at);
+                retried
             }
         };
         if let Err(e) = ended {
