@@ -298,3 +298,11 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;
     broker_actors::upload::hex(&md5::Md5::digest(bytes))
 }
+
+/// Held by the tests that time the server (a probe must answer within a second) and by those that
+/// keep both cores busy (a clamd scanning hundreds of MiB): on a 2-core machine the two together make
+/// the timed ones fail for want of a core, not for anything the server did. They run one at a time.
+pub async fn cpu_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    EXCLUSIVE.lock().await
+}

@@ -204,6 +204,7 @@ const SLOWLORIS_HEADER_TIMEOUT_SECS: u64 = 3;
 
 #[tokio::test]
 async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_its_memory() {
+    let _alone = crate::common::cpu_exclusive().await;
     broker::http::connections::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))

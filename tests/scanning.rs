@@ -103,6 +103,7 @@ async fn eicar_alone_fails_the_transfer_tells_everyone_and_is_never_downloadable
 
 #[tokio::test]
 async fn eicar_embedded_at_100_mib_into_a_200_mib_file_is_found() {
+    let _alone = cpu_exclusive().await;
     let clamd = Clamd::start(100 << 20).unwrap();
     let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
@@ -132,6 +133,7 @@ async fn eicar_across_the_boundary_of_two_small_windows_is_found_in_their_overla
 
 #[tokio::test]
 async fn a_clean_90_mib_file_is_published_after_its_scan_with_use_virus_scan_true() {
+    let _alone = cpu_exclusive().await;
     let clamd = Clamd::start(100 << 20).unwrap();
     let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let content = random(90 << 20, 5);
