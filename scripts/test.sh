@@ -4,8 +4,8 @@
 # Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor (without apt that
-# anchor is skipped with a warning), clamav-daemon (Debian) whose clamd the scanner tests start on a free
-# loopback port with the project's own signature database, schemathesis (PyPI) and cargo-fuzz (crates.io).
+# anchor is skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
+# free loopback port with the project's own signature database, and the scan benchmark times clamdscan, schemathesis (PyPI) and cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
@@ -15,11 +15,12 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
       || echo "warning: could not install nginx-light; the nginx anchor will be skipped"
   fi
 fi
-if [ ! -x /usr/sbin/clamd ] && ! command -v clamd >/dev/null 2>&1; then
-  # The tests need a real clamd: fail here, loudly, rather than in the middle of the suite.
-  apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null 2>&1; } \
-    || { echo "error: could not install clamav-daemon (apt-get, as root), which the scanner tests start"; exit 1; }
+if { [ ! -x /usr/sbin/clamd ] && ! command -v clamd >/dev/null 2>&1; } || ! command -v clamdscan >/dev/null 2>&1; then
+  # The tests need a real clamd, and the scan benchmark's anchor clamdscan (only a Recommends of
+  # clamav-daemon): fail here, loudly, rather than in the middle of the suite.
+  apt-get install -y -qq --no-install-recommends clamav-daemon clamdscan >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends clamav-daemon clamdscan >/dev/null 2>&1; } \
+    || { echo "error: could not install clamav-daemon and clamdscan (apt-get, as root), which the scanner tests and the scan benchmark use"; exit 1; }
 fi
 if ! python3 -c "import tusclient" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check tuspy
