@@ -396,29 +396,22 @@ mod tests {
         (auth, dev)
     }
 
+    /// A read token for `org` from `dev`, valid for `ttl` (negative: expired that long ago).
+    fn mint(dev: &dev_issuer::DevIssuer, org: &str, ttl: chrono::Duration) -> String {
+        dev.mint(org, "altinn:broker.read", ttl).unwrap()
+    }
+
     #[tokio::test]
     async fn a_token_is_verified_once_and_its_later_requests_skip_the_signature_check() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, dev) = issuer_in(dir.path());
-        let token = dev
-            .mint(
-                "0192:111111111",
-                "altinn:broker.read",
-                chrono::Duration::hours(1),
-            )
-            .unwrap();
+        let token = mint(&dev, "0192:111111111", chrono::Duration::hours(1));
         for _ in 0..5 {
             let caller = auth.authenticate(&token).await.unwrap();
             assert_eq!(caller.org.as_deref(), Some("0192:111111111"));
         }
         assert_eq!(auth.full_verifications(), 1);
-        let other = dev
-            .mint(
-                "0192:222222222",
-                "altinn:broker.read",
-                chrono::Duration::hours(1),
-            )
-            .unwrap();
+        let other = mint(&dev, "0192:222222222", chrono::Duration::hours(1));
         assert_eq!(
             auth.authenticate(&other).await.unwrap().org.as_deref(),
             Some("0192:222222222")
@@ -434,13 +427,7 @@ mod tests {
     async fn a_cached_token_is_still_refused_once_expired_and_a_forged_one_never_hits_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, dev) = issuer_in(dir.path());
-        let expired = dev
-            .mint(
-                "0192:111111111",
-                "altinn:broker.read",
-                chrono::Duration::seconds(-60),
-            )
-            .unwrap();
+        let expired = mint(&dev, "0192:111111111", chrono::Duration::seconds(-60));
         // Verified (signature and all) on a path that accepts an expired token, so it is cached ...
         auth.authenticate_ignoring_expiry(&expired).await.unwrap();
         auth.authenticate_ignoring_expiry(&expired).await.unwrap();
@@ -450,13 +437,7 @@ mod tests {
             auth.authenticate(&expired).await,
             Err(AuthError::Expired)
         ));
-        let good = dev
-            .mint(
-                "0192:111111111",
-                "altinn:broker.read",
-                chrono::Duration::hours(1),
-            )
-            .unwrap();
+        let good = mint(&dev, "0192:111111111", chrono::Duration::hours(1));
         auth.authenticate(&good).await.unwrap();
         let mut forged = good.clone();
         forged.pop();
@@ -472,13 +453,7 @@ mod tests {
     async fn new_issuer_keys_make_every_cached_token_verify_again() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, dev) = issuer_in(dir.path());
-        let token = dev
-            .mint(
-                "0192:111111111",
-                "altinn:broker.read",
-                chrono::Duration::hours(1),
-            )
-            .unwrap();
+        let token = mint(&dev, "0192:111111111", chrono::Duration::hours(1));
         auth.authenticate(&token).await.unwrap();
         let issuer = auth.issuers.get(&dev.name).unwrap();
         // The issuer rotated to a key that did not sign the token.
