@@ -3,8 +3,8 @@
 # schemathesis over the OpenAPI description, and a short run of every fuzz target.
 # Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
-# smoke test measures beside Broker, nginx-light for the benchmark's download anchor (without apt that
-# anchor is skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
+# smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
+# small-request anchor (without apt those anchors are skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
 # free loopback port with the project's own signature database, and the scan benchmark times clamdscan, schemathesis (PyPI) and cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,13 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 \
       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1; } \
       || echo "warning: could not install nginx-light; the nginx anchor will be skipped"
+  fi
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1; } \
+      || echo "warning: could not install wrk; the /health anchor will be skipped"
   fi
 fi
 if { [ ! -x /usr/sbin/clamd ] && ! command -v clamd >/dev/null 2>&1; } || ! command -v clamdscan >/dev/null 2>&1; then
@@ -37,6 +44,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Once more with every file on disk: small files are kept in the database by default, and reads,
+# ranges, scanning, purges and crashes must behave the same either way.
+BROKER__STORAGE__INLINE_MAX_BYTES=0 cargo test --locked --test integration
 # The same debug binary the integration tests ran, fuzzed through its OpenAPI description.
 python3 tests/schemathesis/run.py target/debug/broker 40
 scripts/fuzz.sh 5

@@ -144,6 +144,10 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// Space kept free on the data disk: an upload whose declared length would eat into it is refused.
     pub reserve_bytes: u64,
+    /// Files up to this size that arrive in one request are kept in the metadata database, written
+    /// in the same transaction as the upload's transition (no file, no inode); 0 keeps every file on
+    /// disk.
+    pub inline_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +242,7 @@ impl Default for StorageConfig {
             kind: StorageKind::Local,
             data_dir: "./broker-data".into(),
             reserve_bytes: 256 << 20,
+            inline_max_bytes: 64 << 10,
         }
     }
 }

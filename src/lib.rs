@@ -69,7 +69,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
                 )
             })?,
     );
-    let blobs = Arc::new(blob::local::LocalBlobStore::open(&config.storage.data_dir)?);
+    let disk = Arc::new(blob::local::LocalBlobStore::open(&config.storage.data_dir)?);
+    let blobs = Arc::new(blob::inline::InlineBlobStore::new(
+        disk,
+        store.clone(),
+        config.storage.inline_max_bytes,
+    ));
     let mut auth = Authenticator::new(config.auth.clock_skew_secs);
     if config.auth.dev_issuer {
         let dev = DevIssuer::ensure(&config.storage.data_dir, &config.auth.dev_issuer_name)

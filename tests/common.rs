@@ -38,6 +38,13 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.storage.data_dir = data_dir.to_path_buf();
     config.storage.reserve_bytes = 0;
     config.server.shutdown_grace_secs = 2;
+    // The suite runs twice: with small files inline (the default) and with every file on disk
+    // (scripts/test.sh sets this to 0), as a broker started from the binary would read it too.
+    if let Ok(value) = std::env::var("BROKER__STORAGE__INLINE_MAX_BYTES") {
+        config.storage.inline_max_bytes = value
+            .parse()
+            .expect("BROKER__STORAGE__INLINE_MAX_BYTES is a number of bytes");
+    }
     config
 }
 

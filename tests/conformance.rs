@@ -73,3 +73,154 @@ async fn the_local_disk_keeps_the_blob_rules() {
     let blobs = LocalBlobStore::open(dir.path()).unwrap();
     blob_store_suite(&blobs).await;
 }
+
+mod inline_files {
+    use super::*;
+    use broker::blob::inline::InlineBlobStore;
+    use broker_actors::ports::{BlobStore, MetadataStore, TransferChange};
+    use broker_actors::state::StoredFile;
+    use broker_protocol::FileTransferStatus;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const LIMIT: u64 = 64 << 10;
+
+    async fn open(dir: &Path) -> (Arc<SqliteStore>, InlineBlobStore<LocalBlobStore>) {
+        let store = Arc::new(SqliteStore::open(&dir.join("broker.db")).await.unwrap());
+        let disk = Arc::new(LocalBlobStore::open(dir).unwrap());
+        let blobs = InlineBlobStore::new(disk, store.clone(), LIMIT);
+        (store, blobs)
+    }
+
+    async fn write(blobs: &dyn BlobStore, id: uuid::Uuid, bytes: &[u8]) -> u64 {
+        let mut writer = blobs.create(id).await.unwrap();
+        writer
+            .append(Arc::new(vec![Bytes::copy_from_slice(bytes)]))
+            .await
+            .unwrap();
+        writer.commit().await.unwrap()
+    }
+
+    async fn read(blobs: &dyn BlobStore, id: uuid::Uuid) -> Option<Vec<u8>> {
+        let mut stream = blobs.read(id, 0, 1 << 20).await.ok()?;
+        let mut out = vec![];
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.ok()?);
+        }
+        Some(out)
+    }
+
+    fn on_disk(dir: &Path, id: uuid::Uuid) -> bool {
+        let name = id.simple().to_string();
+        dir.join("blobs").join(&name[..2]).join(name).exists()
+    }
+
+    fn stored(id: uuid::Uuid, size: u64) -> TransferChange {
+        TransferChange {
+            id,
+            expected_status: FileTransferStatus::Initialized,
+            at: t0(),
+            new_status: Some((FileTransferStatus::Published, None)),
+            stored_file: Some(StoredFile {
+                size,
+                md5: "m".into(),
+                sha256: "s".into(),
+            }),
+            recipient_rows: vec![],
+            events: vec![],
+            jobs: vec![],
+            cancelled_jobs: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inline_store_keeps_the_blob_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, blobs) = open(dir.path()).await;
+        blob_store_suite(&blobs).await;
+    }
+
+    #[tokio::test]
+    async fn a_small_file_is_kept_in_the_database_only_once_its_transition_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let small: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let (store, blobs) = open(dir.path()).await;
+        resource(store.as_ref(), "inline").await;
+        let unacknowledged = new_transfer("inline", t0());
+        let kept = new_transfer("inline", t0());
+        let (a, b) = (unacknowledged.id, kept.id);
+        store
+            .create_transfer(unacknowledged, vec![], vec![])
+            .await
+            .unwrap();
+        store.create_transfer(kept, vec![], vec![]).await.unwrap();
+
+        assert_eq!(write(&blobs, a, &small).await, 1000);
+        assert_eq!(
+            read(&blobs, a).await.as_deref(),
+            Some(&small[..]),
+            "held bytes read back"
+        );
+        assert_eq!(write(&blobs, b, &small).await, 1000);
+        store.commit_change(stored(b, 1000)).await.unwrap();
+        assert!(
+            !on_disk(dir.path(), a) && !on_disk(dir.path(), b),
+            "no file, no inode"
+        );
+        drop(blobs);
+        drop(store);
+
+        // As after a crash: the file whose transition committed is there, the other never was.
+        let (store, blobs) = open(dir.path()).await;
+        assert_eq!(read(&blobs, b).await.as_deref(), Some(&small[..]));
+        let mut range = blobs.read(b, 10, 5).await.unwrap();
+        assert_eq!(range.next().await.unwrap().unwrap(), small[10..15]);
+        assert!(
+            read(&blobs, a).await.is_none(),
+            "an unacknowledged file is not kept"
+        );
+
+        blobs.delete(b).await.unwrap();
+        assert!(
+            read(&blobs, b).await.is_none(),
+            "a removed inline file is gone"
+        );
+        drop(blobs);
+        drop(store);
+        let (_store, blobs) = open(dir.path()).await;
+        assert!(read(&blobs, b).await.is_none(), "its removal is durable");
+    }
+
+    #[tokio::test]
+    async fn a_file_past_the_threshold_or_empty_goes_to_disk_and_zero_keeps_every_file_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, blobs) = open(dir.path()).await;
+        resource(store.as_ref(), "inline").await;
+        let large = vec![7u8; LIMIT as usize + 1];
+        let t = new_transfer("inline", t0());
+        let id = t.id;
+        store.create_transfer(t, vec![], vec![]).await.unwrap();
+        assert_eq!(write(&blobs, id, &large).await, LIMIT + 1);
+        store.commit_change(stored(id, LIMIT + 1)).await.unwrap();
+        assert!(on_disk(dir.path(), id));
+        assert_eq!(read(&blobs, id).await.map(|b| b.len()), Some(large.len()));
+
+        let empty = uuid::Uuid::new_v4();
+        assert_eq!(write(&blobs, empty, b"").await, 0);
+        assert!(
+            on_disk(dir.path(), empty),
+            "an empty file (a tus upload's start) is on disk"
+        );
+
+        let off = InlineBlobStore::new(
+            Arc::new(LocalBlobStore::open(dir.path()).unwrap()),
+            store.clone(),
+            0,
+        );
+        let tiny = uuid::Uuid::new_v4();
+        write(&off, tiny, b"tiny").await;
+        assert!(on_disk(dir.path(), tiny));
+    }
+}

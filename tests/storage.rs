@@ -17,8 +17,9 @@ async fn a_storage_failure_during_upload_is_500_bro_00008_and_fails_the_transfer
         .join(&id.simple().to_string()[..2]);
     std::fs::write(blocker, b"in the way").unwrap();
 
+    // Larger than the inline limit, so the bytes go to disk whatever the threshold.
     expect_problem(
-        f.sender.upload(id, payload(10_000, 31)).await,
+        f.sender.upload(id, payload(100_000, 31)).await,
         500,
         "BRO-00008",
     );
@@ -127,7 +128,8 @@ async fn a_declared_length_above_the_free_space_is_507_bro_09001_and_the_upload_
 #[tokio::test]
 async fn an_unexpected_failure_is_a_500_problem_with_the_path_as_instance() {
     let f = Fixture::new().await;
-    let id = f.publish(&[RECIPIENT], b"soon gone").await;
+    // Larger than the inline limit, so the file is on disk whatever the threshold.
+    let id = f.publish(&[RECIPIENT], &payload(100_000, 32)).await;
     // The stored bytes vanish behind the broker's back: the download cannot be served.
     let name = id.simple().to_string();
     std::fs::remove_file(f.server.data_dir.join("blobs").join(&name[..2]).join(&name)).unwrap();

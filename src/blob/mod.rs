@@ -1,3 +1,4 @@
 //! Blob storage adapters.
 
+pub mod inline;
 pub mod local;

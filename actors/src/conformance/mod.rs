@@ -19,18 +19,18 @@ use crate::ports::MetadataStore;
 use broker_protocol::time::Timestamp;
 use uuid::Uuid;
 
-pub(crate) const OWNER: &str = "0192:111111111";
-pub(crate) const RECIPIENT: &str = "0192:222222222";
+pub const OWNER: &str = "0192:111111111";
+pub const RECIPIENT: &str = "0192:222222222";
 
 /// A fixed instant, so suites do not depend on the machine's clock.
-pub(crate) fn t0() -> Timestamp {
+pub fn t0() -> Timestamp {
     chrono::DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
         .expect("a valid instant")
         .with_timezone(&chrono::Utc)
 }
 
 /// Makes sure the service owner and the resource `resource` exist.
-pub(crate) async fn resource(store: &dyn MetadataStore, resource: &str) {
+pub async fn resource(store: &dyn MetadataStore, resource: &str) {
     store
         .create_service_owner(OWNER, "Owner", t0())
         .await
@@ -44,7 +44,7 @@ pub(crate) async fn resource(store: &dyn MetadataStore, resource: &str) {
 }
 
 /// A new transfer on `resource` from [`OWNER`] to [`RECIPIENT`], created at `at`.
-pub(crate) fn new_transfer(resource: &str, at: Timestamp) -> NewTransfer {
+pub fn new_transfer(resource: &str, at: Timestamp) -> NewTransfer {
     NewTransfer {
         id: Uuid::new_v4(),
         resource_id: resource.into(),

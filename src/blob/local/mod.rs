@@ -238,7 +238,11 @@ impl BlobStore for LocalBlobStore {
                 .to_string_lossy()
                 .into_owned();
             let dir = path.parent().expect("blob paths have a parent");
-            for entry in std::fs::read_dir(dir)? {
+            let entries = match std::fs::read_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                entries => entries?,
+            };
+            for entry in entries {
                 let name = entry?.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&format!("{stem}.")) {
                     remove_if_present(&dir.join(name))?;

@@ -4,7 +4,7 @@
 use super::{failure, SqliteStore};
 use crate::db::*;
 use broker_actors::ports::jobs::{ClaimedJob, JobKey, JobKind, Jobs};
-use sqlx::Row;
+use rusqlite::{params, Connection, OptionalExtension};
 
 fn micros(t: Timestamp) -> i64 {
     t.timestamp_micros()
@@ -21,14 +21,13 @@ const NEXT_VERSION: &str = "(SELECT COALESCE(MAX(version), 0) + 1 FROM jobs)";
 impl Jobs for SqliteStore {
     async fn schedule(&self, key: &JobKey, due_at: Timestamp) -> Result<(), StoreError> {
         let key = key.clone();
-        self.write(move |conn| Box::pin(async move { schedule_in(conn, &key, due_at).await }))
+        self.write(move |conn| schedule_in(conn, &key, due_at))
             .await
     }
 
     async fn cancel(&self, key: &JobKey) -> Result<(), StoreError> {
         let key = key.clone();
-        self.write(move |conn| Box::pin(async move { cancel_in(conn, &key).await }))
-            .await
+        self.write(move |conn| cancel_in(conn, &key)).await
     }
 
     async fn claim_due(
@@ -40,40 +39,47 @@ impl Jobs for SqliteStore {
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let owner = owner.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                let rows = sqlx::query(
+            let mut claim = conn
+                .prepare_cached(
                     "UPDATE jobs SET lease_owner = ?1, lease_until = ?2
                      WHERE rowid IN (SELECT rowid FROM jobs
                                      WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until <= ?3)
                                      ORDER BY due_at, kind, subject LIMIT ?4)
                      RETURNING kind, subject, due_at, attempts, version",
                 )
-                .bind(owner)
-                .bind(micros(lease_until))
-                .bind(micros(now))
-                .bind(limit as i64)
-                .fetch_all(&mut *conn)
-                .await
                 .map_err(failure)?;
-                let mut claimed = rows
-                    .iter()
-                    .map(|r| {
-                        let kind: &str = r.get(0);
-                        Ok(ClaimedJob {
-                            key: JobKey::new(
-                                JobKind::parse(kind)
-                                    .ok_or_else(|| failure(format!("unknown job kind {kind}")))?,
-                                r.get::<String, _>(1),
-                            ),
-                            due_at: from_micros(r.get(2))?,
-                            attempts: r.get::<i64, _>(3) as u32,
-                            version: r.get(4),
-                        })
+            let rows = claim
+                .query_map(
+                    params![owner, micros(lease_until), micros(now), limit as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(failure)?;
+            let mut claimed = rows
+                .into_iter()
+                .map(|(kind, subject, due_at, attempts, version)| {
+                    Ok(ClaimedJob {
+                        key: JobKey::new(
+                            JobKind::parse(&kind)
+                                .ok_or_else(|| failure(format!("unknown job kind {kind}")))?,
+                            subject,
+                        ),
+                        due_at: from_micros(due_at)?,
+                        attempts: attempts as u32,
+                        version,
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                claimed.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
-                Ok(claimed)
-            })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            claimed.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
+            Ok(claimed)
         })
         .await
     }
@@ -86,19 +92,20 @@ impl Jobs for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (job, owner) = (job.clone(), owner.to_string());
         self.write(move |conn| {
-            Box::pin(async move {
-                let sql = format!("UPDATE jobs SET lease_until = ? WHERE {CLAIMED}");
-                let renewed = sqlx::query(&sql)
-                    .bind(micros(lease_until))
-                    .bind(job.key.kind.as_str())
-                    .bind(&job.key.subject)
-                    .bind(job.version)
-                    .bind(&owner)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failure)?;
-                Ok(renewed.rows_affected() == 1)
-            })
+            let sql = format!("UPDATE jobs SET lease_until = ? WHERE {CLAIMED}");
+            let renewed = conn
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        micros(lease_until),
+                        job.key.kind.as_str(),
+                        job.key.subject,
+                        job.version,
+                        owner
+                    ])
+                })
+                .map_err(failure)?;
+            Ok(renewed == 1)
         })
         .await
     }
@@ -106,10 +113,8 @@ impl Jobs for SqliteStore {
     async fn complete(&self, job: &ClaimedJob, owner: &str) -> Result<bool, StoreError> {
         let (job, owner) = (job.clone(), owner.to_string());
         self.write(move |conn| {
-            Box::pin(async move {
-                let sql = format!("DELETE FROM jobs WHERE {CLAIMED}");
-                end_claim(conn, sqlx::query(&sql), &job, &owner).await
-            })
+            let sql = format!("DELETE FROM jobs WHERE {CLAIMED}");
+            end_claim(conn, &sql, &[], &job, &owner)
         })
         .await
     }
@@ -123,75 +128,67 @@ impl Jobs for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (job, owner, error) = (job.clone(), owner.to_string(), error.to_string());
         self.write(move |conn| {
-            Box::pin(async move {
-                let sql = format!(
-                    "UPDATE jobs SET due_at = ?, attempts = attempts + 1, last_error = ?,
-                            lease_owner = NULL, lease_until = NULL
-                     WHERE {CLAIMED}"
-                );
-                let update = sqlx::query(&sql).bind(micros(due_at)).bind(error);
-                end_claim(conn, update, &job, &owner).await
-            })
+            let sql = format!(
+                "UPDATE jobs SET due_at = ?, attempts = attempts + 1, last_error = ?,
+                        lease_owner = NULL, lease_until = NULL
+                 WHERE {CLAIMED}"
+            );
+            end_claim(conn, &sql, &[&micros(due_at), &error], &job, &owner)
         })
         .await
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         // Two index lookups, not a scan: the earliest job nobody holds, and the end of the few leases.
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(t) FROM (
-                SELECT MIN(due_at) AS t FROM jobs WHERE lease_until IS NULL
-                UNION ALL
-                SELECT MIN(MAX(due_at, lease_until)) FROM jobs WHERE lease_until IS NOT NULL)",
-        )
-        .fetch_one(&self.reads)
-        .await
-        .map_err(failure)?;
+        let next: Option<i64> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT MIN(t) FROM (
+                    SELECT MIN(due_at) AS t FROM jobs WHERE lease_until IS NULL
+                    UNION ALL
+                    SELECT MIN(MAX(due_at, lease_until)) FROM jobs WHERE lease_until IS NOT NULL)",
+            )
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(failure)
+        })?;
         next.map(from_micros).transpose()
     }
 
     async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {
-        let row = sqlx::query("SELECT due_at, attempts FROM jobs WHERE kind = ? AND subject = ?")
-            .bind(key.kind.as_str())
-            .bind(&key.subject)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(failure)?;
-        row.map(|r| Ok((from_micros(r.get(0))?, r.get::<i64, _>(1) as u32)))
+        let row = self.read(|conn| {
+            conn.prepare_cached("SELECT due_at, attempts FROM jobs WHERE kind = ? AND subject = ?")
+                .and_then(|mut s| {
+                    s.query_row(params![key.kind.as_str(), key.subject], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(failure)
+        })?;
+        row.map(|(due, attempts)| Ok((from_micros(due)?, attempts as u32)))
             .transpose()
     }
 }
 
 /// Schedules (or moves) the job `key` on the writer's connection: alone, or with the transition that
 /// asks for it.
-pub(super) async fn schedule_in(
-    conn: &mut sqlx::SqliteConnection,
+pub(super) fn schedule_in(
+    conn: &Connection,
     key: &JobKey,
     due_at: Timestamp,
 ) -> Result<(), StoreError> {
-    sqlx::query(&format!(
+    conn.prepare_cached(&format!(
         "INSERT INTO jobs (kind, subject, due_at, attempts, version) VALUES (?, ?, ?, 0, {NEXT_VERSION})
          ON CONFLICT(kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, version = excluded.version"
     ))
-    .bind(key.kind.as_str())
-    .bind(&key.subject)
-    .bind(micros(due_at))
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| s.execute(params![key.kind.as_str(), key.subject, micros(due_at)]))
     .map_err(failure)?;
     Ok(())
 }
 
 /// Removes the job `key` on the writer's connection, alone or with the transition that ends it.
-pub(super) async fn cancel_in(
-    conn: &mut sqlx::SqliteConnection,
-    key: &JobKey,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM jobs WHERE kind = ? AND subject = ?")
-        .bind(key.kind.as_str())
-        .bind(&key.subject)
-        .execute(&mut *conn)
-        .await
+pub(super) fn cancel_in(conn: &Connection, key: &JobKey) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM jobs WHERE kind = ? AND subject = ?")
+        .and_then(|mut s| s.execute(params![key.kind.as_str(), key.subject]))
         .map_err(failure)?;
     Ok(())
 }
@@ -199,35 +196,35 @@ pub(super) async fn cancel_in(
 /// The rows a claim still holds: its job, under the schedule claimed, leased by its claimer.
 const CLAIMED: &str = "kind = ? AND subject = ? AND version = ? AND lease_owner = ?";
 
-/// Runs `statement` (ending in [`CLAIMED`]) on the claimed job; if the claim no longer holds (the job
-/// was moved since, or taken over), lets go of whatever `owner` still holds of it instead.
-async fn end_claim<'q>(
-    conn: &mut sqlx::SqliteConnection,
-    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    job: &'q ClaimedJob,
-    owner: &'q str,
+/// Runs `sql` (its own parameters `first`, then [`CLAIMED`]'s) on the claimed job; if the claim no
+/// longer holds (the job was moved since, or taken over), lets go of whatever `owner` still holds of
+/// it instead.
+fn end_claim(
+    conn: &Connection,
+    sql: &str,
+    first: &[&dyn rusqlite::ToSql],
+    job: &ClaimedJob,
+    owner: &str,
 ) -> Result<bool, StoreError> {
     let (kind, subject) = (job.key.kind.as_str(), job.key.subject.as_str());
-    let applied = statement
-        .bind(kind)
-        .bind(subject)
-        .bind(job.version)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await
+    let mut all: Vec<&dyn rusqlite::ToSql> = first.to_vec();
+    all.extend([
+        &kind as &dyn rusqlite::ToSql,
+        &subject,
+        &job.version,
+        &owner,
+    ]);
+    let applied = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.execute(all.as_slice()))
         .map_err(failure)?
-        .rows_affected()
         == 1;
     if !applied {
-        sqlx::query(
+        conn.prepare_cached(
             "UPDATE jobs SET lease_owner = NULL, lease_until = NULL
              WHERE kind = ? AND subject = ? AND lease_owner = ?",
         )
-        .bind(kind)
-        .bind(subject)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await
+        .and_then(|mut s| s.execute(params![kind, subject, owner]))
         .map_err(failure)?;
     }
     Ok(applied)

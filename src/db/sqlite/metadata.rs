@@ -6,97 +6,157 @@ use crate::db::*;
 use broker_actors::ports::{MetadataStore, TransferChange, TransferRecord};
 use broker_actors::state::{Phase, StoredFile, TransferState};
 use broker_protocol::time;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension};
 
 fn duration_us(d: Option<Duration>) -> Option<i64> {
     d.and_then(|d| d.num_microseconds())
 }
 
-fn resource_from_row(row: &SqliteRow) -> ResourceRow {
-    ResourceRow {
-        id: row.get("id"),
-        service_owner_id: row.get("service_owner_id"),
-        max_file_transfer_size: row.get("max_file_transfer_size"),
+fn resource_from_row(row: &rusqlite::Row) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        id: row.get("id")?,
+        service_owner_id: row.get("service_owner_id")?,
+        max_file_transfer_size: row.get("max_file_transfer_size")?,
         file_transfer_time_to_live: row
-            .get::<Option<i64>, _>("file_transfer_time_to_live_us")
+            .get::<_, Option<i64>>("file_transfer_time_to_live_us")?
             .map(Duration::microseconds),
-        purge_after_all_confirmed: row.get("purge_after_all_confirmed"),
+        purge_after_all_confirmed: row.get("purge_after_all_confirmed")?,
         purge_grace_period: row
-            .get::<Option<i64>, _>("purge_grace_period_us")
+            .get::<_, Option<i64>>("purge_grace_period_us")?
             .map(Duration::microseconds),
-        use_manifest_file_shim: row.get("use_manifest_file_shim"),
-        external_service_code_legacy: row.get("external_service_code_legacy"),
-        external_service_edition_code_legacy: row.get("external_service_edition_code_legacy"),
-        required_party: row.get("required_party"),
+        use_manifest_file_shim: row.get("use_manifest_file_shim")?,
+        external_service_code_legacy: row.get("external_service_code_legacy")?,
+        external_service_edition_code_legacy: row.get("external_service_edition_code_legacy")?,
+        required_party: row.get("required_party")?,
+    })
+}
+
+/// A transfer's recipients in the order they were named, with their status codes and change times.
+fn recipients(conn: &Connection, id: &str) -> Result<Vec<(String, i64, String)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT recipient, status, status_changed FROM recipients WHERE file_transfer_id = ? ORDER BY position",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(failure)
+}
+
+/// One page of a history table: `sql` takes the transfer id, the `seq` to start after and the page
+/// size, and yields `seq`, then three more columns.
+type HistoryRow = (i64, Value, Value, String);
+
+fn history_page(
+    conn: &Connection,
+    sql: &str,
+    id: Uuid,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<HistoryRow>, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map(params![id.to_string(), after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(failure)
+}
+
+fn integer(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Integer(i) => Ok(*i),
+        other => Err(failure(format!("expected an integer, found {other:?}"))),
     }
 }
 
-impl SqliteStore {
-    /// One page of a history table: `sql` takes the transfer id, the `seq` to start after and the
-    /// page size.
-    async fn history_page(
-        &self,
-        sql: &'static str,
-        id: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        sqlx::query(sql)
-            .bind(id.to_string())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(failure)
-    }
-
-    async fn recipients(&self, id: &str) -> Result<Vec<RecipientRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT recipient, status, status_changed FROM recipients WHERE file_transfer_id = ? ORDER BY position",
-        )
-        .bind(id)
-        .fetch_all(&self.reads)
-        .await
-        .map_err(failure)?;
-        rows.iter()
-            .map(|r| {
-                Ok(RecipientRow {
-                    recipient: r.get(0),
-                    status: recipient_status_of(r.get(1))?,
-                    changed: ts(r.get::<&str, _>(2))?,
-                })
-            })
-            .collect()
+fn text(v: Value) -> Result<Option<String>, StoreError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Text(t) => Ok(Some(t)),
+        other => Err(failure(format!("expected text, found {other:?}"))),
     }
 }
+
+/// The columns of `load_transfer`'s query, in order.
+struct LoadedRow {
+    resource_id: String,
+    sender: String,
+    status: i64,
+    size: i64,
+    md5: Option<String>,
+    sha256: Option<String>,
+    declared_md5: Option<String>,
+    use_virus_scan: bool,
+    expiration_time: String,
+    purge_after_all_confirmed: Option<bool>,
+    purge_grace_period_us: Option<i64>,
+}
+
+/// The columns of `transfer`'s query, in order.
+type ViewRow = (
+    (
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+    ),
+    (Option<String>, bool, i64, i64, Option<String>, String),
+    (String, String, Option<String>, String),
+);
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn load_transfer(&self, id: Uuid) -> Result<Option<TransferRecord>, StoreError> {
         let key = id.to_string();
-        let row = sqlx::query(
-            "SELECT f.resource_id, f.sender, f.status, f.size, f.checksum, f.sha256, f.declared_checksum,
-                    f.use_virus_scan, f.expiration_time, r.purge_after_all_confirmed, r.purge_grace_period_us
-             FROM file_transfers f JOIN resources r ON r.id = f.resource_id WHERE f.id = ?",
-        )
-        .bind(&key)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(failure)?;
-        let Some(row) = row else { return Ok(None) };
-        let stored = || StoredFile {
-            size: row.get::<i64, _>(3) as u64,
-            md5: row.get::<Option<String>, _>(4).unwrap_or_default(),
-            sha256: row.get::<Option<String>, _>(5).unwrap_or_default(),
+        let loaded = self.read(|conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT f.resource_id, f.sender, f.status, f.size, f.checksum, f.sha256, f.declared_checksum,
+                            f.use_virus_scan, f.expiration_time, r.purge_after_all_confirmed, r.purge_grace_period_us
+                     FROM file_transfers f JOIN resources r ON r.id = f.resource_id WHERE f.id = ?",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![key], |r| {
+                        Ok(LoadedRow {
+                            resource_id: r.get(0)?,
+                            sender: r.get(1)?,
+                            status: r.get(2)?,
+                            size: r.get(3)?,
+                            md5: r.get(4)?,
+                            sha256: r.get(5)?,
+                            declared_md5: r.get(6)?,
+                            use_virus_scan: r.get(7)?,
+                            expiration_time: r.get(8)?,
+                            purge_after_all_confirmed: r.get(9)?,
+                            purge_grace_period_us: r.get(10)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(failure)?;
+            match row {
+                Some(row) => Ok(Some((row, recipients(conn, &key)?))),
+                None => Ok(None),
+            }
+        })?;
+        let Some((row, recipient_rows)) = loaded else {
+            return Ok(None);
         };
-        let phase = match status_of(row.get(2))? {
+        let stored = || StoredFile {
+            size: row.size as u64,
+            md5: row.md5.clone().unwrap_or_default(),
+            sha256: row.sha256.clone().unwrap_or_default(),
+        };
+        let phase = match status_of(row.status)? {
             FileTransferStatus::Initialized => Phase::Initialized,
             FileTransferStatus::UploadStarted => Phase::UploadStarted,
             // Without its hashes the file is still being verified in the background.
-            FileTransferStatus::UploadProcessing if row.get::<Option<String>, _>(5).is_none() => {
-                Phase::Verifying
-            }
+            FileTransferStatus::UploadProcessing if row.sha256.is_none() => Phase::Verifying,
             FileTransferStatus::UploadProcessing => Phase::UploadProcessing(stored()),
             FileTransferStatus::Published => Phase::Published(stored()),
             FileTransferStatus::AllConfirmedDownloaded => Phase::AllConfirmedDownloaded(stored()),
@@ -104,50 +164,53 @@ impl MetadataStore for SqliteStore {
             FileTransferStatus::Failed => Phase::Failed,
             FileTransferStatus::Cancelled => Phase::Cancelled,
         };
-        let recipients = self
-            .recipients(&key)
-            .await?
+        let recipients = recipient_rows
             .into_iter()
-            .map(|r| (r.recipient, r.status))
-            .collect();
-        let grace = row.get::<Option<i64>, _>(10).map(Duration::microseconds);
+            .map(|(org, status, _)| Ok((org, recipient_status_of(status)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let grace = row.purge_grace_period_us.map(Duration::microseconds);
         Ok(Some(TransferRecord {
             id,
-            resource_id: row.get(0),
-            sender: row.get(1),
+            resource_id: row.resource_id,
+            sender: row.sender,
             state: TransferState {
                 phase,
                 recipients,
-                declared_md5: row.get(6),
-                use_virus_scan: row.get(7),
-                purge_after_all_confirmed: row.get::<Option<bool>, _>(9).unwrap_or(true),
+                declared_md5: row.declared_md5,
+                use_virus_scan: row.use_virus_scan,
+                purge_after_all_confirmed: row.purge_after_all_confirmed.unwrap_or(true),
             },
             purge_grace_period: grace.unwrap_or(Duration::hours(DEFAULT_GRACE_PERIOD_HOURS)),
-            expiration_time: ts(row.get::<&str, _>(8))?,
+            expiration_time: ts(&row.expiration_time)?,
         }))
     }
 
     async fn commit_change(&self, change: TransferChange) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(apply_change(conn, change)))
-            .await
+        let id = change.id;
+        // A small file held for this transfer is stored by the transition that stores its file.
+        let inline = change
+            .stored_file
+            .as_ref()
+            .and_then(|_| self.staged.get(id));
+        let storing = inline.is_some();
+        self.write(move |conn| apply_change(conn, change, inline))
+            .await?;
+        if storing {
+            self.staged.remove(id);
+        }
+        Ok(())
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reads)
-            .await
-            .map_err(failure)?;
-        // The writer task must answer too, or every write would fail while reads still work.
-        self.write(|conn| {
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failure)?;
-                Ok(())
-            })
-        })
-        .await
+        let select_one = |conn: &Connection| {
+            conn.prepare_cached("SELECT 1")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                .map(|_| ())
+                .map_err(failure)
+        };
+        self.read(select_one)?;
+        // The writer thread must answer too, or every write would fail while reads still work.
+        self.write(select_one).await
     }
 
     async fn create_service_owner(
@@ -158,48 +221,46 @@ impl MetadataStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, name, at) = (id.to_string(), name.to_string(), time::format(&at));
         self.write(move |conn| {
-            Box::pin(async move {
-                let r = sqlx::query(
+            let inserted = conn
+                .prepare_cached(
                     "INSERT OR IGNORE INTO service_owners (id, name, created) VALUES (?, ?, ?)",
                 )
-                .bind(id)
-                .bind(name)
-                .bind(at)
-                .execute(&mut *conn)
-                .await
+                .and_then(|mut s| s.execute(params![id, name, at]))
                 .map_err(failure)?;
-                Ok(r.rows_affected() == 1)
-            })
+            Ok(inserted == 1)
         })
         .await
     }
 
     async fn service_owner(&self, id: &str) -> Result<Option<ServiceOwnerRow>, StoreError> {
-        let row = sqlx::query("SELECT id, name FROM service_owners WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(failure)?;
-        Ok(row.map(|r| ServiceOwnerRow {
-            id: r.get(0),
-            name: r.get(1),
-        }))
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, name FROM service_owners WHERE id = ?")
+                .and_then(|mut s| {
+                    s.query_row(params![id], |r| {
+                        Ok(ServiceOwnerRow {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(failure)
+        })
     }
 
     async fn resource(&self, id: &str) -> Result<Option<ResourceRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM resources WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(failure)?;
-        Ok(row.as_ref().map(resource_from_row))
+        self.read(|conn| {
+            conn.prepare_cached("SELECT * FROM resources WHERE id = ?")
+                .and_then(|mut s| s.query_row(params![id], resource_from_row).optional())
+                .map_err(failure)
+        })
     }
 
     async fn save_resource(&self, r: ResourceRow, at: Timestamp) -> Result<bool, StoreError> {
         let at = time::format(&at);
         self.write(move |conn| {
-            Box::pin(async move {
-                let updated = sqlx::query(
+            let updated = conn
+                .prepare_cached(
                     "INSERT INTO resources (id, service_owner_id, max_file_transfer_size, file_transfer_time_to_live_us,
                         purge_after_all_confirmed, purge_grace_period_us, use_manifest_file_shim,
                         external_service_code_legacy, external_service_edition_code_legacy, required_party, created)
@@ -215,22 +276,23 @@ impl MetadataStore for SqliteStore {
                         required_party = excluded.required_party
                      WHERE resources.service_owner_id = excluded.service_owner_id",
                 )
-                .bind(r.id)
-                .bind(r.service_owner_id)
-                .bind(r.max_file_transfer_size)
-                .bind(duration_us(r.file_transfer_time_to_live))
-                .bind(r.purge_after_all_confirmed)
-                .bind(duration_us(r.purge_grace_period))
-                .bind(r.use_manifest_file_shim)
-                .bind(r.external_service_code_legacy)
-                .bind(r.external_service_edition_code_legacy)
-                .bind(r.required_party)
-                .bind(at)
-                .execute(&mut *conn)
-                .await
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.id,
+                        r.service_owner_id,
+                        r.max_file_transfer_size,
+                        duration_us(r.file_transfer_time_to_live),
+                        r.purge_after_all_confirmed,
+                        duration_us(r.purge_grace_period),
+                        r.use_manifest_file_shim,
+                        r.external_service_code_legacy,
+                        r.external_service_edition_code_legacy,
+                        r.required_party,
+                        at
+                    ])
+                })
                 .map_err(failure)?;
-                Ok(updated.rows_affected() == 1)
-            })
+            Ok(updated == 1)
         })
         .await
     }
@@ -241,41 +303,71 @@ impl MetadataStore for SqliteStore {
         events: Vec<CloudEvent>,
         jobs: Vec<(JobKey, Timestamp)>,
     ) -> Result<Created, StoreError> {
-        self.write(move |conn| Box::pin(insert_transfer(conn, t, events, jobs)))
+        self.write(move |conn| insert_transfer(conn, t, events, jobs))
             .await
     }
 
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
         let key = id.to_string();
-        let row = sqlx::query(
-            "SELECT resource_id, file_name, senders_reference, sender, sender_org, checksum, sha256, use_virus_scan,
-                    size, status, status_text, status_changed, created, expiration_time, published, property_list
-             FROM file_transfers WHERE id = ?",
-        )
-        .bind(&key)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(failure)?;
-        let Some(row) = row else { return Ok(None) };
+        let loaded = self.read(|conn| {
+            let row: Option<ViewRow> = conn
+                .prepare_cached(
+                    "SELECT resource_id, file_name, senders_reference, sender, sender_org, checksum, sha256, use_virus_scan,
+                            size, status, status_text, status_changed, created, expiration_time, published, property_list
+                     FROM file_transfers WHERE id = ?",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![key], |r| {
+                        Ok((
+                            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                            (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
+                            (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(failure)?;
+            match row {
+                Some(row) => Ok(Some((row, recipients(conn, &key)?))),
+                None => Ok(None),
+            }
+        })?;
+        let Some((row, recipient_rows)) = loaded else {
+            return Ok(None);
+        };
+        let (
+            (resource_id, file_name, senders_reference, sender, sender_org, checksum),
+            (sha256, use_virus_scan, size, status, status_text, status_changed),
+            (created, expiration_time, published, property_list),
+        ) = row;
         Ok(Some(TransferView {
             id,
-            resource_id: row.get(0),
-            file_name: row.get(1),
-            senders_reference: row.get(2),
-            sender: row.get(3),
-            sender_org: row.get(4),
-            checksum: row.get(5),
-            sha256: row.get(6),
-            use_virus_scan: row.get(7),
-            size: row.get(8),
-            status: status_of(row.get(9))?,
-            status_text: row.get(10),
-            status_changed: ts(row.get::<&str, _>(11))?,
-            created: ts(row.get::<&str, _>(12))?,
-            expiration_time: ts(row.get::<&str, _>(13))?,
-            published: row.get::<Option<&str>, _>(14).map(ts).transpose()?,
-            property_list: serde_json::from_str(row.get::<&str, _>(15)).map_err(failure)?,
-            recipients: self.recipients(&key).await?,
+            resource_id,
+            file_name,
+            senders_reference,
+            sender,
+            sender_org,
+            checksum,
+            sha256,
+            use_virus_scan,
+            size,
+            status: status_of(status)?,
+            status_text,
+            status_changed: ts(&status_changed)?,
+            created: ts(&created)?,
+            expiration_time: ts(&expiration_time)?,
+            published: published.as_deref().map(ts).transpose()?,
+            property_list: serde_json::from_str(&property_list).map_err(failure)?,
+            recipients: recipient_rows
+                .into_iter()
+                .map(|(recipient, status, changed)| {
+                    Ok(RecipientRow {
+                        recipient,
+                        status: recipient_status_of(status)?,
+                        changed: ts(&changed)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
         }))
     }
 
@@ -285,17 +377,20 @@ impl MetadataStore for SqliteStore {
         key: &str,
         since: Timestamp,
     ) -> Result<Option<(Uuid, Option<String>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, idempotency_hash FROM file_transfers
-             WHERE sender_org = ? AND idempotency_key = ? AND created > ? ORDER BY created DESC LIMIT 1",
-        )
-        .bind(sender_org)
-        .bind(key)
-        .bind(time::format(&since))
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(failure)?;
-        row.map(|r| Ok((r.get::<&str, _>(0).parse().map_err(failure)?, r.get(1))))
+        let row = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, idempotency_hash FROM file_transfers
+                 WHERE sender_org = ? AND idempotency_key = ? AND created > ? ORDER BY created DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![sender_org, key, time::format(&since)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(failure)
+        })?;
+        row.map(|(id, hash)| Ok((id.parse().map_err(failure)?, hash)))
             .transpose()
     }
 
@@ -305,26 +400,26 @@ impl MetadataStore for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, FileTransferStatusEntry)>, StoreError> {
-        let rows = self
-            .history_page(
+        let rows = self.read(|conn| {
+            history_page(
+                conn,
                 "SELECT seq, status, text, changed FROM file_transfer_status_history
                  WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 id,
                 after,
                 limit,
             )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let status = status_of(r.get(1))?;
+        })?;
+        rows.into_iter()
+            .map(|(seq, status, status_text, changed)| {
+                let status = status_of(integer(&status)?)?;
                 Ok((
-                    r.get(0),
+                    seq,
                     FileTransferStatusEntry {
                         file_transfer_status: status,
-                        file_transfer_status_text: r
-                            .get::<Option<String>, _>(2)
+                        file_transfer_status_text: text(status_text)?
                             .unwrap_or_else(|| status.default_text().to_string()),
-                        file_transfer_status_changed: ts(r.get::<&str, _>(3))?,
+                        file_transfer_status_changed: ts(&changed)?,
                     },
                 ))
             })
@@ -337,25 +432,26 @@ impl MetadataStore for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, RecipientStatusEntry)>, StoreError> {
-        let rows = self
-            .history_page(
+        let rows = self.read(|conn| {
+            history_page(
+                conn,
                 "SELECT seq, recipient, status, changed FROM recipient_status_history
                  WHERE file_transfer_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 id,
                 after,
                 limit,
             )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let status = recipient_status_of(r.get(2))?;
+        })?;
+        rows.into_iter()
+            .map(|(seq, recipient, status, changed)| {
+                let status = recipient_status_of(integer(&status)?)?;
                 Ok((
-                    r.get(0),
+                    seq,
                     RecipientStatusEntry {
-                        recipient: r.get(1),
+                        recipient: text(recipient)?.unwrap_or_default(),
                         recipient_file_transfer_status_code: status,
                         recipient_file_transfer_status_text: status.text().to_string(),
-                        recipient_file_transfer_status_changed: ts(r.get::<&str, _>(3))?,
+                        recipient_file_transfer_status_changed: ts(&changed)?,
                     },
                 ))
             })
@@ -369,57 +465,58 @@ impl MetadataStore for SqliteStore {
         } else {
             "f.created"
         };
-        let mut sql = QueryBuilder::new("SELECT f.id FROM file_transfers f WHERE f.resource_id = ");
-        sql.push_bind(&q.resource_id);
+        let mut sql = String::from("SELECT f.id FROM file_transfers f WHERE f.resource_id = ?");
+        let mut binds: Vec<Value> = vec![Value::Text(q.resource_id.clone())];
+        let org = || Value::Text(q.caller_org.clone());
         if let Some(rs) = q.recipient_status {
-            sql.push(" AND EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ");
-            sql.push_bind(&q.caller_org);
-            sql.push(" AND r.status = ");
-            sql.push_bind(rs.code());
-            sql.push(")");
+            sql.push_str(" AND EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ? AND r.status = ?)");
+            binds.extend([org(), Value::Integer(rs.code())]);
         } else {
-            let as_sender = q.role != Some(Role::Recipient);
-            let as_recipient = q.role != Some(Role::Sender);
-            sql.push(" AND (0");
-            if as_sender {
-                sql.push(" OR f.sender_org = ");
-                sql.push_bind(&q.caller_org);
+            sql.push_str(" AND (0");
+            if q.role != Some(Role::Recipient) {
+                sql.push_str(" OR f.sender_org = ?");
+                binds.push(org());
             }
-            if as_recipient {
-                sql.push(" OR EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ");
-                sql.push_bind(&q.caller_org);
-                sql.push(")");
+            if q.role != Some(Role::Sender) {
+                sql.push_str(" OR EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ?)");
+                binds.push(org());
             }
-            sql.push(")");
+            sql.push(')');
         }
         if let Some(s) = q.status {
-            sql.push(" AND f.status = ");
-            sql.push_bind(s.code());
+            sql.push_str(" AND f.status = ?");
+            binds.push(Value::Integer(s.code()));
         }
+        let moment = |t: &Timestamp| Value::Text(time::format(t));
         match (q.from, q.to) {
             (Some(from), Some(to)) => {
-                sql.push(format!(" AND {sort} BETWEEN "));
-                sql.push_bind(time::format(&from));
-                sql.push(" AND ");
-                sql.push_bind(time::format(&to));
+                sql.push_str(&format!(" AND {sort} BETWEEN ? AND ?"));
+                binds.extend([moment(&from), moment(&to)]);
             }
             (Some(from), None) => {
-                sql.push(format!(" AND {sort} > "));
-                sql.push_bind(time::format(&from));
+                sql.push_str(&format!(" AND {sort} > ?"));
+                binds.push(moment(&from));
             }
             (None, Some(to)) => {
-                sql.push(format!(" AND {sort} < "));
-                sql.push_bind(time::format(&to));
+                sql.push_str(&format!(" AND {sort} < ?"));
+                binds.push(moment(&to));
             }
             (None, None) => {}
         }
-        sql.push(format!(
+        sql.push_str(&format!(
             " ORDER BY {sort} {} LIMIT {SEARCH_LIMIT}",
             if q.ascending { "ASC" } else { "DESC" }
         ));
-        let rows = sql.build().fetch_all(&self.reads).await.map_err(failure)?;
-        rows.iter()
-            .map(|r| r.get::<&str, _>(0).parse().map_err(failure))
+        let ids = self.read(|conn| {
+            conn.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_map(rusqlite::params_from_iter(binds), |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(failure)
+        })?;
+        ids.into_iter()
+            .map(|id| id.parse().map_err(failure))
             .collect()
     }
 }
