@@ -96,6 +96,28 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         .figures
         .get("cpu_ms_per_lifecycle")
         .is_some_and(|v| *v > 0.0));
+    for kind in lifecycle::STEPS {
+        let figure = format!("cpu_ms_per_request_{kind}");
+        assert!(
+            small.figures.get(&figure).is_some_and(|v| *v > 0.0),
+            "figure {figure} missing"
+        );
+    }
+    // wrk is installed by scripts/test.sh where apt is at hand; without it the anchor is skipped.
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        assert!(
+            small
+                .figures
+                .get("anchor_wrk_health_requests_per_sec")
+                .is_some_and(|v| *v > 0.0),
+            "the wrk anchor is missing"
+        );
+        assert!(small.figures.contains_key("requests_to_wrk_health"));
+    }
     for step in lifecycle::STEPS.iter().chain(["whole_lifecycle"].iter()) {
         assert!(small.steps.contains_key(*step), "step {step} missing");
     }

@@ -14,6 +14,7 @@ mod cli_access;
 mod cli_transfer;
 mod config_errors;
 mod conformance;
+mod crash_under_load;
 mod endpoints;
 mod errors;
 mod events;

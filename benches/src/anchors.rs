@@ -137,3 +137,27 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// Requests/s of `wrk` (two threads, `connections` connections) getting `url` for `duration`: the
+/// rate this machine serves the smallest request at, beside the broker's. None (with a warning) when
+/// wrk is not installed or its output has no rate.
+pub fn wrk_rate(url: &str, connections: usize, duration: Duration) -> Option<f64> {
+    let output = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}")])
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg(url)
+        .output();
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            eprintln!(
+                "warning: wrk not found or failed (apt-get install wrk); skipping the wrk anchor"
+            );
+            return None;
+        }
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+}

@@ -43,7 +43,11 @@ struct Global {
     /// The resource id to use (configured when a service-owner token is at hand).
     #[arg(long, global = true, default_value = "broker-bench")]
     resource: String,
-    /// Measure the anchors (write+fsync, MD5, SHA-256, nginx) in the same run.
+    /// Run each scenario also against this second broker binary (another build), right after this
+    /// one's run, and report both, with this build's ratios to it.
+    #[arg(long, global = true)]
+    compare: Option<PathBuf>,
+    /// Measure the anchors (write+fsync, MD5, SHA-256, nginx, wrk) in the same run.
     #[arg(long, global = true)]
     anchors: bool,
     /// Where the large test file is generated once and kept.
@@ -104,6 +108,18 @@ enum Scenario {
         /// The broker's scan window (default: the whole file in one, as clamdscan sends it).
         #[arg(long, value_parser = parse_positive_size)]
         window: Option<u64>,
+    },
+    /// C clients run lifecycles while the broker is SIGKILLed K times at random moments and started
+    /// again; every acknowledged response is checked after each restart. Prints acknowledged,
+    /// checked and lost (which must be 0).
+    Crash {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// The broker runs between this and twice this long before each kill.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        uptime: Duration,
     },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
@@ -197,39 +213,154 @@ async fn main() -> anyhow::Result<()> {
     if let Scenario::Report { inputs } = &cli.scenario {
         return merge_reports(inputs, &g);
     }
+    if let Scenario::Crash {
+        clients,
+        kills,
+        uptime,
+    } = &cli.scenario
+    {
+        anyhow::ensure!(
+            g.url.is_none(),
+            "crash kills the broker it starts; drop --url"
+        );
+        let options = broker_bench::scenarios::crash::CrashOptions {
+            clients: *clients,
+            kills: *kills,
+            min_uptime: *uptime,
+            max_uptime: *uptime * 2,
+        };
+        let result = broker_bench::scenarios::crash::run(&spec, &g.resource, &options).await?;
+        return finish(vec![result], &g, chrono::Utc::now().to_rfc3339(), "spawned");
+    }
     let started = chrono::Utc::now().to_rfc3339();
-    let target = Target::start(&spec, &g.resource).await?;
-    let ctx = Arc::new(Context {
-        target,
-        cache_dir: g
-            .cache_dir
-            .clone()
-            .unwrap_or_else(broker_bench::payload::default_cache_dir),
-        anchors: g.anchors,
-    });
+    let context = |target| {
+        Arc::new(Context {
+            target,
+            cache_dir: g
+                .cache_dir
+                .clone()
+                .unwrap_or_else(broker_bench::payload::default_cache_dir),
+            anchors: g.anchors,
+        })
+    };
+    let mut builds = vec![(None, context(Target::start(&spec, &g.resource).await?))];
+    if let Some(other) = &g.compare {
+        let TargetSpec::Spawn { env, .. } = &spec else {
+            anyhow::bail!("--compare starts both brokers; drop --url");
+        };
+        let other_spec = TargetSpec::Spawn {
+            broker_bin: other.clone(),
+            env: env.clone(),
+        };
+        let target = Target::start(&other_spec, &g.resource).await?;
+        builds.push((Some(other.clone()), context(target)));
+    }
     let mut results: Vec<ScenarioResult> = vec![];
-    match cli.scenario {
-        Scenario::Upload { size } => results.push(transfer::upload(&ctx, size).await?),
+    // With --compare, the two builds take turns round by round, so drift in the machine hits both.
+    let rounds: Vec<Scenario> = match cli.scenario {
+        Scenario::Lifecycle {
+            concurrency,
+            duration,
+            size,
+        } => concurrency
+            .into_iter()
+            .map(|c| Scenario::Lifecycle {
+                concurrency: vec![c],
+                duration,
+                size,
+            })
+            .collect(),
+        other => vec![other],
+    };
+    for round in &rounds {
+        let mut this_round = vec![];
+        for (compared, ctx) in &builds {
+            let mut r = run_round(ctx, round, clamd.as_ref()).await?;
+            if let Some(bin) = compared {
+                for result in &mut r {
+                    result
+                        .params
+                        .insert("build".into(), serde_json::json!(bin.display().to_string()));
+                }
+            }
+            this_round.push(r);
+        }
+        if let [this, other] = this_round.as_mut_slice() {
+            for (a, b) in this.iter_mut().zip(other.iter()) {
+                add_ratios(a, b);
+            }
+        }
+        if matches!(round, Scenario::Lifecycle { .. }) {
+            for result in this_round.iter().flatten() {
+                print!("{}", result.table());
+            }
+        }
+        results.extend(this_round.into_iter().flatten());
+    }
+    if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {
+        for r in &results {
+            print!("{}", r.table());
+        }
+    }
+    let kind = if g.url.is_some() { "remote" } else { "spawned" };
+    let outcome = finish(results, &g, started, kind);
+    drop(builds);
+    outcome
+}
+
+/// Writes the report and fails the run (exit status 2) when any request failed.
+fn finish(
+    results: Vec<ScenarioResult>,
+    g: &Global,
+    started: String,
+    kind: &str,
+) -> anyhow::Result<()> {
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: "broker-bench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started,
+        target: kind.into(),
+        machine: Machine::detect(),
+        scenarios: results,
+    };
+    write_outputs(&report, g)?;
+    let failed: u64 = report.scenarios.iter().map(|s| s.errors).sum();
+    if failed > 0 {
+        eprintln!("{failed} requests failed");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// Runs one round of a scenario against one broker.
+async fn run_round(
+    ctx: &Arc<Context>,
+    scenario: &Scenario,
+    clamd: Option<&(broker_bench::clamd::Clamd, u64)>,
+) -> anyhow::Result<Vec<ScenarioResult>> {
+    Ok(match scenario {
+        Scenario::Upload { size } => vec![transfer::upload(ctx, *size).await?],
         Scenario::Download { size, parallel } => {
-            results.push(transfer::download(&ctx, size, parallel).await?)
+            vec![transfer::download(ctx, *size, *parallel).await?]
         }
         Scenario::Lifecycle {
             concurrency,
             duration,
             size,
         } => {
+            let mut results = vec![];
             for c in concurrency {
-                let r = lifecycle::run(ctx.clone(), c, duration, size).await?;
-                print!("{}", r.table());
-                results.push(r);
+                results.push(lifecycle::run(ctx.clone(), *c, *duration, *size).await?);
             }
+            results
         }
         Scenario::Mixed {
             concurrency,
             duration,
             size,
             large_size,
-        } => results.push(mixed::run(ctx.clone(), concurrency, duration, size, large_size).await?),
+        } => vec![mixed::run(ctx.clone(), *concurrency, *duration, *size, *large_size).await?],
         Scenario::Tus {
             size,
             chunk,
@@ -237,42 +368,36 @@ async fn main() -> anyhow::Result<()> {
             peers,
         } => {
             let options = tus::TusOptions {
-                size,
-                chunk,
-                parallel,
-                peers,
+                size: *size,
+                chunk: *chunk,
+                parallel: *parallel,
+                peers: peers.clone(),
             };
-            results.push(tus::tus(&ctx, &options).await?)
+            vec![tus::tus(ctx, &options).await?]
         }
         Scenario::Scan { size, .. } => {
-            let (clamd, window) = clamd.as_ref().expect("started above");
-            results.push(scan::run(&ctx, clamd, size, *window).await?)
+            let (clamd, window) = clamd.expect("started above");
+            vec![scan::run(ctx, clamd, *size, *window).await?]
         }
-        Scenario::Report { .. } => unreachable!("handled before a broker is started"),
+        Scenario::Report { .. } | Scenario::Crash { .. } => {
+            unreachable!("handled before a broker is started")
+        }
+    })
+}
+
+/// This build's figures over the compared build's, as `to_compare_<figure>`.
+fn add_ratios(this: &mut ScenarioResult, other: &ScenarioResult) {
+    let mut ratios = vec![];
+    if let (Some(a), Some(b)) = (this.lifecycles_per_sec, other.lifecycles_per_sec) {
+        ratios.push(("to_compare_lifecycles_per_sec".to_string(), a / b));
     }
-    if !matches!(results.first(), Some(r) if r.scenario == "lifecycle") {
-        for r in &results {
-            print!("{}", r.table());
+    if let (Some(a), Some(b)) = (&this.latency_ms, &other.latency_ms) {
+        ratios.push(("to_compare_latency_p99".to_string(), a.p99 / b.p99));
+    }
+    for (name, a) in &this.figures {
+        if let Some(b) = other.figures.get(name).filter(|b| **b != 0.0) {
+            ratios.push((format!("to_compare_{name}"), a / b));
         }
     }
-    let report = Report {
-        schema_version: SCHEMA_VERSION,
-        tool: "broker-bench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        started,
-        target: if g.url.is_some() {
-            "remote".into()
-        } else {
-            "spawned".into()
-        },
-        machine: Machine::detect(),
-        scenarios: results,
-    };
-    write_outputs(&report, &g)?;
-    let failed: u64 = report.scenarios.iter().map(|s| s.errors).sum();
-    if failed > 0 {
-        eprintln!("{failed} requests failed");
-        std::process::exit(2);
-    }
-    Ok(())
+    this.figures.extend(ratios);
 }

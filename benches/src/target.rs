@@ -39,6 +39,41 @@ pub struct Target {
     pub recipient: BrokerClient,
     child: Option<Child>,
     data_dir: Option<tempfile::TempDir>,
+    /// How a broker this tool started was started, to start it again.
+    spawned: Option<(PathBuf, Vec<(String, String)>)>,
+}
+
+/// Starts `broker serve` on `listen` and `data_dir`; returns it and the URL it listens on.
+fn spawn_broker(
+    broker_bin: &Path,
+    env: &[(String, String)],
+    listen: &str,
+    data_dir: &Path,
+) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(broker_bin)
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (cargo build --release --bin broker, or --broker-bin PATH)",
+                broker_bin.display()
+            )
+        })?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    match line.trim().strip_prefix("listening on ") {
+        Some(url) => Ok((child, url.to_string())),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the broker did not start (first line: {line:?})")
+        }
+    }
 }
 
 /// The `broker` binary beside this executable (as `cargo build` lays them out).
@@ -78,27 +113,7 @@ impl Target {
         let target = match spec {
             TargetSpec::Spawn { broker_bin, env } => {
                 let data_dir = tempfile::Builder::new().prefix("broker-bench-").tempdir()?;
-                let mut child = Command::new(broker_bin)
-                    .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-                    .arg(data_dir.path())
-                    .env("RUST_LOG", "warn")
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .with_context(|| {
-                        format!("cannot start {} (cargo build --release --bin broker, or --broker-bin PATH)", broker_bin.display())
-                    })?;
-                let mut line = String::new();
-                BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-                let Some(url) = line
-                    .trim()
-                    .strip_prefix("listening on ")
-                    .map(str::to_string)
-                else {
-                    let _ = child.kill();
-                    bail!("the broker did not start (first line: {line:?})");
-                };
+                let (child, url) = spawn_broker(broker_bin, env, "127.0.0.1:0", data_dir.path())?;
                 let token = |org, scope| mint(broker_bin, data_dir.path(), org, scope);
                 let base = BrokerClient::new(&url);
                 Target {
@@ -110,6 +125,7 @@ impl Target {
                     resource: resource.to_string(),
                     child: Some(child),
                     data_dir: Some(data_dir),
+                    spawned: Some((broker_bin.clone(), env.clone())),
                 }
             }
             TargetSpec::Remote {
@@ -148,6 +164,7 @@ impl Target {
                     resource: resource.to_string(),
                     child: None,
                     data_dir: None,
+                    spawned: None,
                 }
             }
         };
@@ -175,6 +192,34 @@ impl Target {
     /// The broker's process id when this tool started it (CPU and RSS are sampled only then).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILLs the broker this tool started and starts it again on the same data dir and address
+    /// (so clients and their tokens carry on); returns how long it took to listen again.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<std::time::Duration> {
+        let (Some(child), Some(data_dir), Some((bin, env))) =
+            (&mut self.child, &self.data_dir, &self.spawned)
+        else {
+            bail!("only a broker this tool started can be restarted");
+        };
+        child.kill()?;
+        child.wait()?;
+        let started = std::time::Instant::now();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let mut tries = 0;
+        let child = loop {
+            match spawn_broker(bin, env, &listen, data_dir.path()) {
+                Ok((child, _)) => break child,
+                // The old process's listening socket may take a moment to go.
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.child = Some(child);
+        Ok(started.elapsed())
     }
 
     /// The data dir of a broker this tool started (the disk the anchors write to).

@@ -72,14 +72,75 @@ async fn one_lifecycle(ctx: &Context, body: &Bytes, figures: &mut WorkerFigures)
     Some(())
 }
 
-/// Runs the load alone and returns the scenario's figures.
+/// Requests of each kind (at most) in the phases that measure the broker's CPU per request kind.
+const REQUESTS_PER_KIND_PHASE: usize = 1000;
+/// Enough requests that a phase spans many of the kernel's 10 ms CPU ticks.
+const MIN_REQUESTS_PER_KIND_PHASE: usize = 200;
+
+/// How long wrk gets `/health` for the anchor: a quarter of the load's duration, 1 to 5 s.
+fn wrk_duration(load: Duration) -> Duration {
+    (load / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// Runs the load alone, then (on a broker this tool started) one phase per request kind, and
+/// returns the scenario's figures.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: usize,
     duration: Duration,
     size: u64,
 ) -> anyhow::Result<ScenarioResult> {
-    run_named(ctx, "lifecycle", concurrency, duration, size).await
+    // The anchor first, on the idle broker: its figure is this machine's, not the broker's load.
+    let wrk = if ctx.anchors {
+        let url = format!("{}/health", ctx.target.url);
+        eprintln!("lifecycle: anchor: wrk on {url} ...");
+        tokio::task::spawn_blocking(move || {
+            crate::anchors::wrk_rate(&url, concurrency, wrk_duration(duration))
+        })
+        .await?
+    } else {
+        None
+    };
+    let mut result = run_named(ctx.clone(), "lifecycle", concurrency, duration, size).await?;
+    if let (Some(rate), Some(lifecycles)) = (wrk, result.lifecycles_per_sec) {
+        let requests = lifecycles * STEPS.len() as f64;
+        result
+            .figures
+            .insert("anchor_wrk_health_requests_per_sec".into(), rate);
+        result.figures.insert("requests_per_sec".into(), requests);
+        result
+            .figures
+            .insert("requests_to_wrk_health".into(), requests / rate);
+    }
+    if let Some(pid) = ctx.target.pid() {
+        // As many requests per kind as the load made lifecycles, within bounds (a short run stays short).
+        let completed =
+            (result.lifecycles_per_sec.unwrap_or(0.0) * duration.as_secs_f64()) as usize;
+        let per_phase = REQUESTS_PER_KIND_PHASE.min(completed.max(MIN_REQUESTS_PER_KIND_PHASE));
+        eprintln!("lifecycle: {per_phase} requests of each kind alone, for the CPU each costs ...");
+        let mut errors = Errors::default();
+        let costs = super::request_cost::measure(
+            &ctx,
+            pid,
+            concurrency,
+            per_phase,
+            &payload(size),
+            &mut errors,
+        )
+        .await;
+        result.figures.extend(costs);
+        result.errors += errors.total();
+        for (status, n) in errors.0 {
+            *result.errors_by_status.entry(status).or_default() += n;
+        }
+    }
+    Ok(result)
+}
+
+fn payload(size: u64) -> Bytes {
+    let mut payload = vec![0u8; size as usize];
+    fill_random(&mut payload, &mut 0x2545_F491_4F6C_DD1D);
+    Bytes::from(payload)
 }
 
 pub async fn run_named(
@@ -89,9 +150,7 @@ pub async fn run_named(
     duration: Duration,
     size: u64,
 ) -> anyhow::Result<ScenarioResult> {
-    let mut payload = vec![0u8; size as usize];
-    fill_random(&mut payload, &mut 0x2545_F491_4F6C_DD1D);
-    let body = Bytes::from(payload);
+    let body = payload(size);
     eprintln!("{name}: {concurrency} clients for {duration:?}, {size}-byte files ...");
     let watch = ctx.target.pid().map(ProcWatch::start);
     let done = Arc::new(AtomicU64::new(0));

@@ -1,7 +1,9 @@
 //! The scenarios. Each measures through the public API only and returns a `ScenarioResult`.
 
+pub mod crash;
 pub mod lifecycle;
 pub mod mixed;
+pub mod request_cost;
 pub mod scan;
 pub mod transfer;
 pub mod tus;
