@@ -1,5 +1,6 @@
 //! The metadata port on SQLite: transfers, their histories, search, service owners and resources.
 
+use super::search::search_statement;
 use super::writes::{apply_change, insert_transfer};
 use super::{failure, recipient_status_of, status_of, ts, SqliteStore};
 use crate::db::*;
@@ -32,8 +33,11 @@ fn resource_from_row(row: &rusqlite::Row) -> rusqlite::Result<ResourceRow> {
     })
 }
 
-/// A transfer's recipients in the order they were named, with their status codes and change times.
-fn recipients(conn: &Connection, id: &str) -> Result<Vec<(String, i64, String)>, StoreError> {
+/// A recipient's row: the organisation, its status code and when that changed.
+type RecipientColumns = (String, i64, String);
+
+/// A transfer's recipients in the order they were named.
+fn recipients(conn: &Connection, id: &str) -> Result<Vec<RecipientColumns>, StoreError> {
     conn.prepare_cached(
         "SELECT recipient, status, status_changed FROM recipients WHERE file_transfer_id = ? ORDER BY position",
     )
@@ -42,6 +46,15 @@ fn recipients(conn: &Connection, id: &str) -> Result<Vec<(String, i64, String)>,
             .collect::<Result<Vec<_>, _>>()
     })
     .map_err(failure)
+}
+
+/// A transfer's row with its recipients, when there is such a transfer.
+fn with_recipients<T>(
+    conn: &Connection,
+    id: &str,
+    row: Option<T>,
+) -> Result<Option<(T, Vec<RecipientColumns>)>, StoreError> {
+    row.map(|row| Ok((row, recipients(conn, id)?))).transpose()
 }
 
 /// One page of a history table: `sql` takes the transfer id, the `seq` to start after and the page
@@ -139,10 +152,7 @@ impl MetadataStore for SqliteStore {
                     .optional()
                 })
                 .map_err(failure)?;
-            match row {
-                Some(row) => Ok(Some((row, recipients(conn, &key)?))),
-                None => Ok(None),
-            }
+            with_recipients(conn, &key, row)
         })?;
         let Some((row, recipient_rows)) = loaded else {
             return Ok(None);
@@ -327,10 +337,7 @@ impl MetadataStore for SqliteStore {
                     .optional()
                 })
                 .map_err(failure)?;
-            match row {
-                Some(row) => Ok(Some((row, recipients(conn, &key)?))),
-                None => Ok(None),
-            }
+            with_recipients(conn, &key, row)
         })?;
         let Some((row, recipient_rows)) = loaded else {
             return Ok(None);
@@ -459,54 +466,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError> {
-        // The sort date is the time the transfer entered the filtered status, else its creation.
-        let sort = if q.status.is_some() {
-            "f.status_changed"
-        } else {
-            "f.created"
-        };
-        let mut sql = String::from("SELECT f.id FROM file_transfers f WHERE f.resource_id = ?");
-        let mut binds: Vec<Value> = vec![Value::Text(q.resource_id.clone())];
-        let org = || Value::Text(q.caller_org.clone());
-        if let Some(rs) = q.recipient_status {
-            sql.push_str(" AND EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ? AND r.status = ?)");
-            binds.extend([org(), Value::Integer(rs.code())]);
-        } else {
-            sql.push_str(" AND (0");
-            if q.role != Some(Role::Recipient) {
-                sql.push_str(" OR f.sender_org = ?");
-                binds.push(org());
-            }
-            if q.role != Some(Role::Sender) {
-                sql.push_str(" OR EXISTS (SELECT 1 FROM recipients r WHERE r.file_transfer_id = f.id AND r.recipient = ?)");
-                binds.push(org());
-            }
-            sql.push(')');
-        }
-        if let Some(s) = q.status {
-            sql.push_str(" AND f.status = ?");
-            binds.push(Value::Integer(s.code()));
-        }
-        let moment = |t: &Timestamp| Value::Text(time::format(t));
-        match (q.from, q.to) {
-            (Some(from), Some(to)) => {
-                sql.push_str(&format!(" AND {sort} BETWEEN ? AND ?"));
-                binds.extend([moment(&from), moment(&to)]);
-            }
-            (Some(from), None) => {
-                sql.push_str(&format!(" AND {sort} > ?"));
-                binds.push(moment(&from));
-            }
-            (None, Some(to)) => {
-                sql.push_str(&format!(" AND {sort} < ?"));
-                binds.push(moment(&to));
-            }
-            (None, None) => {}
-        }
-        sql.push_str(&format!(
-            " ORDER BY {sort} {} LIMIT {SEARCH_LIMIT}",
-            if q.ascending { "ASC" } else { "DESC" }
-        ));
+        let (sql, binds) = search_statement(q);
         let ids = self.read(|conn| {
             conn.prepare_cached(&sql)
                 .and_then(|mut s| {

@@ -247,6 +247,7 @@ fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()
 mod inline;
 mod jobs;
 mod metadata;
+mod search;
 mod sessions;
 mod writes;
 
