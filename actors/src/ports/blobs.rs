@@ -62,7 +62,9 @@ pub trait BlobWriter: Send {
     async fn append(&mut self, batch: Batch) -> Result<(), BlobError>;
     /// Makes every byte appended so far durable, and goes on accepting appends (a checkpoint).
     async fn sync(&mut self) -> Result<(), BlobError>;
-    /// Makes every appended byte durable; returns the stored size.
+    /// Makes every appended byte durable; returns the stored size. A store that keeps small files
+    /// with the metadata may instead hold them until the transition that stores the file, which
+    /// commits them in its own transaction (nothing is acknowledged before that transition).
     async fn commit(self: Box<Self>) -> Result<u64, BlobError>;
     /// A hint: the bytes appended from now on will not be read back soon, so a store that keeps them
     /// cached (a part of a concatenated upload, read back by its hashing) need not.
