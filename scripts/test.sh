@@ -46,7 +46,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # Once more with every file on disk: small files are kept in the database by default, and reads,
 # ranges, scanning, purges and crashes must behave the same either way.
-BROKER__STORAGE__INLINE_MAX_BYTES=0 cargo test --locked --test integration
+BROKER__STORAGE__INLINE_MAX_BYTES=0 cargo test --workspace --locked --test integration
 # The same debug binary the integration tests ran, fuzzed through its OpenAPI description.
 python3 tests/schemathesis/run.py target/debug/broker 40
 scripts/fuzz.sh 5
