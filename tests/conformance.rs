@@ -222,5 +222,15 @@ mod inline_files {
         let tiny = uuid::Uuid::new_v4();
         write(&off, tiny, b"tiny").await;
         assert!(on_disk(dir.path(), tiny));
+
+        // A file kept inline before the threshold was set to 0 still reads, and is still removed.
+        let t = new_transfer("inline", t0());
+        let kept = t.id;
+        store.create_transfer(t, vec![], vec![]).await.unwrap();
+        write(&blobs, kept, b"kept inline").await;
+        store.commit_change(stored(kept, 11)).await.unwrap();
+        assert_eq!(read(&off, kept).await.as_deref(), Some(&b"kept inline"[..]));
+        off.delete(kept).await.unwrap();
+        assert!(read(&blobs, kept).await.is_none());
     }
 }

@@ -2,8 +2,8 @@
 //! `[storage] inline_max_bytes` that arrives in one request (a binary or form upload) is held in
 //! memory until the transition that stores it commits, and is written in that same transaction, so a
 //! small upload costs one commit and no inode. Everything else, empty files, and every tus upload
-//! (whose offsets are acknowledged PATCH by PATCH), goes to the disk store underneath. Reads, Range, hashing and
-//! scanning see no difference: they all read through this port.
+//! (whose offsets are acknowledged PATCH by PATCH), goes to the disk store underneath. Reads, Range,
+//! hashing and scanning see no difference: they all read through this port.
 
 use async_trait::async_trait;
 use broker_actors::ports::{Batch, BlobError, BlobStore, BlobWriter, ByteStream, StoreError};
@@ -38,13 +38,6 @@ impl<D: BlobStore> InlineBlobStore<D> {
             files,
             max_bytes,
         }
-    }
-
-    async fn inline(&self, id: Uuid) -> Result<Option<Bytes>, BlobError> {
-        self.files
-            .inline_file(id)
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))
     }
 }
 
@@ -113,16 +106,15 @@ impl<D: BlobStore> BlobStore for InlineBlobStore<D> {
     }
 
     async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
-        if self.max_bytes > 0 {
-            if let Some(bytes) = self.inline(id).await? {
-                return Ok(slice(bytes, start, len));
-            }
+        // Whatever the threshold is now, a file may have been kept inline under an earlier one.
+        if let Some(bytes) = self.files.inline_file(id).await.map_err(io)? {
+            return Ok(slice(bytes, start, len));
         }
         self.disk.read(id, start, len).await
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
-        // Whatever the threshold is now, a file may have been kept inline under an earlier one.
+        // As for reads: the file may have been kept inline under an earlier threshold.
         self.files.remove_inline_file(id).await.map_err(io)?;
         self.disk.delete(id).await
     }
