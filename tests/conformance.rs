@@ -194,7 +194,8 @@ mod inline_files {
     }
 
     #[tokio::test]
-    async fn a_file_past_the_threshold_or_empty_goes_to_disk_and_zero_keeps_every_file_there() {
+    async fn a_file_past_the_threshold_or_appended_to_goes_to_disk_and_zero_keeps_every_file_there()
+    {
         let dir = tempfile::tempdir().unwrap();
         let (store, blobs) = open(dir.path()).await;
         resource(store.as_ref(), "inline").await;
@@ -207,11 +208,12 @@ mod inline_files {
         assert!(on_disk(dir.path(), id));
         assert_eq!(read(&blobs, id).await.map(|b| b.len()), Some(large.len()));
 
-        let empty = uuid::Uuid::new_v4();
-        assert_eq!(write(&blobs, empty, b"").await, 0);
+        let appended = uuid::Uuid::new_v4();
+        let started = blobs.open_append(appended, None, 0).await.unwrap();
+        assert_eq!(started.commit().await.unwrap(), 0);
         assert!(
-            on_disk(dir.path(), empty),
-            "an empty file (a tus upload's start) is on disk"
+            on_disk(dir.path(), appended),
+            "a tus upload's file is on disk from its start"
         );
 
         let off = InlineBlobStore::new(

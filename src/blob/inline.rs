@@ -1,8 +1,8 @@
 //! Small files kept in the metadata database instead of a file each: a file no larger than
 //! `[storage] inline_max_bytes` that arrives in one request (a binary or form upload) is held in
 //! memory until the transition that stores it commits, and is written in that same transaction, so a
-//! small upload costs one commit and no inode. Everything else, empty files, and every tus upload
-//! (whose offsets are acknowledged PATCH by PATCH), goes to the disk store underneath. Reads, Range,
+//! small upload costs one commit and no inode. Everything else, and every tus upload (whose offsets
+//! are acknowledged PATCH by PATCH, through `open_append`), goes to the disk store underneath. Reads, Range,
 //! hashing and scanning see no difference: they all read through this port.
 
 use async_trait::async_trait;
@@ -174,19 +174,20 @@ impl<D: BlobStore> BlobWriter for InlineWriter<D> {
     }
 
     async fn commit(self: Box<Self>) -> Result<u64, BlobError> {
-        let mut this = *self;
-        // An empty file goes to disk: it is how a tus upload starts the file its PATCHes append to.
-        if this.held_len == 0 && this.spilled.is_none() {
-            this.spill().await?;
-        }
+        let this = *self;
         if let Some(writer) = this.spilled {
             return writer.commit().await;
         }
-        let mut whole = BytesMut::with_capacity(this.held_len as usize);
-        for piece in &this.held {
-            whole.extend_from_slice(piece);
-        }
-        this.files.stage(this.id, whole.freeze());
+        // A small body usually arrives as one chunk: hold that, not a copy.
+        let whole = match this.held.as_slice() {
+            [one] => one.clone(),
+            pieces => {
+                let mut whole = BytesMut::with_capacity(this.held_len as usize);
+                pieces.iter().for_each(|p| whole.extend_from_slice(p));
+                whole.freeze()
+            }
+        };
+        this.files.stage(this.id, whole);
         Ok(this.held_len)
     }
 

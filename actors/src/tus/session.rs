@@ -64,7 +64,8 @@ impl Broker {
         }
         // Claim the slot (this records UploadStarted), start an empty file, and let the slot go.
         let lease = self.lifecycle().begin_upload(view.id).await?;
-        let writer = match self.ports().blobs.create(view.id).await {
+        // Appended to from offset 0, as its PATCHes will: a store keeps a tus file where appends go.
+        let writer = match self.ports().blobs.open_append(view.id, None, 0).await {
             Ok(w) => w,
             Err(e) => return Err(fail_storage(lease, e).await),
         };

@@ -48,15 +48,6 @@ fn recipients(conn: &Connection, id: &str) -> Result<Vec<RecipientColumns>, Stor
     .map_err(failure)
 }
 
-/// A transfer's row with its recipients, when there is such a transfer.
-fn with_recipients<T>(
-    conn: &Connection,
-    id: &str,
-    row: Option<T>,
-) -> Result<Option<(T, Vec<RecipientColumns>)>, StoreError> {
-    row.map(|row| Ok((row, recipients(conn, id)?))).transpose()
-}
-
 /// One page of a history table: `sql` takes the transfer id, the `seq` to start after and the page
 /// size, and yields `seq`, then three more columns.
 type HistoryRow = (i64, Value, Value, String);
@@ -122,39 +113,51 @@ type ViewRow = (
     (String, String, Option<String>, String),
 );
 
+impl SqliteStore {
+    /// A transfer's row read by `sql` (its one parameter the transfer's id) with its recipients, in
+    /// one read; None when there is no such transfer.
+    fn transfer_row<T>(
+        &self,
+        sql: &str,
+        id: &str,
+        columns: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Option<(T, Vec<RecipientColumns>)>, StoreError> {
+        self.read(|conn| {
+            let row = conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params![id], columns).optional())
+                .map_err(failure)?;
+            row.map(|row| Ok((row, recipients(conn, id)?))).transpose()
+        })
+    }
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn load_transfer(&self, id: Uuid) -> Result<Option<TransferRecord>, StoreError> {
         let key = id.to_string();
-        let loaded = self.read(|conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT f.resource_id, f.sender, f.status, f.size, f.checksum, f.sha256, f.declared_checksum,
+        let found = self.transfer_row(
+            "SELECT f.resource_id, f.sender, f.status, f.size, f.checksum, f.sha256, f.declared_checksum,
                             f.use_virus_scan, f.expiration_time, r.purge_after_all_confirmed, r.purge_grace_period_us
                      FROM file_transfers f JOIN resources r ON r.id = f.resource_id WHERE f.id = ?",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![key], |r| {
-                        Ok(LoadedRow {
-                            resource_id: r.get(0)?,
-                            sender: r.get(1)?,
-                            status: r.get(2)?,
-                            size: r.get(3)?,
-                            md5: r.get(4)?,
-                            sha256: r.get(5)?,
-                            declared_md5: r.get(6)?,
-                            use_virus_scan: r.get(7)?,
-                            expiration_time: r.get(8)?,
-                            purge_after_all_confirmed: r.get(9)?,
-                            purge_grace_period_us: r.get(10)?,
-                        })
-                    })
-                    .optional()
+            &key,
+            |r| {
+                Ok(LoadedRow {
+                    resource_id: r.get(0)?,
+                    sender: r.get(1)?,
+                    status: r.get(2)?,
+                    size: r.get(3)?,
+                    md5: r.get(4)?,
+                    sha256: r.get(5)?,
+                    declared_md5: r.get(6)?,
+                    use_virus_scan: r.get(7)?,
+                    expiration_time: r.get(8)?,
+                    purge_after_all_confirmed: r.get(9)?,
+                    purge_grace_period_us: r.get(10)?,
                 })
-                .map_err(failure)?;
-            with_recipients(conn, &key, row)
-        })?;
-        let Some((row, recipient_rows)) = loaded else {
+            },
+        )?;
+        let Some((row, recipient_rows)) = found else {
             return Ok(None);
         };
         let stored = || StoredFile {
@@ -319,27 +322,20 @@ impl MetadataStore for SqliteStore {
 
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
         let key = id.to_string();
-        let loaded = self.read(|conn| {
-            let row: Option<ViewRow> = conn
-                .prepare_cached(
-                    "SELECT resource_id, file_name, senders_reference, sender, sender_org, checksum, sha256, use_virus_scan,
+        let found = self.transfer_row(
+            "SELECT resource_id, file_name, senders_reference, sender, sender_org, checksum, sha256, use_virus_scan,
                             size, status, status_text, status_changed, created, expiration_time, published, property_list
                      FROM file_transfers WHERE id = ?",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![key], |r| {
-                        Ok((
-                            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
-                            (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
-                            (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(failure)?;
-            with_recipients(conn, &key, row)
-        })?;
-        let Some((row, recipient_rows)) = loaded else {
+            &key,
+            |r| -> rusqlite::Result<ViewRow> {
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
+                    (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?),
+                ))
+            },
+        )?;
+        let Some((row, recipient_rows)) = found else {
             return Ok(None);
         };
         let (
