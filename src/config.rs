@@ -1,5 +1,8 @@
 //! Typed, layered configuration: defaults -> TOML file -> `BROKER__SECTION__KEY` env -> command-line flags.
 
+mod events;
+
+pub use events::{EventsConfig, MetricsConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub limits: LimitsConfig,
     pub scan: ScanConfig,
+    pub events: EventsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +387,7 @@ impl Config {
         if scan.max_concurrent == 0 || scan.timeout_secs == 0 {
             return invalid("scan.max_concurrent and scan.timeout_secs must be at least 1".into());
         }
+        self.events.validate().map_err(ConfigError::Invalid)?;
         if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
             return Err(ConfigError::Invalid(
                 "registry.mode = \"file\" needs registry.file".into(),

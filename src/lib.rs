@@ -7,6 +7,7 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod db;
+pub mod deliver;
 pub mod http;
 pub mod registry;
 pub mod scan;
@@ -117,6 +118,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         registry: Arc::new(registry),
         jobs: store.clone(),
         scanner: scanner(&config.scan)?,
+        subscriptions: store.clone(),
+        webhooks: Arc::new(deliver::webhook::HttpWebhooks::new(
+            std::time::Duration::from_millis(config.events.timeout_ms),
+            config.events.allow_internal_endpoints
+                || config.registry.environment != config::Environment::Production,
+        )?),
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
@@ -179,6 +186,7 @@ fn settings(config: &Config) -> Settings {
                 config::LargeFileScan::Refuse => broker_actors::LargeFiles::Refuse,
             },
         },
+        deliveries: config.events.settings(),
     }
 }
 
@@ -223,6 +231,7 @@ pub async fn serve(
     let every = std::time::Duration::from_secs(app.config.server.tus_sweep_interval_secs.max(1));
     let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
     let jobs = tokio::spawn(app.broker.clone().run_job_runtime());
+    let fan_out = tokio::spawn(app.broker.clone().run_fan_out());
     app.broker.recover_unverified_uploads().await;
     app.broker.ensure_tus_sweep().await?;
     let router = http::router(app);
@@ -242,5 +251,6 @@ pub async fn serve(
     };
     sweeper.abort();
     jobs.abort();
+    fan_out.abort();
     outcome
 }

@@ -112,6 +112,15 @@ impl TestServer {
         next
     }
 
+    /// Stops the server gracefully and starts a new one with `config` (on the same data dir).
+    pub async fn restart_with(mut self, config: Config) -> TestServer {
+        let temp = self._temp.take();
+        self.stop().await;
+        let mut next = Self::start_with(config).await;
+        next._temp = temp;
+        next
+    }
+
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -33,6 +33,12 @@ async fn sqlite_keeps_the_outbox_rules() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_the_delivery_and_subscription_rules() {
+    let (_dir, store) = sqlite().await;
+    deliveries_suite(&store, &store, &store).await;
+}
+
+#[tokio::test]
 async fn sqlite_keeps_the_job_rules() {
     let (_dir, store) = sqlite().await;
     jobs_suite(&store).await;

@@ -41,3 +41,5 @@ mod tus_concat;
 mod tus_crash;
 mod tus_finalize;
 mod tus_sessions;
+mod webhook_receiver;
+mod webhooks;

@@ -2,7 +2,8 @@
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
 use crate::ports::{
-    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, UploadSessions,
+    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, Subscriptions,
+    UploadSessions, WebhookSender,
 };
 use crate::supervisor::Lifecycle;
 use std::sync::Arc;
@@ -22,6 +23,10 @@ pub struct Ports {
     pub jobs: Arc<dyn Jobs>,
     /// The malware scanner; `None` when scanning is off (every transfer then says `useVirusScan: false`).
     pub scanner: Option<Arc<dyn Scanner>>,
+    /// Event subscriptions (their deliveries are the outbox's).
+    pub subscriptions: Arc<dyn Subscriptions>,
+    /// Sends webhook deliveries.
+    pub webhooks: Arc<dyn WebhookSender>,
 }
 
 /// What the operator configured that the lifecycle needs.
@@ -42,6 +47,7 @@ pub struct Settings {
     /// How often expired resumable uploads are swept (a durable job: one node runs each sweep).
     pub tus_sweep_interval: chrono::Duration,
     pub scan: crate::scan::ScanSettings,
+    pub deliveries: crate::fanout::DeliverySettings,
 }
 
 /// The entry point of the application. Cheap to clone.
@@ -67,6 +73,9 @@ pub(crate) struct Inner {
     pub(crate) stuck_alerts: std::sync::atomic::AtomicU64,
     /// Scans running or waiting for a permit.
     pub(crate) scans: crate::scan::ScanRunner,
+    /// Wakes the fan-out when subscriptions change.
+    pub(crate) subscriptions_changed: tokio::sync::Notify,
+    pub(crate) delivery_stats: crate::fanout::DeliveryStats,
 }
 
 impl Broker {
@@ -89,6 +98,8 @@ impl Broker {
                 shutdown,
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 stuck_alerts: Default::default(),
+                subscriptions_changed: Default::default(),
+                delivery_stats: Default::default(),
             }),
         }
     }

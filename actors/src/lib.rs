@@ -9,6 +9,7 @@ pub mod broker;
 pub mod conformance;
 pub mod download;
 pub mod error;
+pub mod fanout;
 pub mod form_upload;
 pub mod hashing;
 mod initialize;
@@ -20,6 +21,7 @@ pub mod query;
 mod resources;
 mod scan;
 pub mod state;
+mod subscriptions;
 pub mod supervisor;
 #[cfg(test)]
 mod test_support;
@@ -54,6 +56,12 @@ mod conformance_tests {
     async fn the_in_memory_outbox_keeps_the_outbox_rules() {
         let store = MemoryStore::default();
         outbox_suite(&store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_delivery_and_subscription_rules() {
+        let store = MemoryStore::default();
+        deliveries_suite(&store, &store, &store).await;
     }
 
     #[tokio::test]

@@ -168,6 +168,8 @@ fn broker_on(
         registry: Arc::new(Registry::Open),
         jobs: store.jobs(),
         scanner: scanner.map(|s| s as Arc<dyn crate::ports::Scanner>),
+        subscriptions: store.clone(),
+        webhooks: Arc::new(crate::memory::MemoryWebhooks::default()),
     };
     let settings = Settings {
         production: false,
@@ -179,6 +181,7 @@ fn broker_on(
         event_source: "test".into(),
         tus_sweep_interval: chrono::Duration::minutes(1),
         scan,
+        deliveries: Default::default(),
     };
     Broker::new(ports, settings, Default::default())
 }

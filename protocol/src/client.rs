@@ -220,4 +220,64 @@ impl BrokerClient {
         .await?;
         Ok(r.json().await?)
     }
+
+    /// Creates an event subscription; the answer carries its signing secret.
+    pub async fn create_subscription(
+        &self,
+        request: &crate::subscriptions::SubscriptionRequest,
+    ) -> Result<crate::subscriptions::Subscription, ClientError> {
+        let r = Self::send(self.request(Method::POST, "/subscriptions").json(request)).await?;
+        Ok(r.json().await?)
+    }
+
+    pub async fn subscription(
+        &self,
+        id: i64,
+    ) -> Result<crate::subscriptions::Subscription, ClientError> {
+        let r = Self::send(self.request(Method::GET, &format!("/subscriptions/{id}"))).await?;
+        Ok(r.json().await?)
+    }
+
+    pub async fn subscriptions(
+        &self,
+    ) -> Result<crate::subscriptions::SubscriptionList, ClientError> {
+        let r = Self::send(self.request(Method::GET, "/subscriptions")).await?;
+        Ok(r.json().await?)
+    }
+
+    pub async fn delete_subscription(&self, id: i64) -> Result<(), ClientError> {
+        Self::send(self.request(Method::DELETE, &format!("/subscriptions/{id}"))).await?;
+        Ok(())
+    }
+
+    /// A subscription's delivery history (the first 1000 deliveries).
+    pub async fn deliveries(
+        &self,
+        id: i64,
+    ) -> Result<Vec<crate::subscriptions::Delivery>, ClientError> {
+        let path = format!("/subscriptions/{id}/deliveries?limit=1000");
+        let r = Self::send(self.request(Method::GET, &path)).await?;
+        Ok(r.json().await?)
+    }
+
+    /// Queues a subscription's dead-lettered deliveries again; how many.
+    pub async fn redeliver(&self, id: i64) -> Result<u64, ClientError> {
+        let path = format!("/subscriptions/{id}/redeliver");
+        let r = Self::send(self.request(Method::POST, &path)).await?;
+        Ok(r.json::<crate::subscriptions::Redelivered>()
+            .await?
+            .requeued)
+    }
+
+    /// Rotates a subscription's signing secret; the answer carries the new one.
+    pub async fn rotate_secret(
+        &self,
+        id: i64,
+    ) -> Result<crate::subscriptions::Subscription, ClientError> {
+        let path = format!("/subscriptions/{id}/secret");
+        Ok(Self::send(self.request(Method::POST, &path))
+            .await?
+            .json()
+            .await?)
+    }
 }

@@ -75,6 +75,9 @@ pub struct CloudEvent {
     pub resource: String,
     pub resourceinstance: String,
     pub subject: String,
+    /// Broker's addition, as Altinn Events adds it: `/organisation/{org}` of `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternativesubject: Option<String>,
     pub source: String,
     pub data: EventData,
 }
@@ -110,6 +113,7 @@ impl CloudEvent {
             resource: format!("urn:altinn:resource:{resource_id}"),
             resourceinstance: file_transfer_id.to_string(),
             subject: format!("urn:altinn:organization:identifier-no:{digits}"),
+            alternativesubject: Some(format!("/organisation/{digits}")),
             source: source.into(),
             data: EventData { role },
         }

@@ -12,9 +12,11 @@ pub mod range;
 pub mod resource;
 pub mod size;
 pub mod status;
+pub mod subscriptions;
 pub mod time;
 pub mod transfer;
 pub mod tus_headers;
+pub mod webhooks;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -40,4 +42,6 @@ pub mod scopes {
     pub const READ: &str = "altinn:broker.read";
     pub const SERVICE_OWNER: &str = "altinn:serviceowner";
     pub const MAINTENANCE: &str = "altinn:broker.maintenance";
+    /// Altinn Events' scope for managing subscriptions.
+    pub const EVENTS_SUBSCRIBE: &str = "altinn:events.subscribe";
 }

@@ -70,6 +70,9 @@ catalogue! {
     RequestBodyTooSlow = 9009, 408, "The request body arrived too slowly and was cut off. Retry the request.";
     TooManyConnections = 9010, 503, "The broker has too many open connections. Retry in a moment.";
     TooManyTusParts = 9011, 400, "The file transfer has as many partial uploads as the broker allows. Join or delete parts before creating more.";
+    SubscriptionNotFound = 9013, 404, "The subscription was not found.";
+    SubscriptionForOtherParty = 9014, 403, "A subscription's subject filters may only name the caller's own organisation (a service owner may subscribe to every event of its own resources).";
+    EndpointNotAllowed = 9015, 400, "The endpoint must be an absolute http or https URL the broker may reach; loopback, link-local and private addresses are refused in production unless the operator allows them.";
     FileTooLargeToScan = 9012, 400, "The file is larger than the malware scanner accepts, and this broker refuses files it cannot scan whole. Send a smaller file, or initialize the transfer with disableVirusScan where the resource allows it.";
 }
 

@@ -31,6 +31,8 @@ pub enum Policy {
     SenderOrRecipient,
     ServiceOwner,
     Maintenance,
+    /// Altinn Events' subscription scope.
+    Subscriber,
 }
 
 impl Policy {
@@ -42,6 +44,7 @@ impl Policy {
             Policy::SenderOrRecipient => &[WRITE, READ],
             Policy::ServiceOwner => &[SERVICE_OWNER],
             Policy::Maintenance => &[MAINTENANCE],
+            Policy::Subscriber => &[EVENTS_SUBSCRIBE],
         }
     }
 }

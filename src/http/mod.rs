@@ -9,6 +9,7 @@ pub mod download;
 pub mod error;
 pub mod form;
 pub mod openapi;
+pub mod subscriptions;
 pub mod transfers;
 pub mod tus;
 pub mod upload;
@@ -167,6 +168,8 @@ pub fn router(app: App) -> Router {
             get(admin::resource).put(admin::configure_resource),
         )
         .route(&format!("{api}/maintenance/events"), get(admin::events))
+        .merge(subscription_routes(api))
+        .merge(subscription_routes("/events/api/v1"))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(
             Router::new()
@@ -227,6 +230,32 @@ pub fn router(app: App) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .layer(tower::util::option_layer(cors))
+}
+
+/// The subscription API under `base`.
+fn subscription_routes(base: &str) -> Router<App> {
+    use axum::routing::delete;
+    Router::new()
+        .route(
+            &format!("{base}/subscriptions"),
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            &format!("{base}/subscriptions/{{id}}"),
+            get(subscriptions::get).merge(delete(subscriptions::delete)),
+        )
+        .route(
+            &format!("{base}/subscriptions/{{id}}/deliveries"),
+            get(subscriptions::deliveries),
+        )
+        .route(
+            &format!("{base}/subscriptions/{{id}}/redeliver"),
+            post(subscriptions::redeliver),
+        )
+        .route(
+            &format!("{base}/subscriptions/{{id}}/secret"),
+            post(subscriptions::rotate_secret),
+        )
 }
 
 async fn openapi_json() -> Json<serde_json::Value> {

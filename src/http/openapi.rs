@@ -3,7 +3,7 @@
 //! `application/problem+json` bodies, the empty-bodied 401/403 of a missing token or scope), and the
 //! links a client follows from a new transfer's id to its other operations.
 
-use super::{admin, download, transfers, upload};
+use super::{admin, download, subscriptions, transfers, upload};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -18,6 +18,8 @@ use utoipa::OpenApi;
         upload::upload, upload::initialize_and_upload, download::download,
         admin::create_service_owner, admin::service_owner, admin::configure_resource, admin::resource,
         admin::events, admin::health,
+        subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::delete,
+        subscriptions::deliveries, subscriptions::redeliver, subscriptions::rotate_secret,
     ),
     components(schemas(broker_protocol::events::CloudEvent, broker_protocol::events::EventData, broker_protocol::events::EventRole)),
     modifiers(&BearerScheme, &ErrorResponses, &TransferLinks),

@@ -1,14 +1,16 @@
-//! One conformance suite per port (metadata, upload sessions, blobs, outbox, jobs): public functions an adapter's tests call with a fresh adapter, so
+//! One conformance suite per port (metadata, upload sessions, blobs, outbox and deliveries, subscriptions, jobs): public functions an adapter's tests call with a fresh adapter, so
 //! every adapter (in memory, SQLite, local disk; PostgreSQL and object stores later) keeps the same
 //! rules. A suite panics, naming the rule, at the first one broken.
 
 mod blobs;
+mod deliveries;
 mod jobs;
 mod metadata;
 mod outbox;
 mod sessions;
 
 pub use blobs::blob_store_suite;
+pub use deliveries::deliveries_suite;
 pub use jobs::{jobs_suite, transfer_jobs_suite};
 pub use metadata::metadata_store_suite;
 pub use outbox::outbox_suite;

@@ -2,7 +2,7 @@
 
 use crate::ports::jobs::JobKey;
 use crate::ports::metadata::*;
-use crate::ports::{Outbox, StoreError};
+use crate::ports::StoreError;
 use crate::state::{Phase, StoredFile, TransferState};
 use async_trait::async_trait;
 use broker_protocol::events::{CloudEvent, OutboxEntry};
@@ -35,6 +35,7 @@ pub(super) struct Tables {
     pub(super) recipient_history: Vec<(i64, Uuid, RecipientStatusEntry)>,
     pub(super) outbox: Vec<OutboxEntry>,
     pub(super) sessions: super::sessions::Sessions,
+    pub(super) deliveries: super::deliveries::Deliveries,
     pub(super) next_seq: i64,
 }
 
@@ -49,6 +50,7 @@ impl Tables {
             let sequence = self.outbox.len() as i64 + 1;
             self.outbox.push(OutboxEntry { sequence, event });
         }
+        self.deliveries.appended.notify_one();
     }
 
     fn record_status(
@@ -431,18 +433,4 @@ fn newest_with_key<'t>(
         .filter(|r| r.view.sender_org == sender_org && r.view.created > since)
         .filter(|r| r.idempotency.as_ref().is_some_and(|i| i.0 == key))
         .max_by_key(|r| r.view.created)
-}
-
-#[async_trait]
-impl Outbox for MemoryStore {
-    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let tables = self.lock();
-        Ok(tables
-            .outbox
-            .iter()
-            .filter(|e| e.sequence > after)
-            .take(limit as usize)
-            .cloned()
-            .collect())
-    }
 }

@@ -5,13 +5,16 @@
 
 mod blobs;
 mod clock;
+mod deliveries;
 mod jobs;
 mod metadata;
 mod scanner;
 mod sessions;
+mod webhooks;
 
 pub use blobs::MemoryBlobs;
 pub use clock::ManualClock;
 pub use jobs::MemoryJobs;
 pub use metadata::MemoryStore;
 pub use scanner::{MemoryScanner, EICAR, EICAR_SIGNATURE};
+pub use webhooks::MemoryWebhooks;

@@ -1,5 +1,5 @@
 //! The ports the lifecycle needs, one file each: where transfers live (metadata), resumable upload
-//! sessions, bytes (blobs), the event outbox, durable jobs, the virus scanner, the resource registry and
+//! sessions, bytes (blobs), the event outbox and its deliveries, event subscriptions, durable jobs, the virus scanner, the resource registry and
 //! the clock. Adapters (SQLite, PostgreSQL, local disk, object stores, clamd) live in the server crate;
 //! each port has an in-memory adapter and a conformance suite here (feature `testing`).
 
@@ -10,16 +10,20 @@ pub mod metadata;
 pub mod outbox;
 pub mod registry;
 pub mod scanner;
+pub mod subscriptions;
 pub mod upload_sessions;
+pub mod webhooks;
 
 pub use blobs::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
 pub use clock::{Clock, SystemClock};
 pub use jobs::{ClaimedJob, JobKey, JobKind, Jobs};
 pub use metadata::{MetadataStore, TransferChange, TransferRecord};
-pub use outbox::Outbox;
+pub use outbox::{Attempt, AttemptOutcome, ClaimedDelivery, DeliveryRow, Outbox};
 pub use registry::{Registry, RegistryEntry};
 pub use scanner::{ScanError, Scanner, Verdict};
+pub use subscriptions::{NewSubscription, SubscriptionRow, Subscriptions};
 pub use upload_sessions::UploadSessions;
+pub use webhooks::{WebhookAnswer, WebhookRequest, WebhookSender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

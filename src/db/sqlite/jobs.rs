@@ -6,11 +6,11 @@ use crate::db::*;
 use broker_actors::ports::jobs::{ClaimedJob, JobKey, JobKind, Jobs};
 use rusqlite::{params, Connection, OptionalExtension};
 
-fn micros(t: Timestamp) -> i64 {
+pub(super) fn micros(t: Timestamp) -> i64 {
     t.timestamp_micros()
 }
 
-fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
+pub(super) fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
     chrono::DateTime::from_timestamp_micros(us).ok_or_else(|| failure(format!("bad time {us}")))
 }
 

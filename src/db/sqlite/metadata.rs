@@ -206,8 +206,12 @@ impl MetadataStore for SqliteStore {
             .as_ref()
             .and_then(|_| self.staged.get(id));
         let storing = inline.is_some();
+        let events = !change.events.is_empty();
         self.write(move |conn| apply_change(conn, change, inline))
             .await?;
+        if events {
+            self.appended.notify_one();
+        }
         if storing {
             self.staged.remove(id);
         }
@@ -316,8 +320,11 @@ impl MetadataStore for SqliteStore {
         events: Vec<CloudEvent>,
         jobs: Vec<(JobKey, Timestamp)>,
     ) -> Result<Created, StoreError> {
-        self.write(move |conn| insert_transfer(conn, t, events, jobs))
-            .await
+        let created = self
+            .write(move |conn| insert_transfer(conn, t, events, jobs))
+            .await?;
+        self.appended.notify_one();
+        Ok(created)
     }
 
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {

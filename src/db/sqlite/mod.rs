@@ -33,6 +33,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     /// Transactions committed by the writer (each one fsync), for metrics and tests.
     group_commits: Arc<AtomicU64>,
+    /// Signalled after a commit that appended events (the fan-out waits on it).
+    appended: Arc<tokio::sync::Notify>,
 }
 
 fn failure(e: impl std::fmt::Display) -> StoreError {
@@ -154,6 +156,7 @@ impl SqliteStore {
             staged: inline::Staged::default(),
             writer,
             group_commits,
+            appended: Default::default(),
         })
     }
 
@@ -249,6 +252,7 @@ mod jobs;
 mod metadata;
 mod search;
 mod sessions;
+mod subscriptions;
 mod writes;
 
 pub(super) fn insert_events(
@@ -258,7 +262,9 @@ pub(super) fn insert_events(
     at: &str,
 ) -> Result<(), StoreError> {
     let mut insert = conn
-        .prepare_cached("INSERT INTO outbox (file_transfer_id, event, created) VALUES (?, ?, ?)")
+        .prepare_cached(
+            "INSERT INTO outbox (file_transfer_id, event, created, routed) VALUES (?, ?, ?, 0)",
+        )
         .map_err(failure)?;
     for event in events {
         let event = serde_json::to_string(event).map_err(failure)?;

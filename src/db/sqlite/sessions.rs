@@ -1,37 +1,13 @@
-//! The upload-sessions port (tus offsets and parts) and the outbox reader on SQLite.
+//! The upload-sessions port (tus offsets and parts) on SQLite.
 
 use super::{failure, ts, SqliteStore};
 use crate::db::*;
-use broker_actors::ports::{Outbox, UploadSessions};
+use broker_actors::ports::UploadSessions;
 use broker_protocol::time;
 use rusqlite::{params, OptionalExtension};
 
 fn uuid(text: String) -> Result<Uuid, StoreError> {
     text.parse().map_err(failure)
-}
-
-#[async_trait]
-impl Outbox for SqliteStore {
-    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = self.read(|conn| {
-            conn.prepare_cached("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?")
-                .and_then(|mut s| {
-                    s.query_map(params![after, limit as i64], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(failure)
-        })?;
-        rows.into_iter()
-            .map(|(sequence, event)| {
-                Ok(OutboxEntry {
-                    sequence,
-                    event: serde_json::from_str(&event).map_err(failure)?,
-                })
-            })
-            .collect()
-    }
 }
 
 #[async_trait]

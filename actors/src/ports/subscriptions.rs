@@ -1,0 +1,71 @@
+//! Event subscriptions: who wants which events delivered where, and the secret their deliveries are
+//! signed with. Deliveries themselves are the outbox's ([`super::Outbox`]).
+
+use super::StoreError;
+use async_trait::async_trait;
+use broker_protocol::time::Timestamp;
+
+/// A subscription as it is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscription {
+    pub end_point: String,
+    pub source_filter: Option<String>,
+    /// The resource id (without `urn:altinn:resource:`).
+    pub resource_filter: String,
+    pub subject_filter: Option<String>,
+    pub alternative_subject_filter: Option<String>,
+    pub type_filter: Option<String>,
+    pub consumer: String,
+    pub created_by: String,
+    pub created: Timestamp,
+    pub secret: String,
+}
+
+/// A stored subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    pub id: i64,
+    pub spec: NewSubscription,
+    pub validated: bool,
+    /// The secret that was current before the last rotation, and until when it still signs.
+    pub previous_secret: Option<(String, Timestamp)>,
+}
+
+impl SubscriptionRow {
+    /// The secrets an attempt at `now` is signed with: the current one, and the previous one during
+    /// a rotation's overlap.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let mut secrets = vec![self.spec.secret.as_str()];
+        if let Some((previous, until)) = &self.previous_secret {
+            if now < *until {
+                secrets.push(previous);
+            }
+        }
+        secrets
+    }
+}
+
+#[async_trait]
+pub trait Subscriptions: Send + Sync + 'static {
+    /// Stores a new, not yet validated subscription and gives it an id.
+    async fn create_subscription(
+        &self,
+        new: NewSubscription,
+    ) -> Result<SubscriptionRow, StoreError>;
+    async fn subscription(&self, id: i64) -> Result<Option<SubscriptionRow>, StoreError>;
+    /// Every subscription of `consumer`, oldest first.
+    async fn subscriptions_of(&self, consumer: &str) -> Result<Vec<SubscriptionRow>, StoreError>;
+    /// Every subscription, oldest first (routing matches events against them).
+    async fn all_subscriptions(&self) -> Result<Vec<SubscriptionRow>, StoreError>;
+    /// Removes a subscription with its deliveries; `false` when there was none.
+    async fn delete_subscription(&self, id: i64) -> Result<bool, StoreError>;
+    /// Records that the endpoint answered the validation event.
+    async fn mark_validated(&self, id: i64) -> Result<(), StoreError>;
+    /// Makes `secret` current; the current one keeps signing until `previous_until`.
+    async fn rotate_secret(
+        &self,
+        id: i64,
+        secret: &str,
+        previous_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+}

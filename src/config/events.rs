@@ -1,0 +1,79 @@
+//! The `[events]` (subscriptions and webhook deliveries) and `[metrics]` sections.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Deliver to loopback, link-local and private addresses even in production (they are always
+    /// allowed in development).
+    pub allow_internal_endpoints: bool,
+    /// The longest one delivery attempt may take.
+    pub timeout_ms: u64,
+    /// Delay after a delivery's first failure; doubled per further failure up to `retry_max_secs`.
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    /// How long a delivery is retried before it is dead-lettered (at least 24 h in production).
+    pub retry_for_secs: u64,
+    /// Attempts in flight at once per subscription.
+    pub per_endpoint: usize,
+    /// How often idle delivery workers look for work other nodes routed.
+    pub poll_ms: u64,
+    /// How long a rotated-out signing secret keeps signing beside the new one.
+    pub secret_overlap_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            allow_internal_endpoints: false,
+            timeout_ms: 10_000,
+            retry_base_ms: 1_000,
+            retry_max_secs: 3_600,
+            retry_for_secs: 86_400,
+            per_endpoint: 4,
+            poll_ms: 1_000,
+            secret_overlap_secs: 86_400,
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout_ms == 0 || self.per_endpoint == 0 || self.poll_ms == 0 {
+            return Err(
+                "events.timeout_ms, events.per_endpoint and events.poll_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if self.retry_base_ms == 0 || self.retry_max_secs * 1000 < self.retry_base_ms {
+            return Err(
+                "events.retry_base_ms must be at least 1 and at most events.retry_max_secs".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> broker_actors::fanout::DeliverySettings {
+        let ms = |n: u64| chrono::Duration::milliseconds(n as i64);
+        let secs = |n: u64| chrono::Duration::seconds(n as i64);
+        broker_actors::fanout::DeliverySettings {
+            retry_base: ms(self.retry_base_ms),
+            retry_max: secs(self.retry_max_secs),
+            retry_for: secs(self.retry_for_secs),
+            per_endpoint: self.per_endpoint,
+            // A claim outlives the attempt it is for.
+            lease: ms(self.timeout_ms * 2 + 5_000),
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            secret_overlap: secs(self.secret_overlap_secs),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// With a token, `/metrics` requires `Authorization: Bearer <token>`; without one it answers
+    /// loopback peers only.
+    pub token: Option<String>,
+}

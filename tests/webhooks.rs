@@ -1,0 +1,632 @@
+//! Event subscriptions and webhook delivery, checked with a real receiver that verifies every
+//! signature with `standardwebhooks` and parses every body with the CloudEvents SDK: who gets which
+//! event, an outage across a broker restart, a dead endpoint beside a live one, dead letters and
+//! redelivery, secret rotation, and who may subscribe to what.
+
+use crate::common::*;
+use crate::support::*;
+use crate::webhook_receiver::{Receiver, VALIDATION};
+use broker_protocol::client::BrokerClient;
+use broker_protocol::events::OutboxEntry;
+use broker_protocol::resource::ResourceUpdate;
+use broker_protocol::subscriptions::{DeliveryState, Subscription, SubscriptionRequest};
+use broker_protocol::FileTransferStatus;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use uuid::Uuid;
+
+const SUBSCRIBE: &str = "altinn:events.subscribe";
+
+/// Quick retries, so outages of a second or two are crossed within a test.
+fn events_config(dir: &std::path::Path) -> broker::config::Config {
+    let mut config = test_config(dir);
+    config.events.retry_base_ms = 100;
+    config.events.retry_max_secs = 1;
+    config.events.poll_ms = 100;
+    config.events.timeout_ms = 2_000;
+    config
+}
+
+async fn fixture(config: impl FnOnce(&mut broker::config::Config)) -> (Fixture, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = events_config(dir.path());
+    config(&mut c);
+    (Fixture::on(TestServer::start_with(c).await).await, dir)
+}
+
+fn request(endpoint: String) -> SubscriptionRequest {
+    SubscriptionRequest {
+        end_point: Some(endpoint),
+        resource_filter: Some(format!("urn:altinn:resource:{RESOURCE}")),
+        ..Default::default()
+    }
+}
+
+/// Subscribes `client` with the endpoint `name` of `receiver`, and waits until it is validated.
+async fn subscribe(client: &BrokerClient, receiver: &mut Receiver, name: &str) -> Subscription {
+    let created = client
+        .create_subscription(&request(receiver.url(name)))
+        .await
+        .unwrap();
+    receiver
+        .set_secrets(
+            name,
+            &[created.secret.as_deref().expect("a secret on creation")],
+        )
+        .await;
+    wait_validated(client, created.id).await;
+    created
+}
+
+async fn wait_validated(client: &BrokerClient, id: i64) {
+    for _ in 0..400 {
+        if client.subscription(id).await.unwrap().validated {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subscription {id} was not validated within 10 s");
+}
+
+fn digits(org: &str) -> &str {
+    org.rsplit(':').next().unwrap()
+}
+
+/// The outbox entries of the given transfers.
+async fn outbox_of(f: &Fixture, ids: &[Uuid]) -> Vec<OutboxEntry> {
+    let ids: BTreeSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    f.maintenance
+        .events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| ids.contains(&e.event.resourceinstance))
+        .collect()
+}
+
+fn ids_of(entries: &[&OutboxEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.event.id.to_string()).collect()
+}
+
+/// Every record is what a subscriber can trust: signed by its secret, a structured CloudEvent whose
+/// `webhook-id` is the event id, and whose fields are those of the outbox event.
+fn assert_signed_and_faithful(records: &[Value], outbox: &HashMap<String, &OutboxEntry>) {
+    for r in records {
+        assert!(
+            r["parse_error"].is_null(),
+            "a body the CloudEvents SDK refused: {r}"
+        );
+        assert!(
+            !r["verified_with"].as_array().unwrap().is_empty(),
+            "a signature that did not verify: {r}"
+        );
+        assert_eq!(r["content_type"], "application/cloudevents+json");
+        let id = r["webhook_id"].as_str().unwrap();
+        assert_eq!(r["event"]["id"], id, "webhook-id is the event id");
+        let Some(e) = outbox.get(id) else {
+            panic!("an event that is not in the outbox: {r}")
+        };
+        let e = &e.event;
+        assert_eq!(r["event"]["type"], e.type_);
+        assert_eq!(r["event"]["subject"], e.subject);
+        assert_eq!(
+            r["event"]["alternativesubject"],
+            format!("/organisation/{}", digits(&e.subject))
+        );
+        assert_eq!(
+            r["event"]["resource"],
+            format!("urn:altinn:resource:{RESOURCE}")
+        );
+        assert_eq!(r["event"]["resourceinstance"], e.resourceinstance);
+        assert_eq!(r["data"]["Role"], format!("{:?}", e.data.role));
+    }
+}
+
+#[tokio::test]
+async fn each_of_the_eight_event_types_reaches_exactly_the_subscribers_it_is_addressed_to() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let update = ResourceUpdate {
+        file_transfer_time_to_live: Some("PT6S".into()),
+        purge_file_transfer_grace_period: Some("PT1S".into()),
+        ..Default::default()
+    };
+    f.owner.configure_resource(RESOURCE, &update).await.unwrap();
+    let mut receiver = Receiver::start().await;
+    let scoped = |org: &str, scopes: &str| f.server.client(org, scopes);
+    let parties = [
+        ("sender", SENDER, scoped(SENDER, SUBSCRIBE)),
+        ("recipient", RECIPIENT, scoped(RECIPIENT, SUBSCRIBE)),
+        ("recipient2", RECIPIENT_2, scoped(RECIPIENT_2, SUBSCRIBE)),
+        ("third", THIRD_PARTY, scoped(THIRD_PARTY, SUBSCRIBE)),
+        (
+            "owner",
+            SERVICE_OWNER,
+            scoped(SERVICE_OWNER, &format!("{SO_SCOPE} {SUBSCRIBE}")),
+        ),
+    ];
+    for (name, _, client) in &parties {
+        subscribe(client, &mut receiver, name).await;
+    }
+
+    // Every recipient confirms A; only the first confirms B, which then expires; C fails its MD5.
+    let a = f
+        .publish(&[RECIPIENT, RECIPIENT_2], b"confirmed by all")
+        .await;
+    let b = f
+        .publish(&[RECIPIENT, RECIPIENT_2], b"confirmed by one")
+        .await;
+    for (r, ids) in [(&f.recipient, vec![a, b]), (&f.recipient_2, vec![a])] {
+        for id in ids {
+            r.download(id, None).await.unwrap().bytes().await.unwrap();
+            r.confirm_download(id).await.unwrap();
+        }
+    }
+    let mut body = f.initialize_body(&[RECIPIENT]);
+    body.checksum = Some(md5_hex(b"what was promised"));
+    let c = f.sender.initialize(&body).await.unwrap();
+    crate::tus::create(&f, c, 11).await;
+    crate::tus::patch(&f, c, 0, b"what came  ").await;
+    for id in [a, b] {
+        wait_for_status(
+            &f.sender,
+            id,
+            FileTransferStatus::Purged,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    wait_for_status(
+        &f.sender,
+        c,
+        FileTransferStatus::Failed,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let outbox = outbox_of(&f, &[a, b, c]).await;
+    let types: BTreeSet<&str> = outbox.iter().map(|e| e.event.type_.as_str()).collect();
+    assert_eq!(
+        types.len(),
+        8,
+        "the lifecycles emit all eight event types: {types:?}"
+    );
+    let by_id: HashMap<String, &OutboxEntry> =
+        outbox.iter().map(|e| (e.event.id.to_string(), e)).collect();
+    for (name, org, _) in &parties {
+        let expected: Vec<&OutboxEntry> = outbox
+            .iter()
+            .filter(|e| *name == "owner" || e.event.subject.ends_with(digits(org)))
+            .collect();
+        let expected = ids_of(&expected);
+        receiver
+            .wait_for(name, &expected, Duration::from_secs(30))
+            .await;
+        let records = receiver.events_for(name);
+        assert_signed_and_faithful(&records, &by_id);
+        let got: BTreeSet<String> = records
+            .iter()
+            .map(|r| r["webhook_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            expected.into_iter().collect(),
+            "{name} got exactly its events"
+        );
+        let first = receiver
+            .records()
+            .into_iter()
+            .find(|r| r["name"] == *name)
+            .unwrap();
+        assert_eq!(
+            first["event"]["type"], VALIDATION,
+            "{name}'s endpoint was validated first"
+        );
+    }
+    assert!(
+        receiver.events_for("third").is_empty(),
+        "nothing reaches another organisation"
+    );
+    let owner_types: BTreeSet<String> = receiver
+        .events_for("owner")
+        .iter()
+        .map(|r| r["event"]["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(owner_types.len(), 8, "the service owner sees every type");
+}
+
+#[tokio::test]
+async fn an_outage_across_a_broker_restart_loses_nothing_and_keeps_each_transfer_in_order() {
+    let (f, dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let sub = subscribe(&subscriber, &mut receiver, "s").await;
+    receiver.answer("s", 503).await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(f.publish(&[RECIPIENT], &payload(1000, i)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    receiver.stop().await;
+    let Fixture { server, .. } = f;
+    let server = server.restart_with(events_config(dir.path())).await;
+    let f = Fixture::clients(server);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    receiver.restart().await;
+
+    let outbox = outbox_of(&f, &ids).await;
+    let mine: Vec<&OutboxEntry> = outbox
+        .iter()
+        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
+        .collect();
+    receiver
+        .wait_for("s", &ids_of(&mine), Duration::from_secs(40))
+        .await;
+    let records = receiver.events_for("s");
+    assert!(
+        records.iter().any(|r| r["answered"] == 503),
+        "the outage was seen"
+    );
+    let by_id: HashMap<String, &OutboxEntry> =
+        outbox.iter().map(|e| (e.event.id.to_string(), e)).collect();
+    assert_signed_and_faithful(&records, &by_id);
+    // Each transfer's events arrive in order: an event is first sent only after the one before it
+    // (of the same transfer) was answered 2xx.
+    for id in &ids {
+        let events: Vec<&&OutboxEntry> = mine
+            .iter()
+            .filter(|e| e.event.resourceinstance == id.to_string())
+            .collect();
+        for pair in events.windows(2) {
+            let accepted = records
+                .iter()
+                .position(|r| {
+                    r["webhook_id"] == pair[0].event.id.to_string() && r["answered"] == 200
+                })
+                .unwrap();
+            let first_sent = records
+                .iter()
+                .position(|r| r["webhook_id"] == pair[1].event.id.to_string())
+                .unwrap();
+            assert!(
+                accepted < first_sent,
+                "{} went before {} was delivered",
+                pair[1].event.type_,
+                pair[0].event.type_
+            );
+        }
+    }
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let history = subscriber.deliveries(sub.id).await.unwrap();
+    assert_eq!(history.len(), mine.len());
+    assert!(history.iter().all(|d| d.state == DeliveryState::Delivered));
+    assert!(
+        history.iter().any(|d| d.attempts > 1),
+        "retries are in the history"
+    );
+}
+
+/// A p99 of `values` (nearest rank).
+fn p99(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[((values.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)]
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_backs_off_without_delaying_a_live_one() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    let live = f.server.client(SENDER, SUBSCRIBE);
+    let owner = f
+        .server
+        .client(SERVICE_OWNER, &format!("{SO_SCOPE} {SUBSCRIBE}"));
+    subscribe(&live, &mut receiver, "live").await;
+    let dead = subscribe(&owner, &mut receiver, "dead").await;
+    receiver.answer("dead", 0).await;
+    let mut ids = vec![];
+    for i in 0..20 {
+        ids.push(f.publish(&[RECIPIENT], &payload(500, 100 + i)).await);
+    }
+    let outbox = outbox_of(&f, &ids).await;
+    let mine: Vec<&OutboxEntry> = outbox
+        .iter()
+        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
+        .collect();
+    receiver
+        .wait_for("live", &ids_of(&mine), Duration::from_secs(20))
+        .await;
+    let lags: Vec<f64> = receiver
+        .events_for("live")
+        .iter()
+        .map(|r| {
+            let sent = chrono::DateTime::parse_from_rfc3339(&outbox_time(&outbox, r)).unwrap();
+            r["received"].as_f64().unwrap() - sent.timestamp_micros() as f64 / 1e6
+        })
+        .collect();
+    let worst = p99(lags);
+    assert!(worst < 1.0, "the live endpoint's p99 lag is {worst:.3} s");
+    // Its attempts time out (2 s here) and are rescheduled, never delivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let history = owner.deliveries(dead.id).await.unwrap();
+        assert!(!history.is_empty());
+        assert!(
+            history.iter().all(|d| d.state == DeliveryState::Pending),
+            "nothing reached the dead endpoint"
+        );
+        let backing_off = history
+            .iter()
+            .find(|d| d.attempts >= 1 && d.next_attempt.is_some());
+        if let Some(d) = backing_off {
+            assert!(d.last_status.is_none() && d.last_error.is_some(), "{d:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt timed out: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn outbox_time(outbox: &[OutboxEntry], record: &Value) -> String {
+    let id = record["webhook_id"].as_str().unwrap();
+    let e = outbox
+        .iter()
+        .find(|e| e.event.id.to_string() == id)
+        .unwrap();
+    broker_protocol::time::format(&e.event.time)
+}
+
+#[tokio::test]
+async fn a_dead_lettered_delivery_is_sent_again_on_redeliver() {
+    let (f, _dir) = fixture(|c| c.events.retry_for_secs = 0).await;
+    let mut receiver = Receiver::start().await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let sub = subscribe(&subscriber, &mut receiver, "s").await;
+    receiver.answer("s", 500).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = subscriber.deliveries(sub.id).await.unwrap();
+        if history
+            .iter()
+            .any(|d| d.state == DeliveryState::DeadLettered)
+        {
+            assert_eq!(history[0].last_status, Some(500));
+            assert!(history[0].next_attempt.is_none());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not dead-lettered: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.answer("s", 200).await;
+    assert_eq!(subscriber.redeliver(sub.id).await.unwrap(), 1);
+    let events = outbox_of(&f, &[id]).await;
+    receiver
+        .wait_for(
+            "s",
+            &[events[0].event.id.to_string()],
+            Duration::from_secs(10),
+        )
+        .await;
+    let history = subscriber.deliveries(sub.id).await.unwrap();
+    assert_eq!(history[0].state, DeliveryState::Delivered);
+}
+
+#[tokio::test]
+async fn after_a_secret_rotation_deliveries_carry_both_signatures() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let sub = subscribe(&subscriber, &mut receiver, "s").await;
+    let old = sub.secret.unwrap();
+    let rotated = subscriber.rotate_secret(sub.id).await.unwrap();
+    let new = rotated.secret.unwrap();
+    assert_ne!(old, new);
+    assert!(
+        subscriber
+            .subscription(sub.id)
+            .await
+            .unwrap()
+            .secret
+            .is_none(),
+        "a secret is shown only once"
+    );
+    receiver.set_secrets("s", &[&new]).await;
+    let id = f.initialize(&[RECIPIENT]).await;
+    let events = outbox_of(&f, &[id]).await;
+    receiver
+        .wait_for(
+            "s",
+            &[events[0].event.id.to_string()],
+            Duration::from_secs(10),
+        )
+        .await;
+    let record = receiver.events_for("s").pop().unwrap();
+    assert_eq!(record["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(record["verified_with"][0], new);
+}
+
+#[tokio::test]
+async fn subscriptions_naming_another_organisation_are_forbidden_and_others_are_invisible() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let subscriber = f.server.client(RECIPIENT, SUBSCRIBE);
+    let endpoint = "http://127.0.0.1:9/hook".to_string();
+    for other in [
+        SubscriptionRequest {
+            subject_filter: Some(format!(
+                "urn:altinn:organization:identifier-no:{}",
+                digits(SENDER)
+            )),
+            ..request(endpoint.clone())
+        },
+        SubscriptionRequest {
+            alternative_subject_filter: Some(format!("/organisation/{}", digits(SENDER))),
+            ..request(endpoint.clone())
+        },
+    ] {
+        expect_problem(
+            subscriber.create_subscription(&other).await,
+            403,
+            "BRO-09014",
+        );
+    }
+    // The resource's owner without the service-owner scope is an ordinary party.
+    let owner_as_party = f.server.client(SERVICE_OWNER, SUBSCRIBE);
+    let all_subjects = SubscriptionRequest {
+        subject_filter: Some(format!(
+            "urn:altinn:organization:identifier-no:{}",
+            digits(SENDER)
+        )),
+        ..request(endpoint.clone())
+    };
+    expect_problem(
+        owner_as_party.create_subscription(&all_subjects).await,
+        403,
+        "BRO-09014",
+    );
+    let owner = f
+        .server
+        .client(SERVICE_OWNER, &format!("{SO_SCOPE} {SUBSCRIBE}"));
+    owner.create_subscription(&all_subjects).await.unwrap();
+
+    let mine = subscriber
+        .create_subscription(&request(endpoint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.consumer,
+        format!("/organisation/{}", digits(RECIPIENT))
+    );
+    assert_eq!(
+        mine.subject_filter.as_deref(),
+        Some(
+            format!(
+                "urn:altinn:organization:identifier-no:{}",
+                digits(RECIPIENT)
+            )
+            .as_str()
+        ),
+        "the subject filter defaults to the caller"
+    );
+    let stranger = f.server.client(THIRD_PARTY, SUBSCRIBE);
+    expect_problem(stranger.subscription(mine.id).await, 404, "BRO-09013");
+    expect_problem(
+        stranger.delete_subscription(mine.id).await,
+        404,
+        "BRO-09013",
+    );
+    expect_problem(stranger.deliveries(mine.id).await, 404, "BRO-09013");
+    assert_eq!(stranger.subscriptions().await.unwrap().count, 0);
+    assert_eq!(subscriber.subscriptions().await.unwrap().count, 1);
+    let without_scope = f.server.client(RECIPIENT, READ);
+    let refused = without_scope.subscriptions().await.unwrap_err();
+    assert_eq!(refused.status(), Some(403));
+    assert_eq!(
+        f.server
+            .anonymous()
+            .subscriptions()
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+
+    let missing_resource = SubscriptionRequest {
+        resource_filter: None,
+        ..request(endpoint.clone())
+    };
+    expect_validation(subscriber.create_subscription(&missing_resource).await);
+    let bad_type = SubscriptionRequest {
+        type_filter: Some("no.altinn.broker.nonsense".into()),
+        ..request(endpoint.clone())
+    };
+    expect_validation(subscriber.create_subscription(&bad_type).await);
+    let unknown = SubscriptionRequest {
+        resource_filter: Some("urn:altinn:resource:not-configured".into()),
+        ..request(endpoint.clone())
+    };
+    expect_problem(
+        subscriber.create_subscription(&unknown).await,
+        400,
+        "BRO-00025",
+    );
+    subscriber.delete_subscription(mine.id).await.unwrap();
+    assert_eq!(subscriber.subscriptions().await.unwrap().count, 0);
+}
+
+#[tokio::test]
+async fn in_production_endpoints_on_loopback_or_private_addresses_are_refused() {
+    let (f, _dir) =
+        fixture(|c| c.registry.environment = broker::config::Environment::Production).await;
+    let subscriber = f.server.client(RECIPIENT, SUBSCRIBE);
+    for endpoint in [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://example.com/hook",
+        "not a url",
+    ] {
+        expect_problem(
+            subscriber
+                .create_subscription(&request(endpoint.into()))
+                .await,
+            400,
+            "BRO-09015",
+        );
+    }
+    assert_eq!(subscriber.subscriptions().await.unwrap().count, 0);
+}
+
+#[tokio::test]
+async fn the_altinn_events_path_serves_the_same_subscriptions() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let token = f.server.token(RECIPIENT, SUBSCRIBE);
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/events/api/v1/subscriptions", f.server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "endPoint": "http://127.0.0.1:9/hook",
+            "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
+            "typeFilter": "no.altinn.broker.published",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let listed: Value = http
+        .get(format!("{}/broker/api/v1/subscriptions", f.server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["count"], 1);
+    let one = &listed["subscriptions"][0];
+    assert_eq!(one["id"], created["id"]);
+    for field in [
+        "endPoint",
+        "resourceFilter",
+        "typeFilter",
+        "consumer",
+        "createdBy",
+        "created",
+        "validated",
+    ] {
+        assert!(!one[field].is_null(), "{field} is present");
+    }
+    assert!(one["secret"].is_null(), "the secret is not listed");
+}
