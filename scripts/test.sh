@@ -5,7 +5,8 @@
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
 # small-request anchor (without apt those anchors are skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
-# free loopback port with the project's own signature database, and the scan benchmark times clamdscan, schemathesis (PyPI) and cargo-fuzz (crates.io).
+# free loopback port with the project's own signature database, and the scan benchmark times clamdscan, standardwebhooks, cloudevents and prometheus-client (PyPI) for
+# the webhook receiver and the metrics parser, schemathesis (PyPI) and cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
@@ -31,6 +32,11 @@ if { [ ! -x /usr/sbin/clamd ] && ! command -v clamd >/dev/null 2>&1; } || ! comm
 fi
 if ! python3 -c "import tusclient" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check tuspy
+fi
+# The webhook receiver the delivery tests run verifies signatures with standardwebhooks and parses
+# bodies with the CloudEvents SDK (2.x API); the metrics test parses /metrics with prometheus-client.
+if ! python3 -c "import standardwebhooks, prometheus_client; from cloudevents.core.bindings.http import from_structured_event" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check standardwebhooks 'cloudevents>=2.2,<3' prometheus-client
 fi
 if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod deliver;
 pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod scan;
 pub mod util;
@@ -225,6 +226,9 @@ pub async fn serve(
         body_idle_timeout: std::time::Duration::from_secs(server.upload_idle_timeout_secs),
     };
     let app = build(config).await?;
+    if metrics::handle().is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics answers 503");
+    }
     // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
     println!("listening on http://{local}");
     let stopping = app.shutdown.clone();

@@ -25,6 +25,7 @@ mod headers;
 mod issuers;
 mod json_input;
 mod lifecycle;
+mod metrics;
 mod multipart;
 mod purge;
 mod ranges;

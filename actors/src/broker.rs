@@ -75,7 +75,6 @@ pub(crate) struct Inner {
     pub(crate) scans: crate::scan::ScanRunner,
     /// Wakes the fan-out when subscriptions change.
     pub(crate) subscriptions_changed: tokio::sync::Notify,
-    pub(crate) delivery_stats: crate::fanout::DeliveryStats,
 }
 
 impl Broker {
@@ -99,7 +98,6 @@ impl Broker {
                 node: format!("node-{}", uuid::Uuid::new_v4()),
                 stuck_alerts: Default::default(),
                 subscriptions_changed: Default::default(),
-                delivery_stats: Default::default(),
             }),
         }
     }

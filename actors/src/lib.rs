@@ -23,6 +23,7 @@ mod scan;
 pub mod state;
 mod subscriptions;
 pub mod supervisor;
+pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 pub mod tus;

@@ -41,3 +41,6 @@ CREATE TABLE deliveries (
 -- A transfer's pending deliveries in order: the head is the only one claimable.
 CREATE INDEX deliveries_pending ON deliveries (subscription_id, file_transfer_id, seq) WHERE state = 0;
 CREATE INDEX deliveries_by_state ON deliveries (state);
+
+-- Transfers by status, counted for /metrics without reading the table.
+CREATE INDEX file_transfers_by_status ON file_transfers (status);

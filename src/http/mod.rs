@@ -8,6 +8,7 @@ pub mod connections;
 pub mod download;
 pub mod error;
 pub mod form;
+pub mod metrics;
 pub mod openapi;
 pub mod subscriptions;
 pub mod transfers;
@@ -218,6 +219,8 @@ pub fn router(app: App) -> Router {
         .merge(tus_routes)
         .route("/health", get(admin::health))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::metrics))
+        .layer(middleware::from_fn(metrics::observe))
         .with_state(app)
         .layer(middleware::from_fn(remember_path))
         .layer(SetResponseHeaderLayer::overriding(

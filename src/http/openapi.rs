@@ -17,7 +17,7 @@ use utoipa::OpenApi;
         transfers::initialize, transfers::overview, transfers::details, transfers::search, transfers::confirm_download,
         upload::upload, upload::initialize_and_upload, download::download,
         admin::create_service_owner, admin::service_owner, admin::configure_resource, admin::resource,
-        admin::events, admin::health,
+        admin::events, admin::health, super::metrics::metrics,
         subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::delete,
         subscriptions::deliveries, subscriptions::redeliver, subscriptions::rotate_secret,
     ),

@@ -3,11 +3,9 @@
 //! slow or dead endpoint only ever delays its own deliveries.
 
 mod routing;
-mod stats;
 mod worker;
 
 pub use routing::matches;
-pub use stats::{DeliveryStats, LAG_BUCKETS};
 
 use crate::Broker;
 use std::collections::HashMap;
@@ -102,6 +100,12 @@ impl Broker {
                         .map(|s| s.id)
                         .collect();
                     woken.extend(to.iter().copied());
+                    let kind = e
+                        .event
+                        .type_
+                        .trim_start_matches("no.altinn.broker.")
+                        .to_string();
+                    metrics::counter!("broker_events_total", "type" => kind).increment(1);
                     (e.sequence, to)
                 })
                 .collect();
@@ -141,10 +145,5 @@ impl Broker {
             ));
             workers.insert(s.id, worker);
         }
-    }
-
-    /// What deliveries have done since start (for metrics).
-    pub fn delivery_stats(&self) -> &DeliveryStats {
-        &self.inner.delivery_stats
     }
 }

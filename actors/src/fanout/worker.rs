@@ -9,7 +9,6 @@ use crate::Broker;
 use broker_protocol::subscriptions::VALIDATION_EVENT_TYPE;
 use broker_protocol::time::Timestamp;
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -161,7 +160,6 @@ impl Broker {
 
     /// One attempt at one claimed delivery, and its outcome recorded.
     async fn deliver(&self, sub: &SubscriptionRow, claimed: &ClaimedDelivery) {
-        let stats = &self.inner.delivery_stats;
         let body = Bytes::from(serde_json::to_vec(&claimed.event).expect("JSON"));
         let started = std::time::Instant::now();
         let at = self.now();
@@ -169,20 +167,23 @@ impl Broker {
             .post_signed(sub, &claimed.event.id.to_string(), body, at)
             .await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("broker_delivery_attempt_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         let outcome = if answer.is_success() {
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
+            // From the event's transition (committed just after) to the subscriber's 2xx.
             let lag = (self.now() - claimed.event.time)
                 .num_microseconds()
                 .unwrap_or(0);
-            stats.record_lag(lag as f64 / 1e6);
+            metrics::histogram!("broker_delivery_lag_seconds").record(lag as f64 / 1e6);
+            metrics::counter!("broker_delivery_attempts_total", "outcome" => "delivered")
+                .increment(1);
             AttemptOutcome::Delivered
         } else {
-            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("broker_delivery_attempts_total", "outcome" => "failed").increment(1);
             let d = &self.settings().deliveries;
             let first = claimed.first_attempt.unwrap_or(at);
             if at - first >= d.retry_for {
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("broker_deliveries_dead_lettered_total").increment(1);
                 tracing::warn!(
                     subscription = sub.id,
                     sequence = claimed.sequence,

@@ -1,6 +1,6 @@
 //! The jobs port in memory.
 
-use crate::ports::jobs::{ClaimedJob, JobKey, Jobs};
+use crate::ports::jobs::{ClaimedJob, JobBacklog, JobKey, Jobs};
 use crate::ports::StoreError;
 use async_trait::async_trait;
 use broker_protocol::time::Timestamp;
@@ -173,5 +173,20 @@ impl Jobs for MemoryJobs {
 
     async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {
         Ok(self.lock().jobs.get(key).map(|j| (j.due_at, j.attempts)))
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<JobBacklog, StoreError> {
+        let table = self.lock();
+        let due: Vec<Timestamp> = table
+            .jobs
+            .values()
+            .filter(|j| j.due_at <= now && j.lease.as_ref().is_none_or(|(_, end)| *end < now))
+            .map(|j| j.due_at)
+            .collect();
+        Ok(JobBacklog {
+            queued: table.jobs.len() as u64,
+            due: due.len() as u64,
+            oldest_due: due.into_iter().min(),
+        })
     }
 }

@@ -387,6 +387,15 @@ impl MetadataStore for MemoryStore {
             .collect())
     }
 
+    async fn transfer_counts(&self) -> Result<Vec<(FileTransferStatus, u64)>, StoreError> {
+        let mut counts = std::collections::BTreeMap::<i64, (FileTransferStatus, u64)>::new();
+        for row in self.lock().transfers.values() {
+            let status = row.view.status;
+            counts.entry(status.code()).or_insert((status, 0)).1 += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError> {
         let tables = self.lock();
         // The sort date is the time the transfer entered the filtered status, else its creation.

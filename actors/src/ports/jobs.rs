@@ -75,6 +75,16 @@ pub struct ClaimedJob {
     pub version: i64,
 }
 
+/// How much work waits in the job queue (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobBacklog {
+    pub queued: u64,
+    /// Jobs due now that nobody holds.
+    pub due: u64,
+    /// The due time of the oldest of those.
+    pub oldest_due: Option<Timestamp>,
+}
+
 #[async_trait]
 pub trait Jobs: Send + Sync + 'static {
     /// Schedules the job `key` at `due_at`, or moves it there if it exists (its attempts start again).
@@ -116,4 +126,5 @@ pub trait Jobs: Send + Sync + 'static {
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
     /// The job `key` as stored (for operators and tests): its due time and attempts.
     async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError>;
+    async fn backlog(&self, now: Timestamp) -> Result<JobBacklog, StoreError>;
 }

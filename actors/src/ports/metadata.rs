@@ -211,4 +211,6 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(i64, RecipientStatusEntry)>, StoreError>;
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError>;
+    /// How many transfers are in each status (statuses with none left out), for metrics.
+    async fn transfer_counts(&self) -> Result<Vec<(FileTransferStatus, u64)>, StoreError>;
 }

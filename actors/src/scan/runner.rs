@@ -125,6 +125,7 @@ impl Broker {
         let settings = &self.settings().scan;
         let ranges = windows(size, settings);
         let _scanning = self.inner.scans.mark(id);
+        let started = std::time::Instant::now();
         // The windows of a large file go to the scanner two at a time (clamd scans each on a thread of
         // its own); the first malware found ends the scan.
         let blobs = &self.ports().blobs;
@@ -142,6 +143,7 @@ impl Broker {
                 Ok(Verdict::Clean) => {}
                 Ok(Verdict::Infected(names)) => {
                     drop(verdicts);
+                    record_scan_metrics(started, "malicious");
                     tracing::warn!(%id, ?names, "malware found; the transfer fails");
                     return self
                         .lifecycle()
@@ -158,6 +160,7 @@ impl Broker {
             }
         }
         drop(verdicts);
+        record_scan_metrics(started, "clean");
         let result = if ranges.len() > 1 {
             ScanResult::CleanInWindows {
                 windows: ranges.len() as u32,
@@ -194,3 +197,9 @@ impl Broker {
 #[cfg(test)]
 #[path = "runner_tests.rs"]
 mod tests;
+
+/// A whole file's scan time and verdict (`/metrics`).
+fn record_scan_metrics(started: std::time::Instant, verdict: &'static str) {
+    metrics::histogram!("broker_scan_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("broker_scan_verdicts_total", "verdict" => verdict).increment(1);
+}

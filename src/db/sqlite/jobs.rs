@@ -3,7 +3,7 @@
 
 use super::{failure, SqliteStore};
 use crate::db::*;
-use broker_actors::ports::jobs::{ClaimedJob, JobKey, JobKind, Jobs};
+use broker_actors::ports::jobs::{ClaimedJob, JobBacklog, JobKey, JobKind, Jobs};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub(super) fn micros(t: Timestamp) -> i64 {
@@ -151,6 +151,23 @@ impl Jobs for SqliteStore {
             .map_err(failure)
         })?;
         next.map(from_micros).transpose()
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<JobBacklog, StoreError> {
+        let now = micros(now);
+        let (queued, due, oldest): (i64, i64, Option<i64>) = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM jobs), COUNT(*), MIN(due_at) FROM jobs
+                 WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)",
+            )
+            .and_then(|mut s| s.query_row(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            .map_err(failure)
+        })?;
+        Ok(JobBacklog {
+            queued: queued as u64,
+            due: due as u64,
+            oldest_due: oldest.map(from_micros).transpose()?,
+        })
     }
 
     async fn get(&self, key: &JobKey) -> Result<Option<(Timestamp, u32)>, StoreError> {

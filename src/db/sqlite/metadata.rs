@@ -468,6 +468,10 @@ impl MetadataStore for SqliteStore {
             .collect()
     }
 
+    async fn transfer_counts(&self) -> Result<Vec<(FileTransferStatus, u64)>, StoreError> {
+        self.read(super::search::transfer_counts)
+    }
+
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Uuid>, StoreError> {
         let (sql, binds) = search_statement(q);
         let ids = self.read(|conn| {

@@ -56,3 +56,21 @@ pub(super) fn search_statement(q: &SearchQuery) -> (String, Vec<Value>) {
     ));
     (sql, binds)
 }
+
+/// How many transfers are in each status (an index-only count: `file_transfers` is indexed by status).
+pub(super) fn transfer_counts(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(FileTransferStatus, u64)>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT status, COUNT(*) FROM file_transfers GROUP BY status ORDER BY status",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(super::failure)?;
+    rows.into_iter()
+        .map(|(code, n)| Ok((super::status_of(code)?, n as u64)))
+        .collect()
+}

@@ -92,6 +92,8 @@ pub fn effective_max_connections(configured: usize, open_file_limit: u64) -> usi
 #[derive(Clone)]
 struct ConnectionService {
     router: Router,
+    /// The peer, for handlers that answer loopback peers only (`ConnectInfo`).
+    peer: std::net::SocketAddr,
     connection: Arc<Connection>,
     epoch: Epoch,
     limits: Arc<Limits>,
@@ -117,6 +119,10 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for ConnectionServic
                 limits.body_idle_timeout,
             ))
         });
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let router = self.router.clone();
         Box::pin(async move {
             let response = router.oneshot(request).await?;
@@ -191,7 +197,7 @@ pub async fn serve(
     let http = Arc::new(http);
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_DRAINING));
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -216,6 +222,7 @@ pub async fn serve(
         }
         let service = ConnectionService {
             router: router.clone(),
+            peer,
             connection: connection.clone(),
             epoch,
             limits: limits.clone(),
