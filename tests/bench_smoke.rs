@@ -3,7 +3,7 @@
 //! (No timing thresholds: speed is judged by the benchmark itself, not by tests.)
 
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{lifecycle, mixed, scan, transfer, tus, Context};
+use broker_bench::scenarios::{deliveries, lifecycle, mixed, scan, transfer, tus, Context};
 use broker_bench::target::{Target, TargetSpec};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +121,33 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
     for step in lifecycle::STEPS.iter().chain(["whole_lifecycle"].iter()) {
         assert!(small.steps.contains_key(*step), "step {step} missing");
     }
+
+    // Deliveries to the tool's own receiver, at a rate and at its maximum, then lifecycles beside them.
+    let options = deliveries::DeliveryOptions {
+        rates: vec![deliveries::Rate::PerSec(50), deliveries::Rate::Max],
+        duration: Duration::from_millis(1000),
+        lifecycle_concurrency: 2,
+        lifecycle_duration: Duration::from_millis(1000),
+    };
+    let delivered = deliveries::run(ctx.clone(), &options).await.unwrap();
+    assert_eq!(delivered.len(), 4);
+    for result in &delivered {
+        assert_clean(result);
+    }
+    for result in &delivered[..2] {
+        for figure in ["events_delivered_per_sec", "lag_p50_ms", "lag_p99_ms"] {
+            assert!(
+                result.figures.get(figure).is_some_and(|v| *v > 0.0),
+                "figure {figure} missing"
+            );
+        }
+        assert_eq!(result.figures["events_lost"], 0.0);
+    }
+    assert!(delivered[3]
+        .figures
+        .get("to_without_subscriptions_lifecycles_per_sec")
+        .is_some_and(|v| *v > 0.0));
+    assert!(delivered[3].figures["events_delivered"] > 0.0);
 
     let both = mixed::run(ctx.clone(), 2, Duration::from_millis(1500), 1024, size)
         .await

@@ -12,6 +12,7 @@ pub mod http;
 pub mod payload;
 pub mod peers;
 pub mod procwatch;
+pub mod receiver;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

@@ -121,6 +121,20 @@ enum Scenario {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         uptime: Duration,
     },
+    /// Signed webhook deliveries to a local receiver: events/s delivered and the lag from commit to
+    /// arrival at each offered rate; then lifecycles/s without and with one subscription per party.
+    Deliveries {
+        /// Offered events/s, comma-separated; `max` offers as many as 64 clients can initialize.
+        #[arg(long, default_value = "100,1000,max", value_delimiter = ',')]
+        rates: Vec<broker_bench::scenarios::deliveries::Rate>,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Clients of the lifecycle comparison (0 skips it).
+        #[arg(long, default_value_t = 16)]
+        lifecycle_concurrency: usize,
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        lifecycle_duration: Duration,
+    },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
         /// Report files written by --json.
@@ -378,6 +392,20 @@ async fn run_round(
         Scenario::Scan { size, .. } => {
             let (clamd, window) = clamd.expect("started above");
             vec![scan::run(ctx, clamd, *size, *window).await?]
+        }
+        Scenario::Deliveries {
+            rates,
+            duration,
+            lifecycle_concurrency,
+            lifecycle_duration,
+        } => {
+            let options = broker_bench::scenarios::deliveries::DeliveryOptions {
+                rates: rates.clone(),
+                duration: *duration,
+                lifecycle_concurrency: *lifecycle_concurrency,
+                lifecycle_duration: *lifecycle_duration,
+            };
+            broker_bench::scenarios::deliveries::run(ctx.clone(), &options).await?
         }
         Scenario::Report { .. } | Scenario::Crash { .. } => {
             unreachable!("handled before a broker is started")

@@ -222,6 +222,16 @@ impl Target {
         Ok(started.elapsed())
     }
 
+    /// A client for `org` with `scope`, its token minted from the data dir of a broker this tool
+    /// started.
+    pub fn client_for(&self, org: &str, scope: &str) -> anyhow::Result<BrokerClient> {
+        let (Some(data_dir), Some((bin, _))) = (&self.data_dir, &self.spawned) else {
+            bail!("tokens for other scopes are minted only for a broker this tool started");
+        };
+        let token = mint(bin, data_dir.path(), org, scope)?;
+        Ok(BrokerClient::new(&self.url).with_token(token))
+    }
+
     /// The data dir of a broker this tool started (the disk the anchors write to).
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_ref().map(|d| d.path())

@@ -1,6 +1,7 @@
 //! The scenarios. Each measures through the public API only and returns a `ScenarioResult`.
 
 pub mod crash;
+pub mod deliveries;
 pub mod lifecycle;
 pub mod mixed;
 pub mod request_cost;
