@@ -238,6 +238,9 @@ pub async fn serve(
     let fan_out = tokio::spawn(app.broker.clone().run_fan_out());
     app.broker.recover_unverified_uploads().await;
     app.broker.ensure_tus_sweep().await?;
+    app.broker
+        .ensure_forwarding(app.config.events.forward_url.as_deref())
+        .await?;
     let router = http::router(app);
     let signal = stopping.clone();
     tokio::spawn(async move {

@@ -630,3 +630,103 @@ async fn the_altinn_events_path_serves_the_same_subscriptions() {
     }
     assert!(one["secret"].is_null(), "the secret is not listed");
 }
+
+/// A publisher standing in for Altinn Events: records each POST's path, bearer token and body.
+async fn publisher() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+) {
+    use axum::extract::{Request, State};
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+    async fn record(State(log): State<Log>, request: Request) -> axum::http::StatusCode {
+        let path = request.uri().path().to_string();
+        let auth = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        log.lock()
+            .unwrap()
+            .push((path, auth, serde_json::from_slice(&body).unwrap()));
+        axum::http::StatusCode::OK
+    }
+    let log: Log = Default::default();
+    let app = axum::Router::new().fallback(record).with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, log)
+}
+
+#[tokio::test]
+async fn with_forwarding_configured_every_event_is_published_to_the_events_api_with_the_token() {
+    let (url, log) = publisher().await;
+    let (f, _dir) = fixture(|c| {
+        c.events.forward_url = Some(url.clone());
+        c.events.forward_token = Some("publisher-token".into());
+    })
+    .await;
+    let id = f.publish(&[RECIPIENT], b"forwarded").await;
+    let outbox = outbox_of(&f, &[id]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.lock().unwrap().len() < outbox.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every event was forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = log.lock().unwrap().clone();
+    let forwarded: BTreeSet<String> = log
+        .iter()
+        .map(|(_, _, e)| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = outbox.iter().map(|e| e.event.id.to_string()).collect();
+    assert_eq!(forwarded, expected);
+    for (path, auth, event) in &log {
+        assert_eq!(path, "/events/api/v1/events");
+        assert_eq!(auth, "Bearer publisher-token");
+        assert_eq!(event["specversion"], "1.0");
+    }
+}
+
+#[tokio::test]
+async fn events_committed_before_the_endpoint_validates_wait_for_it_and_then_arrive() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    receiver.answer("late", 503).await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let created = subscriber
+        .create_subscription(&request(receiver.url("late")))
+        .await
+        .unwrap();
+    receiver
+        .set_secrets("late", &[created.secret.as_deref().unwrap()])
+        .await;
+    let id = f.publish(&[RECIPIENT], b"held").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let records = receiver.records();
+    assert!(
+        records.iter().any(|r| r["event"]["type"] == VALIDATION),
+        "validation was tried"
+    );
+    assert!(
+        receiver.events_for("late").is_empty(),
+        "nothing is sent before the endpoint validates"
+    );
+    assert!(!subscriber.subscription(created.id).await.unwrap().validated);
+    receiver.answer("late", 200).await;
+    wait_validated(&subscriber, created.id).await;
+    let outbox = outbox_of(&f, &[id]).await;
+    let mine: Vec<&OutboxEntry> = outbox
+        .iter()
+        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
+        .collect();
+    receiver
+        .wait_for("late", &ids_of(&mine), Duration::from_secs(10))
+        .await;
+}

@@ -40,7 +40,8 @@ CREATE TABLE deliveries (
 ) WITHOUT ROWID;
 -- A transfer's pending deliveries in order: the head is the only one claimable.
 CREATE INDEX deliveries_pending ON deliveries (subscription_id, file_transfer_id, seq) WHERE state = 0;
-CREATE INDEX deliveries_by_state ON deliveries (state);
+-- The few dead-lettered deliveries, counted for /metrics.
+CREATE INDEX deliveries_dead ON deliveries (subscription_id) WHERE state = 2;
 
 -- Transfers by status, counted for /metrics without reading the table.
 CREATE INDEX file_transfers_by_status ON file_transfers (status);

@@ -21,6 +21,11 @@ pub struct EventsConfig {
     pub poll_ms: u64,
     /// How long a rotated-out signing secret keeps signing beside the new one.
     pub secret_overlap_secs: u64,
+    /// Forward every event to this Altinn Events-compatible publisher (`POST {url}/events/api/v1/events`),
+    /// as the original broker publishes, with the same retries as deliveries.
+    pub forward_url: Option<String>,
+    /// The bearer token forwarded events are published with.
+    pub forward_token: Option<String>,
 }
 
 impl Default for EventsConfig {
@@ -31,9 +36,11 @@ impl Default for EventsConfig {
             retry_base_ms: 1_000,
             retry_max_secs: 3_600,
             retry_for_secs: 86_400,
-            per_endpoint: 4,
+            per_endpoint: 16,
             poll_ms: 1_000,
             secret_overlap_secs: 86_400,
+            forward_url: None,
+            forward_token: None,
         }
     }
 }
@@ -51,6 +58,13 @@ impl EventsConfig {
                 "events.retry_base_ms must be at least 1 and at most events.retry_max_secs".into(),
             );
         }
+        if let Some(url) = &self.forward_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "events.forward_url must be an http or https URL, not {url:?}"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -66,6 +80,7 @@ impl EventsConfig {
             lease: ms(self.timeout_ms * 2 + 5_000),
             poll: std::time::Duration::from_millis(self.poll_ms),
             secret_overlap: secs(self.secret_overlap_secs),
+            forward_token: self.forward_token.clone().map(broker_actors::fanout::Token),
         }
     }
 }

@@ -12,6 +12,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// The consumer of the built-in subscription that forwards every event to an external Altinn
+/// Events-compatible publisher (`[events] forward_url`).
+pub const FORWARD_CONSUMER: &str = "/broker/forward";
+
+/// A bearer token kept out of debug output.
+#[derive(Clone, Default)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// How deliveries are retried.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -28,6 +42,8 @@ pub struct DeliverySettings {
     pub poll: std::time::Duration,
     /// How long a rotated-out secret keeps signing beside the new one.
     pub secret_overlap: chrono::Duration,
+    /// The token forwarded events are published with.
+    pub forward_token: Option<Token>,
 }
 
 impl Default for DeliverySettings {
@@ -36,10 +52,11 @@ impl Default for DeliverySettings {
             retry_base: chrono::Duration::seconds(1),
             retry_max: chrono::Duration::hours(1),
             retry_for: chrono::Duration::hours(24),
-            per_endpoint: 4,
+            per_endpoint: 16,
             lease: chrono::Duration::seconds(60),
             poll: std::time::Duration::from_secs(1),
             secret_overlap: chrono::Duration::hours(24),
+            forward_token: None,
         }
     }
 }
@@ -69,9 +86,12 @@ impl Broker {
                 }
                 Err(e) => tracing::error!(error = %e, "routing events to subscriptions failed"),
             }
+            // Without subscriptions nothing waits for routing: events are marked routed once per
+            // poll, in large batches, rather than one write per commit on the lifecycle's path.
+            let idle = workers.is_empty();
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => break,
-                _ = appended.notified() => {}
+                _ = appended.notified(), if !idle => {}
                 _ = self.inner.subscriptions_changed.notified() => {}
                 _ = tokio::time::sleep(self.settings().deliveries.poll) => {}
             }
@@ -79,6 +99,42 @@ impl Broker {
         for w in workers.values() {
             w.stop.cancel();
         }
+    }
+
+    /// Makes the forwarding subscription match `url` (an Altinn Events base URL; events go to
+    /// `{url}/events/api/v1/events`): created when missing, replaced when the URL changed, removed
+    /// when forwarding is off. Only events committed from its creation on are forwarded.
+    pub async fn ensure_forwarding(&self, url: Option<&str>) -> crate::error::Result<()> {
+        let subscriptions = &self.ports().subscriptions;
+        let end_point = url.map(|u| format!("{}/events/api/v1/events", u.trim_end_matches('/')));
+        let mut current = subscriptions.subscriptions_of(FORWARD_CONSUMER).await?;
+        current.retain(|s| Some(&s.spec.end_point) == end_point.as_ref());
+        for existing in subscriptions.subscriptions_of(FORWARD_CONSUMER).await? {
+            if Some(&existing.spec.end_point) != end_point.as_ref() {
+                subscriptions.delete_subscription(existing.id).await?;
+            }
+        }
+        if let (Some(end_point), true) = (end_point, current.is_empty()) {
+            let row = subscriptions
+                .create_subscription(crate::ports::NewSubscription {
+                    end_point,
+                    source_filter: None,
+                    resource_filter: String::new(),
+                    subject_filter: None,
+                    alternative_subject_filter: None,
+                    type_filter: None,
+                    consumer: FORWARD_CONSUMER.into(),
+                    created_by: FORWARD_CONSUMER.into(),
+                    created: self.now(),
+                    secret: String::new(),
+                })
+                .await?;
+            // A publisher is configured by the operator, not validated like a subscriber.
+            subscriptions.mark_validated(row.id).await?;
+            tracing::info!(end_point = %row.spec.end_point, "every event is forwarded");
+        }
+        self.inner.subscriptions_changed.notify_one();
+        Ok(())
     }
 
     /// Routes every unrouted event; returns the subscriptions that got deliveries.

@@ -4,8 +4,12 @@ use crate::ports::subscriptions::NewSubscription;
 use broker_protocol::events::CloudEvent;
 
 /// Whether `event` goes to a subscription with these filters: its resource, and each filter that is
-/// set; only events from the subscription's creation on.
+/// set; only events from the subscription's creation on. The forwarding subscription takes every
+/// event.
 pub fn matches(s: &NewSubscription, event: &CloudEvent) -> bool {
+    if s.consumer == super::FORWARD_CONSUMER {
+        return event.time >= s.created;
+    }
     let resource = event
         .resource
         .strip_prefix("urn:altinn:resource:")

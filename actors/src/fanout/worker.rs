@@ -13,6 +13,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// Deliveries claimed per slot of an endpoint's concurrency (rounds of attempts per batch): a batch
+/// is claimed in one transaction and its outcomes recorded in one.
+const CLAIMS_PER_SLOT: usize = 4;
 
 impl Broker {
     pub(super) async fn run_delivery_worker(
@@ -22,6 +25,7 @@ impl Broker {
         stop: CancellationToken,
     ) {
         let mut validation_failures = 0u32;
+        let mut healthy = true;
         while !stop.is_cancelled() {
             let sub = match self.ports().subscriptions.subscription(id).await {
                 Ok(Some(sub)) => sub,
@@ -48,6 +52,8 @@ impl Broker {
             }
             let d = &self.settings().deliveries;
             let now = self.now();
+            // An endpoint that failed its last batch gets one round of attempts at a time.
+            let rounds = if healthy { CLAIMS_PER_SLOT } else { 1 };
             let claimed = self
                 .ports()
                 .outbox
@@ -55,14 +61,25 @@ impl Broker {
                     id,
                     &self.inner.node,
                     now,
-                    now + d.lease,
-                    d.per_endpoint as u32,
+                    now + d.lease * rounds as i32,
+                    (d.per_endpoint * rounds) as u32,
                 )
                 .await;
             match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
-                    let sends = claimed.iter().map(|c| self.deliver(&sub, c));
-                    futures::future::join_all(sends).await;
+                    use futures::StreamExt;
+                    let attempts: Vec<(ClaimedDelivery, Attempt)> = futures::stream::iter(claimed)
+                        .map(|c| async {
+                            let attempt = self.attempt(&sub, &c).await;
+                            (c, attempt)
+                        })
+                        .buffer_unordered(d.per_endpoint)
+                        .collect()
+                        .await;
+                    healthy = attempts
+                        .iter()
+                        .any(|(_, a)| a.outcome == AttemptOutcome::Delivered);
+                    self.record(&sub, &attempts).await;
                 }
                 Ok(_) => {
                     let next = self
@@ -138,6 +155,9 @@ impl Broker {
         body: Bytes,
         now: Timestamp,
     ) -> WebhookAnswer {
+        if sub.spec.consumer == super::FORWARD_CONSUMER {
+            return self.forward(sub, body).await;
+        }
         let timestamp = now.timestamp();
         let signatures: Vec<String> = sub
             .signing_secrets(now)
@@ -158,8 +178,24 @@ impl Broker {
         self.ports().webhooks.post(request).await
     }
 
-    /// One attempt at one claimed delivery, and its outcome recorded.
-    async fn deliver(&self, sub: &SubscriptionRow, claimed: &ClaimedDelivery) {
+    /// Publishes to the external Altinn Events-compatible publisher, as the original broker does: the
+    /// body as it is, with the configured bearer token.
+    async fn forward(&self, sub: &SubscriptionRow, body: Bytes) -> WebhookAnswer {
+        let mut headers = vec![];
+        if let Some(token) = &self.settings().deliveries.forward_token {
+            headers.push(("authorization", format!("Bearer {}", token.0)));
+        }
+        let request = WebhookRequest {
+            url: sub.spec.end_point.clone(),
+            content_type: CLOUDEVENTS_JSON,
+            headers,
+            body,
+        };
+        self.ports().webhooks.post(request).await
+    }
+
+    /// One attempt at one claimed delivery, and what is to happen to it.
+    async fn attempt(&self, sub: &SubscriptionRow, claimed: &ClaimedDelivery) -> Attempt {
         let body = Bytes::from(serde_json::to_vec(&claimed.event).expect("JSON"));
         let started = std::time::Instant::now();
         let at = self.now();
@@ -199,27 +235,31 @@ impl Broker {
             WebhookAnswer::Status(s) => (Some(s), None),
             WebhookAnswer::Failed(e) => (None, Some(e)),
         };
-        let attempt = Attempt {
+        Attempt {
             at,
             status,
             latency_ms,
             error,
             outcome,
-        };
-        match self
-            .ports()
-            .outbox
-            .record_attempt(claimed, &self.inner.node, &attempt)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::info!(
-                subscription = sub.id,
-                sequence = claimed.sequence,
-                "the delivery's lease ended before its outcome was recorded"
-            ),
+        }
+    }
+
+    /// Records a batch's outcomes in one transaction (an unrecorded one is sent again later).
+    async fn record(&self, sub: &SubscriptionRow, attempts: &[(ClaimedDelivery, Attempt)]) {
+        let outbox = &self.ports().outbox;
+        match outbox.record_attempts(&self.inner.node, attempts).await {
+            Ok(recorded) => {
+                let lost = recorded.iter().filter(|r| !**r).count();
+                if lost > 0 {
+                    tracing::info!(
+                        subscription = sub.id,
+                        lost,
+                        "leases ended before their outcomes were recorded"
+                    );
+                }
+            }
             Err(e) => {
-                tracing::warn!(subscription = sub.id, error = %e, "cannot record a delivery attempt")
+                tracing::warn!(subscription = sub.id, error = %e, "cannot record delivery attempts")
             }
         }
     }

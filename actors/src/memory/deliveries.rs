@@ -140,33 +140,16 @@ impl Outbox for MemoryStore {
         Ok(claimed)
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        delivery: &ClaimedDelivery,
         owner: &str,
-        attempt: &Attempt,
-    ) -> Result<bool, StoreError> {
+        attempts: &[(ClaimedDelivery, Attempt)],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tables = self.lock();
-        let Some(r) = tables
-            .deliveries
-            .rows
-            .get_mut(&(delivery.subscription, delivery.sequence))
-        else {
-            return Ok(false);
-        };
-        if r.state != DeliveryState::Pending || r.lease.as_ref().is_none_or(|(o, _)| o != owner) {
-            return Ok(false);
-        }
-        r.lease = None;
-        r.attempts += 1;
-        r.first_attempt.get_or_insert(attempt.at);
-        r.last = Some(attempt.clone());
-        match attempt.outcome {
-            AttemptOutcome::Delivered => r.state = DeliveryState::Delivered,
-            AttemptOutcome::DeadLettered => r.state = DeliveryState::DeadLettered,
-            AttemptOutcome::RetryAt(at) => r.due = at,
-        }
-        Ok(true)
+        Ok(attempts
+            .iter()
+            .map(|(delivery, attempt)| record(&mut tables, delivery, owner, attempt))
+            .collect())
     }
 
     async fn next_delivery_due(&self, subscription: i64) -> Result<Option<Timestamp>, StoreError> {
@@ -326,4 +309,32 @@ impl Subscriptions for MemoryStore {
         s.previous_secret = Some((previous, previous_until));
         Ok(true)
     }
+}
+
+fn record(
+    tables: &mut super::metadata::Tables,
+    delivery: &ClaimedDelivery,
+    owner: &str,
+    attempt: &Attempt,
+) -> bool {
+    let Some(r) = tables
+        .deliveries
+        .rows
+        .get_mut(&(delivery.subscription, delivery.sequence))
+    else {
+        return false;
+    };
+    if r.state != DeliveryState::Pending || r.lease.as_ref().is_none_or(|(o, _)| o != owner) {
+        return false;
+    }
+    r.lease = None;
+    r.attempts += 1;
+    r.first_attempt.get_or_insert(attempt.at);
+    r.last = Some(attempt.clone());
+    match attempt.outcome {
+        AttemptOutcome::Delivered => r.state = DeliveryState::Delivered,
+        AttemptOutcome::DeadLettered => r.state = DeliveryState::DeadLettered,
+        AttemptOutcome::RetryAt(at) => r.due = at,
+    }
+    true
 }

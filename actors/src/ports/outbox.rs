@@ -94,14 +94,25 @@ pub trait Outbox: Send + Sync + 'static {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Records an attempt on a claimed delivery and its outcome, releasing the lease; `false` when
-    /// `owner` no longer holds it (nothing is recorded).
+    /// Records attempts on claimed deliveries and their outcomes, releasing the leases, in one
+    /// transaction; for each, `false` when `owner` no longer holds it (nothing is recorded for it).
+    async fn record_attempts(
+        &self,
+        owner: &str,
+        attempts: &[(ClaimedDelivery, Attempt)],
+    ) -> Result<Vec<bool>, StoreError>;
+    /// [`Outbox::record_attempts`] for one attempt.
     async fn record_attempt(
         &self,
         delivery: &ClaimedDelivery,
         owner: &str,
         attempt: &Attempt,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let recorded = self
+            .record_attempts(owner, &[(delivery.clone(), attempt.clone())])
+            .await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
     /// When `subscription`'s next pending delivery becomes claimable (its due time or lease end).
     async fn next_delivery_due(&self, subscription: i64) -> Result<Option<Timestamp>, StoreError>;
     /// `subscription`'s deliveries with a sequence above `after`, oldest first.

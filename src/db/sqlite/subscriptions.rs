@@ -148,35 +148,48 @@ impl Outbox for SqliteStore {
         .await
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        delivery: &ClaimedDelivery,
         owner: &str,
-        attempt: &Attempt,
-    ) -> Result<bool, StoreError> {
-        let (sub, seq, owner) = (delivery.subscription, delivery.sequence, owner.to_string());
-        let a = attempt.clone();
+        attempts: &[(ClaimedDelivery, Attempt)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let owner = owner.to_string();
+        let attempts = attempts.to_vec();
         self.write(move |conn| {
-            let (state, due) = match a.outcome {
-                AttemptOutcome::Delivered => (DELIVERED, None),
-                AttemptOutcome::DeadLettered => (DEAD, None),
-                AttemptOutcome::RetryAt(at) => (PENDING, Some(micros(at))),
-            };
-            let at = micros(a.at);
-            let changed = conn
+            let mut update = conn
                 .prepare_cached(
                     "UPDATE deliveries SET state = ?, due_at = COALESCE(?, due_at), lease_owner = NULL,
                         lease_until = NULL, attempts = attempts + 1, first_attempt = COALESCE(first_attempt, ?),
                         last_attempt = ?, last_status = ?, last_latency_ms = ?, last_error = ?
                      WHERE subscription_id = ? AND seq = ? AND state = 0 AND lease_owner = ?",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        state, due, at, at, a.status, a.latency_ms as i64, a.error, sub, seq, owner
-                    ])
-                })
                 .map_err(failure)?;
-            Ok(changed == 1)
+            attempts
+                .iter()
+                .map(|(d, a)| {
+                    let (state, due) = match a.outcome {
+                        AttemptOutcome::Delivered => (DELIVERED, None),
+                        AttemptOutcome::DeadLettered => (DEAD, None),
+                        AttemptOutcome::RetryAt(at) => (PENDING, Some(micros(at))),
+                    };
+                    let at = micros(a.at);
+                    let changed = update
+                        .execute(params![
+                            state,
+                            due,
+                            at,
+                            at,
+                            a.status,
+                            a.latency_ms as i64,
+                            a.error,
+                            d.subscription,
+                            d.sequence,
+                            owner
+                        ])
+                        .map_err(failure)?;
+                    Ok(changed == 1)
+                })
+                .collect()
         })
         .await
     }
