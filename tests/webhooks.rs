@@ -183,6 +183,14 @@ async fn each_of_the_eight_event_types_reaches_exactly_the_subscribers_it_is_add
         Duration::from_secs(30),
     )
     .await;
+    // The failed transfer is purged at its expiration too; its events complete the set.
+    wait_for_status(
+        &f.sender,
+        c,
+        FileTransferStatus::Purged,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let outbox = outbox_of(&f, &[a, b, c]).await;
     let types: BTreeSet<&str> = outbox.iter().map(|e| e.event.type_.as_str()).collect();
@@ -297,7 +305,7 @@ async fn an_outage_across_a_broker_restart_loses_nothing_and_keeps_each_transfer
         }
     }
     let subscriber = f.server.client(SENDER, SUBSCRIBE);
-    let history = subscriber.deliveries(sub.id).await.unwrap();
+    let history = settled_history(&subscriber, sub.id).await;
     assert_eq!(history.len(), mine.len());
     assert!(history.iter().all(|d| d.state == DeliveryState::Delivered));
     assert!(
@@ -413,8 +421,25 @@ async fn a_dead_lettered_delivery_is_sent_again_on_redeliver() {
             Duration::from_secs(10),
         )
         .await;
-    let history = subscriber.deliveries(sub.id).await.unwrap();
+    // The broker records the 2xx just after the receiver sent it.
+    let history = settled_history(&subscriber, sub.id).await;
     assert_eq!(history[0].state, DeliveryState::Delivered);
+}
+
+/// A subscription's delivery history once no delivery is pending (up to 10 s).
+async fn settled_history(
+    client: &BrokerClient,
+    id: i64,
+) -> Vec<broker_protocol::subscriptions::Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = client.deliveries(id).await.unwrap();
+        let pending = history.iter().any(|d| d.state == DeliveryState::Pending);
+        if !pending || tokio::time::Instant::now() > deadline {
+            return history;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 -- Event subscriptions and their deliveries (claim/ack per subscription). Times are microseconds since
--- the epoch. Events stored before subscriptions existed count as routed: nobody subscribed to them.
-ALTER TABLE outbox ADD COLUMN routed INTEGER NOT NULL DEFAULT 1;
-CREATE INDEX outbox_unrouted ON outbox (seq) WHERE routed = 0;
+-- the epoch.
+
+-- Events not yet routed to subscriptions: a small table of their sequence numbers, so routing never
+-- rewrites the outbox's rows. Events stored before subscriptions existed count as routed.
+CREATE TABLE outbox_unrouted (seq INTEGER PRIMARY KEY);
 
 CREATE TABLE subscriptions (
     id                          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,6 +44,3 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_pending ON deliveries (subscription_id, file_transfer_id, seq) WHERE state = 0;
 -- The few dead-lettered deliveries, counted for /metrics.
 CREATE INDEX deliveries_dead ON deliveries (subscription_id) WHERE state = 2;
-
--- Transfers by status, counted for /metrics without reading the table.
-CREATE INDEX file_transfers_by_status ON file_transfers (status);

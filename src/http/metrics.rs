@@ -82,6 +82,20 @@ fn counted(body: Body, flow: Flow) -> Body {
     })
 }
 
+/// A method as a label without allocating (any method outside the standard ones is `other`).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Records every request by its route (the matched pattern, never the raw path: ids would make
 /// unbounded series), and counts upload and download bodies.
 pub async fn observe(request: Request, next: Next) -> Response {
@@ -90,9 +104,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_string();
-    let method = request.method().clone();
-    let upload = route.contains("/upload") && (method == Method::POST || method == Method::PATCH);
-    let download = route.ends_with("/download") && method == Method::GET;
+    let method = method_label(request.method());
+    let upload = route.contains("/upload") && (method == "POST" || method == "PATCH");
+    let download = route.ends_with("/download") && method == "GET";
     let request = if upload {
         request.map(|b| counted(b, Flow::Upload))
     } else {
@@ -101,9 +115,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::histogram!("broker_http_request_duration_seconds", "route" => route.clone(), "method" => method.to_string())
+    metrics::histogram!("broker_http_request_duration_seconds", "route" => route.clone(), "method" => method)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("broker_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status)
+    metrics::counter!("broker_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     if download && response.status().is_success() {
         response.map(|b| counted(b, Flow::Download))

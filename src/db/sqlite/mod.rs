@@ -262,15 +262,17 @@ pub(super) fn insert_events(
     at: &str,
 ) -> Result<(), StoreError> {
     let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO outbox (file_transfer_id, event, created, routed) VALUES (?, ?, ?, 0)",
-        )
+        .prepare_cached("INSERT INTO outbox (file_transfer_id, event, created) VALUES (?, ?, ?)")
+        .map_err(failure)?;
+    let mut unrouted = conn
+        .prepare_cached("INSERT INTO outbox_unrouted (seq) VALUES (last_insert_rowid())")
         .map_err(failure)?;
     for event in events {
         let event = serde_json::to_string(event).map_err(failure)?;
         insert
             .execute(rusqlite::params![id.to_string(), event, at])
             .map_err(failure)?;
+        unrouted.execute([]).map_err(failure)?;
     }
     Ok(())
 }

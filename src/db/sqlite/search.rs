@@ -57,7 +57,8 @@ pub(super) fn search_statement(q: &SearchQuery) -> (String, Vec<Value>) {
     (sql, binds)
 }
 
-/// How many transfers are in each status (an index-only count: `file_transfers` is indexed by status).
+/// How many transfers are in each status (read from the search index by resource and status, which
+/// holds the status: smaller than the table).
 pub(super) fn transfer_counts(
     conn: &rusqlite::Connection,
 ) -> Result<Vec<(FileTransferStatus, u64)>, StoreError> {

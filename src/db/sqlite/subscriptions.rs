@@ -66,7 +66,7 @@ impl Outbox for SqliteStore {
         self.read(|conn| {
             entries(
                 conn,
-                "SELECT seq, event FROM outbox WHERE routed = 0 ORDER BY seq LIMIT ?",
+                "SELECT o.seq, o.event FROM outbox_unrouted u JOIN outbox o ON o.seq = u.seq ORDER BY u.seq LIMIT ?",
                 params![limit as i64],
             )
         })
@@ -88,7 +88,7 @@ impl Outbox for SqliteStore {
                 )
                 .map_err(failure)?;
             let mut mark = conn
-                .prepare_cached("UPDATE outbox SET routed = 1 WHERE seq = ?")
+                .prepare_cached("DELETE FROM outbox_unrouted WHERE seq = ?")
                 .map_err(failure)?;
             for (seq, subscriptions) in &routes {
                 for sub in subscriptions {
@@ -252,7 +252,7 @@ impl Outbox for SqliteStore {
                     .map_err(failure)
             };
             Ok(DeliveryBacklog {
-                unrouted: count("SELECT COUNT(*) FROM outbox WHERE routed = 0")?,
+                unrouted: count("SELECT COUNT(*) FROM outbox_unrouted")?,
                 pending: count("SELECT COUNT(*) FROM deliveries WHERE state = 0")?,
                 dead_lettered: count("SELECT COUNT(*) FROM deliveries WHERE state = 2")?,
             })
