@@ -85,6 +85,14 @@ async fn outbox_of(f: &Fixture, ids: &[Uuid]) -> Vec<OutboxEntry> {
         .collect()
 }
 
+/// The entries addressed to `org` (their subject), in order.
+fn addressed_to<'a>(outbox: &'a [OutboxEntry], org: &str) -> Vec<&'a OutboxEntry> {
+    outbox
+        .iter()
+        .filter(|e| e.event.subject.ends_with(digits(org)))
+        .collect()
+}
+
 fn ids_of(entries: &[&OutboxEntry]) -> Vec<String> {
     entries.iter().map(|e| e.event.id.to_string()).collect()
 }
@@ -263,10 +271,7 @@ async fn an_outage_across_a_broker_restart_loses_nothing_and_keeps_each_transfer
     receiver.restart().await;
 
     let outbox = outbox_of(&f, &ids).await;
-    let mine: Vec<&OutboxEntry> = outbox
-        .iter()
-        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
-        .collect();
+    let mine = addressed_to(&outbox, SENDER);
     receiver
         .wait_for("s", &ids_of(&mine), Duration::from_secs(40))
         .await;
@@ -336,10 +341,7 @@ async fn a_dead_endpoint_backs_off_without_delaying_a_live_one() {
         ids.push(f.publish(&[RECIPIENT], &payload(500, 100 + i)).await);
     }
     let outbox = outbox_of(&f, &ids).await;
-    let mine: Vec<&OutboxEntry> = outbox
-        .iter()
-        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
-        .collect();
+    let mine = addressed_to(&outbox, SENDER);
     receiver
         .wait_for("live", &ids_of(&mine), Duration::from_secs(20))
         .await;
@@ -413,17 +415,19 @@ async fn a_dead_lettered_delivery_is_sent_again_on_redeliver() {
     }
     receiver.answer("s", 200).await;
     assert_eq!(subscriber.redeliver(sub.id).await.unwrap(), 1);
-    let events = outbox_of(&f, &[id]).await;
-    receiver
-        .wait_for(
-            "s",
-            &[events[0].event.id.to_string()],
-            Duration::from_secs(10),
-        )
-        .await;
+    wait_for_first_event(&f, &receiver, "s", id).await;
     // The broker records the 2xx just after the receiver sent it.
     let history = settled_history(&subscriber, sub.id).await;
     assert_eq!(history[0].state, DeliveryState::Delivered);
+}
+
+/// Waits (up to 10 s) until `name` accepted the first event of transfer `id`.
+async fn wait_for_first_event(f: &Fixture, receiver: &Receiver, name: &str, id: Uuid) {
+    let events = outbox_of(f, &[id]).await;
+    let first = events[0].event.id.to_string();
+    receiver
+        .wait_for(name, &[first], Duration::from_secs(10))
+        .await;
 }
 
 /// A subscription's delivery history once no delivery is pending (up to 10 s).
@@ -463,14 +467,7 @@ async fn after_a_secret_rotation_deliveries_carry_both_signatures() {
     );
     receiver.set_secrets("s", &[&new]).await;
     let id = f.initialize(&[RECIPIENT]).await;
-    let events = outbox_of(&f, &[id]).await;
-    receiver
-        .wait_for(
-            "s",
-            &[events[0].event.id.to_string()],
-            Duration::from_secs(10),
-        )
-        .await;
+    wait_for_first_event(&f, &receiver, "s", id).await;
     let record = receiver.events_for("s").pop().unwrap();
     assert_eq!(record["signatures"].as_array().unwrap().len(), 2);
     assert_eq!(record["verified_with"][0], new);
@@ -747,11 +744,46 @@ async fn events_committed_before_the_endpoint_validates_wait_for_it_and_then_arr
     receiver.answer("late", 200).await;
     wait_validated(&subscriber, created.id).await;
     let outbox = outbox_of(&f, &[id]).await;
-    let mine: Vec<&OutboxEntry> = outbox
-        .iter()
-        .filter(|e| e.event.subject.ends_with(digits(SENDER)))
-        .collect();
+    let mine = addressed_to(&outbox, SENDER);
     receiver
         .wait_for("late", &ids_of(&mine), Duration::from_secs(10))
         .await;
+}
+
+#[tokio::test]
+async fn a_redirecting_endpoint_is_not_followed_and_its_delivery_is_retried() {
+    let (f, _dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    let sub = subscribe(&subscriber, &mut receiver, "moved").await;
+    receiver
+        .set_secrets("moved-redirected", &[sub.secret.as_deref().unwrap()])
+        .await;
+    receiver.answer("moved", 307).await;
+    f.initialize(&[RECIPIENT]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = subscriber.deliveries(sub.id).await.unwrap();
+        if history.iter().any(|d| d.attempts >= 2) {
+            assert_eq!(history[0].last_status, Some(307));
+            assert_eq!(
+                history[0].state,
+                DeliveryState::Pending,
+                "a redirect is not a delivery"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not retried: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        receiver
+            .records()
+            .iter()
+            .all(|r| r["name"] != "moved-redirected"),
+        "the redirect was followed"
+    );
 }

@@ -4,7 +4,8 @@ Every POST to /hook/NAME is checked the way a subscriber would: the Standard Web
 the `standardwebhooks` package (against NAME's secret, set with PUT /control/NAME/secret), and the body
 parsed with the CloudEvents SDK. Each request is appended as one JSON line to the log file (so a
 restarted receiver keeps the record); it answers as PUT /control/NAME/answer says (a status, 200 by
-default; 0 takes the request and never answers; 401 when the signature does not verify).
+default; 0 takes the request and never answers; a redirect status points at /hook/NAME-redirected;
+401 when the signature does not verify).
 
     python3 receiver.py LOG_FILE [PORT]   prints "listening on PORT" when ready
 """
@@ -34,8 +35,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length)
 
-    def reply(self, status, text=b""):
+    def reply(self, status, text=b"", location=None):
         self.send_response(status)
+        if location:
+            self.send_header("location", location)
         self.send_header("content-length", str(len(text)))
         self.end_headers()
         self.wfile.write(text)
@@ -95,7 +98,8 @@ class Handler(BaseHTTPRequestHandler):
             # A dead endpoint: it takes the request and never answers.
             time.sleep(120)
             return
-        self.reply(record["answered"])
+        redirect = record["answered"] in (301, 302, 303, 307, 308)
+        self.reply(record["answered"], location=f"/hook/{name}-redirected" if redirect else None)
 
 
 def main():

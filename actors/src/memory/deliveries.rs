@@ -148,7 +148,7 @@ impl Outbox for MemoryStore {
         let mut tables = self.lock();
         Ok(attempts
             .iter()
-            .map(|(delivery, attempt)| record(&mut tables, delivery, owner, attempt))
+            .map(|(delivery, attempt)| record(&mut tables.deliveries, delivery, owner, attempt))
             .collect())
     }
 
@@ -312,13 +312,12 @@ impl Subscriptions for MemoryStore {
 }
 
 fn record(
-    tables: &mut super::metadata::Tables,
+    deliveries: &mut Deliveries,
     delivery: &ClaimedDelivery,
     owner: &str,
     attempt: &Attempt,
 ) -> bool {
-    let Some(r) = tables
-        .deliveries
+    let Some(r) = deliveries
         .rows
         .get_mut(&(delivery.subscription, delivery.sequence))
     else {
