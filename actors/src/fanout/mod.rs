@@ -107,12 +107,13 @@ impl Broker {
     pub async fn ensure_forwarding(&self, url: Option<&str>) -> crate::error::Result<()> {
         let subscriptions = &self.ports().subscriptions;
         let end_point = url.map(|u| format!("{}/events/api/v1/events", u.trim_end_matches('/')));
-        let mut current = subscriptions.subscriptions_of(FORWARD_CONSUMER).await?;
-        current.retain(|s| Some(&s.spec.end_point) == end_point.as_ref());
-        for existing in subscriptions.subscriptions_of(FORWARD_CONSUMER).await? {
-            if Some(&existing.spec.end_point) != end_point.as_ref() {
-                subscriptions.delete_subscription(existing.id).await?;
-            }
+        let (current, stale): (Vec<_>, Vec<_>) = subscriptions
+            .subscriptions_of(FORWARD_CONSUMER)
+            .await?
+            .into_iter()
+            .partition(|s| Some(&s.spec.end_point) == end_point.as_ref());
+        for existing in stale {
+            subscriptions.delete_subscription(existing.id).await?;
         }
         if let (Some(end_point), true) = (end_point, current.is_empty()) {
             let row = subscriptions
@@ -146,6 +147,7 @@ impl Broker {
             if events.is_empty() {
                 break;
             }
+            // Read after the events: a subscription created before an event committed is seen.
             let subscriptions = ports.subscriptions.all_subscriptions().await?;
             let routes: Vec<(i64, Vec<i64>)> = events
                 .iter()

@@ -46,8 +46,12 @@ impl Broker {
                 }
                 let delay = self.retry_delay(validation_failures);
                 validation_failures = validation_failures.saturating_add(1);
-                self.idle(&stop, &wake, delay.to_std().unwrap_or_default())
-                    .await;
+                // New events do not cut the backoff short: an endpoint that is down is not
+                // asked again per event.
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(delay.to_std().unwrap_or_default()) => {}
+                }
                 continue;
             }
             let d = &self.settings().deliveries;
