@@ -21,6 +21,7 @@ pub mod query;
 mod resources;
 mod scan;
 pub mod state;
+pub mod statistics;
 mod subscriptions;
 pub mod supervisor;
 pub mod telemetry;
