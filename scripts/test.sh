@@ -6,7 +6,9 @@
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
 # small-request anchor (without apt those anchors are skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
 # free loopback port with the project's own signature database, and the scan benchmark times clamdscan, standardwebhooks, cloudevents and prometheus-client (PyPI) for
-# the webhook receiver and the metrics parser, schemathesis (PyPI) and cargo-fuzz (crates.io).
+# the webhook receiver and the metrics parser, pyarrow (PyPI) that reads the daily statistics report back,
+# aiosmtpd (PyPI), the SMTP server the e-mail notification tests send to, schemathesis (PyPI) and
+# cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
@@ -37,6 +39,11 @@ fi
 # bodies with the CloudEvents SDK (2.x API); the metrics test parses /metrics with prometheus-client.
 if ! python3 -c "import standardwebhooks, prometheus_client; from cloudevents.core.bindings.http import from_structured_event" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check standardwebhooks 'cloudevents>=2.2,<3' prometheus-client
+fi
+# The statistics test reads the daily summary's Parquet file with pyarrow; the notification tests
+# receive e-mail with aiosmtpd.
+if ! python3 -c "import pyarrow.parquet, aiosmtpd" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check pyarrow aiosmtpd
 fi
 if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'

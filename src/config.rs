@@ -2,10 +2,12 @@
 
 mod events;
 mod scan;
+mod statistics;
 
 pub use events::{EventsConfig, MetricsConfig};
 pub use scan::{LargeFileScan, ScanConfig, ScanKind};
 use serde::{Deserialize, Serialize};
+pub use statistics::StatisticsConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ pub struct Config {
     pub scan: ScanConfig,
     pub events: EventsConfig,
     pub metrics: MetricsConfig,
+    pub statistics: StatisticsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,6 +343,7 @@ impl Config {
             return invalid("scan.max_concurrent and scan.timeout_secs must be at least 1".into());
         }
         self.events.validate().map_err(ConfigError::Invalid)?;
+        self.statistics.validate().map_err(ConfigError::Invalid)?;
         if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
             return Err(ConfigError::Invalid(
                 "registry.mode = \"file\" needs registry.file".into(),

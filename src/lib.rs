@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod daily_report;
 pub mod db;
 pub mod deliver;
 pub mod http;
@@ -120,6 +121,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         jobs: store.clone(),
         scanner: scanner(&config.scan)?,
         subscriptions: store.clone(),
+        statistics: store.clone(),
         webhooks: Arc::new(deliver::webhook::HttpWebhooks::new(
             std::time::Duration::from_millis(config.events.timeout_ms),
             config.events.allow_internal_endpoints
@@ -128,11 +130,16 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
+    let daily_summary_limit = http::rate_limit::RateLimiter::new(
+        config.statistics.rate_limit_requests,
+        std::time::Duration::from_secs(config.statistics.rate_limit_window_secs),
+    );
     Ok(Arc::new(AppState {
         config,
         broker,
         auth,
         shutdown,
+        daily_summary_limit,
     }))
 }
 
@@ -238,6 +245,7 @@ pub async fn serve(
     let fan_out = tokio::spawn(app.broker.clone().run_fan_out());
     app.broker.recover_unverified_uploads().await;
     app.broker.ensure_tus_sweep().await?;
+    app.broker.ensure_statistics_jobs().await?;
     app.broker
         .ensure_forwarding(app.config.events.forward_url.as_deref())
         .await?;

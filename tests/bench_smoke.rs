@@ -3,7 +3,9 @@
 //! (No timing thresholds: speed is judged by the benchmark itself, not by tests.)
 
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
-use broker_bench::scenarios::{deliveries, lifecycle, mixed, scan, transfer, tus, Context};
+use broker_bench::scenarios::{
+    deliveries, lifecycle, mixed, scan, statistics, transfer, tus, Context,
+};
 use broker_bench::target::{Target, TargetSpec};
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +168,26 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         );
     }
 
+    // The statistics reports over a few hundred transfers, on a broker given the API key.
+    let counting = context_with(cache.path(), statistics::broker_env()).await;
+    let options = statistics::StatisticsOptions {
+        transfers: 300,
+        runs: 2,
+    };
+    let reports = statistics::run(counting, &options).await.unwrap();
+    assert_clean(&reports);
+    for figure in [
+        "monthly_csv_ms_p50",
+        "daily_report_ms_p50",
+        "transfers_per_sec",
+    ] {
+        assert!(
+            reports.figures.get(figure).is_some_and(|v| *v > 0.0),
+            "figure {figure} missing"
+        );
+    }
+    assert_eq!(reports.figures["daily_report_transfer_pairs"], 300.0);
+
     // Scanning with a clamd of the tool's own, in windows of 1 MiB, beside clamdscan.
     let clamd = broker_bench::clamd::Clamd::start(scan::stream_limit(size)).unwrap();
     let scanning = context_with(cache.path(), scan::broker_env(&clamd, 1 << 20)).await;
@@ -187,7 +209,7 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         started: chrono::Utc::now().to_rfc3339(),
         target: "spawned".into(),
         machine: Machine::detect(),
-        scenarios: vec![upload, download, resumable, small, both, scanned],
+        scenarios: vec![upload, download, resumable, small, both, reports, scanned],
     };
     let json = serde_json::to_value(&report).unwrap();
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");

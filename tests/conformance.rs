@@ -39,6 +39,40 @@ async fn sqlite_keeps_the_delivery_and_subscription_rules() {
 }
 
 #[tokio::test]
+async fn sqlite_statistics_count_the_scripted_month_as_computed_by_hand() {
+    let (_dir, store) = sqlite().await;
+    statistics_suite(&store, &store).await;
+}
+
+#[tokio::test]
+async fn a_rebuild_repairs_a_monthly_rollup_that_drifted_from_the_histories() {
+    use broker_actors::ports::{MetadataStore, Statistics};
+    let (dir, store) = sqlite().await;
+    resource(&store, "drift").await;
+    let mut t = new_transfer("drift", t0());
+    t.recipients.push("0192:333333333".into());
+    store.create_transfer(t, vec![], vec![]).await.unwrap();
+    let totals = |rows: Vec<broker_actors::statistics::MonthlyRow>| -> u64 {
+        rows.iter().map(|r| r.total_file_transfers).sum()
+    };
+    let month = || store.monthly_rows(OWNER, 2026, 6, None);
+    assert_eq!(totals(month().await.unwrap()), 2);
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(
+        "DELETE FROM monthly_statistics WHERE recipient = '0192:333333333';
+         UPDATE monthly_statistics SET total_file_transfers = 40;",
+    )
+    .unwrap();
+    assert_eq!(totals(month().await.unwrap()), 40, "the rollup drifted");
+    store.rebuild_month(2026, 6).await.unwrap();
+    assert_eq!(
+        totals(month().await.unwrap()),
+        2,
+        "the rebuild counts the pairs again"
+    );
+}
+
+#[tokio::test]
 async fn sqlite_keeps_the_job_rules() {
     let (_dir, store) = sqlite().await;
     jobs_suite(&store).await;
@@ -138,6 +172,7 @@ mod inline_files {
             events: vec![],
             jobs: vec![],
             cancelled_jobs: vec![],
+            vendor: None,
         }
     }
 

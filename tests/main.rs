@@ -33,6 +33,7 @@ mod restart;
 mod robustness;
 mod scanning;
 mod search;
+mod statistics;
 mod storage;
 mod tokens;
 mod tus;

@@ -18,7 +18,8 @@ pub struct Caller {
     /// The caller's organisation, normalised to `0192:NNNNNNNNN`, if the claims name one.
     pub org: Option<String>,
     pub scopes: HashSet<String>,
-    /// `consumer.ID` (the vendor, for statistics).
+    /// The vendor whose system acts for `org`: `consumer.ID` of a system-user token, normalised (for
+    /// statistics). `None` when the organisation calls with its own credentials.
     pub vendor: Option<String>,
 }
 

@@ -2,7 +2,7 @@
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
 use crate::ports::{
-    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, Subscriptions,
+    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, Statistics, Subscriptions,
     UploadSessions, WebhookSender,
 };
 use crate::supervisor::Lifecycle;
@@ -27,6 +27,8 @@ pub struct Ports {
     pub subscriptions: Arc<dyn Subscriptions>,
     /// Sends webhook deliveries.
     pub webhooks: Arc<dyn WebhookSender>,
+    /// The statistics rollup and reports (kept by the metadata store's database).
+    pub statistics: Arc<dyn Statistics>,
 }
 
 /// What the operator configured that the lifecycle needs.

@@ -48,6 +48,8 @@ pub struct Download {
     pub sha256: Option<String>,
     pub file_name: String,
     recipient: String,
+    /// The vendor the recipient acts through (for statistics).
+    vendor: Option<String>,
 }
 
 impl Broker {
@@ -72,6 +74,7 @@ impl Broker {
             sha256: view.sha256,
             file_name: view.file_name,
             recipient,
+            vendor: caller.vendor.clone(),
         })
     }
 
@@ -95,7 +98,11 @@ impl Broker {
                 .should_record(download.id, &download.recipient, self.now());
         if record {
             self.lifecycle()
-                .record_download(download.id, download.recipient.clone())
+                .record_download(
+                    download.id,
+                    download.recipient.clone(),
+                    download.vendor.clone(),
+                )
                 .await?;
         }
         if len == 0 {
@@ -110,7 +117,9 @@ impl Broker {
     pub async fn confirm_download(&self, caller: &Caller, id: Uuid) -> Result<()> {
         let view = self.view(id).await?;
         let recipient = caller.require_recipient(&view)?;
-        self.lifecycle().confirm_download(view.id, recipient).await
+        self.lifecycle()
+            .confirm_download(view.id, recipient, caller.vendor.clone())
+            .await
     }
 }
 

@@ -124,6 +124,7 @@ impl Broker {
             senders_reference: request.senders_file_transfer_reference.clone(),
             sender,
             sender_org,
+            sender_vendor: caller.vendor.clone(),
             recipients,
             property_list: request.property_list.clone().unwrap_or_default(),
             declared_checksum: request.declared_checksum().map(str::to_string),

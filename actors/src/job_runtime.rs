@@ -147,6 +147,8 @@ impl Broker {
             JobKind::PurgeAfterConfirm => self.lifecycle().purge(id()?).await,
             JobKind::StuckCheck => self.check_stuck(id()?).await,
             JobKind::TusExpiry => self.run_tus_sweep().await,
+            JobKind::StatisticsWeekly => self.run_weekly_statistics().await,
+            JobKind::StatisticsFinal => self.run_final_statistics().await,
             JobKind::Scan => unreachable!("run_due_jobs starts scans on their own tasks"),
         };
         match outcome {

@@ -308,6 +308,7 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
             events: vec![],
             jobs,
             cancelled_jobs: vec![],
+            vendor: None,
         };
         s.store.commit_change(change).await.unwrap();
     }
@@ -400,4 +401,48 @@ async fn the_runtime_is_woken_by_a_job_due_before_its_next_look_and_only_by_such
     .await
     .expect("the wake-up left while it was awake is not lost")
     .unwrap();
+}
+
+#[tokio::test]
+async fn the_statistics_rebuilds_run_on_their_days_and_schedule_their_next_run() {
+    use crate::ports::{JobKey, JobKind, Jobs};
+    use chrono::{Datelike, Timelike};
+    let s = setup().await;
+    s.broker.ensure_statistics_jobs().await.unwrap();
+    let weekly = JobKey::new(JobKind::StatisticsWeekly, "current-month");
+    let last = JobKey::new(JobKind::StatisticsFinal, "previous-month");
+    let due = |key: JobKey| {
+        let jobs = s.store.jobs();
+        async move { jobs.get(&key).await.unwrap().expect("scheduled").0 }
+    };
+    let first = due(weekly.clone()).await;
+    assert_eq!(
+        (first.weekday(), first.hour(), first.minute()),
+        (chrono::Weekday::Mon, 3, 0)
+    );
+    let final_run = due(last.clone()).await;
+    assert_eq!((final_run.day(), final_run.hour()), (2, 4));
+    s.broker.ensure_statistics_jobs().await.unwrap();
+    assert_eq!(
+        due(weekly.clone()).await,
+        first,
+        "ensuring again keeps the time"
+    );
+
+    let now = crate::ports::Clock::now(s.clock.as_ref());
+    s.clock.advance(first - now);
+    s.broker.run_due_jobs().await.unwrap();
+    assert_eq!(due(weekly.clone()).await, first + Duration::days(7));
+
+    // The final rebuild may have fallen due before the first weekly one.
+    if final_run > first {
+        let now = crate::ports::Clock::now(s.clock.as_ref());
+        s.clock.advance(final_run - now + Duration::minutes(1));
+        s.broker.run_due_jobs().await.unwrap();
+    }
+    let next = due(last).await;
+    assert!(
+        next > final_run && next.day() == 2 && next.hour() == 4,
+        "next {next}"
+    );
 }

@@ -18,6 +18,7 @@ mod job_runtime;
 pub mod memory;
 pub mod ports;
 pub mod query;
+pub mod reports;
 mod resources;
 mod scan;
 pub mod state;
@@ -64,6 +65,12 @@ mod conformance_tests {
     async fn the_in_memory_store_keeps_the_delivery_and_subscription_rules() {
         let store = MemoryStore::default();
         deliveries_suite(&store, &store, &store).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_statistics_count_the_scripted_month_as_computed_by_hand() {
+        let store = MemoryStore::default();
+        statistics_suite(&store, &store).await;
     }
 
     #[tokio::test]

@@ -56,15 +56,17 @@ impl MonthlyReportQuery {
         Ok(())
     }
 
-    /// `monthly_statistics_{resourceId|all-resources}_{yyyy-MM}.csv`; characters a file name may not
-    /// hold are dropped from the resource id.
+    /// `monthly_statistics_{resourceId|all-resources}_{yyyy-MM}.csv`; characters other than letters,
+    /// digits, `-`, `_` and `.` become `_`, so the name is safe in a file system and a header.
     pub fn file_name(&self) -> String {
         let resource = match self.resource_id.as_deref().map(str::trim) {
             Some(r) if !r.is_empty() => r
-                .split(['/', '\0'])
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join("_"),
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+                    _ => '_',
+                })
+                .collect(),
             _ => "all-resources".to_string(),
         };
         format!(

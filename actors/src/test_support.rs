@@ -170,6 +170,7 @@ fn broker_on(
         scanner: scanner.map(|s| s as Arc<dyn crate::ports::Scanner>),
         subscriptions: store.clone(),
         webhooks: Arc::new(crate::memory::MemoryWebhooks::default()),
+        statistics: store.clone(),
     };
     let settings = Settings {
         production: false,

@@ -96,6 +96,7 @@ fn sqlite_commit(c: &mut Criterion) {
             senders_reference: None,
             sender: "0192:111111111".into(),
             sender_org: "0192:111111111".into(),
+            sender_vendor: None,
             recipients: vec!["0192:222222222".into()],
             property_list: Default::default(),
             declared_checksum: None,
@@ -118,6 +119,7 @@ fn sqlite_commit(c: &mut Criterion) {
             events: vec![],
             jobs: vec![],
             cancelled_jobs: vec![],
+            vendor: None,
         };
         store
             .commit_change(change(
@@ -160,6 +162,7 @@ fn sqlite_commit(c: &mut Criterion) {
                     events: vec![],
                     jobs: vec![],
                     cancelled_jobs: vec![],
+                    vendor: None,
                 }))
                 .unwrap()
         })

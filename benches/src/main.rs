@@ -135,6 +135,15 @@ enum Scenario {
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         lifecycle_duration: Duration,
     },
+    /// N transfers made through the API, then the time to produce the monthly statistics CSV and
+    /// the daily summary report (Parquet) over them.
+    Statistics {
+        #[arg(long, default_value_t = 100_000)]
+        transfers: u64,
+        /// Times each report is produced (the figures are percentiles over these).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Merge earlier JSON reports (e.g. one per scenario) into one report, JSON and/or SVG.
     Report {
         /// Report files written by --json.
@@ -209,10 +218,13 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let env = clamd
+    let mut env = clamd
         .as_ref()
         .map(|(c, window)| scan::broker_env(c, *window))
         .unwrap_or_default();
+    if matches!(cli.scenario, Scenario::Statistics { .. }) {
+        env.extend(broker_bench::scenarios::statistics::broker_env());
+    }
     let spec = match &g.url {
         None => TargetSpec::Spawn { broker_bin, env },
         Some(url) => TargetSpec::Remote {
@@ -406,6 +418,13 @@ async fn run_round(
                 lifecycle_duration: *lifecycle_duration,
             };
             broker_bench::scenarios::deliveries::run(ctx.clone(), &options).await?
+        }
+        Scenario::Statistics { transfers, runs } => {
+            let options = broker_bench::scenarios::statistics::StatisticsOptions {
+                transfers: *transfers,
+                runs: *runs,
+            };
+            vec![broker_bench::scenarios::statistics::run(ctx.clone(), &options).await?]
         }
         Scenario::Report { .. } | Scenario::Crash { .. } => {
             unreachable!("handled before a broker is started")

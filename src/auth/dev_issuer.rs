@@ -111,9 +111,31 @@ impl DevIssuer {
 
     /// Mints a token for `org` (`0192:NNNNNNNNN` or the bare number) with the given scopes.
     pub fn mint(&self, org: &str, scopes: &str, ttl: chrono::Duration) -> Result<String, String> {
+        self.sign(self.claims(org, scopes, ttl))
+    }
+
+    /// Mints a system user's token: `vendor`'s system acting for `org` (Altinn's
+    /// `authorization_details` of type `urn:altinn:systemuser`).
+    pub fn mint_system_user(
+        &self,
+        vendor: &str,
+        org: &str,
+        scopes: &str,
+        ttl: chrono::Duration,
+    ) -> Result<String, String> {
+        let digits = |o: &str| o.rsplit(':').next().unwrap_or(o).to_string();
+        let mut claims = self.claims(vendor, scopes, ttl);
+        claims["authorization_details"] = serde_json::json!([{
+            "type": "urn:altinn:systemuser",
+            "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": format!("0192:{}", digits(org))},
+        }]);
+        self.sign(claims)
+    }
+
+    fn claims(&self, org: &str, scopes: &str, ttl: chrono::Duration) -> serde_json::Value {
         let digits = org.rsplit(':').next().unwrap_or(org);
         let now = chrono::Utc::now().timestamp();
-        let claims = serde_json::json!({
+        serde_json::json!({
             "iss": self.name,
             "scope": scopes,
             "consumer": {"authority": "iso6523-actorid-upis", "ID": format!("0192:{digits}")},
@@ -122,7 +144,10 @@ impl DevIssuer {
             "nbf": now,
             "exp": now + ttl.num_seconds(),
             "jti": uuid::Uuid::new_v4().to_string(),
-        });
+        })
+    }
+
+    fn sign(&self, claims: serde_json::Value) -> Result<String, String> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| e.to_string())

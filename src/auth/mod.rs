@@ -114,12 +114,17 @@ fn caller_from(claims: Claims) -> Caller {
             .find(|d| d.type_.as_deref() == Some("urn:altinn:systemuser"))
             .and_then(|d| d.systemuser_org?.id)
     });
-    let vendor = claims.consumer.as_ref().and_then(|c| c.id.clone());
+    let consumer = claims.consumer.as_ref().and_then(|c| c.id.clone());
+    // A system user's token is the vendor's (its consumer) acting for the customer's organisation.
+    let vendor = system_user_org
+        .as_ref()
+        .and(consumer.as_deref())
+        .and_then(parse_org);
     let org = system_user_org
         .as_deref()
         .and_then(parse_org)
         .or_else(|| claims.org_number.as_deref().and_then(parse_org))
-        .or_else(|| vendor.as_deref().and_then(parse_org));
+        .or_else(|| consumer.as_deref().and_then(parse_org));
     Caller {
         org,
         scopes: claims
@@ -381,7 +386,12 @@ mod tests {
             "consumer": {"authority": "iso6523-actorid-upis", "ID": "0192:111111111"}
         }))
         .unwrap();
-        assert_eq!(caller_from(claims).org.as_deref(), Some("0192:111111111"));
+        let caller = caller_from(claims);
+        assert_eq!(caller.org.as_deref(), Some("0192:111111111"));
+        assert_eq!(
+            caller.vendor, None,
+            "an organisation's own token has no vendor"
+        );
     }
 
     fn issuer_in(dir: &std::path::Path) -> (Authenticator, dev_issuer::DevIssuer) {

@@ -19,6 +19,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub shutdown: CancellationToken,
+    /// The daily summary's per-client rate limit.
+    pub daily_summary_limit: crate::http::rate_limit::RateLimiter,
 }
 
 pub type App = Arc<AppState>;

@@ -10,6 +10,8 @@ pub mod error;
 pub mod form;
 pub mod metrics;
 pub mod openapi;
+pub mod rate_limit;
+pub mod statistics;
 pub mod subscriptions;
 pub mod transfers;
 pub mod tus;
@@ -58,6 +60,10 @@ async fn accept_json(request: Request, next: Next) -> Response {
 
 async fn accept_octet_stream(request: Request, next: Next) -> Response {
     check_accept(request, next, "application/octet-stream").await
+}
+
+async fn accept_csv(request: Request, next: Next) -> Response {
+    check_accept(request, next, "text/csv").await
 }
 
 async fn check_accept(request: Request, next: Next, produced: &'static str) -> Response {
@@ -169,6 +175,10 @@ pub fn router(app: App) -> Router {
             get(admin::resource).put(admin::configure_resource),
         )
         .route(&format!("{api}/maintenance/events"), get(admin::events))
+        .route(
+            &format!("{api}/statistics/generate-daily-summary"),
+            post(statistics::generate_daily_summary),
+        )
         .merge(subscription_routes(api))
         .merge(subscription_routes("/events/api/v1"))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -190,7 +200,17 @@ pub fn router(app: App) -> Router {
             &format!("{api}/filetransfer/{{id}}/download"),
             get(download::download),
         )
+        .route(
+            &format!("{api}/statistics/generate-and-download-daily-summary"),
+            post(statistics::download_daily_summary),
+        )
         .route_layer(middleware::from_fn(accept_octet_stream));
+    let csv_routes = Router::new()
+        .route(
+            &format!("{api}/statistics/monthly"),
+            get(statistics::monthly),
+        )
+        .route_layer(middleware::from_fn(accept_csv));
     let tus_routes = Router::new()
         .route(
             &format!("{api}/filetransfer/upload/tus/{{id}}"),
@@ -216,6 +236,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(json_routes)
         .merge(download_routes)
+        .merge(csv_routes)
         .merge(tus_routes)
         .route("/health", get(admin::health))
         .route("/openapi.json", get(openapi_json))

@@ -338,6 +338,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         events: vec![],
         jobs: vec![(grace.clone(), due)],
         cancelled_jobs: vec![],
+        vendor: None,
     };
     let refused = change(FileTransferStatus::Published, t0());
     assert!(metadata.commit_change(refused).await.is_err());
@@ -360,6 +361,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         new_status: Some((FileTransferStatus::Failed, None)),
         jobs: vec![],
         cancelled_jobs: vec![expiry.clone(), grace.clone()],
+        vendor: None,
         ..change(expected, due)
     };
     assert!(metadata

@@ -30,6 +30,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
         events: vec![],
         jobs: vec![],
         cancelled_jobs: vec![],
+        vendor: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! One conformance suite per port (metadata, upload sessions, blobs, outbox and deliveries, subscriptions, jobs): public functions an adapter's tests call with a fresh adapter, so
+//! One conformance suite per port (metadata, upload sessions, blobs, outbox and deliveries, subscriptions, jobs, statistics): public functions an adapter's tests call with a fresh adapter, so
 //! every adapter (in memory, SQLite, local disk; PostgreSQL and object stores later) keeps the same
 //! rules. A suite panics, naming the rule, at the first one broken.
 
@@ -8,6 +8,7 @@ mod jobs;
 mod metadata;
 mod outbox;
 mod sessions;
+mod statistics;
 
 pub use blobs::blob_store_suite;
 pub use deliveries::deliveries_suite;
@@ -15,6 +16,7 @@ pub use jobs::{jobs_suite, transfer_jobs_suite};
 pub use metadata::metadata_store_suite;
 pub use outbox::outbox_suite;
 pub use sessions::upload_sessions_suite;
+pub use statistics::statistics_suite;
 
 use crate::ports::metadata::{NewTransfer, ResourceRow};
 use crate::ports::MetadataStore;
@@ -54,6 +56,7 @@ pub fn new_transfer(resource: &str, at: Timestamp) -> NewTransfer {
         senders_reference: Some("ref".into()),
         sender: OWNER.into(),
         sender_org: OWNER.into(),
+        sender_vendor: None,
         recipients: vec![RECIPIENT.into()],
         property_list: [("k".to_string(), "v".to_string())].into(),
         declared_checksum: None,

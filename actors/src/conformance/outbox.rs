@@ -31,6 +31,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
         ],
         jobs: vec![],
         cancelled_jobs: vec![],
+        vendor: None,
     };
     metadata.commit_change(change).await.unwrap();
     let refused = TransferChange {
@@ -68,5 +69,6 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
         events: vec![],
         jobs: vec![],
         cancelled_jobs: vec![],
+        vendor: None,
     }
 }

@@ -181,6 +181,7 @@ async fn a_complete_unverified_upload_is_found_again(
         events: vec![],
         jobs: vec![],
         cancelled_jobs: vec![],
+        vendor: None,
     };
     m.commit_change(started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();

@@ -33,6 +33,10 @@ pub(super) struct Tables {
     pub(super) order: Vec<Uuid>,
     pub(super) status_history: Vec<(i64, Uuid, FileTransferStatusEntry)>,
     pub(super) recipient_history: Vec<(i64, Uuid, RecipientStatusEntry)>,
+    /// The vendor of a recipient history row (by its seq), where one acted (for statistics).
+    pub(super) recipient_vendors: HashMap<i64, String>,
+    /// The vendor each transfer's sender acted through.
+    pub(super) sender_vendors: HashMap<Uuid, String>,
     pub(super) outbox: Vec<OutboxEntry>,
     pub(super) sessions: super::sessions::Sessions,
     pub(super) deliveries: super::deliveries::Deliveries,
@@ -217,6 +221,10 @@ impl MetadataStore for MemoryStore {
         }
         for (recipient, status) in &c.recipient_rows {
             tables.record_recipient(c.id, recipient, *status, c.at);
+            if let Some(vendor) = &c.vendor {
+                let seq = tables.next_seq;
+                tables.recipient_vendors.insert(seq, vendor.clone());
+            }
         }
         tables.emit(c.events);
         for (key, due_at) in &c.jobs {
@@ -317,6 +325,9 @@ impl MetadataStore for MemoryStore {
             recipients,
         };
         tables.record_status(t.id, FileTransferStatus::Initialized, None, t.created);
+        if let Some(vendor) = t.sender_vendor {
+            tables.sender_vendors.insert(t.id, vendor);
+        }
         for r in &t.recipients {
             tables.record_recipient(
                 t.id,

@@ -10,6 +10,7 @@ mod jobs;
 mod metadata;
 mod scanner;
 mod sessions;
+mod statistics;
 mod webhooks;
 
 pub use blobs::MemoryBlobs;

@@ -21,15 +21,21 @@ pub enum JobKind {
     StuckCheck,
     /// Remove a resumable upload nobody touched for its expiry.
     TusExpiry,
+    /// Rebuild the current month's statistics rollup (weekly).
+    StatisticsWeekly,
+    /// Rebuild the previous month's statistics rollup for the last time (on the 2nd).
+    StatisticsFinal,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::PurgeExpired,
         JobKind::PurgeAfterConfirm,
         JobKind::Scan,
         JobKind::StuckCheck,
         JobKind::TusExpiry,
+        JobKind::StatisticsWeekly,
+        JobKind::StatisticsFinal,
     ];
 
     /// The stable name a durable adapter stores.
@@ -40,6 +46,8 @@ impl JobKind {
             JobKind::Scan => "scan",
             JobKind::StuckCheck => "stuck_check",
             JobKind::TusExpiry => "tus_expiry",
+            JobKind::StatisticsWeekly => "statistics_weekly",
+            JobKind::StatisticsFinal => "statistics_final",
         }
     }
 

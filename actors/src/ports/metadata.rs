@@ -43,6 +43,8 @@ pub struct TransferChange {
     pub jobs: Vec<(JobKey, Timestamp)>,
     /// Jobs removed in the same transaction (a claim still running on one then finds it gone).
     pub cancelled_jobs: Vec<JobKey>,
+    /// The vendor whose system the recipient acted through (for statistics), on `recipient_rows`.
+    pub vendor: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub struct NewTransfer {
     pub senders_reference: Option<String>,
     pub sender: String,
     pub sender_org: String,
+    /// The vendor whose system the sender acted through (for statistics).
+    pub sender_vendor: Option<String>,
     pub recipients: Vec<String>,
     pub property_list: BTreeMap<String, String>,
     pub declared_checksum: Option<String>,

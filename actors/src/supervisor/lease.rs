@@ -32,6 +32,7 @@ impl UploadLease {
             .ask(self.id, |reply| Message::Apply {
                 command,
                 lease,
+                vendor: None,
                 reply,
             })
             .await

@@ -35,6 +35,8 @@ enum Message {
     Apply {
         command: Command,
         lease: Option<u64>,
+        /// The vendor whose system gave the command (recorded for statistics).
+        vendor: Option<String>,
         reply: Reply,
     },
     /// The upload holding the slot ended without a result (client gone, crash of the handler).
@@ -208,13 +210,24 @@ impl Lifecycle {
         self.command(id, Command::StartUpload).await
     }
 
-    pub async fn record_download(&self, id: Uuid, recipient: String) -> Result<(), Error> {
-        self.command(id, Command::RecordDownload { recipient })
+    /// `vendor`: the system the recipient acts through, recorded with its row for statistics.
+    pub async fn record_download(
+        &self,
+        id: Uuid,
+        recipient: String,
+        vendor: Option<String>,
+    ) -> Result<(), Error> {
+        self.command_by(id, Command::RecordDownload { recipient }, vendor)
             .await
     }
 
-    pub async fn confirm_download(&self, id: Uuid, recipient: String) -> Result<(), Error> {
-        self.command(id, Command::ConfirmDownload { recipient })
+    pub async fn confirm_download(
+        &self,
+        id: Uuid,
+        recipient: String,
+        vendor: Option<String>,
+    ) -> Result<(), Error> {
+        self.command_by(id, Command::ConfirmDownload { recipient }, vendor)
             .await
     }
 
@@ -252,9 +265,20 @@ impl Lifecycle {
     }
 
     async fn command(&self, id: Uuid, command: Command) -> Result<(), Error> {
+        self.command_by(id, command, None).await
+    }
+
+    /// A command a party gives through a vendor's system (`vendor`), recorded for statistics.
+    async fn command_by(
+        &self,
+        id: Uuid,
+        command: Command,
+        vendor: Option<String>,
+    ) -> Result<(), Error> {
         self.ask(id, |reply| Message::Apply {
             command,
             lease: None,
+            vendor,
             reply,
         })
         .await
@@ -348,7 +372,7 @@ impl Supervisor {
                 let result = if self.upload_in_flight.is_some() {
                     Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
                 } else {
-                    let r = self.apply(Command::StartUpload).await;
+                    let r = self.apply(Command::StartUpload, None).await;
                     if r.is_ok() {
                         self.upload_in_flight = Some(lease);
                     }
@@ -363,6 +387,7 @@ impl Supervisor {
             Message::Apply {
                 command,
                 lease,
+                vendor,
                 reply,
             } => {
                 if lease.is_some() {
@@ -372,7 +397,7 @@ impl Supervisor {
                     }
                     self.upload_in_flight = None;
                 }
-                let _ = reply.send(self.apply(command).await);
+                let _ = reply.send(self.apply(command, vendor).await);
             }
             Message::ReleaseUpload { lease } => {
                 if self.upload_in_flight == Some(lease) {
@@ -392,10 +417,11 @@ impl Supervisor {
     }
 
     /// Runs the pure transition, persists its effects, then carries out the side effects.
-    async fn apply(&mut self, command: Command) -> Result<(), Error> {
+    async fn apply(&mut self, command: Command, vendor: Option<String>) -> Result<(), Error> {
         let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
         if !outcome.effects.is_empty() {
-            let change = self.change_for(&outcome.effects);
+            let mut change = self.change_for(&outcome.effects);
+            change.vendor = vendor;
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
             if let Err(e) = self.shared.store.commit_change(change).await {
                 if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
@@ -429,6 +455,7 @@ impl Supervisor {
             events: vec![],
             jobs: vec![],
             cancelled_jobs: vec![],
+            vendor: None,
         };
         for effect in effects {
             match effect {

@@ -57,6 +57,7 @@ fn new_transfer() -> NewTransfer {
         senders_reference: None,
         sender: "0192:111111111".into(),
         sender_org: "0192:111111111".into(),
+        sender_vendor: None,
         recipients: vec![RECIPIENT.into()],
         property_list: Default::default(),
         declared_checksum: None,
@@ -164,7 +165,7 @@ async fn an_abandoned_upload_frees_the_slot_removes_the_bytes_and_stays_retryabl
 async fn supervisors_stop_when_idle_and_an_unknown_transfer_is_not_found() {
     let (lifecycle, store, _, id) = setup().await;
     let missing = lifecycle
-        .confirm_download(Uuid::new_v4(), RECIPIENT.into())
+        .confirm_download(Uuid::new_v4(), RECIPIENT.into(), None)
         .await;
     assert!(matches!(
         missing,
@@ -183,7 +184,7 @@ async fn supervisors_stop_when_idle_and_an_unknown_transfer_is_not_found() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let l = lifecycle.clone();
-            tokio::spawn(async move { l.record_download(id, RECIPIENT.into()).await })
+            tokio::spawn(async move { l.record_download(id, RECIPIENT.into(), None).await })
         })
         .collect();
     for t in tasks {

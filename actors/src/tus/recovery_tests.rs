@@ -34,6 +34,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             events: vec![],
             jobs: vec![],
             cancelled_jobs: vec![],
+            vendor: None,
         };
         s.store.commit_change(change).await.unwrap();
     }

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod mixed;
 pub mod request_cost;
 pub mod scan;
+pub mod statistics;
 pub mod transfer;
 pub mod tus;
 

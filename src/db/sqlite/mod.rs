@@ -252,6 +252,7 @@ mod jobs;
 mod metadata;
 mod search;
 mod sessions;
+mod statistics;
 mod subscriptions;
 mod writes;
 

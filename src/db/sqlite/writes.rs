@@ -63,8 +63,8 @@ pub(super) fn apply_change(
             .map_err(failure)?;
     }
     for (recipient, status) in &c.recipient_rows {
-        conn.prepare_cached("INSERT INTO recipient_status_history (file_transfer_id, recipient, status, changed) VALUES (?, ?, ?, ?)")
-            .and_then(|mut s| s.execute(params![id, recipient, status.code(), at]))
+        conn.prepare_cached("INSERT INTO recipient_status_history (file_transfer_id, recipient, status, changed, vendor) VALUES (?, ?, ?, ?, ?)")
+            .and_then(|mut s| s.execute(params![id, recipient, status.code(), at, c.vendor]))
             .map_err(failure)?;
         conn.prepare_cached("UPDATE recipients SET status = MAX(status, ?), status_changed = ? WHERE file_transfer_id = ? AND recipient = ?")
             .and_then(|mut s| s.execute(params![status.code(), at, id, recipient]))
@@ -119,8 +119,8 @@ pub(super) fn insert_transfer(
     conn.prepare_cached(
         "INSERT INTO file_transfers (id, resource_id, file_name, senders_reference, sender, sender_org,
             declared_checksum, checksum, use_virus_scan, size, status, status_text, status_changed, created,
-            expiration_time, property_list, idempotency_key, idempotency_hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?, ?, ?, ?, ?, ?)",
+            expiration_time, property_list, idempotency_key, idempotency_hash, sender_vendor)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -139,6 +139,7 @@ pub(super) fn insert_transfer(
             serde_json::to_string(&t.property_list).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
             t.idempotency.as_ref().map(|i| i.0.clone()),
             t.idempotency.as_ref().map(|i| i.1.clone()),
+            t.sender_vendor,
         ])
     })
     .map_err(failure)?;

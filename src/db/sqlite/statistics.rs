@@ -1,0 +1,203 @@
+//! The statistics port: the monthly rollup the triggers of migration 0010 keep, its rebuild from the
+//! histories, and the daily summary. The reports scan many rows, so they run on a blocking thread with
+//! a connection of their own rather than on the caller's.
+
+use super::{connect, failure, SqliteStore};
+use crate::db::*;
+use broker_actors::ports::statistics::{DailyRow, RecipientType, Statistics};
+use broker_actors::statistics::MonthlyRow;
+use rusqlite::{params, Connection};
+
+/// The month's first instant and the next month's, as the text prefixes timestamps sort by.
+fn month_bounds(year: i32, month: u32) -> (String, String) {
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    (
+        format!("{year:04}-{month:02}"),
+        format!("{next_year:04}-{next_month:02}"),
+    )
+}
+
+/// Recomputes the month's rollup from the histories. Runs inside the writer's transaction. The pairs'
+/// kept state for the month is dropped first (a later change then counts only itself, under its own
+/// vendor until the next rebuild), so no trigger can apply a difference to the recomputed rows.
+fn rebuild(conn: &Connection, year: i32, month: u32) -> Result<(), StoreError> {
+    let (start, end) = month_bounds(year, month);
+    let exec = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(p))
+            .map_err(failure)
+    };
+    exec(
+        "UPDATE recipients SET stats_month = NULL WHERE stats_month = ?1",
+        params![start],
+    )?;
+    exec(
+        "DELETE FROM monthly_statistics WHERE year = ?1 AND month = ?2",
+        params![year, month],
+    )?;
+    exec(
+        "INSERT INTO monthly_statistics
+         SELECT r.service_owner_id, ?1, ?2, t.resource_id, t.sender_org, p.recipient,
+             COALESCE(t.sender_vendor, ''), p.vendor, SUM(p.created), SUM(p.published),
+             SUM(p.attempts), SUM(p.confirmed)
+         FROM (
+             SELECT e.file_transfer_id, e.recipient, MAX(e.created) AS created,
+                 MAX(e.published) AS published, SUM(e.attempts) AS attempts,
+                 MAX(e.confirmed) AS confirmed,
+                 COALESCE((SELECT h.vendor FROM recipient_status_history h
+                           WHERE h.file_transfer_id = e.file_transfer_id AND h.recipient = e.recipient
+                             AND h.changed >= ?3 AND h.changed < ?4 AND h.vendor IS NOT NULL
+                           ORDER BY h.seq DESC LIMIT 1), '') AS vendor
+             FROM (
+                 SELECT file_transfer_id, recipient, status = 0 AS created, 0 AS published,
+                     status = 1 AS attempts, status = 2 AS confirmed
+                 FROM recipient_status_history
+                 WHERE changed >= ?3 AND changed < ?4 AND status IN (0, 1, 2)
+                 UNION ALL
+                 SELECT rc.file_transfer_id, rc.recipient, 0, 1, 0, 0
+                 FROM file_transfer_status_history s
+                     JOIN recipients rc ON rc.file_transfer_id = s.file_transfer_id
+                 WHERE s.status = 3 AND s.changed >= ?3 AND s.changed < ?4
+             ) e
+             GROUP BY e.file_transfer_id, e.recipient
+         ) p JOIN file_transfers t ON t.id = p.file_transfer_id JOIN resources r ON r.id = t.resource_id
+         WHERE true
+         GROUP BY r.service_owner_id, t.resource_id, t.sender_org, p.recipient,
+             COALESCE(t.sender_vendor, ''), p.vendor",
+        params![year, month, start, end],
+    )?;
+    Ok(())
+}
+
+fn monthly_rows(
+    conn: &Connection,
+    owner: &str,
+    year: i32,
+    month: u32,
+    resource: Option<&str>,
+) -> Result<Vec<MonthlyRow>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT resource_id, sender, recipient, sender_vendor, recipient_vendor, total_file_transfers,
+                 upload_count, download_attempts, downloads_confirmed
+             FROM monthly_statistics
+             WHERE service_owner_id = ?1 AND year = ?2 AND month = ?3
+               AND (?4 IS NULL OR resource_id = ?4)",
+        )
+        .map_err(failure)?;
+    let rows = statement
+        .query_map(params![owner, year, month, resource], |r| {
+            let count = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+            Ok(MonthlyRow {
+                year,
+                month,
+                resource_id: r.get(0)?,
+                sender: r.get(1)?,
+                recipient: r.get(2)?,
+                sender_vendor: r.get(3)?,
+                recipient_vendor: r.get(4)?,
+                total_file_transfers: count(5)?,
+                upload_count: count(6)?,
+                download_attempts: count(7)?,
+                downloads_confirmed: count(8)?,
+            })
+        })
+        .map_err(failure)?;
+    rows.collect::<Result<_, _>>().map_err(failure)
+}
+
+fn daily_rows(conn: &Connection, excluded: &[String]) -> Result<Vec<DailyRow>, StoreError> {
+    // The filter is a short operator-set list, passed as a JSON array.
+    let excluded = serde_json::to_string(excluded).map_err(failure)?;
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT substr(t.created, 1, 10), o.id, o.name, t.sender_org, t.resource_id, rc.recipient, t.size
+             FROM file_transfers t
+                 JOIN resources r ON r.id = t.resource_id
+                 JOIN service_owners o ON o.id = r.service_owner_id
+                 JOIN recipients rc ON rc.file_transfer_id = t.id
+             WHERE NOT (t.resource_id IN (SELECT value FROM json_each(?1))
+                        AND lower(COALESCE(json_extract(t.property_list, '$.statusmessage'), '')) = 'true')",
+        )
+        .map_err(failure)?;
+    let mut groups: std::collections::BTreeMap<_, (String, u64, u64)> = Default::default();
+    let mut rows = statement.query(params![excluded]).map_err(failure)?;
+    while let Some(r) = rows.next().map_err(failure)? {
+        let get = |i| r.get::<_, String>(i).map_err(failure);
+        let sender = get(3)?;
+        let digits = sender.rsplit(':').next().unwrap_or(&sender).to_string();
+        let key = (
+            get(0)?,
+            get(1)?,
+            digits,
+            get(4)?,
+            RecipientType::of(&get(5)?),
+        );
+        let size = r.get::<_, i64>(6).map_err(failure)?.max(0) as u64;
+        let entry = groups.entry(key).or_insert_with(|| (String::new(), 0, 0));
+        if entry.0.is_empty() {
+            entry.0 = get(2)?;
+        }
+        entry.1 += 1;
+        entry.2 += size;
+    }
+    Ok(groups
+        .into_iter()
+        .map(
+            |((date, owner, sender, resource, recipient_type), (name, count, bytes))| DailyRow {
+                date,
+                service_owner_id: owner,
+                service_owner_name: name,
+                sender,
+                resource_id: resource,
+                recipient_type,
+                file_transfers: count,
+                file_storage_bytes: bytes,
+            },
+        )
+        .collect())
+}
+
+impl SqliteStore {
+    /// Runs a report's read on a blocking thread, with a connection of its own.
+    async fn report<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || work(&connect(&path)?))
+            .await
+            .map_err(failure)?
+    }
+}
+
+#[async_trait]
+impl Statistics for SqliteStore {
+    async fn monthly_rows(
+        &self,
+        service_owner: &str,
+        year: i32,
+        month: u32,
+        resource: Option<&str>,
+    ) -> Result<Vec<MonthlyRow>, StoreError> {
+        let (owner, resource) = (service_owner.to_string(), resource.map(str::to_string));
+        self.report(move |conn| monthly_rows(conn, &owner, year, month, resource.as_deref()))
+            .await
+    }
+
+    async fn rebuild_month(&self, year: i32, month: u32) -> Result<(), StoreError> {
+        self.write(move |conn| rebuild(conn, year, month)).await
+    }
+
+    async fn daily_rows(
+        &self,
+        status_message_resources: &[String],
+    ) -> Result<Vec<DailyRow>, StoreError> {
+        let excluded = status_message_resources.to_vec();
+        self.report(move |conn| daily_rows(conn, &excluded)).await
+    }
+}
