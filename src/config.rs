@@ -1,10 +1,12 @@
 //! Typed, layered configuration: defaults -> TOML file -> `BROKER__SECTION__KEY` env -> command-line flags.
 
 mod events;
+mod notify;
 mod scan;
 mod statistics;
 
 pub use events::{EventsConfig, MetricsConfig};
+pub use notify::{NotifyConfig, SmsConfig, SmtpConfig, SmtpTls, DEFAULT_SMS_TEMPLATE};
 pub use scan::{LargeFileScan, ScanConfig, ScanKind};
 use serde::{Deserialize, Serialize};
 pub use statistics::StatisticsConfig;
@@ -24,6 +26,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub metrics: MetricsConfig,
     pub statistics: StatisticsConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +347,7 @@ impl Config {
         }
         self.events.validate().map_err(ConfigError::Invalid)?;
         self.statistics.validate().map_err(ConfigError::Invalid)?;
+        self.notify.validate().map_err(ConfigError::Invalid)?;
         if self.registry.mode == RegistryMode::File && self.registry.file.is_none() {
             return Err(ConfigError::Invalid(
                 "registry.mode = \"file\" needs registry.file".into(),

@@ -122,6 +122,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         scanner: scanner(&config.scan)?,
         subscriptions: store.clone(),
         statistics: store.clone(),
+        notifier: Arc::new(deliver::notify::Notifiers::new(&config.notify)?),
         webhooks: Arc::new(deliver::webhook::HttpWebhooks::new(
             std::time::Duration::from_millis(config.events.timeout_ms),
             config.events.allow_internal_endpoints

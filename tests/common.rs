@@ -99,15 +99,21 @@ impl TestServer {
 
     /// Stops the server, awaits `between` (which may change the stopped server's files), and starts a
     /// new one on the same data dir.
-    pub async fn restart_after(
+    pub async fn restart_after(self, between: impl std::future::Future<Output = ()>) -> TestServer {
+        let config = test_config(&self.data_dir);
+        self.restart_after_with(config, between).await
+    }
+
+    /// Stops the server, awaits `between`, and starts a new one with `config`.
+    pub async fn restart_after_with(
         mut self,
+        config: Config,
         between: impl std::future::Future<Output = ()>,
     ) -> TestServer {
         let temp = self._temp.take();
-        let dir = self.data_dir.clone();
         self.stop().await;
         between.await;
-        let mut next = Self::start_with(test_config(&dir)).await;
+        let mut next = Self::start_with(config).await;
         next._temp = temp;
         next
     }

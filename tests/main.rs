@@ -27,6 +27,7 @@ mod json_input;
 mod lifecycle;
 mod metrics;
 mod multipart;
+mod notifications;
 mod purge;
 mod ranges;
 mod restart;

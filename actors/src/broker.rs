@@ -2,8 +2,8 @@
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
 use crate::ports::{
-    BlobStore, Clock, Jobs, MetadataStore, Outbox, Registry, Scanner, Statistics, Subscriptions,
-    UploadSessions, WebhookSender,
+    BlobStore, Clock, Jobs, MetadataStore, Notifier, Outbox, Registry, Scanner, Statistics,
+    Subscriptions, UploadSessions, WebhookSender,
 };
 use crate::supervisor::Lifecycle;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct Ports {
     pub webhooks: Arc<dyn WebhookSender>,
     /// The statistics rollup and reports (kept by the metadata store's database).
     pub statistics: Arc<dyn Statistics>,
+    /// Sends e-mail and SMS to contact points (their deliveries are the outbox's).
+    pub notifier: Arc<dyn Notifier>,
 }
 
 /// What the operator configured that the lifecycle needs.

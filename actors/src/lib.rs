@@ -16,6 +16,7 @@ mod initialize;
 mod job_runtime;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+mod notifications;
 pub mod ports;
 pub mod query;
 pub mod reports;

@@ -3,6 +3,7 @@
 
 use crate::access::Caller;
 use crate::error::{Error, Result};
+use crate::ports::notifier::Channel;
 use crate::ports::subscriptions::{NewSubscription, SubscriptionRow};
 use crate::Broker;
 use broker_protocol::events::EventType;
@@ -113,7 +114,12 @@ impl Broker {
             .subscriptions
             .subscriptions_of(&alternative_subject(org))
             .await?;
-        Ok(rows.iter().map(wire).collect())
+        // Contact points are listed by their own API.
+        Ok(rows
+            .iter()
+            .filter(|r| Channel::of_endpoint(&r.spec.end_point).is_none())
+            .map(wire)
+            .collect())
     }
 
     /// One of the caller's subscriptions (another organisation's is not found).
@@ -157,6 +163,16 @@ impl Broker {
         limit: u32,
     ) -> Result<Vec<Delivery>> {
         self.own_subscription(caller, id).await?;
+        self.deliveries_of(id, after, limit).await
+    }
+
+    /// A subscription's (or contact point's) deliveries, as the API shows them.
+    pub(crate) async fn deliveries_of(
+        &self,
+        id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
         let rows = self.ports().outbox.deliveries(id, after, limit).await?;
         Ok(rows
             .into_iter()
@@ -185,12 +201,28 @@ impl Broker {
     }
 
     async fn own_subscription(&self, caller: &Caller, id: i64) -> Result<SubscriptionRow> {
+        self.own_row(caller, id, false).await
+    }
+
+    /// One of the caller's webhook subscriptions, or (`contact_point`) its contact points; anything
+    /// else is not found.
+    pub(crate) async fn own_row(
+        &self,
+        caller: &Caller,
+        id: i64,
+        contact_point: bool,
+    ) -> Result<SubscriptionRow> {
         let org = caller
             .org
             .as_ref()
             .ok_or(ErrorCode::CallerOrganizationUnknown)?;
         match self.ports().subscriptions.subscription(id).await? {
-            Some(row) if row.spec.consumer == alternative_subject(org) => Ok(row),
+            Some(row)
+                if row.spec.consumer == alternative_subject(org)
+                    && Channel::of_endpoint(&row.spec.end_point).is_some() == contact_point =>
+            {
+                Ok(row)
+            }
             _ => Err(ErrorCode::SubscriptionNotFound.into()),
         }
     }

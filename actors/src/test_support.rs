@@ -171,6 +171,7 @@ fn broker_on(
         subscriptions: store.clone(),
         webhooks: Arc::new(crate::memory::MemoryWebhooks::default()),
         statistics: store.clone(),
+        notifier: Arc::new(crate::memory::MemoryNotifier::default()),
     };
     let settings = Settings {
         production: false,

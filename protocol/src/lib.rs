@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod events;
 pub mod json;
+pub mod notifications;
 pub mod problem;
 pub mod range;
 pub mod resource;

@@ -9,6 +9,7 @@ pub mod download;
 pub mod error;
 pub mod form;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod rate_limit;
 pub mod statistics;
@@ -175,6 +176,18 @@ pub fn router(app: App) -> Router {
             get(admin::resource).put(admin::configure_resource),
         )
         .route(&format!("{api}/maintenance/events"), get(admin::events))
+        .route(
+            &format!("{api}/notifications/contactpoints"),
+            post(notifications::create).get(notifications::list),
+        )
+        .route(
+            &format!("{api}/notifications/contactpoints/{{id}}"),
+            axum::routing::delete(notifications::delete),
+        )
+        .route(
+            &format!("{api}/notifications/contactpoints/{{id}}/deliveries"),
+            get(notifications::deliveries),
+        )
         .route(
             &format!("{api}/statistics/generate-daily-summary"),
             post(statistics::generate_daily_summary),

@@ -3,7 +3,7 @@
 //! `application/problem+json` bodies, the empty-bodied 401/403 of a missing token or scope), and the
 //! links a client follows from a new transfer's id to its other operations.
 
-use super::{admin, download, statistics, subscriptions, transfers, upload};
+use super::{admin, download, notifications, statistics, subscriptions, transfers, upload};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::delete,
         subscriptions::deliveries, subscriptions::redeliver, subscriptions::rotate_secret,
         statistics::monthly,
+        notifications::create, notifications::list, notifications::delete, notifications::deliveries,
     ),
     components(schemas(broker_protocol::events::CloudEvent, broker_protocol::events::EventData, broker_protocol::events::EventRole)),
     modifiers(&BearerScheme, &ErrorResponses, &TransferLinks),

@@ -12,7 +12,27 @@ use broker_protocol::subscriptions::{
     Delivery, Redelivered, Subscription, SubscriptionList, SubscriptionRequest,
 };
 
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
+/// `after` (default 0) and `limit` (default 100, 1 to 1000) of a deliveries listing.
+pub fn deliveries_page(pairs: &[(String, String)]) -> Result<(i64, u32), ApiError> {
+    let mut params = DeliveriesParams {
+        after: None,
+        limit: None,
+    };
+    for (key, value) in pairs {
+        let invalid = || ApiError::field(key, format!("The value '{value}' is not valid."));
+        match key.to_ascii_lowercase().as_str() {
+            "after" => params.after = Some(value.parse().map_err(|_| invalid())?),
+            "limit" => params.limit = Some(value.parse().map_err(|_| invalid())?),
+            _ => {}
+        }
+    }
+    Ok((
+        params.after.unwrap_or(0),
+        params.limit.unwrap_or(100).clamp(1, 1000),
+    ))
+}
+
+pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .map_err(|_| ApiError::field("id", format!("The value '{raw}' is not valid.")))
 }
@@ -107,23 +127,10 @@ pub async fn deliveries(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
     let caller = app.authorize(&headers, Policy::Subscriber).await?;
-    let mut params = DeliveriesParams {
-        after: None,
-        limit: None,
-    };
-    for (key, value) in &pairs {
-        let invalid = || ApiError::field(key, format!("The value '{value}' is not valid."));
-        match key.to_ascii_lowercase().as_str() {
-            "after" => params.after = Some(value.parse().map_err(|_| invalid())?),
-            "limit" => params.limit = Some(value.parse().map_err(|_| invalid())?),
-            _ => {}
-        }
-    }
-    let id = parse_id(&id)?;
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let (after, limit) = deliveries_page(&pairs)?;
     let rows = app
         .broker
-        .subscription_deliveries(&caller, id, params.after.unwrap_or(0), limit)
+        .subscription_deliveries(&caller, parse_id(&id)?, after, limit)
         .await?;
     Ok(Json(rows))
 }

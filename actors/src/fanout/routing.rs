@@ -3,8 +3,8 @@
 use crate::ports::subscriptions::NewSubscription;
 use broker_protocol::events::CloudEvent;
 
-/// Whether `event` goes to a subscription with these filters: its resource, and each filter that is
-/// set; only events from the subscription's creation on. The forwarding subscription takes every
+/// Whether `event` goes to a subscription with these filters: its resource (or any, when empty), and
+/// each filter that is set; only events from the subscription's creation on. The forwarding subscription takes every
 /// event.
 pub fn matches(s: &NewSubscription, event: &CloudEvent) -> bool {
     if s.consumer == super::FORWARD_CONSUMER {
@@ -18,8 +18,10 @@ pub fn matches(s: &NewSubscription, event: &CloudEvent) -> bool {
         .alternativesubject
         .clone()
         .unwrap_or_else(|| broker_protocol::subscriptions::alternative_subject(&event.subject));
+    // An empty resource filter is a contact point's "every resource" (its subject filters still
+    // name its own organisation); a webhook subscription always names its resource.
     event.time >= s.created
-        && resource == s.resource_filter
+        && (s.resource_filter.is_empty() || resource == s.resource_filter)
         && s.subject_filter
             .as_ref()
             .is_none_or(|f| *f == event.subject)

@@ -2,6 +2,7 @@
 //! answers 2xx), then claims due deliveries (at most one per transfer at a time, so each transfer's
 //! events arrive in order), signs and POSTs each, and records the outcome.
 
+use crate::ports::notifier::Channel;
 use crate::ports::outbox::{Attempt, AttemptOutcome, ClaimedDelivery};
 use crate::ports::subscriptions::SubscriptionRow;
 use crate::ports::webhooks::{WebhookAnswer, WebhookRequest};
@@ -122,6 +123,10 @@ impl Broker {
 
     /// Sends the validation event; true when the endpoint answered 2xx.
     async fn validate(&self, sub: &SubscriptionRow) -> bool {
+        // A contact point has no endpoint to ask (it is marked validated as it is created).
+        if Channel::of_endpoint(&sub.spec.end_point).is_some() {
+            return true;
+        }
         let now = self.now();
         let event = serde_json::json!({
             "specversion": "1.0",
@@ -203,9 +208,12 @@ impl Broker {
         let body = Bytes::from(serde_json::to_vec(&claimed.event).expect("JSON"));
         let started = std::time::Instant::now();
         let at = self.now();
-        let answer = self
-            .post_signed(sub, &claimed.event.id.to_string(), body, at)
-            .await;
+        let answer = if Channel::of_endpoint(&sub.spec.end_point).is_some() {
+            self.notify(&sub.spec.end_point, &claimed.event).await
+        } else {
+            self.post_signed(sub, &claimed.event.id.to_string(), body, at)
+                .await
+        };
         let latency_ms = started.elapsed().as_millis() as u64;
         metrics::histogram!("broker_delivery_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
