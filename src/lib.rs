@@ -131,8 +131,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     };
     let shutdown = CancellationToken::new();
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
+    let development = config.registry.environment == config::Environment::Development;
     let daily_summary_limit = http::rate_limit::RateLimiter::new(
-        config.statistics.rate_limit_requests,
+        config
+            .statistics
+            .rate_limit_requests
+            .unwrap_or(if development { 5 } else { 10 }),
         std::time::Duration::from_secs(config.statistics.rate_limit_window_secs),
     );
     Ok(Arc::new(AppState {
@@ -243,7 +247,7 @@ pub async fn serve(
     let every = std::time::Duration::from_secs(app.config.server.tus_sweep_interval_secs.max(1));
     let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
     let jobs = tokio::spawn(app.broker.clone().run_job_runtime());
-    let fan_out = tokio::spawn(app.broker.clone().run_fan_out());
+    let mut fan_out = tokio::spawn(app.broker.clone().run_fan_out());
     app.broker.recover_unverified_uploads().await;
     app.broker.ensure_tus_sweep().await?;
     app.broker.ensure_statistics_jobs().await?;
@@ -267,6 +271,9 @@ pub async fn serve(
     };
     sweeper.abort();
     jobs.abort();
-    fan_out.abort();
+    // The delivery workers finish their attempts in flight (each bounded by its timeout).
+    if tokio::time::timeout(grace, &mut fan_out).await.is_err() {
+        fan_out.abort();
+    }
     outcome
 }

@@ -299,9 +299,13 @@ async fn email_and_sms_survive_a_restart_between_the_event_and_the_send() {
     );
     assert!(
         message.contains(&format!("{}/broker/api/v1/filetransfer/{id}", f.server.url)),
-        "{message}"
+        "{message} (the broker is at {})",
+        f.server.url
     );
-    assert_eq!(gateway.wait_for(1).await.len(), 1, "sent once");
+    // Past a retry interval, still one of each: a delivered message is not sent again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(gateway.received.lock().unwrap().len(), 1, "one text");
+    assert_eq!(sink.messages().len(), 1, "one e-mail");
 }
 
 #[tokio::test]
@@ -394,4 +398,17 @@ async fn contact_points_are_refused_unless_valid_configured_and_the_callers_own(
 
     assert_eq!(delete(&f.recipient).await.unwrap().status(), 200);
     expect_problem_response(delete(&f.recipient).await.unwrap(), 404, Some("BRO-09013")).await;
+
+    // An organisation has at most 20.
+    for i in 0..20 {
+        let body = serde_json::json!({"emailAddress": format!("p{i}@example.no")});
+        contact_point(&f.recipient_2, body).await;
+    }
+    let one_more = serde_json::json!({"emailAddress": "p20@example.no"});
+    expect_problem_response(
+        add_contact_point(&f.recipient_2, one_more).await,
+        400,
+        Some("BRO-09018"),
+    )
+    .await;
 }

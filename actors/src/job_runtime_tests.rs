@@ -415,6 +415,13 @@ async fn the_statistics_rebuilds_run_on_their_days_and_schedule_their_next_run()
         let jobs = s.store.jobs();
         async move { jobs.get(&key).await.unwrap().expect("scheduled").0 }
     };
+    let started = crate::ports::Clock::now(s.clock.as_ref());
+    assert_eq!(
+        due(weekly.clone()).await,
+        started,
+        "the first weekly rebuild runs at once"
+    );
+    s.broker.run_due_jobs().await.unwrap();
     let first = due(weekly.clone()).await;
     assert_eq!(
         (first.weekday(), first.hour(), first.minute()),

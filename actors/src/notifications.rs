@@ -16,6 +16,9 @@ use broker_protocol::subscriptions::{alternative_subject, subject_urn, Delivery}
 use broker_protocol::transfer::strip_resource_urn;
 use broker_protocol::ErrorCode;
 
+/// Contact points one organisation may have: each one is a mailbox or a phone the broker writes to.
+pub const MAX_CONTACT_POINTS: usize = 20;
+
 /// A plausible e-mail address: one `@`, a dotted domain, nothing that could break a header.
 fn valid_email(address: &str) -> bool {
     let Some((local, domain)) = address.split_once('@') else {
@@ -126,6 +129,9 @@ impl Broker {
         };
         if !self.ports().notifier.has(channel) {
             return Err(ErrorCode::NotificationChannelMissing.into());
+        }
+        if self.contact_points(caller).await?.len() >= MAX_CONTACT_POINTS {
+            return Err(ErrorCode::TooManyContactPoints.into());
         }
         let resource_filter = match trimmed(request.resource_filter) {
             Some(resource) => {

@@ -110,13 +110,11 @@ impl Broker {
     }
 
     /// Schedules the rollup's rebuild jobs unless they are scheduled already (a durable job each, so
-    /// one node runs each rebuild).
+    /// one node runs each rebuild). The first weekly rebuild runs at once: on a database the
+    /// statistics migration just filled, it gives this month's pairs the state later changes add to.
     pub async fn ensure_statistics_jobs(&self) -> Result<()> {
         let now = self.now();
-        for (key, first) in [
-            (weekly_rebuild(), next_weekly(now)),
-            (final_rebuild(), next_final(now)),
-        ] {
+        for (key, first) in [(weekly_rebuild(), now), (final_rebuild(), next_final(now))] {
             if self.ports().jobs.get(&key).await?.is_none() {
                 self.schedule_job(&key, first).await?;
             }

@@ -18,6 +18,11 @@ ALTER TABLE recipients ADD COLUMN stats_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE recipients ADD COLUMN stats_confirmed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE recipients ADD COLUMN stats_vendor TEXT NOT NULL DEFAULT '';
 
+-- A month's rebuild reads that month's history rows only (timestamps only grow, so these indexes
+-- are appended to at their end).
+CREATE INDEX recipient_history_by_time ON recipient_status_history (changed);
+CREATE INDEX status_history_published ON file_transfer_status_history (changed) WHERE status = 3;
+
 CREATE TABLE monthly_statistics (
     service_owner_id              TEXT NOT NULL,
     year                          INTEGER NOT NULL,

@@ -75,6 +75,7 @@ catalogue! {
     EndpointNotAllowed = 9015, 400, "The endpoint must be an absolute http or https URL the broker may reach; loopback, link-local and private addresses are refused in production unless the operator allows them.";
     NotificationChannelMissing = 9016, 400, "This broker has no channel for that contact point configured (notify.smtp for e-mail, notify.sms for SMS).";
     InvalidContactPoint = 9017, 400, "A contact point needs exactly one of emailAddress (an e-mail address) and mobileNumber (8 to 15 digits, optionally after a +).";
+    TooManyContactPoints = 9018, 400, "The organisation has as many contact points as the broker allows (20). Remove one before adding another.";
     FileTooLargeToScan = 9012, 400, "The file is larger than the malware scanner accepts, and this broker refuses files it cannot scan whole. Send a smaller file, or initialize the transfer with disableVirusScan where the resource allows it.";
 }
 

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct StatisticsConfig {
     /// The `X-API-Key` the daily summary endpoints require; without one they refuse every call.
     pub api_key: Option<String>,
-    /// Daily summary calls one client address may make per rolling window.
-    pub rate_limit_requests: u32,
+    /// Daily summary calls one client address may make per rolling window (default 10; 5 with
+    /// `registry.environment = "development"`, as the original allows in Development).
+    pub rate_limit_requests: Option<u32>,
     pub rate_limit_window_secs: u64,
     /// Transfers on these resources with the property `statusmessage=true` are left out of the
     /// daily summary (`ReportResourceIdFilter` of the original).
@@ -22,7 +23,7 @@ impl Default for StatisticsConfig {
     fn default() -> Self {
         StatisticsConfig {
             api_key: None,
-            rate_limit_requests: 10,
+            rate_limit_requests: None,
             rate_limit_window_secs: 3_600,
             status_message_resources: vec![],
             environment: None,
@@ -32,7 +33,7 @@ impl Default for StatisticsConfig {
 
 impl StatisticsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.rate_limit_requests == 0 || self.rate_limit_window_secs == 0 {
+        if self.rate_limit_requests == Some(0) || self.rate_limit_window_secs == 0 {
             return Err(
                 "statistics.rate_limit_requests and rate_limit_window_secs must be at least 1"
                     .into(),

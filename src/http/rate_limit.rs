@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-/// Past this many clients, those with no call inside the window are forgotten.
+/// Clients remembered at most: past this, those with no call inside the window are forgotten, and
+/// if that is not enough, the one whose last call is oldest (so memory stays bounded whoever calls).
 const MAX_CLIENTS: usize = 10_000;
 
 pub struct RateLimiter {
@@ -56,6 +57,15 @@ impl RateLimiter {
         let expired = |t: &SystemTime| now.duration_since(*t).unwrap_or_default() >= window;
         if calls.len() >= MAX_CLIENTS && !calls.contains_key(client) {
             calls.retain(|_, times| times.back().is_some_and(|t| !expired(t)));
+            if calls.len() >= MAX_CLIENTS {
+                let stalest = calls
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied())
+                    .map(|(k, _)| k.clone());
+                if let Some(key) = stalest {
+                    calls.remove(&key);
+                }
+            }
         }
         let times = calls.entry(client.to_string()).or_default();
         while times.front().is_some_and(expired) {
@@ -98,5 +108,24 @@ mod tests {
         );
         assert!(limiter.check("a", t0 + Duration::from_secs(60)).allowed);
         assert!(!limiter.check("a", t0 + Duration::from_secs(61)).allowed);
+    }
+
+    #[test]
+    fn however_many_clients_call_it_remembers_a_bounded_number() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(3600));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        for i in 0..(MAX_CLIENTS + 500) {
+            limiter.check(
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                t0 + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(limiter.calls.lock().unwrap().len(), MAX_CLIENTS);
+        assert!(
+            !limiter
+                .check("10.0.39.15", t0 + Duration::from_secs(20))
+                .allowed,
+            "a recent client is still counted"
+        );
     }
 }

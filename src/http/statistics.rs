@@ -71,20 +71,20 @@ pub async fn monthly(
         .into_response())
 }
 
-/// The calling client's address: the first `X-Forwarded-For` entry, else `X-Real-IP`, else the peer.
+/// The calling client's address: the first `X-Forwarded-For` entry, else `X-Real-IP`, else the peer
+/// (a header that is no IP address is ignored).
 fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
     };
     header("x-forwarded-for")
         .or_else(|| header("x-real-ip"))
-        .unwrap_or_else(|| peer.ip().to_string())
+        .unwrap_or(peer.ip())
+        .to_string()
 }
 
 /// Compares the keys' digests, so the time taken tells nothing about how much of the key matched.
@@ -158,7 +158,7 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Result<Decision, B
             "The X-API-Key header is missing.",
         )));
     }
-    if !same_key(given, expected) {
+    if !same_key(given, expected.trim()) {
         return Err(with_headers(unauthorized("The API key is not valid.")));
     }
     Ok(decision)

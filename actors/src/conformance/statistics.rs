@@ -275,16 +275,29 @@ pub async fn statistics_suite(store: &dyn MetadataStore, stats: &dyn Statistics)
             stats.rebuild_month(2026, m).await.unwrap();
         }
     }
-    // A change after the rebuild counts exactly itself.
-    s.recipient(t2, "2026-03-30T09:00:00Z", RECIPIENT, DownloadStarted, None)
+    // Changes after the rebuild: T2's first recipient downloads through a vendor's system (the
+    // pair's counts move to that vendor), T1's recipient once more with its own token (its pair
+    // stays under the vendor it used before).
+    s.recipient(t2, "2026-03-30T09:00:00Z", RECIPIENT, DownloadStarted, v)
+        .await;
+    s.recipient(t1, "2026-03-30T10:00:00Z", RECIPIENT, DownloadStarted, None)
         .await;
     let mut after = march.clone();
-    after[1].download_attempts += 1;
+    after[0].download_attempts = 3;
+    after[1] = row(
+        (2026, 3),
+        "s-a",
+        RECIPIENT,
+        (SENDER_VENDOR, RECIPIENT_VENDOR),
+        [1, 1, 1, 0],
+    );
     assert_eq!(
         month(stats, 3, None).await,
         after,
-        "a download after the rebuild"
+        "downloads after the rebuild"
     );
+    stats.rebuild_month(2026, 3).await.unwrap();
+    assert_eq!(month(stats, 3, None).await, after, "and rebuilt once more");
 
     let daily = |date: &str, owner: (&str, &str), resource: &str, kind, n, bytes| DailyRow {
         date: date.into(),

@@ -67,6 +67,7 @@ const ROUTE_BATCH: u32 = 512;
 struct Worker {
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
 }
 
 impl Broker {
@@ -96,8 +97,13 @@ impl Broker {
                 _ = tokio::time::sleep(self.settings().deliveries.poll) => {}
             }
         }
+        // Stopping: each worker finishes the batch it claimed and records it, so nothing is sent
+        // after the broker stopped and nothing sent is left unrecorded.
         for w in workers.values() {
             w.stop.cancel();
+        }
+        for (_, w) in workers {
+            let _ = w.running.await;
         }
     }
 
@@ -192,16 +198,23 @@ impl Broker {
             if workers.contains_key(&s.id) {
                 continue;
             }
-            let worker = Worker {
-                wake: Arc::new(tokio::sync::Notify::new()),
-                stop: self.inner.shutdown.child_token(),
-            };
-            tokio::spawn(self.clone().run_delivery_worker(
+            let (wake, stop) = (
+                Arc::new(tokio::sync::Notify::new()),
+                self.inner.shutdown.child_token(),
+            );
+            let running = tokio::spawn(self.clone().run_delivery_worker(
                 s.id,
-                worker.wake.clone(),
-                worker.stop.clone(),
+                wake.clone(),
+                stop.clone(),
             ));
-            workers.insert(s.id, worker);
+            workers.insert(
+                s.id,
+                Worker {
+                    wake,
+                    stop,
+                    running,
+                },
+            );
         }
     }
 }

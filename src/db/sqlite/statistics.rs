@@ -8,22 +8,21 @@ use broker_actors::ports::statistics::{DailyRow, RecipientType, Statistics};
 use broker_actors::statistics::MonthlyRow;
 use rusqlite::{params, Connection};
 
-/// The month's first instant and the next month's, as the text prefixes timestamps sort by.
+/// Text bounds of the month's timestamps: `YYYY-MM` sorts before all of them, and `YYYY-(MM+1)`
+/// after (`YYYY-13` after December's, which also works in 9999).
 fn month_bounds(year: i32, month: u32) -> (String, String) {
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
     (
         format!("{year:04}-{month:02}"),
-        format!("{next_year:04}-{next_month:02}"),
+        format!("{year:04}-{:02}", month + 1),
     )
 }
 
-/// Recomputes the month's rollup from the histories. Runs inside the writer's transaction. The pairs'
-/// kept state for the month is dropped first (a later change then counts only itself, under its own
-/// vendor until the next rebuild), so no trigger can apply a difference to the recomputed rows.
+/// Recomputes the month's rollup from the histories, inside the writer's transaction:
+/// 1. each pair's counts for the month, from the histories, into a temporary table;
+/// 2. those counts become the state of every pair whose latest counted month is this one or earlier
+///    (so the next change adds to the right key); the triggers this fires touch only this month's
+///    rollup rows, which
+/// 3. are then replaced by the sums of the recomputed counts.
 fn rebuild(conn: &Connection, year: i32, month: u32) -> Result<(), StoreError> {
     let (start, end) = month_bounds(year, month);
     let exec = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
@@ -32,7 +31,48 @@ fn rebuild(conn: &Connection, year: i32, month: u32) -> Result<(), StoreError> {
             .map_err(failure)
     };
     exec(
+        "CREATE TEMP TABLE IF NOT EXISTS rebuilt_pairs (
+             file_transfer_id TEXT NOT NULL, recipient TEXT NOT NULL, created INTEGER NOT NULL,
+             published INTEGER NOT NULL, attempts INTEGER NOT NULL, confirmed INTEGER NOT NULL,
+             vendor TEXT NOT NULL, PRIMARY KEY (file_transfer_id, recipient))",
+        params![],
+    )?;
+    exec("DELETE FROM temp.rebuilt_pairs", params![])?;
+    exec(
+        "INSERT INTO temp.rebuilt_pairs
+         SELECT e.file_transfer_id, e.recipient, MAX(e.created), MAX(e.published), SUM(e.attempts),
+             MAX(e.confirmed),
+             COALESCE((SELECT h.vendor FROM recipient_status_history h
+                       WHERE h.file_transfer_id = e.file_transfer_id AND h.recipient = e.recipient
+                         AND h.changed >= ?1 AND h.changed < ?2 AND h.vendor IS NOT NULL
+                       ORDER BY h.seq DESC LIMIT 1), '')
+         FROM (
+             SELECT file_transfer_id, recipient, status = 0 AS created, 0 AS published,
+                 status = 1 AS attempts, status = 2 AS confirmed
+             FROM recipient_status_history
+             WHERE changed >= ?1 AND changed < ?2 AND status IN (0, 1, 2)
+             UNION ALL
+             SELECT rc.file_transfer_id, rc.recipient, 0, 1, 0, 0
+             FROM file_transfer_status_history s
+                 JOIN recipients rc ON rc.file_transfer_id = s.file_transfer_id
+             WHERE s.status = 3 AND s.changed >= ?1 AND s.changed < ?2
+         ) e
+         WHERE true
+         GROUP BY e.file_transfer_id, e.recipient",
+        params![start, end],
+    )?;
+    // A pair kept as of this month but absent from the histories (drift) keeps nothing.
+    exec(
         "UPDATE recipients SET stats_month = NULL WHERE stats_month = ?1",
+        params![start],
+    )?;
+    exec(
+        "UPDATE recipients SET stats_month = ?1, stats_created = p.created,
+             stats_published = p.published, stats_attempts = p.attempts,
+             stats_confirmed = p.confirmed, stats_vendor = p.vendor
+         FROM temp.rebuilt_pairs p
+         WHERE recipients.file_transfer_id = p.file_transfer_id AND recipients.recipient = p.recipient
+           AND (recipients.stats_month IS NULL OR recipients.stats_month < ?1)",
         params![start],
     )?;
     exec(
@@ -44,32 +84,14 @@ fn rebuild(conn: &Connection, year: i32, month: u32) -> Result<(), StoreError> {
          SELECT r.service_owner_id, ?1, ?2, t.resource_id, t.sender_org, p.recipient,
              COALESCE(t.sender_vendor, ''), p.vendor, SUM(p.created), SUM(p.published),
              SUM(p.attempts), SUM(p.confirmed)
-         FROM (
-             SELECT e.file_transfer_id, e.recipient, MAX(e.created) AS created,
-                 MAX(e.published) AS published, SUM(e.attempts) AS attempts,
-                 MAX(e.confirmed) AS confirmed,
-                 COALESCE((SELECT h.vendor FROM recipient_status_history h
-                           WHERE h.file_transfer_id = e.file_transfer_id AND h.recipient = e.recipient
-                             AND h.changed >= ?3 AND h.changed < ?4 AND h.vendor IS NOT NULL
-                           ORDER BY h.seq DESC LIMIT 1), '') AS vendor
-             FROM (
-                 SELECT file_transfer_id, recipient, status = 0 AS created, 0 AS published,
-                     status = 1 AS attempts, status = 2 AS confirmed
-                 FROM recipient_status_history
-                 WHERE changed >= ?3 AND changed < ?4 AND status IN (0, 1, 2)
-                 UNION ALL
-                 SELECT rc.file_transfer_id, rc.recipient, 0, 1, 0, 0
-                 FROM file_transfer_status_history s
-                     JOIN recipients rc ON rc.file_transfer_id = s.file_transfer_id
-                 WHERE s.status = 3 AND s.changed >= ?3 AND s.changed < ?4
-             ) e
-             GROUP BY e.file_transfer_id, e.recipient
-         ) p JOIN file_transfers t ON t.id = p.file_transfer_id JOIN resources r ON r.id = t.resource_id
+         FROM temp.rebuilt_pairs p
+             JOIN file_transfers t ON t.id = p.file_transfer_id JOIN resources r ON r.id = t.resource_id
          WHERE true
          GROUP BY r.service_owner_id, t.resource_id, t.sender_org, p.recipient,
              COALESCE(t.sender_vendor, ''), p.vendor",
-        params![year, month, start, end],
+        params![year, month],
     )?;
+    exec("DELETE FROM temp.rebuilt_pairs", params![])?;
     Ok(())
 }
 
