@@ -34,7 +34,8 @@ const SCHEMA: &str = "message daily_summary {
 #[derive(Debug, Clone)]
 pub struct DailyReport {
     pub file_name: String,
-    pub bytes: Vec<u8>,
+    /// The file (shared, so storing it and sending it copy nothing).
+    pub bytes: bytes::Bytes,
     /// Base64 of the file's MD5.
     pub hash: String,
     pub service_owner_count: usize,
@@ -58,7 +59,7 @@ pub fn build(rows: &[DailyRow], environment: &str, now: Timestamp) -> Result<Dai
         total_file_transfers: rows.iter().map(|r| r.file_transfers).sum(),
         generated_at: now,
         environment: environment.to_string(),
-        bytes,
+        bytes: bytes.into(),
     })
 }
 

@@ -4,6 +4,7 @@
 use crate::access::Caller;
 use crate::error::Result;
 use crate::ports::ByteStream;
+use crate::state::Command;
 use crate::Broker;
 use broker_protocol::time::Timestamp;
 use broker_protocol::ErrorCode;
@@ -98,9 +99,11 @@ impl Broker {
                 .should_record(download.id, &download.recipient, self.now());
         if record {
             self.lifecycle()
-                .record_download(
+                .command_by(
                     download.id,
-                    download.recipient.clone(),
+                    Command::RecordDownload {
+                        recipient: download.recipient.clone(),
+                    },
                     download.vendor.clone(),
                 )
                 .await?;
@@ -118,7 +121,11 @@ impl Broker {
         let view = self.view(id).await?;
         let recipient = caller.require_recipient(&view)?;
         self.lifecycle()
-            .confirm_download(view.id, recipient, caller.vendor.clone())
+            .command_by(
+                view.id,
+                Command::ConfirmDownload { recipient },
+                caller.vendor.clone(),
+            )
             .await
     }
 }

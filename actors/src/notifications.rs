@@ -145,14 +145,7 @@ impl Broker {
             }
             None => String::new(),
         };
-        if let Some(t) = &request.type_filter {
-            if !EventType::ALL.iter().any(|e| e.type_name() == t) {
-                return Err(Error::field(
-                    "typeFilter",
-                    format!("'{t}' is not a no.altinn.broker event type."),
-                ));
-            }
-        }
+        crate::subscriptions::check_type_filter(request.type_filter.as_deref())?;
         let consumer = alternative_subject(&org);
         let new = NewSubscription {
             end_point: format!("{}{to}", channel.scheme()),
@@ -216,7 +209,7 @@ impl Broker {
 
     /// The message `event` becomes for a contact point: its subject, the sender, the resource, the
     /// file's name and a link to the transfer.
-    pub(crate) async fn notification_for(
+    async fn notification_for(
         &self,
         channel: Channel,
         to: &str,
@@ -245,11 +238,13 @@ impl Broker {
         })
     }
 
-    /// One attempt at telling a contact point of `event`.
-    pub(crate) async fn notify(&self, endpoint: &str, event: &CloudEvent) -> WebhookAnswer {
-        let Some((channel, to)) = Channel::of_endpoint(endpoint) else {
-            return WebhookAnswer::Failed("not a contact point".into());
-        };
+    /// One attempt at telling the contact point `to` on `channel` of `event`.
+    pub(crate) async fn notify(
+        &self,
+        channel: Channel,
+        to: &str,
+        event: &CloudEvent,
+    ) -> WebhookAnswer {
         let notification = match self.notification_for(channel, to, event).await {
             Ok(n) => n,
             Err(e) => return WebhookAnswer::Failed(format!("could not word the message: {e}")),

@@ -49,14 +49,7 @@ impl Broker {
             .resource(resource_id)
             .await?
             .ok_or(ErrorCode::ResourceNotConfigured)?;
-        if let Some(t) = &request.type_filter {
-            if !EventType::ALL.iter().any(|e| e.type_name() == t) {
-                return Err(Error::field(
-                    "typeFilter",
-                    format!("'{t}' is not a no.altinn.broker event type."),
-                ));
-            }
-        }
+        check_type_filter(request.type_filter.as_deref())?;
         if let Some(source) = &request.source_filter {
             if !(source.starts_with("http://") || source.starts_with("https://")) {
                 return Err(Error::field(
@@ -225,6 +218,17 @@ impl Broker {
             }
             _ => Err(ErrorCode::SubscriptionNotFound.into()),
         }
+    }
+}
+
+/// A type filter names one of Broker's event types.
+pub(crate) fn check_type_filter(filter: Option<&str>) -> Result<()> {
+    match filter {
+        Some(t) if !EventType::ALL.iter().any(|e| e.type_name() == t) => Err(Error::field(
+            "typeFilter",
+            format!("'{t}' is not a no.altinn.broker event type."),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -118,8 +118,8 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// The daily summary's gate: the client's rate limit (every call counts, so keys cannot be guessed
-/// quickly), then the API key. The decision's headers go on the answer.
-fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Result<Decision, Box<Response>> {
+/// quickly), then the API key. The refusal, if any, comes with the decision.
+fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<Response>) {
     let now = SystemTime::now();
     let decision = app
         .daily_summary_limit
@@ -132,50 +132,40 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Result<Decision, B
             "retryAfter": retry_after,
             "resetTime": broker_protocol::time::format(&reset),
         });
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-        response.headers_mut().extend(rate_headers(&decision));
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        return Err(Box::new(response));
+        let response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
+            Json(body),
+        );
+        return (decision, Some(response.into_response()));
     }
-    let with_headers = |mut response: Response| {
-        response.headers_mut().extend(rate_headers(&decision));
-        Box::new(response)
-    };
-    let Some(expected) = app.config.statistics.api_key.as_deref() else {
-        return Err(with_headers(unauthorized(
-            "The statistics API key is not configured on this broker.",
-        )));
-    };
     let given = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .unwrap_or("");
-    if given.is_empty() {
-        return Err(with_headers(unauthorized(
-            "The X-API-Key header is missing.",
-        )));
-    }
-    if !same_key(given, expected.trim()) {
-        return Err(with_headers(unauthorized("The API key is not valid.")));
-    }
-    Ok(decision)
+    let refusal = match app.config.statistics.api_key.as_deref() {
+        None => Some("The statistics API key is not configured on this broker."),
+        Some(_) if given.is_empty() => Some("The X-API-Key header is missing."),
+        Some(expected) if !same_key(given, expected.trim()) => Some("The API key is not valid."),
+        Some(_) => None,
+    };
+    (decision, refusal.map(unauthorized))
 }
 
-/// Answers an admitted call with what `answer` makes; the rate limit's headers go on every answer.
+/// Answers an admitted call with what `answer` makes; the rate limit's headers go on every answer,
+/// refusals included.
 async fn gated<F: std::future::Future<Output = Response>>(
     app: &App,
     headers: &HeaderMap,
     peer: SocketAddr,
     answer: impl FnOnce() -> F,
 ) -> Response {
-    let decision = match admit(app, headers, peer) {
-        Ok(d) => d,
-        Err(refused) => return *refused,
+    let (decision, refusal) = admit(app, headers, peer);
+    let mut response = match refusal {
+        Some(refused) => refused,
+        None => answer().await,
     };
-    let mut response = answer().await;
     response.headers_mut().extend(rate_headers(&decision));
     response
 }

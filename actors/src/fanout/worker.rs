@@ -205,14 +205,15 @@ impl Broker {
 
     /// One attempt at one claimed delivery, and what is to happen to it.
     async fn attempt(&self, sub: &SubscriptionRow, claimed: &ClaimedDelivery) -> Attempt {
-        let body = Bytes::from(serde_json::to_vec(&claimed.event).expect("JSON"));
         let started = std::time::Instant::now();
         let at = self.now();
-        let answer = if Channel::of_endpoint(&sub.spec.end_point).is_some() {
-            self.notify(&sub.spec.end_point, &claimed.event).await
-        } else {
-            self.post_signed(sub, &claimed.event.id.to_string(), body, at)
-                .await
+        let answer = match Channel::of_endpoint(&sub.spec.end_point) {
+            Some((channel, to)) => self.notify(channel, to, &claimed.event).await,
+            None => {
+                let body = Bytes::from(serde_json::to_vec(&claimed.event).expect("JSON"));
+                self.post_signed(sub, &claimed.event.id.to_string(), body, at)
+                    .await
+            }
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         metrics::histogram!("broker_delivery_attempt_duration_seconds")

@@ -2,7 +2,7 @@
 //! durable adapters' incremental rollups are checked against.
 
 use super::MemoryStore;
-use crate::ports::statistics::{DailyRow, RecipientType, Statistics};
+use crate::ports::statistics::{DailyPair, DailyRow, DailySummary, Statistics};
 use crate::ports::StoreError;
 use crate::statistics::MonthlyRow;
 use async_trait::async_trait;
@@ -126,8 +126,7 @@ impl Statistics for MemoryStore {
         status_message_resources: &[String],
     ) -> Result<Vec<DailyRow>, StoreError> {
         let tables = self.lock();
-        let mut groups: BTreeMap<(String, String, String, String, RecipientType), DailyRow> =
-            BTreeMap::new();
+        let mut summary = DailySummary::default();
         for row in tables.transfers.values() {
             let t = &row.view;
             let status_message = t
@@ -145,30 +144,18 @@ impl Statistics for MemoryStore {
                 continue;
             };
             let date = t.created.format("%Y-%m-%d").to_string();
-            let sender = t.sender_org.rsplit(':').next().unwrap_or(&t.sender_org);
             for r in &t.recipients {
-                let recipient_type = RecipientType::of(&r.recipient);
-                let key = (
-                    date.clone(),
-                    owner.id.clone(),
-                    sender.to_string(),
-                    t.resource_id.clone(),
-                    recipient_type,
-                );
-                let entry = groups.entry(key).or_insert_with(|| DailyRow {
-                    date: date.clone(),
-                    service_owner_id: owner.id.clone(),
-                    service_owner_name: owner.name.clone(),
-                    sender: sender.to_string(),
-                    resource_id: t.resource_id.clone(),
-                    recipient_type,
-                    file_transfers: 0,
-                    file_storage_bytes: 0,
+                summary.add(DailyPair {
+                    date: &date,
+                    service_owner_id: &owner.id,
+                    service_owner_name: &owner.name,
+                    sender_org: &t.sender_org,
+                    resource_id: &t.resource_id,
+                    recipient: &r.recipient,
+                    size: t.size.max(0) as u64,
                 });
-                entry.file_transfers += 1;
-                entry.file_storage_bytes += t.size.max(0) as u64;
             }
         }
-        Ok(groups.into_values().collect())
+        Ok(summary.rows())
     }
 }

@@ -5,6 +5,7 @@
 use super::StoreError;
 use crate::statistics::MonthlyRow;
 use async_trait::async_trait;
+use std::collections::BTreeMap;
 
 /// What a recipient identifier is, by its digits (spec 7.5: 9 an organisation, 11 a person).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,6 +54,54 @@ pub struct DailyRow {
     /// The pairs' file sizes summed (a file sent to three recipients counts three times, as the
     /// original counts it).
     pub file_storage_bytes: u64,
+}
+
+/// One (transfer, recipient) pair as the daily summary counts it.
+pub struct DailyPair<'a> {
+    /// `yyyy-MM-dd` of the transfer's creation (UTC).
+    pub date: &'a str,
+    pub service_owner_id: &'a str,
+    pub service_owner_name: &'a str,
+    /// `0192:NNNNNNNNN` (the row keeps the digits).
+    pub sender_org: &'a str,
+    pub resource_id: &'a str,
+    pub recipient: &'a str,
+    pub size: u64,
+}
+
+/// Sums pairs into the daily summary's rows, whichever adapter reads them.
+#[derive(Default)]
+pub struct DailySummary(BTreeMap<(String, String, String, String, RecipientType), DailyRow>);
+
+impl DailySummary {
+    pub fn add(&mut self, pair: DailyPair<'_>) {
+        let sender = broker_protocol::events::org_digits(pair.sender_org).to_string();
+        let recipient_type = RecipientType::of(pair.recipient);
+        let key = (
+            pair.date.to_string(),
+            pair.service_owner_id.to_string(),
+            sender.clone(),
+            pair.resource_id.to_string(),
+            recipient_type,
+        );
+        let row = self.0.entry(key).or_insert_with(|| DailyRow {
+            date: pair.date.to_string(),
+            service_owner_id: pair.service_owner_id.to_string(),
+            service_owner_name: pair.service_owner_name.to_string(),
+            sender,
+            resource_id: pair.resource_id.to_string(),
+            recipient_type,
+            file_transfers: 0,
+            file_storage_bytes: 0,
+        });
+        row.file_transfers += 1;
+        row.file_storage_bytes += pair.size;
+    }
+
+    /// The rows, ordered by date, owner, sender, resource and recipient type.
+    pub fn rows(self) -> Vec<DailyRow> {
+        self.0.into_values().collect()
+    }
 }
 
 #[async_trait]

@@ -210,27 +210,6 @@ impl Lifecycle {
         self.command(id, Command::StartUpload).await
     }
 
-    /// `vendor`: the system the recipient acts through, recorded with its row for statistics.
-    pub async fn record_download(
-        &self,
-        id: Uuid,
-        recipient: String,
-        vendor: Option<String>,
-    ) -> Result<(), Error> {
-        self.command_by(id, Command::RecordDownload { recipient }, vendor)
-            .await
-    }
-
-    pub async fn confirm_download(
-        &self,
-        id: Uuid,
-        recipient: String,
-        vendor: Option<String>,
-    ) -> Result<(), Error> {
-        self.command_by(id, Command::ConfirmDownload { recipient }, vendor)
-            .await
-    }
-
     /// The background check of a resumable upload (status UploadProcessing) ran: publish the file, or
     /// fail the transfer if it does not match its declared MD5.
     pub async fn complete_verification(&self, id: Uuid, file: StoredFile) -> Result<(), Error> {
@@ -268,8 +247,9 @@ impl Lifecycle {
         self.command_by(id, command, None).await
     }
 
-    /// A command a party gives through a vendor's system (`vendor`), recorded for statistics.
-    async fn command_by(
+    /// A command a party gives, through a vendor's system when `vendor` is set (recorded with its
+    /// rows for statistics): a recipient's download or confirmation.
+    pub(crate) async fn command_by(
         &self,
         id: Uuid,
         command: Command,
@@ -420,8 +400,7 @@ impl Supervisor {
     async fn apply(&mut self, command: Command, vendor: Option<String>) -> Result<(), Error> {
         let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
         if !outcome.effects.is_empty() {
-            let mut change = self.change_for(&outcome.effects);
-            change.vendor = vendor;
+            let change = self.change_for(&outcome.effects, vendor);
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
             if let Err(e) = self.shared.store.commit_change(change).await {
                 if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
@@ -442,7 +421,7 @@ impl Supervisor {
         outcome.reply.map_err(Error::Refused)
     }
 
-    fn change_for(&self, effects: &[Effect]) -> TransferChange {
+    fn change_for(&self, effects: &[Effect], vendor: Option<String>) -> TransferChange {
         let record = &self.record;
         let now = self.shared.clock.now();
         let mut change = TransferChange {
@@ -455,7 +434,7 @@ impl Supervisor {
             events: vec![],
             jobs: vec![],
             cancelled_jobs: vec![],
-            vendor: None,
+            vendor,
         };
         for effect in effects {
             match effect {

@@ -165,7 +165,13 @@ async fn an_abandoned_upload_frees_the_slot_removes_the_bytes_and_stays_retryabl
 async fn supervisors_stop_when_idle_and_an_unknown_transfer_is_not_found() {
     let (lifecycle, store, _, id) = setup().await;
     let missing = lifecycle
-        .confirm_download(Uuid::new_v4(), RECIPIENT.into(), None)
+        .command_by(
+            Uuid::new_v4(),
+            Command::ConfirmDownload {
+                recipient: RECIPIENT.into(),
+            },
+            None,
+        )
         .await;
     assert!(matches!(
         missing,
@@ -184,7 +190,12 @@ async fn supervisors_stop_when_idle_and_an_unknown_transfer_is_not_found() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let l = lifecycle.clone();
-            tokio::spawn(async move { l.record_download(id, RECIPIENT.into(), None).await })
+            tokio::spawn(async move {
+                let download = Command::RecordDownload {
+                    recipient: RECIPIENT.into(),
+                };
+                l.command_by(id, download, None).await
+            })
         })
         .collect();
     for t in tasks {

@@ -4,7 +4,7 @@
 
 use super::{connect, failure, SqliteStore};
 use crate::db::*;
-use broker_actors::ports::statistics::{DailyRow, RecipientType, Statistics};
+use broker_actors::ports::statistics::{DailyPair, DailyRow, DailySummary, Statistics};
 use broker_actors::statistics::MonthlyRow;
 use rusqlite::{params, Connection};
 
@@ -146,42 +146,21 @@ fn daily_rows(conn: &Connection, excluded: &[String]) -> Result<Vec<DailyRow>, S
                         AND lower(COALESCE(json_extract(t.property_list, '$.statusmessage'), '')) = 'true')",
         )
         .map_err(failure)?;
-    let mut groups: std::collections::BTreeMap<_, (String, u64, u64)> = Default::default();
+    let mut summary = DailySummary::default();
     let mut rows = statement.query(params![excluded]).map_err(failure)?;
     while let Some(r) = rows.next().map_err(failure)? {
-        let get = |i| r.get::<_, String>(i).map_err(failure);
-        let sender = get(3)?;
-        let digits = sender.rsplit(':').next().unwrap_or(&sender).to_string();
-        let key = (
-            get(0)?,
-            get(1)?,
-            digits,
-            get(4)?,
-            RecipientType::of(&get(5)?),
-        );
-        let size = r.get::<_, i64>(6).map_err(failure)?.max(0) as u64;
-        let entry = groups.entry(key).or_insert_with(|| (String::new(), 0, 0));
-        if entry.0.is_empty() {
-            entry.0 = get(2)?;
-        }
-        entry.1 += 1;
-        entry.2 += size;
+        let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(failure);
+        summary.add(DailyPair {
+            date: text(0)?,
+            service_owner_id: text(1)?,
+            service_owner_name: text(2)?,
+            sender_org: text(3)?,
+            resource_id: text(4)?,
+            recipient: text(5)?,
+            size: r.get::<_, i64>(6).map_err(failure)?.max(0) as u64,
+        });
     }
-    Ok(groups
-        .into_iter()
-        .map(
-            |((date, owner, sender, resource, recipient_type), (name, count, bytes))| DailyRow {
-                date,
-                service_owner_id: owner,
-                service_owner_name: name,
-                sender,
-                resource_id: resource,
-                recipient_type,
-                file_transfers: count,
-                file_storage_bytes: bytes,
-            },
-        )
-        .collect())
+    Ok(summary.rows())
 }
 
 impl SqliteStore {
