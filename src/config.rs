@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// How long a shutdown waits for in-flight requests before cutting uploads (left retryable).
     pub shutdown_grace_secs: u64,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` / `X-Real-IP` name the client for
+    /// per-client limits; empty (the default): the peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Bounds on what one request may ask for.
@@ -195,6 +198,7 @@ impl Default for ServerConfig {
             tus_sweep_interval_secs: 60,
             cors_allowed_origins: vec![],
             shutdown_grace_secs: 10,
+            trusted_proxies: vec![],
         }
     }
 }
@@ -312,6 +316,8 @@ impl Config {
         if server.max_header_bytes < 4096 {
             return invalid("server.max_header_bytes must be at least 4096".into());
         }
+        crate::http::client_address::TrustedProxies::parse(&server.trusted_proxies)
+            .map_err(ConfigError::Invalid)?;
         let limits = &self.limits;
         if limits.max_recipients == 0 || limits.max_recipients > RECIPIENTS_CEILING {
             return invalid(format!(

@@ -125,6 +125,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         notifier: Arc::new(deliver::notify::Notifiers::new(&config.notify)?),
         webhooks: Arc::new(deliver::webhook::HttpWebhooks::new(
             std::time::Duration::from_millis(config.events.timeout_ms),
+            config.events.per_host,
             config.events.allow_internal_endpoints
                 || config.registry.environment != config::Environment::Production,
         )?),
@@ -139,7 +140,11 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
             .unwrap_or(if development { 5 } else { 10 }),
         std::time::Duration::from_secs(config.statistics.rate_limit_window_secs),
     );
+    let trusted_proxies =
+        http::client_address::TrustedProxies::parse(&config.server.trusted_proxies)
+            .map_err(anyhow::Error::msg)?;
     Ok(Arc::new(AppState {
+        trusted_proxies,
         config,
         broker,
         auth,
@@ -213,7 +218,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     config.server.listen = local;
     if config.auth.dev_issuer
-        && !local.ip().is_loopback()
+        && !util::is_loopback(local.ip())
         && !config.auth.allow_dev_issuer_on_public_address
     {
         anyhow::bail!(
@@ -228,6 +233,8 @@ pub async fn serve(
         max_connections: http::connections::effective_max_connections(
             server.max_connections,
             open_files,
+            // Outgoing deliveries: those in flight and as many idle kept-alive ones.
+            2 * config.events.max_in_flight as u64,
         ),
         header_read_timeout: std::time::Duration::from_secs(server.header_read_timeout_secs),
         keep_alive_timeout: std::time::Duration::from_secs(server.keep_alive_timeout_secs),

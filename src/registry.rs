@@ -59,7 +59,15 @@ pub fn from_file(path: &Path) -> Result<Registry, String> {
             allowed_senders: list(&r.allowed_senders)?,
             approved_for_disabled_virus_scan: r.approved_for_disabled_virus_scan,
         };
-        entries.insert(r.id, entry);
+        let id = broker_protocol::transfer::strip_resource_urn(&r.id);
+        if !broker_protocol::transfer::is_valid_resource_id(id) {
+            return Err(format!(
+                "{}: '{}' is not a resource id (1 to 255 letters, digits, '-' and '_')",
+                path.display(),
+                r.id
+            ));
+        }
+        entries.insert(id.to_string(), entry);
     }
     Ok(Registry::File(entries))
 }

@@ -369,12 +369,16 @@ async fn contact_points_are_refused_unless_valid_configured_and_the_callers_own(
     );
     let path = format!("/notifications/contactpoints/{id}");
     let delete = |client: &BrokerClient| client.request(reqwest::Method::DELETE, &path).send();
-    expect_problem_response(
+    let missing = expect_problem_response(
         delete(&f.recipient_2).await.unwrap(),
         404,
-        Some("BRO-09013"),
+        Some("BRO-09020"),
     )
     .await;
+    assert_eq!(
+        missing["detail"], "The contact point was not found.",
+        "{missing}"
+    );
     let subscriber = f.server.client(RECIPIENT, "altinn:events.subscribe");
     let as_subscription = subscriber
         .request(reqwest::Method::GET, &format!("/subscriptions/{id}"))
@@ -397,7 +401,7 @@ async fn contact_points_are_refused_unless_valid_configured_and_the_callers_own(
     assert_eq!(refused.await.status(), 401);
 
     assert_eq!(delete(&f.recipient).await.unwrap().status(), 200);
-    expect_problem_response(delete(&f.recipient).await.unwrap(), 404, Some("BRO-09013")).await;
+    expect_problem_response(delete(&f.recipient).await.unwrap(), 404, Some("BRO-09020")).await;
 
     // An organisation has at most 20.
     for i in 0..20 {

@@ -271,6 +271,8 @@ fn with_statistics(dir: &std::path::Path, key: Option<&str>, limit: u32) -> brok
     config.statistics.rate_limit_requests = Some(limit);
     config.statistics.status_message_resources = vec!["stats-b".into()];
     config.statistics.environment = Some("test".into());
+    // The test client is a proxy the broker trusts: each `X-Forwarded-For` is a client of its own.
+    config.server.trusted_proxies = vec!["127.0.0.1".into()];
     config
 }
 
@@ -407,7 +409,14 @@ async fn the_daily_summary_is_a_parquet_file_pyarrow_reads_behind_its_key_and_ra
         "the status message on stats-b is left out"
     );
 
-    let limited = daily(&f.server, "generate-daily-summary", Some(key), "10.0.0.1").await;
+    // Only the right-most address counts: what a client writes before it proves nothing.
+    let limited = daily(
+        &f.server,
+        "generate-daily-summary",
+        Some(key),
+        "10.9.9.9, 10.0.0.1",
+    )
+    .await;
     assert_eq!(limited.status(), 429);
     let retry_after: u64 = header(&limited, "retry-after").parse().unwrap();
     assert!((1..=3600).contains(&retry_after));
@@ -464,4 +473,36 @@ async fn without_a_configured_key_the_daily_summary_refuses_every_call() {
     )
     .await;
     assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
+async fn a_client_at_its_limit_stays_limited_whatever_forwarding_headers_it_sends() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = with_statistics(temp.path(), Some("the-key-for-this-test"), 2);
+    config.server.trusted_proxies = vec![];
+    let server = TestServer::start_with(config).await;
+    for _ in 0..2 {
+        let counted = daily(&server, "generate-daily-summary", None, "10.0.0.1").await;
+        assert_eq!(
+            counted.status(),
+            401,
+            "the positive control: a call that counts"
+        );
+    }
+    let client = reqwest::Client::new();
+    for i in 0..500 {
+        let forged = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+        let refused = client
+            .post(server.api("/statistics/generate-daily-summary"))
+            .header("x-forwarded-for", &forged)
+            .header("x-real-ip", &forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.status(),
+            429,
+            "a forwarding header from an untrusted peer named a new client ({forged})"
+        );
+    }
 }

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) scans: crate::scan::ScanRunner,
     /// Wakes the fan-out when subscriptions change.
     pub(crate) subscriptions_changed: tokio::sync::Notify,
+    /// Delivery attempts in flight on this node, in all and per destination host.
+    pub(crate) delivery_budget: crate::fanout::DeliveryBudget,
 }
 
 impl Broker {
@@ -93,6 +95,10 @@ impl Broker {
             inner: Arc::new(Inner {
                 upload_permits: tokio::sync::Semaphore::new(settings.max_concurrent_uploads),
                 scans: crate::scan::ScanRunner::new(settings.scan.max_concurrent),
+                delivery_budget: crate::fanout::DeliveryBudget::new(
+                    settings.deliveries.max_in_flight,
+                    settings.deliveries.per_host,
+                ),
                 downloads: Default::default(),
                 tus: Default::default(),
                 ports,

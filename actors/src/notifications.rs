@@ -130,9 +130,6 @@ impl Broker {
         if !self.ports().notifier.has(channel) {
             return Err(ErrorCode::NotificationChannelMissing.into());
         }
-        if self.contact_points(caller).await?.len() >= MAX_CONTACT_POINTS {
-            return Err(ErrorCode::TooManyContactPoints.into());
-        }
         let resource_filter = match trimmed(request.resource_filter) {
             Some(resource) => {
                 let id = strip_resource_urn(&resource).to_string();
@@ -161,7 +158,10 @@ impl Broker {
             secret: String::new(),
         };
         let subscriptions = &self.ports().subscriptions;
-        let row = subscriptions.create_subscription(new).await?;
+        let row = subscriptions
+            .create_subscription(new, MAX_CONTACT_POINTS)
+            .await?
+            .ok_or(ErrorCode::TooManyContactPoints)?;
         // Nothing to validate: the address is the organisation's own word.
         subscriptions.mark_validated(row.id).await?;
         self.inner.subscriptions_changed.notify_one();

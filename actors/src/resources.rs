@@ -9,7 +9,7 @@ use broker_protocol::duration::{format_timespan, parse_iso8601};
 use broker_protocol::resource::{
     ResourceConfiguration, ResourceUpdate, ServiceOwnerOverview, StorageProvider,
 };
-use broker_protocol::transfer::{parse_org, strip_resource_urn};
+use broker_protocol::transfer::{is_valid_resource_id, parse_org, strip_resource_urn};
 use broker_protocol::ErrorCode;
 use chrono::Duration;
 
@@ -76,6 +76,9 @@ impl Broker {
         let org = caller.org.clone().ok_or(ErrorCode::NoAccess)?;
         validate_update(&update)?;
         let resource_id = strip_resource_urn(resource_id).to_string();
+        if !is_valid_resource_id(&resource_id) {
+            return Err(ErrorCode::InvalidResourceId.into());
+        }
         let metadata = &self.ports().metadata;
         let existing = metadata.resource(&resource_id).await?;
         let entry = self.ports().registry.lookup(

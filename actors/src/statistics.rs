@@ -123,9 +123,14 @@ pub fn project(
     groups.into_values().collect()
 }
 
-/// A field quoted the RFC 4180 way when it holds a comma, a quote or a line break.
+/// A text field quoted the RFC 4180 way when it holds a comma, a quote or a line break. One that a
+/// spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return) is neutralised as OWASP recommends: a leading `'`, and quoted.
 fn field(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains([',', '"', '\n', '\r']) {
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", value.replace('"', "\"\"")).into()
+    } else if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\"")).into()
     } else {
         value.into()
@@ -288,5 +293,28 @@ mod tests {
             monthly_csv(&rows),
             format!("{MONTHLY_CSV_HEADER}\r\n2026,3,\"a,\"\"b\"\"\",,,0192:111111111,0192:222222222,1,2,3,4\r\n")
         );
+    }
+
+    #[test]
+    fn a_cell_a_spreadsheet_would_run_as_a_formula_is_neutralised() {
+        for (value, cell) in [
+            (
+                "=HYPERLINK(\"http//evil\")",
+                "\"'=HYPERLINK(\"\"http//evil\"\")\"",
+            ),
+            ("@SUM(1+1)", "\"'@SUM(1+1)\""),
+            ("+1+1", "\"'+1+1\""),
+            ("-1+1", "\"'-1+1\""),
+            ("\t=1+1", "\"'\t=1+1\""),
+            ("\r=1+1", "\"'\r=1+1\""),
+        ] {
+            let csv = monthly_csv(&[row(value, "0192:1", value, ("", ""), [1, 0, 0, 0])]);
+            let line = csv.lines().nth(1).unwrap();
+            assert_eq!(
+                line,
+                format!("2026,3,{cell},,,0192:1,{cell},1,0,0,0"),
+                "{value:?}"
+            );
+        }
     }
 }

@@ -15,6 +15,10 @@ use broker_protocol::ErrorCode;
 
 const RESOURCE_PREFIX: &str = "urn:altinn:resource:";
 
+/// The longest endpoint URL a subscription may have (browsers and proxies commonly stop near 2 KiB;
+/// every delivery carries it).
+pub const MAX_END_POINT_BYTES: usize = 2048;
+
 impl Broker {
     /// Creates a subscription for the caller's organisation. Its endpoint is validated before
     /// anything is delivered; events committed from now on wait for that. The answer carries the
@@ -32,6 +36,12 @@ impl Broker {
             .end_point
             .filter(|e| !e.trim().is_empty())
             .ok_or_else(|| Error::field("endPoint", "The EndPoint field is required."))?;
+        if end_point.len() > MAX_END_POINT_BYTES {
+            return Err(Error::field(
+                "endPoint",
+                format!("The EndPoint must be at most {MAX_END_POINT_BYTES} bytes long."),
+            ));
+        }
         if let Some(reason) = self.ports().webhooks.refuse_endpoint(&end_point).await {
             tracing::info!(%end_point, %reason, "subscription endpoint refused");
             return Err(ErrorCode::EndpointNotAllowed.into());
@@ -89,7 +99,12 @@ impl Broker {
             created: self.now(),
             secret: broker_protocol::webhooks::secret_from_key(&key),
         };
-        let row = self.ports().subscriptions.create_subscription(new).await?;
+        let row = self
+            .ports()
+            .subscriptions
+            .create_subscription(new, self.settings().deliveries.max_subscriptions)
+            .await?
+            .ok_or(ErrorCode::TooManySubscriptions)?;
         self.inner.subscriptions_changed.notify_one();
         let mut answer = wire(&row);
         answer.secret = Some(row.spec.secret);
@@ -216,6 +231,7 @@ impl Broker {
             {
                 Ok(row)
             }
+            _ if contact_point => Err(ErrorCode::ContactPointNotFound.into()),
             _ => Err(ErrorCode::SubscriptionNotFound.into()),
         }
     }

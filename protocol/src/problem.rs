@@ -76,6 +76,9 @@ catalogue! {
     NotificationChannelMissing = 9016, 400, "This broker has no channel for that contact point configured (notify.smtp for e-mail, notify.sms for SMS).";
     InvalidContactPoint = 9017, 400, "A contact point needs exactly one of emailAddress (an e-mail address) and mobileNumber (8 to 15 digits, optionally after a +).";
     TooManyContactPoints = 9018, 400, "The organisation has as many contact points as the broker allows (20). Remove one before adding another.";
+    TooManySubscriptions = 9019, 400, "The organisation has as many event subscriptions as the broker allows. Remove one before adding another.";
+    ContactPointNotFound = 9020, 404, "The contact point was not found.";
+    InvalidResourceId = 9021, 400, "A resource id may contain only letters, digits, '-' and '_', at most 255 of them (after an optional urn:altinn:resource: prefix).";
     FileTooLargeToScan = 9012, 400, "The file is larger than the malware scanner accepts, and this broker refuses files it cannot scan whole. Send a smaller file, or initialize the transfer with disableVirusScan where the resource allows it.";
 }
 

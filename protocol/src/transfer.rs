@@ -90,6 +90,18 @@ pub fn strip_resource_urn(s: &str) -> &str {
     s.strip_prefix("urn:altinn:resource:").unwrap_or(s)
 }
 
+/// The longest resource id (after its optional prefix), as the original's pattern allows.
+pub const MAX_RESOURCE_ID_LEN: usize = 255;
+
+/// Whether `id` (without its prefix) is a resource id Altinn's Resource Registry could hold: 1 to 255
+/// letters, digits, `-` and `_`. Nothing else can reach a report, a header or a log line through it.
+pub fn is_valid_resource_id(id: &str) -> bool {
+    (1..=MAX_RESOURCE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn is_valid_md5(s: &str) -> bool {
     s.len() == 32
         && s.bytes()

@@ -39,20 +39,24 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Whether a token with this `exp` (seconds since the epoch) is past it by more than `allowed`.
+pub(super) fn expired(exp: i64, allowed: u64) -> bool {
+    now_secs() > exp.saturating_add(allowed.min(i64::MAX as u64) as i64)
+}
+
 impl VerifiedTokens {
     /// The caller of a token verified before, while it still holds: its issuer has the same keys
-    /// (`generation_of` the issuer) and, when `check_expiry`, it has not expired (with `leeway`).
+    /// (`generation_of` the issuer) and it expired at most `allowed_past_exp` seconds ago.
     pub(super) fn get(
         &self,
         key: &TokenKey,
-        check_expiry: bool,
-        leeway: u64,
+        allowed_past_exp: u64,
         generation_of: impl Fn(&str) -> Option<u64>,
     ) -> Option<Caller> {
         let entries = self.entries.lock().expect("verified tokens");
         let hit = entries.get(key).filter(|v| {
             generation_of(&v.issuer) == Some(v.generation)
-                && (!check_expiry || v.exp.is_some_and(|exp| now_secs() <= exp + leeway as i64))
+                && v.exp.is_some_and(|exp| !expired(exp, allowed_past_exp))
         });
         match hit {
             Some(v) => Some(v.caller.clone()),

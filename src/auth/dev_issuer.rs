@@ -132,6 +132,31 @@ impl DevIssuer {
         self.sign(claims)
     }
 
+    /// Mints a token whose JWS header carries `extra` beside `alg`, `typ` and `kid` (to test what
+    /// the broker makes of header parameters a library would not write, such as `crit`).
+    pub fn mint_with_header(
+        &self,
+        org: &str,
+        scopes: &str,
+        ttl: chrono::Duration,
+        extra: serde_json::Value,
+    ) -> Result<String, String> {
+        let mut header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
+        if let (Some(header), serde_json::Value::Object(extra)) = (header.as_object_mut(), extra) {
+            header.extend(extra);
+        }
+        let encode = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let message = format!(
+            "{}.{}",
+            encode(&header),
+            encode(&self.claims(org, scopes, ttl))
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, Algorithm::ES256)
+                .map_err(|e| e.to_string())?;
+        Ok(format!("{message}.{signature}"))
+    }
+
     fn claims(&self, org: &str, scopes: &str, ttl: chrono::Duration) -> serde_json::Value {
         let digits = org.rsplit(':').next().unwrap_or(org);
         let now = chrono::Utc::now().timestamp();

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 mod cache;
+mod jws;
 use std::time::{Duration, Instant};
 
 pub use broker_actors::Caller;
@@ -250,26 +251,33 @@ impl Authenticator {
 
     /// Validates signature, issuer and lifetime, and returns the caller the claims describe.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        self.verify(token, true).await
+        self.verify(token, 0).await
     }
 
-    /// Like [`authenticate`](Self::authenticate) but accepts a token past its expiry (signature and
-    /// issuer still checked): only for requests on an upload session that is still active (spec 4.6).
-    pub async fn authenticate_ignoring_expiry(&self, token: &str) -> Result<Caller, AuthError> {
-        self.verify(token, false).await
+    /// Like [`authenticate`](Self::authenticate) but accepts a token up to `grace` past its expiry
+    /// (signature, issuer and not-before still checked): only for requests on an upload session
+    /// that is still active (spec 4.6), so a multi-hour upload outlives its ~1 h token, but a token
+    /// expired longer ago than an upload may sit untouched is refused.
+    pub async fn authenticate_expired_within(
+        &self,
+        token: &str,
+        grace: Duration,
+    ) -> Result<Caller, AuthError> {
+        self.verify(token, grace.as_secs()).await
     }
 
-    async fn verify(&self, token: &str, check_expiry: bool) -> Result<Caller, AuthError> {
+    /// `grace`: seconds past `exp` (beyond the leeway) the token is still accepted.
+    async fn verify(&self, token: &str, grace: u64) -> Result<Caller, AuthError> {
+        let token = jws::canonical(token)?;
+        let token = token.as_ref();
         let key = cache::TokenKey::of(token);
         let generation_of = |iss: &str| {
             self.issuers
                 .get(iss)
                 .map(|i| i.generation.load(Ordering::SeqCst))
         };
-        if let Some(caller) = self
-            .verified
-            .get(&key, check_expiry, self.leeway, generation_of)
-        {
+        let allowed_past_exp = self.leeway + grace;
+        if let Some(caller) = self.verified.get(&key, allowed_past_exp, generation_of) {
             return Ok(caller);
         }
         let header =
@@ -293,7 +301,8 @@ impl Authenticator {
         validation.validate_aud = false;
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.validate_exp = check_expiry;
+        // Expiry is checked below, with the grace (the leeway also widens not-before).
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss"]);
         for attempt in 0..2 {
             let verified = {
@@ -306,13 +315,14 @@ impl Authenticator {
                 for key in candidates {
                     match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                         Ok(data) => {
-                            outcome = Ok(data.claims);
+                            outcome = match data.claims.exp {
+                                Some(exp) if cache::expired(exp as i64, allowed_past_exp) => {
+                                    Err(AuthError::Expired)
+                                }
+                                Some(_) => Ok(data.claims),
+                                None => Err(AuthError::Invalid("the token has no exp".into())),
+                            };
                             break;
-                        }
-                        Err(e)
-                            if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature =>
-                        {
-                            outcome = Err(AuthError::Expired)
                         }
                         Err(e) => outcome = Err(AuthError::Invalid(e.to_string())),
                     }
@@ -439,8 +449,13 @@ mod tests {
         let (auth, dev) = issuer_in(dir.path());
         let expired = mint(&dev, "0192:111111111", chrono::Duration::seconds(-60));
         // Verified (signature and all) on a path that accepts an expired token, so it is cached ...
-        auth.authenticate_ignoring_expiry(&expired).await.unwrap();
-        auth.authenticate_ignoring_expiry(&expired).await.unwrap();
+        let grace = Duration::from_secs(3600);
+        auth.authenticate_expired_within(&expired, grace)
+            .await
+            .unwrap();
+        auth.authenticate_expired_within(&expired, grace)
+            .await
+            .unwrap();
         assert_eq!(auth.full_verifications(), 1);
         // ... and still refused where expiry counts.
         assert!(matches!(
@@ -477,6 +492,79 @@ mod tests {
         assert!(
             auth.authenticate(&token).await.is_err(),
             "the old verification no longer counts"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_accepted_on_an_upload_only_within_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let grace = Duration::from_secs(24 * 3600);
+        let recent = mint(&dev, "0192:111111111", chrono::Duration::minutes(-5));
+        assert!(auth
+            .authenticate_expired_within(&recent, grace)
+            .await
+            .is_ok());
+        let year_old = mint(&dev, "0192:111111111", chrono::Duration::days(-365));
+        assert!(matches!(
+            auth.authenticate_expired_within(&year_old, grace).await,
+            Err(AuthError::Expired)
+        ));
+        // Nor does a cached verification outlive the grace.
+        let two_days = mint(&dev, "0192:111111111", chrono::Duration::days(-2));
+        auth.authenticate_expired_within(&two_days, Duration::from_secs(3 * 86_400))
+            .await
+            .unwrap();
+        assert!(matches!(
+            auth.authenticate_expired_within(&two_days, grace).await,
+            Err(AuthError::Expired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_es256_token_and_its_high_s_twin_are_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let token = mint(&dev, "0192:111111111", chrono::Duration::hours(1));
+        let twin = jws::twin(&token);
+        assert_ne!(token, twin);
+        for t in [&token, &twin, &token, &twin] {
+            let caller = auth.authenticate(t).await.unwrap();
+            assert_eq!(caller.org.as_deref(), Some("0192:111111111"));
+        }
+        assert_eq!(
+            auth.full_verifications(),
+            1,
+            "both forms are normalised to one (low-S) token before verification and caching"
+        );
+        let mut forged = twin.clone();
+        forged.insert(
+            forged.len() - 5,
+            if twin.ends_with("AAAAA") { 'B' } else { 'A' },
+        );
+        assert!(auth.authenticate(&forged).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_signed_token_with_a_critical_header_extension_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, dev) = issuer_in(dir.path());
+        let token = dev
+            .mint_with_header(
+                "0192:111111111",
+                "altinn:broker.read",
+                chrono::Duration::hours(1),
+                serde_json::json!({"crit": ["urn:example:unknown"], "urn:example:unknown": true}),
+            )
+            .unwrap();
+        assert!(matches!(
+            auth.authenticate(&token).await,
+            Err(AuthError::Invalid(_))
+        ));
+        let plain = mint(&dev, "0192:111111111", chrono::Duration::hours(1));
+        assert!(
+            auth.authenticate(&plain).await.is_ok(),
+            "the positive control"
         );
     }
 }

@@ -17,6 +17,14 @@ pub struct EventsConfig {
     pub retry_for_secs: u64,
     /// Attempts in flight at once per subscription.
     pub per_endpoint: usize,
+    /// Attempts in flight at once to one destination host (every subscription to it together), and
+    /// e-mails or texts being handed to their gateway at once.
+    pub per_host: usize,
+    /// Attempts in flight at once on this node, in all: the most outgoing connections deliveries
+    /// open (besides up to `per_host` idle kept-alive ones per recently used host, for 30 s).
+    pub max_in_flight: usize,
+    /// Webhook subscriptions one organisation may have (contact points: at most 20).
+    pub max_subscriptions_per_org: usize,
     /// How often idle delivery workers look for work other nodes routed.
     pub poll_ms: u64,
     /// How long a rotated-out signing secret keeps signing beside the new one.
@@ -37,6 +45,9 @@ impl Default for EventsConfig {
             retry_max_secs: 3_600,
             retry_for_secs: 86_400,
             per_endpoint: 16,
+            per_host: 32,
+            max_in_flight: 256,
+            max_subscriptions_per_org: 100,
             poll_ms: 1_000,
             secret_overlap_secs: 86_400,
             forward_url: None,
@@ -47,9 +58,14 @@ impl Default for EventsConfig {
 
 impl EventsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.timeout_ms == 0 || self.per_endpoint == 0 || self.poll_ms == 0 {
+        if self.timeout_ms == 0
+            || self.per_endpoint == 0
+            || self.per_host == 0
+            || self.max_in_flight == 0
+            || self.poll_ms == 0
+        {
             return Err(
-                "events.timeout_ms, events.per_endpoint and events.poll_ms must be at least 1"
+                "events.timeout_ms, events.per_endpoint, events.per_host, events.max_in_flight and events.poll_ms must be at least 1"
                     .into(),
             );
         }
@@ -76,6 +92,9 @@ impl EventsConfig {
             retry_max: secs(self.retry_max_secs),
             retry_for: secs(self.retry_for_secs),
             per_endpoint: self.per_endpoint,
+            per_host: self.per_host,
+            max_in_flight: self.max_in_flight,
+            max_subscriptions: self.max_subscriptions_per_org,
             // A claim outlives the attempt it is for.
             lease: ms(self.timeout_ms * 2 + 5_000),
             poll: std::time::Duration::from_millis(self.poll_ms),

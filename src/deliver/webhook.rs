@@ -39,12 +39,19 @@ impl Resolve for SafeResolver {
 }
 
 impl HttpWebhooks {
-    pub fn new(timeout: Duration, allow_internal: bool) -> anyhow::Result<HttpWebhooks> {
+    /// `per_host`: the most attempts in flight to one host (the fan-out's budget), so also the most
+    /// idle connections worth keeping to it.
+    pub fn new(
+        timeout: Duration,
+        per_host: usize,
+        allow_internal: bool,
+    ) -> anyhow::Result<HttpWebhooks> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(per_host)
             .user_agent(concat!("broker/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(SafeResolver { allow_internal }))
             .build()?;

@@ -21,6 +21,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The daily summary's per-client rate limit.
     pub daily_summary_limit: crate::http::rate_limit::RateLimiter,
+    /// The proxies whose forwarding headers name the client (`[server] trusted_proxies`).
+    pub trusted_proxies: crate::http::client_address::TrustedProxies,
 }
 
 pub type App = Arc<AppState>;

@@ -149,7 +149,7 @@ pub async fn metrics(State(app): State<App>, request: Request) -> Response {
         }
         None => {
             let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
-            if !peer.is_some_and(|p| p.0.ip().is_loopback()) {
+            if !peer.is_some_and(|p| crate::util::is_loopback(p.0.ip())) {
                 return StatusCode::FORBIDDEN.into_response();
             }
         }

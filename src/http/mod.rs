@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod client_address;
 pub mod connections;
 pub mod download;
 pub mod error;

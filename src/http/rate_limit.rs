@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// Clients remembered at most: past this, those with no call inside the window are forgotten, and
-/// if that is not enough, the one whose last call is oldest (so memory stays bounded whoever calls).
+/// if that is not enough, the client not at its limit whose last call is oldest (so memory stays
+/// bounded whoever calls). A client at its limit is forgotten only when every client remembered is
+/// at its limit, and then the one whose window frees first: new clients can never empty the limit.
 const MAX_CLIENTS: usize = 10_000;
 
 pub struct RateLimiter {
@@ -58,11 +60,18 @@ impl RateLimiter {
         if calls.len() >= MAX_CLIENTS && !calls.contains_key(client) {
             calls.retain(|_, times| times.back().is_some_and(|t| !expired(t)));
             if calls.len() >= MAX_CLIENTS {
-                let stalest = calls
+                let limit = self.limit as usize;
+                let victim = calls
                     .iter()
-                    .min_by_key(|(_, times)| times.back().copied())
+                    .min_by_key(|(_, times)| {
+                        // Clients below their limit first (false < true), stalest first; then
+                        // limited ones, the soonest freed first.
+                        let limited = times.len() >= limit;
+                        let when = if limited { times.front() } else { times.back() };
+                        (limited, when.copied())
+                    })
                     .map(|(k, _)| k.clone());
-                if let Some(key) = stalest {
+                if let Some(key) = victim {
                     calls.remove(&key);
                 }
             }
@@ -127,5 +136,39 @@ mod tests {
                 .allowed,
             "a recent client is still counted"
         );
+    }
+
+    #[test]
+    fn a_limited_client_is_never_forgotten_while_others_can_be() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(3600));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert!(limiter.check("limited", t0).allowed);
+        assert!(limiter.check("limited", t0).allowed);
+        assert!(!limiter.check("limited", t0).allowed);
+        // A flood of new clients, each calling once, all inside the window.
+        for i in 0..(MAX_CLIENTS + 2_000) {
+            let at = t0 + Duration::from_millis(1 + i as u64 / 100);
+            assert!(limiter.check(&format!("flood-{i}"), at).allowed);
+        }
+        assert_eq!(limiter.calls.lock().unwrap().len(), MAX_CLIENTS);
+        assert!(
+            !limiter
+                .check("limited", t0 + Duration::from_secs(60))
+                .allowed,
+            "the limited client is still limited"
+        );
+    }
+
+    #[test]
+    fn when_every_client_is_limited_the_one_freed_soonest_makes_room() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(3600));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        for i in 0..MAX_CLIENTS {
+            limiter.check(&format!("c{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert!(limiter.check("new", t0 + Duration::from_secs(20)).allowed);
+        let calls = limiter.calls.lock().unwrap();
+        assert!(!calls.contains_key("c0"), "c0's window frees first");
+        assert!(calls.contains_key(&format!("c{}", MAX_CLIENTS - 1)));
     }
 }

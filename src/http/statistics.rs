@@ -71,22 +71,6 @@ pub async fn monthly(
         .into_response())
 }
 
-/// The calling client's address: the first `X-Forwarded-For` entry, else `X-Real-IP`, else the peer
-/// (a header that is no IP address is ignored).
-fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
-    };
-    header("x-forwarded-for")
-        .or_else(|| header("x-real-ip"))
-        .unwrap_or(peer.ip())
-        .to_string()
-}
-
 /// Compares the keys' digests, so the time taken tells nothing about how much of the key matched.
 fn same_key(given: &str, expected: &str) -> bool {
     let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
@@ -123,7 +107,7 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<
     let now = SystemTime::now();
     let decision = app
         .daily_summary_limit
-        .check(&client_address(headers, peer), now);
+        .check(&app.trusted_proxies.client(headers, peer).to_string(), now);
     if !decision.allowed {
         let retry_after = decision.retry_after(now);
         let reset = chrono::DateTime::<chrono::Utc>::from(decision.reset);

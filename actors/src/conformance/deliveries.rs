@@ -48,13 +48,15 @@ pub async fn deliveries_suite(
 ) {
     resource(metadata, "d").await;
     let first = subscriptions
-        .create_subscription(subscription("/organisation/1"))
+        .create_subscription(subscription("/organisation/1"), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("under the cap");
     let second = subscriptions
-        .create_subscription(subscription("/organisation/2"))
+        .create_subscription(subscription("/organisation/2"), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("under the cap");
     assert!(!first.validated, "a new subscription is not validated");
     assert_ne!(first.id, second.id);
 
@@ -96,6 +98,19 @@ pub async fn deliveries_suite(
         outbox.unrouted_events(100).await.unwrap().is_empty(),
         "routed events are marked"
     );
+    assert_eq!(
+        outbox.due_subscriptions(t0()).await.unwrap(),
+        vec![first.id, second.id],
+        "both have a delivery due"
+    );
+    assert!(
+        outbox
+            .due_subscriptions(t0() - Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is due before its time"
+    );
 
     let now = t0() + Duration::seconds(1);
     let lease = now + Duration::seconds(60);
@@ -110,6 +125,11 @@ pub async fn deliveries_suite(
     );
     assert_eq!(claimed[0].event.resourceinstance, xi.to_string());
     assert_eq!(claimed[0].attempts, 0);
+    assert_eq!(
+        outbox.due_subscriptions(now).await.unwrap(),
+        vec![second.id],
+        "a subscription whose heads are all held has nothing due"
+    );
     assert!(
         outbox
             .claim_deliveries(first.id, "b", now, lease, 10)
@@ -170,6 +190,19 @@ pub async fn deliveries_suite(
     assert_eq!(
         outbox.next_delivery_due(first.id).await.unwrap(),
         Some(later.min(lease))
+    );
+    assert!(!outbox
+        .due_subscriptions(now)
+        .await
+        .unwrap()
+        .contains(&first.id));
+    assert!(
+        outbox
+            .due_subscriptions(later)
+            .await
+            .unwrap()
+            .contains(&first.id),
+        "a retry comes due"
     );
     let retried = outbox
         .claim_deliveries(first.id, "a", later, later + Duration::seconds(60), 10)
@@ -286,5 +319,49 @@ pub async fn deliveries_suite(
         outbox.deliveries(second.id, 0, 100).await.unwrap().len(),
         1,
         "another's stay"
+    );
+
+    caps_hold_under_concurrent_creation(subscriptions).await;
+}
+
+/// However many creations race, a consumer never holds more than the cap of one kind, and the two
+/// kinds (webhooks, contact points) are counted apart.
+async fn caps_hold_under_concurrent_creation(subscriptions: &dyn Subscriptions) {
+    let consumer = "/organisation/racing";
+    let contact_point = |i: usize| NewSubscription {
+        end_point: format!("mailto:p{i}@example.no"),
+        ..subscription(consumer)
+    };
+    let created = futures::future::join_all((0..60).map(|i| async move {
+        let webhook = subscriptions.create_subscription(subscription(consumer), 20);
+        let contact = subscriptions.create_subscription(contact_point(i), 5);
+        let (webhook, contact) = futures::join!(webhook, contact);
+        (webhook.unwrap().is_some(), contact.unwrap().is_some())
+    }))
+    .await;
+    let webhooks = created.iter().filter(|(w, _)| *w).count();
+    let contacts = created.iter().filter(|(_, c)| *c).count();
+    assert_eq!(
+        (webhooks, contacts),
+        (20, 5),
+        "exactly the caps were created"
+    );
+    let held = subscriptions.subscriptions_of(consumer).await.unwrap();
+    assert_eq!(held.len(), 25);
+    assert!(
+        subscriptions
+            .create_subscription(subscription(consumer), 20)
+            .await
+            .unwrap()
+            .is_none(),
+        "at the cap nothing more is stored"
+    );
+    assert!(
+        subscriptions
+            .create_subscription(subscription("/organisation/other"), 20)
+            .await
+            .unwrap()
+            .is_some(),
+        "another consumer has its own count"
     );
 }

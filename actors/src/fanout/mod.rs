@@ -2,9 +2,11 @@
 //! row each, written before anything is sent), and runs one delivery worker per subscription, so a
 //! slow or dead endpoint only ever delays its own deliveries.
 
+mod budget;
 mod routing;
 mod worker;
 
+pub use budget::{destination, DeliveryBudget};
 pub use routing::matches;
 
 use crate::Broker;
@@ -36,9 +38,16 @@ pub struct DeliverySettings {
     pub retry_for: chrono::Duration,
     /// Attempts in flight at once per subscription.
     pub per_endpoint: usize,
+    /// Webhook subscriptions one organisation may have.
+    pub max_subscriptions: usize,
+    /// Attempts in flight at once on this node, over every subscription and contact point.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once to one destination host (or one notification channel).
+    pub per_host: usize,
     /// How long a claimed delivery stays with its claimer (longer than one attempt may take).
     pub lease: chrono::Duration,
-    /// How often routing and idle workers look again without being woken (other nodes' work).
+    /// How often the fan-out looks for subscriptions and due deliveries without being woken (other
+    /// nodes' work, retries coming due).
     pub poll: std::time::Duration,
     /// How long a rotated-out secret keeps signing beside the new one.
     pub secret_overlap: chrono::Duration,
@@ -53,6 +62,9 @@ impl Default for DeliverySettings {
             retry_max: chrono::Duration::hours(1),
             retry_for: chrono::Duration::hours(24),
             per_endpoint: 16,
+            max_subscriptions: 100,
+            max_in_flight: 256,
+            per_host: 32,
             lease: chrono::Duration::seconds(60),
             poll: std::time::Duration::from_secs(1),
             secret_overlap: chrono::Duration::hours(24),
@@ -71,14 +83,32 @@ struct Worker {
 }
 
 impl Broker {
-    /// Runs the fan-out until shutdown: routes new events, keeps one worker per subscription.
+    /// Runs the fan-out until shutdown: routes new events, keeps one worker per subscription, and
+    /// once per poll wakes the workers whose deliveries came due (retries, expired claims, other
+    /// nodes' routing), so idle workers need no timers of their own.
     pub async fn run_fan_out(self) {
         let appended = self.ports().outbox.appended();
+        let poll = self.settings().deliveries.poll;
         let mut workers: HashMap<i64, Worker> = HashMap::new();
+        let mut subscriptions_changed = true;
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
+            let sweep = tokio::time::Instant::now() >= next_sweep;
+            if sweep {
+                next_sweep = tokio::time::Instant::now() + poll;
+            }
             match self.route_events().await {
-                Ok(woken) => {
-                    self.reconcile_workers(&mut workers).await;
+                Ok(mut woken) => {
+                    if subscriptions_changed || sweep {
+                        subscriptions_changed = false;
+                        self.reconcile_workers(&mut workers).await;
+                    }
+                    if sweep {
+                        match self.ports().outbox.due_subscriptions(self.now()).await {
+                            Ok(due) => woken.extend(due),
+                            Err(e) => tracing::warn!(error = %e, "cannot find due deliveries"),
+                        }
+                    }
                     for id in woken {
                         if let Some(w) = workers.get(&id) {
                             w.wake.notify_one();
@@ -93,8 +123,8 @@ impl Broker {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => break,
                 _ = appended.notified(), if !idle => {}
-                _ = self.inner.subscriptions_changed.notified() => {}
-                _ = tokio::time::sleep(self.settings().deliveries.poll) => {}
+                _ = self.inner.subscriptions_changed.notified() => subscriptions_changed = true,
+                _ = tokio::time::sleep_until(next_sweep) => {}
             }
         }
         // Stopping: each worker finishes the batch it claimed and records it, so nothing is sent
@@ -123,19 +153,27 @@ impl Broker {
         }
         if let (Some(end_point), true) = (end_point, current.is_empty()) {
             let row = subscriptions
-                .create_subscription(crate::ports::NewSubscription {
-                    end_point,
-                    source_filter: None,
-                    resource_filter: String::new(),
-                    subject_filter: None,
-                    alternative_subject_filter: None,
-                    type_filter: None,
-                    consumer: FORWARD_CONSUMER.into(),
-                    created_by: FORWARD_CONSUMER.into(),
-                    created: self.now(),
-                    secret: String::new(),
-                })
-                .await?;
+                .create_subscription(
+                    crate::ports::NewSubscription {
+                        end_point,
+                        source_filter: None,
+                        resource_filter: String::new(),
+                        subject_filter: None,
+                        alternative_subject_filter: None,
+                        type_filter: None,
+                        consumer: FORWARD_CONSUMER.into(),
+                        created_by: FORWARD_CONSUMER.into(),
+                        created: self.now(),
+                        secret: String::new(),
+                    },
+                    usize::MAX,
+                )
+                .await?
+                .ok_or_else(|| {
+                    crate::error::Error::Internal(
+                        "the forwarding subscription was not created".into(),
+                    )
+                })?;
             // A publisher is configured by the operator, not validated like a subscriber.
             subscriptions.mark_validated(row.id).await?;
             tracing::info!(end_point = %row.spec.end_point, "every event is forwarded");
@@ -145,7 +183,7 @@ impl Broker {
     }
 
     /// Routes every unrouted event; returns the subscriptions that got deliveries.
-    async fn route_events(&self) -> crate::error::Result<Vec<i64>> {
+    async fn route_events(&self) -> crate::error::Result<std::collections::BTreeSet<i64>> {
         let ports = self.ports();
         let mut woken = std::collections::BTreeSet::new();
         loop {
@@ -178,7 +216,7 @@ impl Broker {
                 break;
             }
         }
-        Ok(woken.into_iter().collect())
+        Ok(woken)
     }
 
     /// Starts a worker for each subscription that has none, stops those whose subscription is gone.

@@ -19,6 +19,10 @@ const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 const CLAIMS_PER_SLOT: usize = 4;
 
 impl Broker {
+    /// Delivers one subscription's events until `stop`. Each batch first takes slots of this node's
+    /// outbound budget (so a worker waiting for a saturated host holds no claim whose lease could
+    /// run out); an idle worker sleeps until its next delivery is due or it is woken, so idle
+    /// subscriptions cost nothing.
     pub(super) async fn run_delivery_worker(
         self,
         id: i64,
@@ -33,13 +37,21 @@ impl Broker {
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(subscription = id, error = %e, "cannot read the subscription");
-                    self.idle(&stop, &wake, self.settings().deliveries.poll)
+                    self.idle(&stop, &wake, Some(self.settings().deliveries.poll))
                         .await;
                     continue;
                 }
             };
+            let destination = super::budget::destination(&sub.spec.end_point);
+            let d = &self.settings().deliveries;
             if !sub.validated {
-                if self.validate(&sub).await {
+                let validated = {
+                    let Some(_slot) = self.slots(&stop, &destination, 1).await else {
+                        return;
+                    };
+                    self.validate(&sub).await
+                };
+                if validated {
                     if let Err(e) = self.ports().subscriptions.mark_validated(id).await {
                         tracing::warn!(subscription = id, error = %e, "cannot record the validation");
                     }
@@ -55,10 +67,13 @@ impl Broker {
                 }
                 continue;
             }
-            let d = &self.settings().deliveries;
-            let now = self.now();
             // An endpoint that failed its last batch gets one round of attempts at a time.
             let rounds = if healthy { CLAIMS_PER_SLOT } else { 1 };
+            let Some(slots) = self.slots(&stop, &destination, d.per_endpoint).await else {
+                return;
+            };
+            let width = slots.count();
+            let now = self.now();
             let claimed = self
                 .ports()
                 .outbox
@@ -67,7 +82,7 @@ impl Broker {
                     &self.inner.node,
                     now,
                     now + d.lease * rounds as i32,
-                    (d.per_endpoint * rounds) as u32,
+                    (width * rounds) as u32,
                 )
                 .await;
             match claimed {
@@ -78,15 +93,17 @@ impl Broker {
                             let attempt = self.attempt(&sub, &c).await;
                             (c, attempt)
                         })
-                        .buffer_unordered(d.per_endpoint)
+                        .buffer_unordered(width)
                         .collect()
                         .await;
+                    drop(slots);
                     healthy = attempts
                         .iter()
                         .any(|(_, a)| a.outcome == AttemptOutcome::Delivered);
                     self.record(&sub, &attempts).await;
                 }
                 Ok(_) => {
+                    drop(slots);
                     let next = self
                         .ports()
                         .outbox
@@ -94,17 +111,30 @@ impl Broker {
                         .await
                         .ok()
                         .flatten();
-                    let wait = match next {
-                        Some(at) => (at - self.now()).to_std().unwrap_or_default().min(d.poll),
-                        None => d.poll,
-                    };
+                    // Nothing pending: sleep until woken (routing and the fan-out's sweep of due
+                    // deliveries wake this worker).
+                    let wait = next.map(|at| (at - self.now()).to_std().unwrap_or_default());
                     self.idle(&stop, &wake, wait).await;
                 }
                 Err(e) => {
+                    drop(slots);
                     tracing::warn!(subscription = id, error = %e, "cannot claim deliveries");
-                    self.idle(&stop, &wake, d.poll).await;
+                    self.idle(&stop, &wake, Some(d.poll)).await;
                 }
             }
+        }
+    }
+
+    /// Up to `want` slots of the outbound budget for `destination`; `None` when stopped first.
+    async fn slots(
+        &self,
+        stop: &CancellationToken,
+        destination: &str,
+        want: usize,
+    ) -> Option<super::budget::Slots> {
+        tokio::select! {
+            _ = stop.cancelled() => None,
+            slots = self.inner.delivery_budget.acquire(destination, want) => Some(slots),
         }
     }
 
@@ -112,12 +142,18 @@ impl Broker {
         &self,
         stop: &CancellationToken,
         wake: &tokio::sync::Notify,
-        wait: std::time::Duration,
+        wait: Option<std::time::Duration>,
     ) {
+        let timer = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = timer => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! The outbox port (events and their deliveries) and the subscriptions port in memory.
 
 use super::MemoryStore;
+use crate::ports::notifier::Channel;
 use crate::ports::outbox::*;
 use crate::ports::subscriptions::*;
 use crate::ports::StoreError;
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use broker_protocol::events::OutboxEntry;
 use broker_protocol::subscriptions::DeliveryState;
 use broker_protocol::time::Timestamp;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -176,6 +177,26 @@ impl Outbox for MemoryStore {
             .min())
     }
 
+    async fn due_subscriptions(&self, now: Timestamp) -> Result<Vec<i64>, StoreError> {
+        let tables = self.lock();
+        let mut heads = HashSet::new();
+        let mut due = BTreeSet::new();
+        for ((sub, seq), r) in &tables.deliveries.rows {
+            if r.state != DeliveryState::Pending {
+                continue;
+            }
+            let transfer = &tables.outbox[(*seq - 1) as usize].event.resourceinstance;
+            if !heads.insert((*sub, transfer)) {
+                continue;
+            }
+            let free = r.lease.as_ref().is_none_or(|(_, until)| *until < now);
+            if r.due <= now && free {
+                due.insert(*sub);
+            }
+        }
+        Ok(due.into_iter().collect())
+    }
+
     async fn deliveries(
         &self,
         subscription: i64,
@@ -242,9 +263,19 @@ impl Subscriptions for MemoryStore {
     async fn create_subscription(
         &self,
         new: NewSubscription,
-    ) -> Result<SubscriptionRow, StoreError> {
+        cap: usize,
+    ) -> Result<Option<SubscriptionRow>, StoreError> {
         let mut tables = self.lock();
         let d = &mut tables.deliveries;
+        let kind = |s: &NewSubscription| Channel::of_endpoint(&s.end_point).is_some();
+        let held = d
+            .subscriptions
+            .values()
+            .filter(|s| s.spec.consumer == new.consumer && kind(&s.spec) == kind(&new))
+            .count();
+        if held >= cap {
+            return Ok(None);
+        }
         d.next_id += 1;
         let row = SubscriptionRow {
             id: d.next_id,
@@ -253,7 +284,7 @@ impl Subscriptions for MemoryStore {
             previous_secret: None,
         };
         d.subscriptions.insert(row.id, row.clone());
-        Ok(row)
+        Ok(Some(row))
     }
 
     async fn subscription(&self, id: i64) -> Result<Option<SubscriptionRow>, StoreError> {

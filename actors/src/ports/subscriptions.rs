@@ -47,11 +47,15 @@ impl SubscriptionRow {
 
 #[async_trait]
 pub trait Subscriptions: Send + Sync + 'static {
-    /// Stores a new, not yet validated subscription and gives it an id.
+    /// Stores a new, not yet validated subscription and gives it an id; `None` (nothing stored) when
+    /// its consumer already holds `cap` subscriptions of the same kind (contact points, whose
+    /// endpoints are `mailto:` or `sms:`, or webhooks). The count and the insert are one atomic step,
+    /// so concurrent creations never pass the cap.
     async fn create_subscription(
         &self,
         new: NewSubscription,
-    ) -> Result<SubscriptionRow, StoreError>;
+        cap: usize,
+    ) -> Result<Option<SubscriptionRow>, StoreError>;
     async fn subscription(&self, id: i64) -> Result<Option<SubscriptionRow>, StoreError>;
     /// Every subscription of `consumer`, oldest first.
     async fn subscriptions_of(&self, consumer: &str) -> Result<Vec<SubscriptionRow>, StoreError>;

@@ -3,6 +3,7 @@
 use super::jobs::{from_micros, micros};
 use super::{failure, SqliteStore};
 use crate::db::*;
+use broker_actors::ports::notifier::Channel;
 use broker_actors::ports::outbox::{
     Attempt, AttemptOutcome, ClaimedDelivery, DeliveryBacklog, DeliveryRow, Outbox,
 };
@@ -10,6 +11,11 @@ use broker_actors::ports::subscriptions::{NewSubscription, SubscriptionRow, Subs
 use broker_protocol::subscriptions::DeliveryState;
 use rusqlite::{params, Connection, Row};
 use std::sync::Arc;
+
+/// Whether a subscription row is a contact point (`mailto:` or `sms:`, as [`Channel::of_endpoint`]
+/// reads them), as an SQL expression.
+const IS_CONTACT_POINT: &str =
+    "(substr(end_point, 1, 7) = 'mailto:' OR substr(end_point, 1, 4) = 'sms:')";
 
 const PENDING: i64 = 0;
 const DELIVERED: i64 = 1;
@@ -206,6 +212,23 @@ impl Outbox for SqliteStore {
         next.map(from_micros).transpose()
     }
 
+    async fn due_subscriptions(&self, now: Timestamp) -> Result<Vec<i64>, StoreError> {
+        let now = micros(now);
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT DISTINCT d.subscription_id FROM deliveries d
+                 WHERE d.state = 0 AND d.due_at <= ?1
+                   AND (d.lease_until IS NULL OR d.lease_until < ?1) AND {IS_HEAD}
+                 ORDER BY d.subscription_id"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![now], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(failure)
+        })
+    }
+
     async fn deliveries(
         &self,
         subscription: i64,
@@ -348,10 +371,22 @@ impl Subscriptions for SqliteStore {
     async fn create_subscription(
         &self,
         new: NewSubscription,
-    ) -> Result<SubscriptionRow, StoreError> {
+        cap: usize,
+    ) -> Result<Option<SubscriptionRow>, StoreError> {
         let spec = new.clone();
+        let contact_point = Channel::of_endpoint(&new.end_point).is_some();
+        // One closure on the single writer: the count and the insert cannot interleave with another.
         let id = self
             .write(move |conn| {
+                let held: i64 = conn
+                    .prepare_cached(&format!(
+                        "SELECT COUNT(*) FROM subscriptions WHERE consumer = ? AND {IS_CONTACT_POINT} = ?"
+                    ))
+                    .and_then(|mut s| s.query_row(params![spec.consumer, contact_point], |r| r.get(0)))
+                    .map_err(failure)?;
+                if held as u64 >= cap as u64 {
+                    return Ok(None);
+                }
                 conn.prepare_cached(
                     "INSERT INTO subscriptions (end_point, source_filter, resource_filter, subject_filter,
                         alternative_subject_filter, type_filter, consumer, created_by, created, secret)
@@ -372,15 +407,15 @@ impl Subscriptions for SqliteStore {
                     ])
                 })
                 .map_err(failure)?;
-                Ok(conn.last_insert_rowid())
+                Ok(Some(conn.last_insert_rowid()))
             })
             .await?;
-        Ok(SubscriptionRow {
+        Ok(id.map(|id| SubscriptionRow {
             id,
             spec: new,
             validated: false,
             previous_secret: None,
-        })
+        }))
     }
 
     async fn subscription(&self, id: i64) -> Result<Option<SubscriptionRow>, StoreError> {

@@ -72,9 +72,12 @@ pub fn raise_open_file_limit() -> u64 {
 /// File descriptors kept back from connections: the database, blobs being written and read, the log.
 pub const RESERVED_FILES: u64 = 512;
 
-/// The connection cap in force: the configured one, lowered (with a warning) to fit the file limit.
-pub fn effective_max_connections(configured: usize, open_file_limit: u64) -> usize {
-    let fits = open_file_limit.saturating_sub(RESERVED_FILES).max(16) as usize;
+/// The connection cap in force: the configured one, lowered (with a warning) to fit the file limit
+/// beside the reserved descriptors and the `outgoing` connections deliveries may hold.
+pub fn effective_max_connections(configured: usize, open_file_limit: u64, outgoing: u64) -> usize {
+    let fits = open_file_limit
+        .saturating_sub(RESERVED_FILES + outgoing)
+        .max(16) as usize;
     if configured > fits {
         tracing::warn!(
             configured,
@@ -337,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_connection_cap_is_lowered_to_fit_the_open_file_limit() {
-        assert_eq!(effective_max_connections(8192, 20_000), 8192);
-        assert_eq!(effective_max_connections(8192, 4096), 4096 - 512);
+        assert_eq!(effective_max_connections(8192, 20_000, 512), 8192);
+        assert_eq!(effective_max_connections(8192, 4096, 512), 4096 - 512 - 512);
     }
 }

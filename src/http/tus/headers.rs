@@ -111,7 +111,8 @@ pub(super) fn expires(app: &App) -> HeaderValue {
 
 /// Authenticates the sender of an upload. A token that has expired is still accepted (signature and
 /// issuer checked) while the caller may continue the transfer's upload: multi-hour uploads outlive
-/// ~1 h tokens (spec 4.6).
+/// ~1 h tokens (spec 4.6). Only for as long past its expiry as an upload may sit untouched
+/// (`server.tus_upload_expiry_secs`): a token expired longer ago is refused like any other.
 pub(super) async fn upload_caller(
     app: &App,
     headers: &HeaderMap,
@@ -124,7 +125,10 @@ pub(super) async fn upload_caller(
     let token = app.bearer(headers).ok_or(ApiError::Unauthenticated)?;
     let caller = app
         .auth
-        .authenticate_ignoring_expiry(token)
+        .authenticate_expired_within(
+            token,
+            std::time::Duration::from_secs(app.config.server.tus_upload_expiry_secs),
+        )
         .await
         .map_err(|_| ApiError::Unauthenticated)?;
     match app.broker.may_continue_upload(&caller, id).await {
