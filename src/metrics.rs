@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the recorder once per process; `None` when another recorder was installed first.
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
@@ -31,6 +34,17 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            // A histogram keeps every sample until it is folded into its buckets: without a
+            // scraper (or between slow scrapes) that is memory growing with every request.
+            // Fold them regularly whoever scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
             Some(handle)
         })
         .as_ref()

@@ -62,7 +62,8 @@ impl DeliveryBudget {
                 .clone()
         };
         let mut slots = Slots {
-            permits: Vec::with_capacity(want.max(1)),
+            // Grown once slots are granted: a worker queued behind a saturated host holds nothing.
+            permits: Vec::new(),
             host: host.to_string(),
             semaphore,
             hosts: self.hosts.clone(),

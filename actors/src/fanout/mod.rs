@@ -75,6 +75,8 @@ impl Default for DeliverySettings {
 
 /// Events routed per round.
 const ROUTE_BATCH: u32 = 512;
+/// Deliveries recorded per routing write (more when one event alone has more).
+const ROUTE_WRITE: usize = 2048;
 
 struct Worker {
     wake: Arc<tokio::sync::Notify>,
@@ -84,14 +86,17 @@ struct Worker {
 
 impl Broker {
     /// Runs the fan-out until shutdown: routes new events, keeps one worker per subscription, and
-    /// once per poll wakes the workers whose deliveries came due (retries, expired claims, other
-    /// nodes' routing), so idle workers need no timers of their own.
+    /// once per poll wakes the workers whose deliveries came due since the last look (redeliveries,
+    /// other nodes' routing). A worker also sleeps until its own next delivery is due, so no idle
+    /// worker polls: idle subscriptions cost nothing however many there are.
     pub async fn run_fan_out(self) {
         let appended = self.ports().outbox.appended();
         let poll = self.settings().deliveries.poll;
         let mut workers: HashMap<i64, Worker> = HashMap::new();
         let mut subscriptions_changed = true;
         let mut next_sweep = tokio::time::Instant::now();
+        // Each sweep names what came due since the last one (the first, everything due).
+        let mut swept_until = None;
         loop {
             let sweep = tokio::time::Instant::now() >= next_sweep;
             if sweep {
@@ -104,8 +109,17 @@ impl Broker {
                         self.reconcile_workers(&mut workers).await;
                     }
                     if sweep {
-                        match self.ports().outbox.due_subscriptions(self.now()).await {
-                            Ok(due) => woken.extend(due),
+                        let now = self.now();
+                        match self
+                            .ports()
+                            .outbox
+                            .due_subscriptions(swept_until, now)
+                            .await
+                        {
+                            Ok(due) => {
+                                woken.extend(due);
+                                swept_until = Some(now);
+                            }
                             Err(e) => tracing::warn!(error = %e, "cannot find due deliveries"),
                         }
                     }
@@ -211,7 +225,22 @@ impl Broker {
                     (e.sequence, to)
                 })
                 .collect();
-            ports.outbox.route_events(&routes, self.now()).await?;
+            // Each write records at most ROUTE_WRITE deliveries (an event's all in one), so a
+            // thousand subscriptions per event never hold the writer from the lifecycle for long.
+            let mut start = 0;
+            while start < routes.len() {
+                let mut end = start + 1;
+                let mut deliveries = routes[start].1.len();
+                while end < routes.len() && deliveries + routes[end].1.len() <= ROUTE_WRITE {
+                    deliveries += routes[end].1.len();
+                    end += 1;
+                }
+                ports
+                    .outbox
+                    .route_events(&routes[start..end], self.now())
+                    .await?;
+                start = end;
+            }
             if events.len() < ROUTE_BATCH as usize {
                 break;
             }

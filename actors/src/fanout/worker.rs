@@ -30,7 +30,9 @@ impl Broker {
         stop: CancellationToken,
     ) {
         let mut validation_failures = 0u32;
-        let mut healthy = true;
+        // Batches in a row with no delivery: the worker itself backs off for as long, so an
+        // endpoint that is down (or holds every request) is not tried once per waiting transfer.
+        let mut failed_batches = 0u32;
         while !stop.is_cancelled() {
             let sub = match self.ports().subscriptions.subscription(id).await {
                 Ok(Some(sub)) => sub,
@@ -68,7 +70,11 @@ impl Broker {
                 continue;
             }
             // An endpoint that failed its last batch gets one round of attempts at a time.
-            let rounds = if healthy { CLAIMS_PER_SLOT } else { 1 };
+            let rounds = if failed_batches == 0 {
+                CLAIMS_PER_SLOT
+            } else {
+                1
+            };
             let Some(slots) = self.slots(&stop, &destination, d.per_endpoint).await else {
                 return;
             };
@@ -97,10 +103,21 @@ impl Broker {
                         .collect()
                         .await;
                     drop(slots);
-                    healthy = attempts
+                    let delivered = attempts
                         .iter()
                         .any(|(_, a)| a.outcome == AttemptOutcome::Delivered);
                     self.record(&sub, &attempts).await;
+                    if delivered {
+                        failed_batches = 0;
+                    } else {
+                        let delay = self.retry_delay(failed_batches);
+                        failed_batches = failed_batches.saturating_add(1);
+                        // New events do not cut it short, as for validation.
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = tokio::time::sleep(delay.to_std().unwrap_or_default()) => {}
+                        }
+                    }
                 }
                 Ok(_) => {
                     drop(slots);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use broker_protocol::events::OutboxEntry;
 use broker_protocol::subscriptions::DeliveryState;
 use broker_protocol::time::Timestamp;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -177,24 +177,25 @@ impl Outbox for MemoryStore {
             .min())
     }
 
-    async fn due_subscriptions(&self, now: Timestamp) -> Result<Vec<i64>, StoreError> {
+    async fn due_subscriptions(
+        &self,
+        since: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
         let tables = self.lock();
-        let mut heads = HashSet::new();
-        let mut due = BTreeSet::new();
-        for ((sub, seq), r) in &tables.deliveries.rows {
-            if r.state != DeliveryState::Pending {
-                continue;
-            }
-            let transfer = &tables.outbox[(*seq - 1) as usize].event.resourceinstance;
-            if !heads.insert((*sub, transfer)) {
-                continue;
-            }
-            let free = r.lease.as_ref().is_none_or(|(_, until)| *until < now);
-            if r.due <= now && free {
-                due.insert(*sub);
-            }
-        }
-        Ok(due.into_iter().collect())
+        let mut due: Vec<i64> = tables
+            .deliveries
+            .rows
+            .iter()
+            .filter(|(_, r)| {
+                r.state == DeliveryState::Pending
+                    && r.due <= now
+                    && since.is_none_or(|since| r.due > since)
+            })
+            .map(|((sub, _), _)| *sub)
+            .collect();
+        due.dedup();
+        Ok(due)
     }
 
     async fn deliveries(

@@ -115,9 +115,14 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// When `subscription`'s next pending delivery becomes claimable (its due time or lease end).
     async fn next_delivery_due(&self, subscription: i64) -> Result<Option<Timestamp>, StoreError>;
-    /// The subscriptions with a delivery claimable at `now` (due, its lease free, no earlier pending
-    /// delivery of its transfer before it), each once.
-    async fn due_subscriptions(&self, now: Timestamp) -> Result<Vec<i64>, StoreError>;
+    /// The subscriptions with a pending delivery that came due after `since` (any time, when
+    /// `None`) and by `now`, each once: a hint of whose worker to wake (what it may claim is for
+    /// [`Outbox::claim_deliveries`] to say), cheap however many deliveries wait.
+    async fn due_subscriptions(
+        &self,
+        since: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError>;
     /// `subscription`'s deliveries with a sequence above `after`, oldest first.
     async fn deliveries(
         &self,

@@ -86,19 +86,32 @@ impl Outbox for SqliteStore {
         let routes = routes.to_vec();
         let due = micros(due);
         self.write(move |conn| {
+            // One statement per event, however many subscriptions it goes to (their ids as a JSON
+            // array): a thousand subscribers cost one execution, not a thousand.
             let mut insert = conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO deliveries (subscription_id, seq, file_transfer_id, due_at)
-                     SELECT s.id, o.seq, o.file_transfer_id, ? FROM subscriptions s, outbox o
-                     WHERE s.id = ? AND o.seq = ?",
+                     SELECT s.id, o.seq, o.file_transfer_id, ?1 FROM outbox o
+                     JOIN subscriptions s ON s.id IN (SELECT value FROM json_each(?2))
+                     WHERE o.seq = ?3",
                 )
                 .map_err(failure)?;
             let mut mark = conn
                 .prepare_cached("DELETE FROM outbox_unrouted WHERE seq = ?")
                 .map_err(failure)?;
+            let mut ids = String::new();
             for (seq, subscriptions) in &routes {
-                for sub in subscriptions {
-                    insert.execute(params![due, sub, seq]).map_err(failure)?;
+                if !subscriptions.is_empty() {
+                    ids.clear();
+                    ids.push('[');
+                    for (i, sub) in subscriptions.iter().enumerate() {
+                        if i > 0 {
+                            ids.push(',');
+                        }
+                        ids.push_str(&sub.to_string());
+                    }
+                    ids.push(']');
+                    insert.execute(params![due, ids, seq]).map_err(failure)?;
                 }
                 mark.execute(params![seq]).map_err(failure)?;
             }
@@ -212,17 +225,19 @@ impl Outbox for SqliteStore {
         next.map(from_micros).transpose()
     }
 
-    async fn due_subscriptions(&self, now: Timestamp) -> Result<Vec<i64>, StoreError> {
-        let now = micros(now);
+    async fn due_subscriptions(
+        &self,
+        since: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (since, now) = (since.map_or(i64::MIN, micros), micros(now));
         self.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT DISTINCT d.subscription_id FROM deliveries d
-                 WHERE d.state = 0 AND d.due_at <= ?1
-                   AND (d.lease_until IS NULL OR d.lease_until < ?1) AND {IS_HEAD}
-                 ORDER BY d.subscription_id"
-            ))
+            conn.prepare_cached(
+                "SELECT DISTINCT subscription_id FROM deliveries
+                 WHERE state = 0 AND due_at > ?1 AND due_at <= ?2 ORDER BY subscription_id",
+            )
             .and_then(|mut s| {
-                s.query_map(params![now], |r| r.get::<_, i64>(0))?
+                s.query_map(params![since, now], |r| r.get::<_, i64>(0))?
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(failure)
