@@ -59,14 +59,7 @@ impl Broker {
                     }
                     continue;
                 }
-                let delay = self.retry_delay(validation_failures);
-                validation_failures = validation_failures.saturating_add(1);
-                // New events do not cut the backoff short: an endpoint that is down is not
-                // asked again per event.
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(delay.to_std().unwrap_or_default()) => {}
-                }
+                self.back_off(&stop, &mut validation_failures).await;
                 continue;
             }
             // An endpoint that failed its last batch gets one round of attempts at a time.
@@ -110,13 +103,7 @@ impl Broker {
                     if delivered {
                         failed_batches = 0;
                     } else {
-                        let delay = self.retry_delay(failed_batches);
-                        failed_batches = failed_batches.saturating_add(1);
-                        // New events do not cut it short, as for validation.
-                        tokio::select! {
-                            _ = stop.cancelled() => {}
-                            _ = tokio::time::sleep(delay.to_std().unwrap_or_default()) => {}
-                        }
+                        self.back_off(&stop, &mut failed_batches).await;
                     }
                 }
                 Ok(_) => {
@@ -139,6 +126,17 @@ impl Broker {
                     self.idle(&stop, &wake, Some(d.poll)).await;
                 }
             }
+        }
+    }
+
+    /// Sleeps the backoff after `failures` failures in a row, and counts this one. New events do
+    /// not cut it short: an endpoint that is down is not asked again per event.
+    async fn back_off(&self, stop: &CancellationToken, failures: &mut u32) {
+        let delay = self.retry_delay(*failures);
+        *failures = failures.saturating_add(1);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(delay.to_std().unwrap_or_default()) => {}
         }
     }
 
