@@ -43,6 +43,8 @@ fn assert_clean(r: &ScenarioResult) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its_schema() {
+    // Heavy (every scenario keeps both cores busy): never beside a timed test.
+    let _alone = crate::common::cpu_exclusive().await;
     let cache = tempfile::tempdir().unwrap();
     let ctx = context(cache.path()).await;
     let size = 4 << 20;

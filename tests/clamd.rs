@@ -79,6 +79,8 @@ async fn a_file_over_clamds_stream_limit_gets_no_verdict_rather_than_clean() {
 
 #[tokio::test]
 async fn a_clamd_that_is_gone_or_silent_is_unavailable_and_never_clean() {
+    // Timed (a silent clamd is given up within 5 s): alone on the cores.
+    let _alone = crate::common::cpu_exclusive().await;
     let clamd = Clamd::start(100 << 20).unwrap();
     let scanner = scanner(&clamd);
     drop(clamd);

@@ -143,6 +143,8 @@ fn config_prints_the_resolved_configuration_with_env_overrides() {
 
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
+    // Timed (stopped within 15 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let mut served = serve(dir.path());
     let started = Instant::now();

@@ -75,6 +75,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() 
 
 #[tokio::test]
 async fn a_json_body_trickling_in_below_the_minimum_rate_is_cut_off_with_408() {
+    // Timed (cut within 4 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.min_data_rate = 100;
         c.server.min_data_rate_grace_secs = 1;
@@ -136,6 +138,8 @@ async fn busy_upload(f: &Fixture, id: uuid::Uuid, token: &str) -> tokio::net::Tc
 
 #[tokio::test]
 async fn at_the_connection_cap_half_sent_heads_make_room_and_busy_connections_are_kept() {
+    // Timed (the new client is served within a second): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.max_connections = 4;
         c.server.min_data_rate = 0;

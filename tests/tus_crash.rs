@@ -49,6 +49,8 @@ fn start_patch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_mid_patch_loses_at_most_the_unchecked_tail_and_the_upload_resumes() {
+    // Heavy (150 MiB through a broker process): never beside a timed test.
+    let _alone = cpu_exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let content = payload(150 << 20, 555);

@@ -321,6 +321,8 @@ fn p99(mut values: Vec<f64>) -> f64 {
 
 #[tokio::test]
 async fn a_dead_endpoint_backs_off_without_delaying_a_live_one() {
+    // Timed (the live endpoint's p99 lag): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let (f, _dir) = fixture(|_| {}).await;
     let mut receiver = Receiver::start().await;
     let live = f.server.client(SENDER, SUBSCRIBE);
