@@ -11,7 +11,7 @@ pub(crate) fn tus_path(id: Uuid) -> String {
 }
 
 /// Starts a PATCH of all of `content` over a raw connection but sends only its first `sent` bytes, as
-/// a client whose connection breaks or goes silent; the server has a moment to take them in.
+/// a client whose connection breaks or goes silent; returns once the server has read them.
 pub async fn start_broken_patch(
     f: &Fixture,
     id: Uuid,
@@ -29,7 +29,7 @@ pub async fn start_broken_patch(
         .unwrap();
     stream.write_all(&content[..sent]).await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::support::wait_until_the_server_has_read(&stream).await;
     stream
 }
 
