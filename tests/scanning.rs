@@ -91,14 +91,40 @@ async fn eicar_alone_fails_the_transfer_tells_everyone_and_is_never_downloadable
     let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, EICAR.to_vec()).await.unwrap();
-    let overview = f.sender.overview(id).await.unwrap();
+    // The scan may already be over: whenever the recipient asks, the file is not theirs to take.
+    let early = f.recipient.download(id, None).await.unwrap_err();
     assert_eq!(
-        overview.summary.file_transfer_status,
-        FileTransferStatus::UploadProcessing
+        (early.status(), early.code()),
+        (Some(403), Some("BRO-00007"))
     );
+    // The end state: Failed as malware, no published event, a download refused.
     assert_failed_as_malware(&f, id).await;
     let types = event_types_of(&f.maintenance, id).await;
     assert!(types.contains(&"uploadprocessing".to_string()), "{types:?}");
+    // And in between: the status went through UploadProcessing to Failed, never through Published.
+    let history: Vec<FileTransferStatus> = f
+        .sender
+        .details(id)
+        .await
+        .unwrap()
+        .file_transfer_status_history
+        .iter()
+        .map(|e| e.file_transfer_status)
+        .collect();
+    let processing = history
+        .iter()
+        .position(|s| *s == FileTransferStatus::UploadProcessing);
+    let failed = history
+        .iter()
+        .position(|s| *s == FileTransferStatus::Failed);
+    assert!(
+        processing.is_some() && failed.is_some() && processing < failed,
+        "{history:?}"
+    );
+    assert!(
+        !history.contains(&FileTransferStatus::Published),
+        "{history:?}"
+    );
 }
 
 #[tokio::test]
