@@ -22,9 +22,15 @@ impl Drop for Served {
 }
 
 pub fn serve(data_dir: &std::path::Path) -> Served {
+    serve_with(data_dir, &[])
+}
+
+/// `broker serve` on a free port with `env` (`BROKER__…` settings) added to its environment.
+pub fn serve_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         // BROKER_TEST_SERVER_LOG=1 shows the server's log while debugging a test.
         .stderr(if std::env::var("BROKER_TEST_SERVER_LOG").is_ok() {
