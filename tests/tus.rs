@@ -491,3 +491,28 @@ pub(crate) async fn finish(f: &Fixture, id: Uuid, parts: &[&str]) -> Response {
         .await
         .unwrap()
 }
+
+/// A tus refusal: `status`, as tus servers answer, in plain text (no ProblemDetails) with the
+/// protocol's version headers, saying `says`.
+pub(crate) async fn expect_tus_refusal(r: Response, status: u16, says: &str) {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = r.text().await.unwrap();
+    assert!(text.contains(says), "{text:?} does not say {says:?}");
+}
+
+/// A partial upload's `(Upload-Offset, Upload-Length)` as its HEAD answers.
+pub(crate) async fn part_state(f: &Fixture, location: &str) -> (u64, u64) {
+    let r = f
+        .sender
+        .request(Method::HEAD, location.trim_start_matches("/broker/api/v1"))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "HEAD {location}");
+    let number = |name: &str| r.headers()[name].to_str().unwrap().parse::<u64>().unwrap();
+    (number("upload-offset"), number("upload-length"))
+}
