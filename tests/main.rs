@@ -34,6 +34,7 @@ mod restart;
 mod robustness;
 mod scanning;
 mod search;
+mod smtp_sink;
 mod statistics;
 mod storage;
 mod tokens;
