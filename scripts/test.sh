@@ -7,7 +7,8 @@
 # small-request anchor (without apt those anchors are skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
 # free loopback port with the project's own signature database, and the scan benchmark times clamdscan, standardwebhooks, cloudevents and prometheus-client (PyPI) for
 # the webhook receiver and the metrics parser, pyarrow (PyPI) that reads the daily statistics report back,
-# aiosmtpd (PyPI), the SMTP server the e-mail notification tests send to, schemathesis (PyPI) and
+# aiosmtpd (PyPI), the SMTP server the e-mail notification tests send to, cryptography (PyPI) that
+# makes the test CA and certificate it serves over TLS, schemathesis (PyPI) and
 # cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +42,9 @@ if ! python3 -c "import standardwebhooks, prometheus_client; from cloudevents.co
   python3 -m pip install -q --disable-pip-version-check standardwebhooks 'cloudevents>=2.2,<3' prometheus-client
 fi
 # The statistics test reads the daily summary's Parquet file with pyarrow; the notification tests
-# receive e-mail with aiosmtpd.
-if ! python3 -c "import pyarrow.parquet, aiosmtpd" >/dev/null 2>&1; then
-  python3 -m pip install -q --disable-pip-version-check pyarrow aiosmtpd
+# receive e-mail with aiosmtpd, over STARTTLS and TLS with a test CA made with cryptography.
+if ! python3 -c "import pyarrow.parquet, aiosmtpd, cryptography" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check pyarrow aiosmtpd cryptography
 fi
 if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'

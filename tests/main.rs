@@ -28,6 +28,7 @@ mod lifecycle;
 mod metrics;
 mod multipart;
 mod notifications;
+mod notifications_tls;
 mod purge;
 mod ranges;
 mod restart;

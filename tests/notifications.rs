@@ -14,7 +14,7 @@ const SMS_TOKEN: &str = "sms-gateway-token";
 
 /// An SMS gateway: records each POST (its authorization and JSON body) and answers `status`.
 #[derive(Clone)]
-struct Gateway {
+pub(crate) struct Gateway {
     url: String,
     received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     status: Arc<Mutex<u16>>,
@@ -70,7 +70,11 @@ impl Gateway {
     }
 }
 
-fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::config::Config {
+pub(crate) fn notifying(
+    dir: &Path,
+    smtp_port: u16,
+    gateway: Option<&Gateway>,
+) -> broker::config::Config {
     let mut config = test_config(dir);
     config.notify.smtp = Some(broker::config::SmtpConfig {
         host: "127.0.0.1".into(),
@@ -80,6 +84,7 @@ fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::c
         username: None,
         password: None,
         timeout_secs: 5,
+        ca_file: None,
     });
     config.notify.sms = gateway.map(|g| broker::config::SmsConfig {
         url: g.url.clone(),
@@ -92,7 +97,10 @@ fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::c
     config
 }
 
-async fn add_contact_point(client: &BrokerClient, body: serde_json::Value) -> reqwest::Response {
+pub(crate) async fn add_contact_point(
+    client: &BrokerClient,
+    body: serde_json::Value,
+) -> reqwest::Response {
     client
         .request(reqwest::Method::POST, "/notifications/contactpoints")
         .json(&body)
@@ -101,7 +109,7 @@ async fn add_contact_point(client: &BrokerClient, body: serde_json::Value) -> re
         .unwrap()
 }
 
-async fn contact_point(client: &BrokerClient, body: serde_json::Value) -> i64 {
+pub(crate) async fn contact_point(client: &BrokerClient, body: serde_json::Value) -> i64 {
     let response = add_contact_point(client, body).await;
     assert_eq!(response.status(), 201);
     response.json::<serde_json::Value>().await.unwrap()["id"]

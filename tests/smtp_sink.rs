@@ -1,5 +1,6 @@
 //! The real SMTP server the notification tests send to (`tests/fixtures/smtp_sink.py`, aiosmtpd),
-//! on a loopback port the test owns from start to end.
+//! on a loopback port the test owns from start to end, in plain text, with STARTTLS or with TLS from
+//! the first byte; and the test certificates it serves (`tests/fixtures/make_tls.py`).
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -23,9 +24,28 @@ impl OwnedPort {
     }
 }
 
-/// How the SMTP server speaks: plain (TLS comes with the notification TLS tests).
-pub enum Security {
+/// How the SMTP server speaks: plain, STARTTLS, or TLS from the first byte, with the certificate
+/// and key in a directory `make_tls` wrote.
+pub enum Security<'a> {
     Plain,
+    Starttls(&'a Path),
+    Tls(&'a Path),
+}
+
+/// A test CA and a server certificate it signed (for 127.0.0.1), written to `dir`: `ca.pem`,
+/// `server.pem`, `server.key`. Each call makes a new CA.
+pub fn make_tls(dir: &Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_tls.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "make_tls.py failed (scripts/test.sh installs cryptography): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// aiosmtpd serving an [`OwnedPort`], writing what it receives to a file.
@@ -42,6 +62,14 @@ impl SmtpSink {
         command.arg(script).arg("3").arg(out);
         match security {
             Security::Plain => command.arg("none"),
+            Security::Starttls(dir) => command
+                .arg("starttls")
+                .arg(dir.join("server.pem"))
+                .arg(dir.join("server.key")),
+            Security::Tls(dir) => command
+                .arg("tls")
+                .arg(dir.join("server.pem"))
+                .arg(dir.join("server.key")),
         };
         let fd = port.socket.as_raw_fd();
         // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl): the child gets
