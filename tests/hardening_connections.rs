@@ -33,6 +33,8 @@ async fn server_with(edit: impl FnOnce(&mut broker::config::Config)) -> TestServ
 
 #[tokio::test]
 async fn a_half_sent_request_head_is_closed_at_the_header_read_timeout() {
+    // Timed (closed within 5 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| c.server.header_read_timeout_secs = 1).await;
     let mut stream = connect(&server).await;
     stream.write_all(HALF_HEAD).await.unwrap();
@@ -51,6 +53,8 @@ async fn a_half_sent_request_head_is_closed_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() {
+    // Timed (closed within 5 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.keep_alive_timeout_secs = 1;
         c.server.header_read_timeout_secs = 30;
@@ -335,6 +339,8 @@ async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_it
 
 #[tokio::test]
 async fn a_download_the_client_stops_reading_is_cut_after_the_send_timeout() {
+    // Timed (cut within 10 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| c.server.send_timeout_secs = 1).await;
     let f = Fixture::on(server).await;
     let size = 16 << 20;
