@@ -4,33 +4,47 @@
 # Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
-# small-request anchor (without apt those anchors are skipped with a warning), clamav-daemon and clamdscan (Debian): the scanner tests start clamd on a
+# small-request anchor, clamav-daemon and clamdscan (Debian packages: with apt-get as root, else with
+# sudo; the run stops naming what is missing when neither can install them): the scanner tests start clamd on a
 # free loopback port with the project's own signature database, and the scan benchmark times clamdscan, standardwebhooks, cloudevents and prometheus-client (PyPI) for
 # the webhook receiver and the metrics parser, pyarrow (PyPI) that reads the daily statistics report back,
-# aiosmtpd (PyPI), the SMTP server the e-mail notification tests send to, schemathesis (PyPI) and
+# aiosmtpd (PyPI), the SMTP server the e-mail notification tests send to, cryptography (PyPI) that
+# makes the test CA and certificate it serves over TLS, schemathesis (PyPI) and
 # cargo-fuzz (crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1; } \
-      || echo "warning: could not install nginx-light; the nginx anchor will be skipped"
+# Debian packages the tests need: installed with apt-get as root, else through sudo when it is at
+# hand; otherwise the run stops here, naming what is missing, rather than in the middle of the suite.
+install_debian() {
+  local why=$1
+  shift
+  local apt=(apt-get)
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      apt=(sudo apt-get)
+    else
+      echo "error: $* not installed (needed by $why), and neither root nor sudo is at hand to install it: apt-get install $*"
+      exit 1
+    fi
   fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: $* not installed (needed by $why), and apt-get is not available to install it"
+    exit 1
+  fi
+  "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { "${apt[@]}" update -qq >/dev/null 2>&1 && "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null 2>&1; } \
+    || { echo "error: could not install $* (needed by $why)"; exit 1; }
+}
+if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  install_debian "the benchmark smoke test's download anchor" nginx-light
 fi
 if ! command -v wrk >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1; } \
-      || echo "warning: could not install wrk; the /health anchor will be skipped"
-  fi
+  install_debian "the benchmark smoke test's small-request anchor" wrk
 fi
 if { [ ! -x /usr/sbin/clamd ] && ! command -v clamd >/dev/null 2>&1; } || ! command -v clamdscan >/dev/null 2>&1; then
   # The tests need a real clamd, and the scan benchmark's anchor clamdscan (only a Recommends of
-  # clamav-daemon): fail here, loudly, rather than in the middle of the suite.
-  apt-get install -y -qq --no-install-recommends clamav-daemon clamdscan >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends clamav-daemon clamdscan >/dev/null 2>&1; } \
-    || { echo "error: could not install clamav-daemon and clamdscan (apt-get, as root), which the scanner tests and the scan benchmark use"; exit 1; }
+  # clamav-daemon).
+  install_debian "the scanner tests and the scan benchmark" clamav-daemon clamdscan
 fi
 if ! python3 -c "import tusclient" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check tuspy
@@ -41,9 +55,9 @@ if ! python3 -c "import standardwebhooks, prometheus_client; from cloudevents.co
   python3 -m pip install -q --disable-pip-version-check standardwebhooks 'cloudevents>=2.2,<3' prometheus-client
 fi
 # The statistics test reads the daily summary's Parquet file with pyarrow; the notification tests
-# receive e-mail with aiosmtpd.
-if ! python3 -c "import pyarrow.parquet, aiosmtpd" >/dev/null 2>&1; then
-  python3 -m pip install -q --disable-pip-version-check pyarrow aiosmtpd
+# receive e-mail with aiosmtpd, over STARTTLS and TLS with a test CA made with cryptography.
+if ! python3 -c "import pyarrow.parquet, aiosmtpd, cryptography" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check pyarrow aiosmtpd cryptography
 fi
 if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'

@@ -178,8 +178,105 @@ async fn health_answers_200_with_a_text_body_and_no_token() {
     );
 }
 
+/// The source of the router: every route the broker serves is registered there.
+const ROUTER: &str = include_str!("../src/http/mod.rs");
+const METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
+
+/// `text` from `open` (just past an opening parenthesis) to its matching closing one.
+fn inside_parentheses(text: &str) -> &str {
+    let mut depth = 1;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 1 => return &text[..i],
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    panic!("unbalanced parentheses in {text:?}")
+}
+
+/// A route's path with every parameter written `{}`, to compare the router's `{id}` with the
+/// description's `{fileTransferId}`.
+fn shape(path: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                if depth == 0 {
+                    out.push_str("{}");
+                }
+                depth += 1;
+            }
+            '}' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The (path shape, method) of every `.route(…)` in the router's source; `{api}` is the API's base
+/// and `{base}` each base the subscription routes are merged under.
+fn served_routes() -> std::collections::BTreeSet<(String, String)> {
+    let api = "/broker/api/v1";
+    let bases: Vec<String> = ROUTER
+        .match_indices("subscription_routes(")
+        .filter(|(i, _)| !ROUTER[..*i].ends_with("fn "))
+        .map(|(i, m)| {
+            let arg = inside_parentheses(&ROUTER[i + m.len()..]).trim();
+            match arg {
+                "api" => api.to_string(),
+                quoted => quoted.trim_matches('"').to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        bases,
+        vec![api, "/events/api/v1"],
+        "the subscription routes' bases"
+    );
+    let mut routes = std::collections::BTreeSet::new();
+    for (i, m) in ROUTER.match_indices(".route(") {
+        let call = inside_parentheses(&ROUTER[i + m.len()..]);
+        let quoted: Vec<&str> = call.splitn(3, '"').collect();
+        assert_eq!(
+            quoted.len(),
+            3,
+            "a route whose path is not a literal: {call}"
+        );
+        let (path, handlers) = (quoted[1], quoted[2]);
+        let paths: Vec<String> = if path.contains("{base}") {
+            bases.iter().map(|b| path.replace("{base}", b)).collect()
+        } else {
+            vec![path.replace("{api}", api)]
+        };
+        let mut methods = Vec::new();
+        for method in METHODS {
+            let call = format!("{method}(");
+            for (at, _) in handlers.match_indices(&call) {
+                let before = handlers[..at].chars().last().unwrap_or(' ');
+                if !(before.is_alphanumeric() || before == '_') {
+                    methods.push(method);
+                }
+            }
+        }
+        assert!(
+            !methods.is_empty(),
+            "no method found for {path}: {handlers}"
+        );
+        for path in paths {
+            for method in &methods {
+                routes.insert((shape(&path), method.to_string()));
+            }
+        }
+    }
+    routes
+}
+
 #[tokio::test]
-async fn openapi_json_is_valid_json_listing_every_api_path() {
+async fn openapi_json_describes_every_route_the_router_serves_and_no_other() {
     let server = TestServer::start().await;
     let response = reqwest::get(format!("{}/openapi.json", server.url))
         .await
@@ -190,40 +287,50 @@ async fn openapi_json_is_valid_json_listing_every_api_path() {
         doc["openapi"].as_str().unwrap_or("").starts_with('3'),
         "an OpenAPI 3 document"
     );
-    let paths = doc["paths"].as_object().expect("paths");
-    let expected: [(&str, &[&str]); 11] = [
-        ("/broker/api/v1/filetransfer", &["post", "get"]),
-        ("/broker/api/v1/filetransfer/upload", &["post"]),
-        ("/broker/api/v1/filetransfer/{fileTransferId}", &["get"]),
-        (
-            "/broker/api/v1/filetransfer/{fileTransferId}/upload",
-            &["post"],
-        ),
-        (
-            "/broker/api/v1/filetransfer/{fileTransferId}/details",
-            &["get"],
-        ),
-        (
-            "/broker/api/v1/filetransfer/{fileTransferId}/download",
-            &["get"],
-        ),
-        (
-            "/broker/api/v1/filetransfer/{fileTransferId}/confirmdownload",
-            &["post"],
-        ),
-        ("/broker/api/v1/serviceowner", &["post", "get"]),
-        ("/broker/api/v1/resource/{resourceId}", &["put", "get"]),
-        ("/broker/api/v1/maintenance/events", &["get"]),
-        ("/health", &["get"]),
-    ];
-    for (path, methods) in expected {
-        let item = paths
-            .get(path)
-            .unwrap_or_else(|| panic!("{path} is missing; paths: {:?}", paths.keys()));
-        for m in methods {
-            assert!(item.get(m).is_some(), "{m} {path} is missing");
+    let mut described = std::collections::BTreeSet::new();
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            described.insert((shape(path), method.clone()));
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            assert!(
+                operation_ids.insert(id.to_string()),
+                "operationId {id:?} of {method} {path} is not unique"
+            );
         }
     }
+    let served = served_routes();
+    // The parse found the routes (a sample of each kind), so the comparison means something.
+    for (path, method) in [
+        ("/broker/api/v1/filetransfer", "post"),
+        ("/broker/api/v1/filetransfer/{}/download", "get"),
+        ("/broker/api/v1/filetransfer/upload/tus/{}", "patch"),
+        (
+            "/broker/api/v1/filetransfer/upload/tus/{}/partial/{}",
+            "head",
+        ),
+        ("/broker/api/v1/statistics/generate-daily-summary", "post"),
+        ("/events/api/v1/subscriptions/{}", "delete"),
+        ("/health", "get"),
+    ] {
+        assert!(
+            served.contains(&(path.to_string(), method.to_string())),
+            "the router's source was not read right: {method} {path} not among {served:?}"
+        );
+    }
+    let undescribed: Vec<_> = served.difference(&described).collect();
+    assert!(
+        undescribed.is_empty(),
+        "served but not described: {undescribed:?}"
+    );
+    let unserved: Vec<_> = described.difference(&served).collect();
+    assert!(
+        unserved.is_empty(),
+        "described but not served: {unserved:?}"
+    );
 }
 
 #[tokio::test]

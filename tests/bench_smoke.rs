@@ -41,8 +41,29 @@ fn assert_clean(r: &ScenarioResult) {
     assert!(r.cpu_seconds.is_some(), "{}: no CPU figure", r.scenario);
 }
 
+/// The anchors' tools must be here: without them the benchmark skips its anchors with a warning,
+/// and this test would check less than it says. scripts/test.sh installs them (or stops).
+fn assert_anchor_tools_installed() {
+    assert!(
+        broker_bench::anchors::nginx_binary().is_some(),
+        "nginx is not installed: the download anchor needs it (apt-get install nginx-light; \
+         scripts/test.sh installs it)"
+    );
+    assert!(
+        std::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "wrk is not installed: the small-request anchor needs it (apt-get install wrk; \
+         scripts/test.sh installs it)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its_schema() {
+    // Heavy (every scenario keeps both cores busy): never beside a timed test.
+    let _alone = crate::common::cpu_exclusive().await;
+    assert_anchor_tools_installed();
     let cache = tempfile::tempdir().unwrap();
     let ctx = context(cache.path()).await;
     let size = 4 << 20;
@@ -61,6 +82,18 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
     let download = transfer::download(&ctx, size, 4).await.unwrap();
     assert_clean(&download);
     assert!(download.mb_per_sec.is_some_and(|v| v > 0.0));
+    for anchor in ["nginx_sendfile", "nginx_sendfile_parallel"] {
+        assert!(
+            download.anchors.get(anchor).is_some_and(|v| *v > 0.0),
+            "anchor {anchor} missing"
+        );
+    }
+    for ratio in ["download_to_nginx", "parallel_to_nginx_parallel"] {
+        assert!(
+            download.ratios.get(ratio).is_some_and(|v| *v > 0.0),
+            "ratio {ratio} missing"
+        );
+    }
     assert!(download
         .figures
         .get("parallel_mb_per_sec")
@@ -105,21 +138,14 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
             "figure {figure} missing"
         );
     }
-    // wrk is installed by scripts/test.sh where apt is at hand; without it the anchor is skipped.
-    if std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        assert!(
-            small
-                .figures
-                .get("anchor_wrk_health_requests_per_sec")
-                .is_some_and(|v| *v > 0.0),
-            "the wrk anchor is missing"
-        );
-        assert!(small.figures.contains_key("requests_to_wrk_health"));
-    }
+    assert!(
+        small
+            .figures
+            .get("anchor_wrk_health_requests_per_sec")
+            .is_some_and(|v| *v > 0.0),
+        "the wrk anchor is missing"
+    );
+    assert!(small.figures.contains_key("requests_to_wrk_health"));
     for step in lifecycle::STEPS.iter().chain(["whole_lifecycle"].iter()) {
         assert!(small.steps.contains_key(*step), "step {step} missing");
     }

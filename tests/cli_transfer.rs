@@ -205,6 +205,8 @@ pub(crate) fn send_for_id(s: &Setup, file: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_with_four_parallel_parts_publishes_the_file_and_the_recipient_fetches_the_same_bytes()
 {
+    // Heavy (48 MiB sent, hashed and fetched): never beside a timed test.
+    let _alone = cpu_exclusive().await;
     let s = Setup::new().await;
     let size = 48 * MIB;
     let (file, sha) = s.file("big.bin", size, 1);

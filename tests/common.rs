@@ -321,9 +321,12 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     broker_actors::upload::hex(&md5::Md5::digest(bytes))
 }
 
-/// Held by the tests that time the server (a probe must answer within a second) and by those that
-/// keep both cores busy (a clamd scanning hundreds of MiB): on a 2-core machine the two together make
-/// the timed ones fail for want of a core, not for anything the server did. They run one at a time.
+/// Held by every test that asserts on a duration (a probe must answer within a second, a lag's p99, a
+/// purge within moments) and by every test that keeps both cores busy (a clamd scanning hundreds of
+/// MiB, 150 MiB through a tus PATCH, the benchmark's scenarios): on a 2-core machine the two together
+/// make the timed ones fail for want of a core, not for anything the server did. They run one at a
+/// time. A new timed assertion takes this lock, compares with a baseline measured in the same run,
+/// or belongs in the benchmark; a new heavy test takes it too.
 pub async fn cpu_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     EXCLUSIVE.lock().await

@@ -237,9 +237,13 @@ async fn downloads_and_refused_calls_emit_nothing() {
         .bytes()
         .await
         .unwrap();
-    let _ = f.recipient_2.confirm_download(id).await;
-    let _ = f.sender.upload(id, b"again".to_vec()).await;
-    let _ = f.third_party.overview(id).await;
+    expect_problem(f.recipient_2.confirm_download(id).await, 400, "BRO-00019");
+    expect_problem(
+        f.sender.upload(id, b"again".to_vec()).await,
+        409,
+        "BRO-00004",
+    );
+    expect_problem(f.third_party.overview(id).await, 401, "BRO-00006");
     assert_eq!(events_of(&f.maintenance, id).await.len(), before);
 }
 

@@ -33,6 +33,8 @@ async fn server_with(edit: impl FnOnce(&mut broker::config::Config)) -> TestServ
 
 #[tokio::test]
 async fn a_half_sent_request_head_is_closed_at_the_header_read_timeout() {
+    // Timed (closed within 5 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| c.server.header_read_timeout_secs = 1).await;
     let mut stream = connect(&server).await;
     stream.write_all(HALF_HEAD).await.unwrap();
@@ -51,6 +53,8 @@ async fn a_half_sent_request_head_is_closed_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() {
+    // Timed (closed within 5 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.keep_alive_timeout_secs = 1;
         c.server.header_read_timeout_secs = 30;
@@ -75,6 +79,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() 
 
 #[tokio::test]
 async fn a_json_body_trickling_in_below_the_minimum_rate_is_cut_off_with_408() {
+    // Timed (cut within 4 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.min_data_rate = 100;
         c.server.min_data_rate_grace_secs = 1;
@@ -124,34 +130,42 @@ async fn a_json_body_trickling_in_below_the_minimum_rate_is_cut_off_with_408() {
 }
 
 /// Starts a binary upload over a raw socket and sends part of its body, so the connection is busy.
+/// The head asks `Expect: 100-continue`: the server's `100 Continue` says its handler is reading the
+/// body, so the connection is busy by then (no guessing how long the server takes to get there).
 async fn busy_upload(f: &Fixture, id: uuid::Uuid, token: &str) -> tokio::net::TcpStream {
     let mut stream = connect(&f.server).await;
-    stream
-        .write_all(&upload_head(&f.server, id, token, 20))
-        .await
-        .unwrap();
+    let head = String::from_utf8(upload_head(&f.server, id, token, 20)).unwrap();
+    let head = head.replacen("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n", 1);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    match read_response(&mut stream, Duration::from_secs(10)).await {
+        Outcome::Response(r) => assert_eq!(r.status, 100, "{r:?}"),
+        other => panic!("no 100 Continue for the upload of {id}: {other:?}"),
+    }
     stream.write_all(&[1u8; 10]).await.unwrap();
     stream
 }
 
 #[tokio::test]
 async fn at_the_connection_cap_half_sent_heads_make_room_and_busy_connections_are_kept() {
+    // Timed (the new client is served within a second): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| {
         c.server.max_connections = 4;
         c.server.min_data_rate = 0;
     })
     .await;
     let f = Fixture::on(server).await;
-    // Four busy uploads fill the cap: a new connection is refused at once with a 503.
+    // Four busy uploads fill the cap: a new connection is refused at once with a 503. (The
+    // transfers are initialized first: the client's idle connection is the one evicted for the last.)
     let token = f.server.token(SENDER, WRITE);
-    let mut uploads = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let id = f.initialize(&[RECIPIENT]).await;
-        uploads.push(busy_upload(&f, id, &token).await);
-        ids.push(id);
+        ids.push(f.initialize(&[RECIPIENT]).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut uploads = Vec::new();
+    for id in &ids {
+        uploads.push(busy_upload(&f, *id, &token).await);
+    }
     // Refused at once, its request read off so the 503 arrives rather than a reset.
     let mut refused = connect(&f.server).await;
     refused
@@ -180,7 +194,8 @@ async fn at_the_connection_cap_half_sent_heads_make_room_and_busy_connections_ar
         s.write_all(HALF_HEAD).await.unwrap();
         heads.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server accepts connections in the order they arrived: these heads are open when it
+    // takes the next one.
     let started = Instant::now();
     let r = reqwest::get(format!("{}/health", f.server.url))
         .await
@@ -324,6 +339,8 @@ async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_it
 
 #[tokio::test]
 async fn a_download_the_client_stops_reading_is_cut_after_the_send_timeout() {
+    // Timed (cut within 10 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let server = server_with(|c| c.server.send_timeout_secs = 1).await;
     let f = Fixture::on(server).await;
     let size = 16 << 20;

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use crate::support::*;
-use crate::tus::{create_partial, finish, patch_url, tus_path};
+use crate::tus::{create_partial, expect_tus_refusal, finish, part_state, patch_url, tus_path};
 use broker_protocol::client::BrokerClient;
 use broker_protocol::FileTransferStatus;
 use reqwest::Method;
@@ -60,7 +60,20 @@ async fn a_final_upload_listing_a_part_twice_is_refused() {
     let id = f.initialize(&[RECIPIENT]).await;
     let a = create_partial(&f, id, 10).await;
     assert_eq!(patch_url(&f, &a, 0, &[1; 10]).await.status(), 204);
-    assert_eq!(finish(&f, id, &[&a, &a]).await.status(), 400);
+    expect_tus_refusal(finish(&f, id, &[&a, &a]).await, 400, "is listed twice").await;
+    // Nothing was joined: the part keeps its ten bytes, and listed once it publishes them.
+    assert_eq!(part_state(&f, &a).await, (10, 10));
+    assert_eq!(
+        f.sender
+            .overview(id)
+            .await
+            .unwrap()
+            .summary
+            .file_transfer_status,
+        FileTransferStatus::UploadStarted
+    );
+    assert_eq!(finish(&f, id, &[&a]).await.status(), 201);
+    f.assert_published(id, &[1; 10]).await;
 }
 
 #[tokio::test]

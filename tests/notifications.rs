@@ -3,88 +3,18 @@
 //! another organisation's transfer.
 
 use crate::common::*;
+use crate::smtp_sink::{OwnedPort, Security, SmtpSink};
 use crate::support::*;
 use broker_protocol::client::BrokerClient;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SMS_TOKEN: &str = "sms-gateway-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// aiosmtpd on a loopback port, writing what it receives to a file.
-struct SmtpSink {
-    child: Child,
-    out: PathBuf,
-}
-
-impl SmtpSink {
-    fn start(port: u16, out: &Path) -> SmtpSink {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "aiosmtpd did not start (scripts/test.sh installs it)"
-        );
-        SmtpSink {
-            child,
-            out: out.to_path_buf(),
-        }
-    }
-
-    fn messages(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits (up to 20 s) until `n` messages arrived.
-    async fn wait_for(&self, n: usize) -> Vec<serde_json::Value> {
-        for _ in 0..400 {
-            let got = self.messages();
-            if got.len() >= n {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{n} e-mails did not arrive: {:?}", self.messages());
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An SMS gateway: records each POST (its authorization and JSON body) and answers `status`.
 #[derive(Clone)]
-struct Gateway {
+pub(crate) struct Gateway {
     url: String,
     received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     status: Arc<Mutex<u16>>,
@@ -140,7 +70,11 @@ impl Gateway {
     }
 }
 
-fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::config::Config {
+pub(crate) fn notifying(
+    dir: &Path,
+    smtp_port: u16,
+    gateway: Option<&Gateway>,
+) -> broker::config::Config {
     let mut config = test_config(dir);
     config.notify.smtp = Some(broker::config::SmtpConfig {
         host: "127.0.0.1".into(),
@@ -150,6 +84,7 @@ fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::c
         username: None,
         password: None,
         timeout_secs: 5,
+        ca_file: None,
     });
     config.notify.sms = gateway.map(|g| broker::config::SmsConfig {
         url: g.url.clone(),
@@ -162,7 +97,10 @@ fn notifying(dir: &Path, smtp_port: u16, gateway: Option<&Gateway>) -> broker::c
     config
 }
 
-async fn add_contact_point(client: &BrokerClient, body: serde_json::Value) -> reqwest::Response {
+pub(crate) async fn add_contact_point(
+    client: &BrokerClient,
+    body: serde_json::Value,
+) -> reqwest::Response {
     client
         .request(reqwest::Method::POST, "/notifications/contactpoints")
         .json(&body)
@@ -171,7 +109,7 @@ async fn add_contact_point(client: &BrokerClient, body: serde_json::Value) -> re
         .unwrap()
 }
 
-async fn contact_point(client: &BrokerClient, body: serde_json::Value) -> i64 {
+pub(crate) async fn contact_point(client: &BrokerClient, body: serde_json::Value) -> i64 {
     let response = add_contact_point(client, body).await;
     assert_eq!(response.status(), 201);
     response.json::<serde_json::Value>().await.unwrap()["id"]
@@ -182,9 +120,9 @@ async fn contact_point(client: &BrokerClient, body: serde_json::Value) -> i64 {
 #[tokio::test]
 async fn an_email_tells_the_recipient_of_a_new_file_and_nobody_else_hears_of_it() {
     let temp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sink = SmtpSink::start(port, &temp.path().join("mail.jsonl"));
-    let server = TestServer::start_with(notifying(&temp.path().join("b"), port, None)).await;
+    let port = OwnedPort::new();
+    let sink = SmtpSink::start(&port, &temp.path().join("mail.jsonl"), Security::Plain);
+    let server = TestServer::start_with(notifying(&temp.path().join("b"), port.port, None)).await;
     let f = Fixture::on(server).await;
     let published = "no.altinn.broker.published";
     contact_point(
@@ -213,6 +151,10 @@ async fn an_email_tells_the_recipient_of_a_new_file_and_nobody_else_hears_of_it(
     );
     assert_eq!(mail["to"], "post@recipient.example.no");
     assert_eq!(mail["mail_from"], "broker@example.no");
+    assert!(
+        mail["tls"].is_null(),
+        "tls = none sends in plain text: {mail}"
+    );
     assert_eq!(
         mail["subject"],
         format!("New file from {SENDER}: report.pdf")
@@ -231,10 +173,11 @@ async fn an_email_tells_the_recipient_of_a_new_file_and_nobody_else_hears_of_it(
 #[tokio::test]
 async fn email_and_sms_survive_a_restart_between_the_event_and_the_send() {
     let temp = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // The port is the test's from here on: refused until the SMTP server is handed it.
+    let port = OwnedPort::new();
     let gateway = Gateway::start().await;
     gateway.answer(503);
-    let config = notifying(&temp.path().join("b"), port, Some(&gateway));
+    let config = notifying(&temp.path().join("b"), port.port, Some(&gateway));
     let f = Fixture::on(TestServer::start_with(config.clone()).await).await;
     let published = "no.altinn.broker.published";
     let mail = contact_point(
@@ -283,7 +226,7 @@ async fn email_and_sms_survive_a_restart_between_the_event_and_the_send() {
             gateway.answer(200);
         })
         .await;
-    let sink = SmtpSink::start(port, &sink_out);
+    let sink = SmtpSink::start(&port, &sink_out, Security::Plain);
     let f = Fixture::clients(server);
 
     let mail_got = &sink.wait_for(1).await[0];
@@ -311,7 +254,8 @@ async fn email_and_sms_survive_a_restart_between_the_event_and_the_send() {
 #[tokio::test]
 async fn contact_points_are_refused_unless_valid_configured_and_the_callers_own() {
     let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(notifying(temp.path(), free_port(), None)).await;
+    let port = OwnedPort::new();
+    let server = TestServer::start_with(notifying(temp.path(), port.port, None)).await;
     let f = Fixture::on(server).await;
     for (body, code) in [
         (serde_json::json!({}), "BRO-09017"),

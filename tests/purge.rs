@@ -17,6 +17,8 @@ async fn live_five_seconds(f: &Fixture) {
 
 #[tokio::test]
 async fn a_file_of_a_resource_with_a_five_second_ttl_is_purged_moments_after_it_expires() {
+    // Timed (purged within moments of its expiry): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let f = Fixture::new().await;
     live_five_seconds(&f).await;
     let started = Instant::now();
@@ -57,6 +59,8 @@ async fn a_file_of_a_resource_with_a_five_second_ttl_is_purged_moments_after_it_
 
 #[tokio::test]
 async fn a_purge_due_while_the_broker_was_stopped_runs_when_it_starts_again() {
+    // Timed (purged within 3 s of the start): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let f = Fixture::new().await;
     live_five_seconds(&f).await;
     let id = f

@@ -280,9 +280,21 @@ async fn range_downloads_record_download_started_once_per_caller() {
 #[tokio::test]
 async fn a_range_download_allows_confirming() {
     let f = Fixture::new().await;
-    let (id, _) = published(&f).await;
-    get_range(&f, id, "bytes=-1").await.bytes().await.unwrap();
+    let (id, content) = published(&f).await;
+    let last = get_range(&f, id, "bytes=-1").await;
+    assert_eq!(last.status(), 206);
+    let n = content.len();
+    assert_eq!(
+        header(&last, "content-range"),
+        format!("bytes {}-{}/{n}", n - 1, n - 1)
+    );
+    assert_eq!(last.bytes().await.unwrap().as_ref(), &content[n - 1..]);
     f.recipient.confirm_download(id).await.unwrap();
+    let overview = f.sender.overview(id).await.unwrap();
+    assert_eq!(
+        overview.summary.recipients[0].current_recipient_file_transfer_status_code,
+        RecipientStatus::DownloadConfirmed
+    );
 }
 
 #[tokio::test]

@@ -278,6 +278,8 @@ async fn after_a_cut_upload_and_a_restart_a_retry_publishes_the_right_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_is_cut_by_the_minimum_data_rate_and_can_be_retried() {
+    // Timed (cut within 8 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.server.min_data_rate = 1000;

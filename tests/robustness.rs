@@ -30,6 +30,8 @@ async fn head_on_download_tells_the_size_without_recording_a_download() {
 
 #[tokio::test]
 async fn an_upload_that_goes_silent_is_cut_after_the_idle_timeout_and_can_be_retried() {
+    // Timed (cut within 8 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.server.min_data_rate = 0;

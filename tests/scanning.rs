@@ -10,17 +10,23 @@ use broker_protocol::FileTransferStatus;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A broker scanning with the clamd at `port`, its config adjusted by `adjust`.
+/// A broker scanning with the clamd at `address` (`tcp:…` or `unix:…`), its config adjusted by
+/// `adjust`.
 async fn scanning_broker(
-    port: u16,
+    address: String,
     adjust: impl FnOnce(&mut Config),
 ) -> (Fixture, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.scan.kind = ScanKind::Clamd;
-    config.scan.address = Some(format!("tcp:127.0.0.1:{port}"));
+    config.scan.address = Some(address);
     adjust(&mut config);
     (Fixture::on(TestServer::start_with(config).await).await, dir)
+}
+
+/// The broker's address of a clamd on TCP.
+fn tcp(clamd: &Clamd) -> String {
+    format!("tcp:127.0.0.1:{}", clamd.port)
 }
 
 /// Waits for the verdict: the transfer leaves UploadProcessing (and is never published meanwhile).
@@ -88,24 +94,50 @@ fn infected(len: usize, at: usize) -> Vec<u8> {
 #[tokio::test]
 async fn eicar_alone_fails_the_transfer_tells_everyone_and_is_never_downloadable() {
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
+    let (f, _dir) = scanning_broker(tcp(&clamd), |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, EICAR.to_vec()).await.unwrap();
-    let overview = f.sender.overview(id).await.unwrap();
+    // The scan may already be over: whenever the recipient asks, the file is not theirs to take.
+    let early = f.recipient.download(id, None).await.unwrap_err();
     assert_eq!(
-        overview.summary.file_transfer_status,
-        FileTransferStatus::UploadProcessing
+        (early.status(), early.code()),
+        (Some(403), Some("BRO-00007"))
     );
+    // The end state: Failed as malware, no published event, a download refused.
     assert_failed_as_malware(&f, id).await;
     let types = event_types_of(&f.maintenance, id).await;
     assert!(types.contains(&"uploadprocessing".to_string()), "{types:?}");
+    // And in between: the status went through UploadProcessing to Failed, never through Published.
+    let history: Vec<FileTransferStatus> = f
+        .sender
+        .details(id)
+        .await
+        .unwrap()
+        .file_transfer_status_history
+        .iter()
+        .map(|e| e.file_transfer_status)
+        .collect();
+    let processing = history
+        .iter()
+        .position(|s| *s == FileTransferStatus::UploadProcessing);
+    let failed = history
+        .iter()
+        .position(|s| *s == FileTransferStatus::Failed);
+    assert!(
+        processing.is_some() && failed.is_some() && processing < failed,
+        "{history:?}"
+    );
+    assert!(
+        !history.contains(&FileTransferStatus::Published),
+        "{history:?}"
+    );
 }
 
 #[tokio::test]
 async fn eicar_embedded_at_100_mib_into_a_200_mib_file_is_found() {
     let _alone = cpu_exclusive().await;
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
+    let (f, _dir) = scanning_broker(tcp(&clamd), |_| {}).await;
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender
         .upload(id, infected(200 << 20, 100 << 20))
@@ -117,7 +149,7 @@ async fn eicar_embedded_at_100_mib_into_a_200_mib_file_is_found() {
 #[tokio::test]
 async fn eicar_across_the_boundary_of_two_small_windows_is_found_in_their_overlap() {
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |c| {
+    let (f, _dir) = scanning_broker(tcp(&clamd), |c| {
         c.scan.window_bytes = 1 << 20;
         c.scan.overlap_bytes = 4096;
     })
@@ -135,7 +167,7 @@ async fn eicar_across_the_boundary_of_two_small_windows_is_found_in_their_overla
 async fn a_clean_90_mib_file_is_published_after_its_scan_with_use_virus_scan_true() {
     let _alone = cpu_exclusive().await;
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
+    let (f, _dir) = scanning_broker(tcp(&clamd), |_| {}).await;
     let content = random(90 << 20, 5);
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, content.clone()).await.unwrap();
@@ -150,10 +182,11 @@ async fn a_clean_90_mib_file_is_published_after_its_scan_with_use_virus_scan_tru
 
 #[tokio::test]
 async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_never_before() {
-    let clamd = Clamd::start(100 << 20).unwrap();
-    let port = clamd.port;
-    drop(clamd);
-    let (f, _dir) = scanning_broker(port, |_| {}).await;
+    // A unix socket in a directory of the test's own: no other process can take the address while
+    // no clamd listens there (a TCP port, once freed, could be).
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("clamd.sock");
+    let (f, _dir) = scanning_broker(format!("unix:{}", socket.display()), |_| {}).await;
     let content = random(100_000, 9);
     let id = f.initialize(&[RECIPIENT]).await;
     f.sender.upload(id, content.clone()).await.unwrap();
@@ -172,7 +205,7 @@ async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_ne
             "waits, neither published nor failed"
         );
     }
-    let _back = Clamd::start_on(port, 100 << 20).unwrap();
+    let _back = Clamd::start_at(&socket, 100 << 20).unwrap();
     let overview = verdict(&f, id, Duration::from_secs(45)).await;
     assert_eq!(
         overview.summary.file_transfer_status,
@@ -184,7 +217,7 @@ async fn a_transfer_waiting_for_a_stopped_clamd_publishes_once_it_is_back_and_ne
 #[tokio::test]
 async fn resumable_joined_and_form_uploads_are_each_scanned() {
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
+    let (f, _dir) = scanning_broker(tcp(&clamd), |_| {}).await;
     // tus, one upload: EICAR in its second PATCH.
     let single = f.initialize(&[RECIPIENT]).await;
     let bytes = infected(300_000, 200_000);
@@ -233,7 +266,7 @@ async fn resumable_joined_and_form_uploads_are_each_scanned() {
 #[tokio::test]
 async fn a_broker_refusing_files_larger_than_a_scan_window_says_so_before_reading_them() {
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |c| {
+    let (f, _dir) = scanning_broker(tcp(&clamd), |c| {
         c.scan.window_bytes = 1 << 20;
         c.scan.overlap_bytes = 4096;
         c.scan.large_files = LargeFileScan::Refuse;
@@ -262,7 +295,7 @@ async fn a_broker_refusing_files_larger_than_a_scan_window_says_so_before_readin
 #[tokio::test]
 async fn a_sender_may_turn_the_scan_off_outside_production_and_the_overview_says_so() {
     let clamd = Clamd::start(100 << 20).unwrap();
-    let (f, _dir) = scanning_broker(clamd.port, |_| {}).await;
+    let (f, _dir) = scanning_broker(tcp(&clamd), |_| {}).await;
     let mut request = f.initialize_body(&[RECIPIENT]);
     request.disable_virus_scan = Some(true);
     let id = f.sender.initialize(&request).await.unwrap();

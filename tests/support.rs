@@ -317,6 +317,56 @@ pub async fn connect(server: &TestServer) -> TcpStream {
     TcpStream::connect(addr(server)).await.unwrap()
 }
 
+/// The kernel's byte counts of one TCP socket (from `/proc/net/tcp`, IPv4): `(tx_queue, rx_queue)`,
+/// the bytes written but not yet taken by the peer, and those received but not yet read.
+fn socket_queues(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<(u64, u64)> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        std::net::SocketAddr::V6(_) => panic!("the tests connect over IPv4 loopback"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (tx, rx) = fields.get(4)?.split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}
+
+/// Waits (up to 10 s) until the server process has read every byte written to `stream`: nothing is
+/// left in this end's send queue nor unread in the server's end of the connection, as the kernel
+/// counts them. What a server has read is what it can keep of a request cut or stopped afterwards;
+/// the server itself exposes nothing while a request body is still streaming.
+pub async fn wait_until_the_server_has_read(stream: &TcpStream) {
+    let client = stream.local_addr().unwrap();
+    let server = stream.peer_addr().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sending = socket_queues(client, server).map(|(tx, _)| tx);
+        let unread = socket_queues(server, client).map(|(_, rx)| rx);
+        if sending == Some(0) && unread == Some(0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not read what was sent within 10 s: {sending:?} bytes unsent, {unread:?} unread"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Sends `request` as is on a new connection and reads the answer (10 s at most).
 pub async fn raw_request(server: &TestServer, request: &[u8]) -> RawResponse {
     let mut stream = connect(server).await;

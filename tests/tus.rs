@@ -11,7 +11,7 @@ pub(crate) fn tus_path(id: Uuid) -> String {
 }
 
 /// Starts a PATCH of all of `content` over a raw connection but sends only its first `sent` bytes, as
-/// a client whose connection breaks or goes silent; the server has a moment to take them in.
+/// a client whose connection breaks or goes silent; returns once the server has read them.
 pub async fn start_broken_patch(
     f: &Fixture,
     id: Uuid,
@@ -29,7 +29,7 @@ pub async fn start_broken_patch(
         .unwrap();
     stream.write_all(&content[..sent]).await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::support::wait_until_the_server_has_read(&stream).await;
     stream
 }
 
@@ -490,4 +490,29 @@ pub(crate) async fn finish(f: &Fixture, id: Uuid, parts: &[&str]) -> Response {
         .send()
         .await
         .unwrap()
+}
+
+/// A tus refusal: `status`, as tus servers answer, in plain text (no ProblemDetails) with the
+/// protocol's version headers, saying `says`.
+pub(crate) async fn expect_tus_refusal(r: Response, status: u16, says: &str) {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = r.text().await.unwrap();
+    assert!(text.contains(says), "{text:?} does not say {says:?}");
+}
+
+/// A partial upload's `(Upload-Offset, Upload-Length)` as its HEAD answers.
+pub(crate) async fn part_state(f: &Fixture, location: &str) -> (u64, u64) {
+    let r = f
+        .sender
+        .request(Method::HEAD, location.trim_start_matches("/broker/api/v1"))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "HEAD {location}");
+    let number = |name: &str| r.headers()[name].to_str().unwrap().parse::<u64>().unwrap();
+    (number("upload-offset"), number("upload-length"))
 }

@@ -64,7 +64,25 @@ async fn a_final_upload_cannot_use_another_transfers_parts() {
     assert_eq!(patch_url(&f, &part, 0, &[1; 10]).await.status(), 204);
     let id = f.initialize(&[RECIPIENT]).await;
     create(&f, id, 10).await;
-    assert_eq!(finish(&f, id, &[&part]).await.status(), 400);
+    expect_tus_refusal(
+        finish(&f, id, &[&part]).await,
+        400,
+        "is not a partial upload of this file transfer",
+    )
+    .await;
+    // The other transfer's part is untouched: its ten bytes are there, and it joins them.
+    assert_eq!(part_state(&f, &part).await, (10, 10));
+    assert_eq!(finish(&f, other, &[&part]).await.status(), 201);
+    f.assert_published(other, &[1; 10]).await;
+    assert_eq!(
+        f.sender
+            .overview(id)
+            .await
+            .unwrap()
+            .summary
+            .file_transfer_status,
+        FileTransferStatus::UploadStarted
+    );
 }
 
 #[tokio::test]

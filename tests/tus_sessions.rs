@@ -174,6 +174,8 @@ async fn browsers_get_cors_preflights_without_a_token_and_see_the_tus_headers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_stops_a_half_dead_patch_which_keeps_what_arrived_and_the_upload_resumes() {
+    // Timed (the HEAD answers within 5 s): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let f = Fixture::new().await;
     let content = payload(600_000, 61);
     let id = f.initialize(&[RECIPIENT]).await;

@@ -256,12 +256,30 @@ async fn an_outage_across_a_broker_restart_loses_nothing_and_keeps_each_transfer
     for i in 0..3 {
         ids.push(f.publish(&[RECIPIENT], &payload(1000, i)).await);
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    history_until(&subscriber, sub.id, "the receiver's 503 recorded", |h| {
+        h.iter().any(|d| d.last_status == Some(503))
+    })
+    .await;
     receiver.stop().await;
     let Fixture { server, .. } = f;
     let server = server.restart_with(events_config(dir.path())).await;
+    let restarted = chrono::Utc::now();
     let f = Fixture::clients(server);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    // The restarted broker meets the outage too: an attempt that got no answer (refused).
+    history_until(
+        &subscriber,
+        sub.id,
+        "an unanswered attempt after the restart",
+        |h| {
+            h.iter().any(|d| {
+                d.last_attempt.is_some_and(|at| at > restarted)
+                    && d.last_status.is_none()
+                    && d.last_error.is_some()
+            })
+        },
+    )
+    .await;
     receiver.restart().await;
 
     let outbox = outbox_of(&f, &ids).await;
@@ -303,7 +321,6 @@ async fn an_outage_across_a_broker_restart_loses_nothing_and_keeps_each_transfer
             );
         }
     }
-    let subscriber = f.server.client(SENDER, SUBSCRIBE);
     let history = settled_history(&subscriber, sub.id).await;
     assert_eq!(history.len(), mine.len());
     assert!(history.iter().all(|d| d.state == DeliveryState::Delivered));
@@ -321,6 +338,8 @@ fn p99(mut values: Vec<f64>) -> f64 {
 
 #[tokio::test]
 async fn a_dead_endpoint_backs_off_without_delaying_a_live_one() {
+    // Timed (the live endpoint's p99 lag): alone on the cores.
+    let _alone = cpu_exclusive().await;
     let (f, _dir) = fixture(|_| {}).await;
     let mut receiver = Receiver::start().await;
     let live = f.server.client(SENDER, SUBSCRIBE);
@@ -422,6 +441,36 @@ async fn wait_for_first_event(f: &Fixture, receiver: &Receiver, name: &str, id: 
     receiver
         .wait_for(name, &[first], Duration::from_secs(10))
         .await;
+}
+
+/// Polls a subscription's delivery history (up to 20 s) until `done` holds; returns it.
+async fn history_until(
+    client: &BrokerClient,
+    id: i64,
+    what: &str,
+    done: impl Fn(&[broker_protocol::subscriptions::Delivery]) -> bool,
+) -> Vec<broker_protocol::subscriptions::Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = client.deliveries(id).await.unwrap();
+        if done(&history) {
+            return history;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 20 s: {what}; the history: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many times the broker asked `name`'s endpoint to validate.
+fn validations_of(receiver: &Receiver, name: &str) -> usize {
+    receiver
+        .records()
+        .iter()
+        .filter(|r| r["name"] == name && r["event"]["type"] == VALIDATION)
+        .count()
 }
 
 /// A subscription's delivery history once no delivery is pending (up to 10 s).
@@ -724,21 +773,37 @@ async fn events_committed_before_the_endpoint_validates_wait_for_it_and_then_arr
         .set_secrets("late", &[created.secret.as_deref().unwrap()])
         .await;
     let id = f.publish(&[RECIPIENT], b"held").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let records = receiver.records();
-    assert!(
-        records.iter().any(|r| r["event"]["type"] == VALIDATION),
-        "validation was tried"
-    );
+    let outbox = outbox_of(&f, &[id]).await;
+    let mine = addressed_to(&outbox, SENDER);
+    // The transfer's events reach the subscription and wait there...
+    history_until(&subscriber, created.id, "the events routed", |h| {
+        h.len() == mine.len()
+    })
+    .await;
+    // ...while the endpoint is asked to validate twice more: its worker went round with them
+    // pending, and sent none of them.
+    let asked = validations_of(&receiver, "late");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while validations_of(&receiver, "late") < asked + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "validation was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         receiver.events_for("late").is_empty(),
         "nothing is sent before the endpoint validates"
     );
+    let held = subscriber.deliveries(created.id).await.unwrap();
+    assert!(
+        held.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.attempts == 0),
+        "{held:?}"
+    );
     assert!(!subscriber.subscription(created.id).await.unwrap().validated);
     receiver.answer("late", 200).await;
     wait_validated(&subscriber, created.id).await;
-    let outbox = outbox_of(&f, &[id]).await;
-    let mine = addressed_to(&outbox, SENDER);
     receiver
         .wait_for("late", &ids_of(&mine), Duration::from_secs(10))
         .await;

@@ -66,7 +66,8 @@ pub struct Nginx {
     _work: tempfile::TempDir,
 }
 
-fn nginx_binary() -> Option<PathBuf> {
+/// Where nginx is installed, if it is.
+pub fn nginx_binary() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .into_iter()
         .map(PathBuf::from)

@@ -1,4 +1,4 @@
-//! A ClamAV daemon of the benchmark's own, on a free loopback port with the project's test signature
+//! A ClamAV daemon of the benchmark's own, on a free loopback port (or a unix socket) with the project's test signature
 //! database (nothing is downloaded), and `clamdscan --stream` against it as the scan anchor. Its cache
 //! of clean files is off: with it, whichever scan of the file came second would only be hashed.
 
@@ -13,22 +13,43 @@ const SIGNATURES: &str = include_str!("../../tests/fixtures/clamav/broker-test.n
 
 pub struct Clamd {
     child: Child,
+    /// Its TCP port on 127.0.0.1 (0 when it listens on a unix socket only).
     pub port: u16,
     conf: std::path::PathBuf,
     _work: tempfile::TempDir,
 }
 
+/// Where a clamd listens.
+enum Listen<'a> {
+    Tcp(u16),
+    Unix(&'a Path),
+}
+
 impl Clamd {
-    /// Starts clamd on a free port, accepting streams of up to `stream_max_bytes`.
+    /// Starts clamd on a free port, accepting streams of up to `stream_max_bytes`. clamd cannot bind
+    /// port 0 and say which port it got, so a port is picked and, should another process take it
+    /// first (clamd then logs that it cannot bind and serves no TCP), another one is tried.
     pub fn start(stream_max_bytes: u64) -> anyhow::Result<Clamd> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        Clamd::start_on(port, stream_max_bytes)
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if let Some(clamd) = Clamd::launch(Listen::Tcp(port), stream_max_bytes)? {
+                return Ok(clamd);
+            }
+        }
+        bail!("clamd found no free port in 20 tries")
     }
 
-    /// Starts clamd on `port` (where a stopped one listened, to be found again).
-    pub fn start_on(port: u16, stream_max_bytes: u64) -> anyhow::Result<Clamd> {
+    /// Starts clamd on the unix socket `path` (a path the caller owns, so nothing else can take it;
+    /// a clamd started again there is found where the stopped one was).
+    pub fn start_at(path: &Path, stream_max_bytes: u64) -> anyhow::Result<Clamd> {
+        Clamd::launch(Listen::Unix(path), stream_max_bytes)?
+            .with_context(|| format!("clamd could not listen on {}", path.display()))
+    }
+
+    /// Starts clamd; `None` if it could not bind its TCP port.
+    fn launch(listen: Listen, stream_max_bytes: u64) -> anyhow::Result<Option<Clamd>> {
         let binary = ["/usr/sbin/clamd", "clamd"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
@@ -43,11 +64,15 @@ impl Clamd {
         } else {
             ""
         };
+        let socket = match listen {
+            Listen::Tcp(port) => format!("TCPSocket {port}\nTCPAddr 127.0.0.1\n"),
+            Listen::Unix(path) => format!("LocalSocket {}\n", path.display()),
+        };
         let conf = work.path().join("clamd.conf");
         std::fs::write(
             &conf,
             format!(
-                "DatabaseDirectory {}\nTemporaryDirectory {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n\
+                "DatabaseDirectory {}\nTemporaryDirectory {}\n{socket}\
                  Foreground yes\nStreamMaxLength {}M\nMaxScanSize 4000M\nMaxFileSize 4000M\n\
                  DisableCache yes\n{user}",
                 db.display(),
@@ -55,34 +80,64 @@ impl Clamd {
                 stream_max_bytes.div_ceil(1 << 20)
             ),
         )?;
+        let log = work.path().join("clamd.log");
         let child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log)?,
+            ))
             .spawn()?;
-        let clamd = Clamd {
+        let mut clamd = Clamd {
             child,
-            port,
+            port: match listen {
+                Listen::Tcp(port) => port,
+                Listen::Unix(_) => 0,
+            },
             conf,
             _work: work,
         };
-        clamd.wait_ready()?;
-        Ok(clamd)
-    }
-
-    fn wait_ready(&self) -> anyhow::Result<()> {
+        // Its sockets are bound (or not) once it says how often it checks itself (or exits).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut answer = [0u8; 8];
-                if s.write_all(b"zPING\0").is_ok() && s.read(&mut answer).is_ok_and(|n| n >= 4) {
-                    return Ok(());
-                }
+        let said = loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("Self checking every") {
+                break said;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if let Some(status) = clamd.child.try_wait()? {
+                // Its port was taken: it logs so, and exits when it has nothing else to serve.
+                if said.contains("Cannot bind") {
+                    return Ok(None);
+                }
+                bail!("clamd exited ({status}): {said}");
+            }
+            if Instant::now() > deadline {
+                bail!("clamd did not start within 60 s: {said}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if said.contains("Cannot bind") {
+            return Ok(None);
         }
-        bail!("clamd did not start on port {}", self.port)
+        let ping = |s: &mut dyn ReadWrite| -> bool {
+            let mut answer = [0u8; 8];
+            s.write_all(b"zPING\0").is_ok()
+                && s.read(&mut answer)
+                    .is_ok_and(|n| answer[..n].starts_with(b"PONG"))
+        };
+        let answered = match listen {
+            Listen::Tcp(port) => {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| ping(&mut s))
+            }
+            Listen::Unix(path) => {
+                std::os::unix::net::UnixStream::connect(path).is_ok_and(|mut s| ping(&mut s))
+            }
+        };
+        if !answered {
+            bail!("clamd started but does not answer PING: {said}");
+        }
+        Ok(Some(clamd))
     }
 
     /// `clamdscan --stream` of `path` against this clamd: the seconds it took (it must find it clean).
@@ -107,6 +162,9 @@ impl Clamd {
         Ok(took)
     }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 impl Drop for Clamd {
     fn drop(&mut self) {

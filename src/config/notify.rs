@@ -37,6 +37,12 @@ pub struct SmtpConfig {
     /// The longest one message may take to send.
     #[serde(default = "default_smtp_timeout")]
     pub timeout_secs: u64,
+    /// A PEM file of certificate authorities trusted for the server's certificate besides the
+    /// public roots (an internal relay signed by the organisation's own CA). Only with `tls` =
+    /// `starttls` or `tls`; read at start, which fails if the file is missing or holds no
+    /// certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_smtp_port() -> u16 {
@@ -109,6 +115,12 @@ impl NotifyConfig {
             }
             if smtp.timeout_secs == 0 || smtp.timeout_secs > 50 {
                 return Err("notify.smtp.timeout_secs must be between 1 and 50".into());
+            }
+            if smtp.ca_file.is_some() && smtp.tls == SmtpTls::None {
+                return Err(
+                    "notify.smtp.ca_file is for a TLS connection: set notify.smtp.tls to \"starttls\" or \"tls\""
+                        .into(),
+                );
             }
         }
         if let Some(sms) = &self.sms {

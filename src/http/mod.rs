@@ -296,6 +296,9 @@ fn subscription_routes(base: &str) -> Router<App> {
         )
 }
 
+/// This description.
+#[utoipa::path(get, path = "/openapi.json", tag = "Health", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3 description of every endpoint", body = Object)))]
 async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi::document())
 }

@@ -13,7 +13,7 @@ use broker_protocol::subscriptions::Delivery;
 
 /// Adds a contact point for the caller's organisation: it is told of every event addressed to the
 /// organisation (on `resourceFilter`, of `typeFilter`, when given) by e-mail or SMS.
-#[utoipa::path(post, path = "/broker/api/v1/notifications/contactpoints", tag = "Notifications", request_body = ContactPointRequest,
+#[utoipa::path(post, path = "/broker/api/v1/notifications/contactpoints", tag = "Notifications", operation_id = "create_contact_point", request_body = ContactPointRequest,
     responses((status = 201, body = ContactPoint), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403)),
     security(("bearer" = ["altinn:broker.read"])))]
 pub async fn create(
@@ -34,7 +34,7 @@ pub async fn create(
 }
 
 /// The caller's contact points.
-#[utoipa::path(get, path = "/broker/api/v1/notifications/contactpoints", tag = "Notifications",
+#[utoipa::path(get, path = "/broker/api/v1/notifications/contactpoints", tag = "Notifications", operation_id = "list_contact_points",
     responses((status = 200, body = ContactPointList), (status = 401), (status = 403)),
     security(("bearer" = ["altinn:broker.read"])))]
 pub async fn list(
@@ -50,7 +50,7 @@ pub async fn list(
 }
 
 /// Removes one of the caller's contact points; what it had not been sent yet is dropped.
-#[utoipa::path(delete, path = "/broker/api/v1/notifications/contactpoints/{id}", tag = "Notifications", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/broker/api/v1/notifications/contactpoints/{id}", tag = "Notifications", operation_id = "delete_contact_point", params(("id" = i64, Path)),
     responses((status = 200), (status = 401), (status = 403), (status = 404, body = broker_protocol::ProblemDetails)),
     security(("bearer" = ["altinn:broker.read"])))]
 pub async fn delete(
@@ -66,7 +66,7 @@ pub async fn delete(
 }
 
 /// What was sent to the contact point: each event's state, attempts, last status and error.
-#[utoipa::path(get, path = "/broker/api/v1/notifications/contactpoints/{id}/deliveries", tag = "Notifications",
+#[utoipa::path(get, path = "/broker/api/v1/notifications/contactpoints/{id}/deliveries", tag = "Notifications", operation_id = "contact_point_deliveries",
     params(("id" = i64, Path), DeliveriesParams),
     responses((status = 200, body = Vec<Delivery>), (status = 400, body = broker_protocol::ProblemDetails), (status = 401), (status = 403), (status = 404, body = broker_protocol::ProblemDetails)),
     security(("bearer" = ["altinn:broker.read"])))]

@@ -1,9 +1,10 @@
 //! The OpenAPI description served at `/openapi.json`: generated from the handlers' annotations, then
 //! completed here with what every endpoint shares: the error responses of the one error table (their
-//! `application/problem+json` bodies, the empty-bodied 401/403 of a missing token or scope), and the
-//! links a client follows from a new transfer's id to its other operations.
+//! `application/problem+json` bodies, the empty-bodied 401/403 of a missing token or scope), the
+//! links a client follows from a new transfer's id to its other operations, and the routes served
+//! under a second path (the legacy tus part URL, the subscriptions under Altinn Events' base path).
 
-use super::{admin, download, notifications, statistics, subscriptions, transfers, upload};
+use super::{admin, download, notifications, statistics, subscriptions, transfers, tus, upload};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -20,11 +21,14 @@ use utoipa::OpenApi;
         admin::events, admin::health, super::metrics::metrics,
         subscriptions::create, subscriptions::list, subscriptions::get, subscriptions::delete,
         subscriptions::deliveries, subscriptions::redeliver, subscriptions::rotate_secret,
-        statistics::monthly,
+        statistics::monthly, statistics::generate_daily_summary, statistics::download_daily_summary,
         notifications::create, notifications::list, notifications::delete, notifications::deliveries,
+        tus::options, tus::create, tus::head, tus::patch, tus::terminate,
+        tus::head_part, tus::patch_part, tus::terminate_part,
+        super::openapi_json,
     ),
-    components(schemas(broker_protocol::events::CloudEvent, broker_protocol::events::EventData, broker_protocol::events::EventRole)),
-    modifiers(&BearerScheme, &ErrorResponses, &TransferLinks),
+    components(schemas(broker_protocol::events::CloudEvent, broker_protocol::events::EventData, broker_protocol::events::EventRole, tus::TusResumable)),
+    modifiers(&BearerScheme, &ErrorResponses, &TransferLinks, &Aliases),
 )]
 pub struct ApiDoc;
 
@@ -62,7 +66,9 @@ struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut Document) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -72,6 +78,11 @@ impl utoipa::Modify for BearerScheme {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        // The daily summary's operator key (`statistics.api_key`).
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
     }
 }
@@ -91,18 +102,30 @@ fn problem(description: &str) -> RefOr<Response> {
         .into()
 }
 
+/// Whether a documented body is a ProblemDetails.
+fn is_problem(content: &Content) -> bool {
+    matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/ProblemDetails"))
+}
+
+/// The endpoints behind the operator's `X-API-Key` rather than a token: they document their own
+/// refusals (a JSON `error`, as the original answers).
+fn keyed(path: &str) -> bool {
+    path.ends_with("-daily-summary")
+}
+
 /// Every operation's error responses, as `http::error` renders them.
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut Document) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let api = path.starts_with("/broker/api/v1/");
+            let api = path.starts_with("/broker/api/v1/") && !keyed(path);
             let has_id = path.contains('{');
             let operations = [
                 (&mut item.get, false),
                 (&mut item.put, true),
                 (&mut item.post, true),
+                (&mut item.patch, true),
                 (&mut item.delete, false),
             ];
             for (operation, takes_body) in operations {
@@ -114,8 +137,12 @@ impl utoipa::Modify for ErrorResponses {
                         continue;
                     };
                     if status.starts_with('4') || status.starts_with('5') {
-                        if let Some(content) = response.content.shift_remove("application/json") {
-                            response.content.insert(PROBLEM.into(), content);
+                        let json = response.content.get("application/json");
+                        if json.is_some_and(is_problem) {
+                            if let Some(content) = response.content.shift_remove("application/json")
+                            {
+                                response.content.insert(PROBLEM.into(), content);
+                            }
                         }
                     }
                 }
@@ -123,7 +150,31 @@ impl utoipa::Modify for ErrorResponses {
                     complete(operation, takes_body, has_id, path);
                 }
             }
+            // HEAD answers have no body; OPTIONS answers what the server speaks.
+            for operation in [&mut item.head, &mut item.options].into_iter().flatten() {
+                if api {
+                    complete_bodiless(operation);
+                }
+            }
         }
+    }
+}
+
+/// The refusals any API operation may answer, described without a body: HEAD's never has one.
+fn complete_bodiless(operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    for (status, text) in [
+        (
+            "401",
+            "No valid bearer token, or no access to the transfer.",
+        ),
+        ("403", "The token lacks the endpoint's scope, or a refusal."),
+        ("500", "An unexpected error."),
+        ("503", "Shutting down (`BRO-09006`) or too busy: retry."),
+    ] {
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| Response::new(text).into());
     }
 }
 
@@ -210,6 +261,10 @@ impl utoipa::Modify for TransferLinks {
             ("Upload", "upload"),
             ("Download", "download"),
             ("ConfirmDownload", "confirm_download"),
+            ("TusCreate", "tus_create"),
+            ("TusHead", "tus_head"),
+            ("TusPatch", "tus_patch"),
+            ("TusTerminate", "tus_terminate"),
         ];
         for (path, create) in [
             ("/broker/api/v1/filetransfer", true),
@@ -238,6 +293,57 @@ impl utoipa::Modify for TransferLinks {
     }
 }
 
+/// Routes served under a second path, described there too: the legacy form of a tus part's URL
+/// (spec 4.1, deprecated) and the subscription API under Altinn Events' base path. Each copy's
+/// operations get ids of their own.
+struct Aliases;
+
+impl utoipa::Modify for Aliases {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::Deprecated;
+        let tus_part = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}";
+        let mut copies = vec![(
+            format!("{tus_part}/partial/{{partId}}"),
+            format!("{tus_part}/{{partId}}"),
+            "_legacy",
+            true,
+        )];
+        for (path, _) in openapi.paths.paths.iter() {
+            if let Some(rest) = path.strip_prefix("/broker/api/v1/subscriptions") {
+                copies.push((
+                    path.clone(),
+                    format!("/events/api/v1/subscriptions{rest}"),
+                    "_events",
+                    false,
+                ));
+            }
+        }
+        for (from, to, suffix, deprecated) in copies {
+            let Some(mut item) = openapi.paths.paths.get(&from).cloned() else {
+                continue;
+            };
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.head,
+                &mut item.options,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.operation_id = operation.operation_id.take().map(|id| id + suffix);
+                if deprecated {
+                    operation.deprecated = Some(Deprecated::True);
+                }
+            }
+            openapi.paths.paths.insert(to, item);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,15 +352,30 @@ mod tests {
     fn every_error_body_is_documented_as_problem_json_and_401_403_without_content() {
         let doc = document();
         for (path, item) in doc["paths"].as_object().unwrap() {
+            let tus = path.contains("/upload/tus/");
             for (method, operation) in item.as_object().unwrap() {
                 for (status, response) in operation["responses"].as_object().unwrap() {
                     let content = response.get("content").and_then(|c| c.as_object());
-                    if status == "401" || status == "403" {
-                        assert!(content.is_none(), "{method} {path} {status}");
+                    let types: Vec<&str> = content
+                        .map(|c| c.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let at = format!("{method} {path} {status}");
+                    if method == "head" {
+                        assert!(content.is_none(), "{at}: a HEAD answer has no body");
+                    } else if keyed(path) && (status == "401" || status == "429") {
+                        // The daily summary's own refusals: a JSON `error`, as the original's.
+                        assert_eq!(types, vec!["application/json"], "{at}");
+                    } else if status == "401" || status == "403" {
+                        assert!(content.is_none(), "{at}");
+                    } else if tus && (status == "412" || status == "460") {
+                        // Refusals of the tus protocol itself are plain text, as tus servers answer.
+                        assert_eq!(types, vec!["text/plain"], "{at}");
                     } else if status.starts_with('4') && status != "406" && path != "/health" {
-                        let types: Vec<&String> =
-                            content.map(|c| c.keys().collect()).unwrap_or_default();
-                        assert_eq!(types, vec![PROBLEM], "{method} {path} {status}");
+                        let mut expected = vec![PROBLEM];
+                        if tus && types.contains(&"text/plain") {
+                            expected.push("text/plain");
+                        }
+                        assert_eq!(types, expected, "{at}");
                     }
                 }
             }

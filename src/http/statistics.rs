@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use broker_actors::statistics::MonthlyReportQuery;
 use broker_protocol::ErrorCode;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -97,8 +96,43 @@ fn rate_headers(decision: &Decision) -> [(HeaderName, HeaderValue); 3] {
     ]
 }
 
+/// The daily summary's refusal of a call without a valid `X-API-Key` (as the original answers it).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DailySummaryRefused {
+    pub error: String,
+}
+
+/// The daily summary's answer to a client past its rate limit.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DailySummaryRateLimited {
+    pub error: String,
+    /// Seconds until a call is let through again (also in `Retry-After`).
+    pub retry_after: u64,
+    pub reset_time: String,
+}
+
+/// The daily summary kept under the data dir's `reports/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DailySummaryStored {
+    pub file_path: String,
+    /// The Parquet file's hash.
+    pub file_hash: String,
+    pub file_size_bytes: usize,
+    pub service_owner_count: usize,
+    pub total_file_transfer_count: u64,
+    pub generated_at: String,
+    pub environment: String,
+    #[serde(rename = "altinn2Included")]
+    pub altinn2_included: bool,
+}
+
 fn unauthorized(message: &str) -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response()
+    let body = DailySummaryRefused {
+        error: message.into(),
+    };
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }
 
 /// The daily summary's gate: the client's rate limit (every call counts, so keys cannot be guessed
@@ -111,11 +145,11 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<
     if !decision.allowed {
         let retry_after = decision.retry_after(now);
         let reset = chrono::DateTime::<chrono::Utc>::from(decision.reset);
-        let body = json!({
-            "error": "Rate limit exceeded. Too many requests for the daily summary report.",
-            "retryAfter": retry_after,
-            "resetTime": broker_protocol::time::format(&reset),
-        });
+        let body = DailySummaryRateLimited {
+            error: "Rate limit exceeded. Too many requests for the daily summary report.".into(),
+            retry_after,
+            reset_time: broker_protocol::time::format(&reset),
+        };
         let response = (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
@@ -184,7 +218,7 @@ async fn generate(app: &App) -> Result<daily_report::DailyReport, ApiError> {
 }
 
 /// Builds the report and keeps it under the data dir's `reports/`; the answer describes it.
-async fn stored_report(app: &App) -> Result<Json<serde_json::Value>, ApiError> {
+async fn stored_report(app: &App) -> Result<Json<DailySummaryStored>, ApiError> {
     let report = generate(app).await?;
     let path = daily_report::store(&app.config.storage.data_dir, &report)
         .await
@@ -192,20 +226,32 @@ async fn stored_report(app: &App) -> Result<Json<serde_json::Value>, ApiError> {
             tracing::error!(error = %e, "the daily summary could not be stored");
             ApiError::Code(ErrorCode::ReportGenerationFailed)
         })?;
-    Ok(Json(json!({
-        "filePath": path.display().to_string(),
-        "fileHash": report.hash,
-        "fileSizeBytes": report.bytes.len(),
-        "serviceOwnerCount": report.service_owner_count,
-        "totalFileTransferCount": report.total_file_transfers,
-        "generatedAt": broker_protocol::time::format(&report.generated_at),
-        "environment": report.environment,
-        "altinn2Included": false,
-    })))
+    Ok(Json(DailySummaryStored {
+        file_path: path.display().to_string(),
+        file_hash: report.hash,
+        file_size_bytes: report.bytes.len(),
+        service_owner_count: report.service_owner_count,
+        total_file_transfer_count: report.total_file_transfers,
+        generated_at: broker_protocol::time::format(&report.generated_at),
+        environment: report.environment,
+        altinn2_included: false,
+    }))
 }
 
-/// Generates the daily summary and keeps it under the data dir's `reports/`. Internal, so not in the
-/// OpenAPI document (as the original leaves it out).
+/// Generates the daily summary and keeps it under the data dir's `reports/`. Internal: it takes the
+/// operator's `X-API-Key`, not a token, and a client may call it a few times a minute.
+#[utoipa::path(post, path = "/broker/api/v1/statistics/generate-daily-summary", tag = "Statistics",
+    responses((status = 200, description = "The report, kept under the data dir's `reports/`", body = DailySummaryStored,
+            headers(("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 401, description = "No `X-API-Key`, a wrong one, or none configured on this broker", body = DailySummaryRefused,
+            headers(("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 404, description = "No file transfers to report (`6001`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json"),
+        (status = 406, description = "The `Accept` header names no media type this endpoint produces", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many calls from this client: retry after `Retry-After` seconds", body = DailySummaryRateLimited,
+            headers(("Retry-After" = u64), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 500, description = "The report could not be built or kept (`6002`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Shutting down (`BRO-09006`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
 pub async fn generate_daily_summary(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -218,6 +264,20 @@ pub async fn generate_daily_summary(
 }
 
 /// Generates the daily summary and sends the file itself (internal, as above).
+#[utoipa::path(post, path = "/broker/api/v1/statistics/generate-and-download-daily-summary", tag = "Statistics",
+    responses((status = 200, description = "The report itself (Parquet)", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Content-Disposition" = String), ("X-File-Hash" = String), ("X-File-Size" = u64), ("X-Service-Owner-Count" = u64),
+                ("X-Total-FileTransfer-Count" = u64), ("X-Generated-At" = String), ("X-Environment" = String), ("X-Altinn2-Included" = bool),
+                ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 401, description = "No `X-API-Key`, a wrong one, or none configured on this broker", body = DailySummaryRefused,
+            headers(("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 404, description = "No file transfers to report (`6001`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json"),
+        (status = 406, description = "The `Accept` header names no media type this endpoint produces", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many calls from this client: retry after `Retry-After` seconds", body = DailySummaryRateLimited,
+            headers(("Retry-After" = u64), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
+        (status = 500, description = "The report could not be built or kept (`6002`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Shutting down (`BRO-09006`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
 pub async fn download_daily_summary(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -9,6 +9,9 @@ import os
 import schemathesis
 from hypothesis import strategies as st
 
+# A tus PATCH (or a creation with upload) carries raw bytes, as an octet-stream does.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
 PARTY = os.environ.get("BROKER_ST_PARTY", "0192:111111111")
 RESOURCE = os.environ.get("BROKER_ST_RESOURCE", "test-resource")
 

@@ -16,6 +16,14 @@ use broker_protocol::TUS_VERSION;
 use headers::{check_version, number, tus_header, upload_caller};
 use uuid::Uuid;
 
+/// The `Tus-Resumable` header's one accepted value, for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum TusResumable {
+    #[schema(rename = "1.0.0")]
+    V1_0_0,
+}
+
 const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,checksum,concatenation,expiration";
 
@@ -32,6 +40,12 @@ fn location(url: &str) -> (header::HeaderName, HeaderValue) {
 
 /// `OPTIONS`: what this server speaks. It needs the sender's token (spec 4.1), except for a browser's
 /// CORS preflight, which carries none.
+#[utoipa::path(options, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_options", params(("fileTransferId" = Uuid, Path)),
+    responses((status = 204, description = "The protocol's version, extensions, checksum algorithms and largest size",
+        headers(("Tus-Resumable" = String), ("Tus-Version" = String), ("Tus-Extension" = String),
+            ("Tus-Checksum-Algorithm" = String), ("Tus-Max-Size" = u64)))),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn options(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     if !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         app.authorize(&headers, Policy::Sender).await?;
@@ -65,6 +79,21 @@ fn patch_of(
 
 /// `POST`: creates the upload (Upload-Length, or Upload-Defer-Length: 1), optionally with its first
 /// bytes; with `Upload-Concat`, a part or the final upload that joins parts.
+#[utoipa::path(post, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_create",
+    params(("fileTransferId" = Uuid, Path), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)"),
+        ("Upload-Length" = Option<u64>, Header, description = "The upload's length in bytes"),
+        ("Upload-Defer-Length" = Option<String>, Header, description = "1: the length comes with a later PATCH"),
+        ("Upload-Metadata" = Option<String>, Header, description = "tus metadata: comma-separated `key base64value` pairs"),
+        ("Upload-Concat" = Option<String>, Header, description = "`partial` (a part of a concatenated upload) or `final;<part URLs>` (joins them)"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`md5|sha1|sha256 <base64 digest>` of the bytes sent with the creation")),
+    request_body(description = "The first bytes (creation-with-upload), optional", content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses((status = 201, description = "Created: the upload (or part) is at `Location`",
+            headers(("Location" = String), ("Tus-Resumable" = String), ("Upload-Offset" = Option<u64>, description = "With creation-with-upload"),
+                ("Upload-Expires" = Option<String>), ("Upload-Length" = Option<u64>, description = "Of a final upload: the joined size"),
+                ("Upload-Concat" = Option<String>, description = "`partial` for a new part"))),
+        (status = 400, description = "A tus header that is not valid (plain text), or a ProblemDetails refusal", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 404, description = "No such upload or part (plain text), or no such transfer (`BRO-00001`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 409, description = "`Upload-Offset` is not the upload's offset (plain text), or the transfer is uploaded (`BRO-00004`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0", content_type = "text/plain", body = String), (status = 415, description = "The body is not `application/offset+octet-stream`", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 460, description = "The body does not match its `Upload-Checksum`; the offset did not move", content_type = "text/plain", body = String), (status = 507, description = "Not enough free storage for the declared length (`BRO-09001`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn create(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -137,6 +166,13 @@ async fn create_part(
 }
 
 /// `HEAD`: the durable offset.
+#[utoipa::path(head, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_head", params(("fileTransferId" = Uuid, Path), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)")),
+    responses((status = 200, description = "The durable offset (a PATCH still running on the upload is stopped first)",
+            headers(("Upload-Offset" = u64), ("Upload-Length" = Option<u64>), ("Upload-Defer-Length" = Option<String>),
+                ("Tus-Resumable" = String), ("Cache-Control" = String))),
+        (status = 400, description = "Not valid (plain text or ProblemDetails; no body on HEAD)"), (status = 404, description = "No such upload, part or transfer (no body on HEAD)"), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0 (no body on HEAD)")),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn head(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -146,6 +182,13 @@ pub async fn head(
 }
 
 /// `HEAD` on a part of a concatenated upload.
+#[utoipa::path(head, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}/partial/{partId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_head_part", params(("fileTransferId" = Uuid, Path), ("partId" = String, Path, description = "The part's id, as its Location gave it"), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)")),
+    responses((status = 200, description = "The part's durable offset",
+            headers(("Upload-Offset" = u64), ("Upload-Length" = Option<u64>), ("Upload-Defer-Length" = Option<String>),
+                ("Upload-Concat" = String), ("Tus-Resumable" = String), ("Cache-Control" = String))),
+        (status = 400, description = "Not valid (plain text or ProblemDetails; no body on HEAD)"), (status = 404, description = "No such upload, part or transfer (no body on HEAD)"), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0 (no body on HEAD)")),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn head_part(
     State(app): State<App>,
     Path((id, part)): Path<(String, String)>,
@@ -185,6 +228,17 @@ async fn head_of(
 }
 
 /// `PATCH`: appends at `Upload-Offset`.
+#[utoipa::path(patch, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_patch",
+    params(("fileTransferId" = Uuid, Path), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)"),
+        ("Upload-Offset" = u64, Header, description = "Where the bytes go: the upload's offset"),
+        ("Upload-Length" = Option<u64>, Header, description = "The length, if it was deferred"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`md5|sha1|sha256 <base64 digest>` of this PATCH's bytes")),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses((status = 204, description = "Appended: the new durable offset",
+            headers(("Upload-Offset" = u64), ("Upload-Expires" = String), ("Tus-Resumable" = String))),
+        (status = 400, description = "A tus header that is not valid (plain text), or a ProblemDetails refusal", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 404, description = "No such upload or part (plain text), or no such transfer (`BRO-00001`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 409, description = "`Upload-Offset` is not the upload's offset (plain text), or the transfer is uploaded (`BRO-00004`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0", content_type = "text/plain", body = String), (status = 415, description = "The body is not `application/offset+octet-stream`", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 460, description = "The body does not match its `Upload-Checksum`; the offset did not move", content_type = "text/plain", body = String), (status = 507, description = "Not enough free storage for the declared length (`BRO-09001`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn patch(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -195,6 +249,17 @@ pub async fn patch(
 }
 
 /// `PATCH` on a part of a concatenated upload.
+#[utoipa::path(patch, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}/partial/{partId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_patch_part",
+    params(("fileTransferId" = Uuid, Path), ("partId" = String, Path, description = "The part's id, as its Location gave it"), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)"),
+        ("Upload-Offset" = u64, Header, description = "Where the bytes go: the part's offset"),
+        ("Upload-Length" = Option<u64>, Header, description = "The part's length, if it was deferred"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`md5|sha1|sha256 <base64 digest>` of this PATCH's bytes")),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses((status = 204, description = "Appended: the part's new durable offset",
+            headers(("Upload-Offset" = u64), ("Upload-Expires" = String), ("Tus-Resumable" = String))),
+        (status = 400, description = "A tus header that is not valid (plain text), or a ProblemDetails refusal", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 404, description = "No such upload or part (plain text), or no such transfer (`BRO-00001`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 409, description = "`Upload-Offset` is not the upload's offset (plain text), or the transfer is uploaded (`BRO-00004`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0", content_type = "text/plain", body = String), (status = 415, description = "The body is not `application/offset+octet-stream`", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 460, description = "The body does not match its `Upload-Checksum`; the offset did not move", content_type = "text/plain", body = String), (status = 507, description = "Not enough free storage for the declared length (`BRO-09001`)", body = broker_protocol::ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn patch_part(
     State(app): State<App>,
     Path((id, part)): Path<(String, String)>,
@@ -238,6 +303,11 @@ async fn patch_at(
 
 /// `DELETE` (termination): removes the upload's bytes, and the parts sent for it if any; the transfer
 /// stays UploadStarted, so a new upload can be created.
+#[utoipa::path(delete, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_terminate", params(("fileTransferId" = Uuid, Path), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)")),
+    responses((status = 204, description = "The upload and its parts are removed", headers(("Tus-Resumable" = String))),
+        (status = 400, description = "A tus header that is not valid (plain text), or a ProblemDetails refusal", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 404, description = "No such upload or part (plain text), or no such transfer (`BRO-00001`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 409, description = "`Upload-Offset` is not the upload's offset (plain text), or the transfer is uploaded (`BRO-00004`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0", content_type = "text/plain", body = String)),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn terminate(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -247,6 +317,11 @@ pub async fn terminate(
 }
 
 /// `DELETE` on a part of a concatenated upload.
+#[utoipa::path(delete, path = "/broker/api/v1/filetransfer/upload/tus/{fileTransferId}/partial/{partId}", tag = "Resumable upload (tus)",
+    operation_id = "tus_terminate_part", params(("fileTransferId" = Uuid, Path), ("partId" = String, Path, description = "The part's id, as its Location gave it"), ("Tus-Resumable" = TusResumable, Header, description = "The tus version: 1.0.0 (412 otherwise)")),
+    responses((status = 204, description = "The part is removed", headers(("Tus-Resumable" = String))),
+        (status = 400, description = "A tus header that is not valid (plain text), or a ProblemDetails refusal", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 404, description = "No such upload or part (plain text), or no such transfer (`BRO-00001`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 409, description = "`Upload-Offset` is not the upload's offset (plain text), or the transfer is uploaded (`BRO-00004`)", content((String = "text/plain"), (broker_protocol::ProblemDetails = "application/problem+json"))), (status = 412, description = "`Tus-Resumable` is missing or not 1.0.0", content_type = "text/plain", body = String)),
+    security(("bearer" = ["altinn:broker.write"])))]
 pub async fn terminate_part(
     State(app): State<App>,
     Path((id, part)): Path<(String, String)>,
