@@ -58,13 +58,12 @@ impl VerifiedTokens {
             generation_of(&v.issuer) == Some(v.generation)
                 && v.exp.is_some_and(|exp| !expired(exp, allowed_past_exp))
         });
-        match hit {
-            Some(v) => Some(v.caller.clone()),
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        hit.map(|v| v.caller.clone())
+    }
+
+    /// Counts a token that found nothing usable here and is verified in full.
+    pub(super) fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn insert(
@@ -94,7 +93,7 @@ impl VerifiedTokens {
         );
     }
 
-    /// Lookups that found nothing usable (each is followed by a signature check).
+    /// Tokens verified in full (signature included), counted by [`Self::count_miss`].
     pub(super) fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }

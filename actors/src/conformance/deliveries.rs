@@ -317,6 +317,61 @@ pub async fn deliveries_suite(
     );
 
     caps_hold_under_concurrent_creation(subscriptions).await;
+    an_event_for_many_subscriptions_is_recorded_once_for_each(metadata, outbox, subscriptions)
+        .await;
+}
+
+/// Routing one event to many subscriptions (a store may write them in one statement) records one
+/// delivery for each of them and for nobody else.
+async fn an_event_for_many_subscriptions_is_recorded_once_for_each(
+    metadata: &dyn MetadataStore,
+    outbox: &dyn Outbox,
+    subscriptions: &dyn Subscriptions,
+) {
+    let mut many = vec![];
+    for i in 0..40 {
+        let row = subscriptions
+            .create_subscription(subscription(&format!("/organisation/many-{i}")), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        many.push(row.id);
+    }
+    let transfer = new_transfer("d", t0());
+    let id = transfer.id;
+    let event = CloudEvent::new(
+        EventType::Published,
+        id,
+        "d",
+        OWNER,
+        EventRole::Sender,
+        "test",
+        t0(),
+    );
+    metadata
+        .create_transfer(transfer, vec![event], vec![])
+        .await
+        .unwrap();
+    let unrouted = outbox.unrouted_events(100).await.unwrap();
+    let seq = unrouted
+        .iter()
+        .find(|e| e.event.resourceinstance == id.to_string())
+        .unwrap()
+        .sequence;
+    let chosen: Vec<i64> = many.iter().copied().step_by(2).collect();
+    outbox
+        .route_events(&[(seq, chosen.clone())], t0())
+        .await
+        .unwrap();
+    outbox
+        .route_events(&[(seq, chosen.clone())], t0())
+        .await
+        .unwrap();
+    for sub in many {
+        let recorded = outbox.deliveries(sub, 0, 100).await.unwrap();
+        let expected = usize::from(chosen.contains(&sub));
+        assert_eq!(recorded.len(), expected, "subscription {sub}");
+    }
 }
 
 /// However many creations race, a consumer never holds more than the cap of one kind, and the two

@@ -250,6 +250,7 @@ fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()
 mod inline;
 mod jobs;
 mod metadata;
+mod outbox;
 mod search;
 mod sessions;
 mod statistics;
