@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 const SUBSCRIPTIONS: usize = 1_500;
 /// `events.per_host`'s default: attempts in flight to one host.
-const PER_HOST: usize = 32;
+const PER_HOST: usize = 64;
 const VALIDATION: &str = "platform.events.validatesubscription";
 
 /// An HTTP endpoint on its own loopback address: it answers the validation event with 200, and every

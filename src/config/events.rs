@@ -45,7 +45,7 @@ impl Default for EventsConfig {
             retry_max_secs: 3_600,
             retry_for_secs: 86_400,
             per_endpoint: 16,
-            per_host: 32,
+            per_host: 64,
             max_in_flight: 256,
             max_subscriptions_per_org: 100,
             poll_ms: 1_000,

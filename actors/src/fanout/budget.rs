@@ -28,6 +28,11 @@ impl Slots {
     pub fn count(&self) -> usize {
         self.permits.len()
     }
+
+    /// Gives back all but `n` slots (a batch smaller than the slots taken for it).
+    pub fn keep(&mut self, n: usize) {
+        self.permits.truncate(n.max(1));
+    }
 }
 
 impl Drop for Slots {
@@ -157,6 +162,9 @@ mod tests {
         drop(a);
         let c = budget.acquire("c", 16).await;
         assert_eq!(c.count(), 2);
+        let mut c = c;
+        c.keep(1);
+        assert_eq!(budget.in_flight(4), 3, "a slot given back is free at once");
         drop((b, c));
         assert_eq!(budget.in_flight(4), 0);
         assert_eq!(budget.hosts_tracked(), 0, "idle hosts are forgotten");

@@ -64,7 +64,7 @@ impl Default for DeliverySettings {
             per_endpoint: 16,
             max_subscriptions: 100,
             max_in_flight: 256,
-            per_host: 32,
+            per_host: 64,
             lease: chrono::Duration::seconds(60),
             poll: std::time::Duration::from_secs(1),
             secret_overlap: chrono::Duration::hours(24),

@@ -68,7 +68,7 @@ impl Broker {
             } else {
                 1
             };
-            let Some(slots) = self.slots(&stop, &destination, d.per_endpoint).await else {
+            let Some(mut slots) = self.slots(&stop, &destination, d.per_endpoint).await else {
                 return;
             };
             let width = slots.count();
@@ -87,6 +87,9 @@ impl Broker {
             match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
                     use futures::StreamExt;
+                    // Slots this batch cannot use go back to the host's other subscriptions.
+                    let width = width.min(claimed.len());
+                    slots.keep(width);
                     let attempts: Vec<(ClaimedDelivery, Attempt)> = futures::stream::iter(claimed)
                         .map(|c| async {
                             let attempt = self.attempt(&sub, &c).await;
