@@ -30,6 +30,8 @@ pub fn serve_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        // A default a test's own `env` may override (a timed test wants only warnings).
+        .env("RUST_LOG", "info,broker=debug")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         // BROKER_TEST_SERVER_LOG=1 shows the server's log while debugging a test.
@@ -38,7 +40,6 @@ pub fn serve_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
         } else {
             Stdio::null()
         })
-        .env("RUST_LOG", "info,broker=debug")
         .spawn()
         .unwrap();
     let mut line = String::new();

@@ -4,8 +4,6 @@
 
 use crate::common::*;
 use crate::support::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -204,15 +202,6 @@ async fn at_the_connection_cap_half_sent_heads_make_room_and_busy_connections_ar
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 const SLOWLORIS_SOCKETS: usize = 2000;
 const SLOWLORIS_CAP: usize = 256;
 const SLOWLORIS_HEADER_TIMEOUT_SECS: u64 = 3;
@@ -222,30 +211,22 @@ async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_it
     let _alone = crate::common::cpu_exclusive().await;
     broker::http::connections::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("BROKER__SERVER__MAX_CONNECTIONS", SLOWLORIS_CAP.to_string())
-        .env(
-            "BROKER__SERVER__HEADER_READ_TIMEOUT_SECS",
-            SLOWLORIS_HEADER_TIMEOUT_SECS.to_string(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let cap = SLOWLORIS_CAP.to_string();
+    let header_timeout = SLOWLORIS_HEADER_TIMEOUT_SECS.to_string();
+    let served = crate::cli::serve_with(
+        dir.path(),
+        &[
+            ("BROKER__SERVER__MAX_CONNECTIONS", cap.as_str()),
+            (
+                "BROKER__SERVER__HEADER_READ_TIMEOUT_SECS",
+                header_timeout.as_str(),
+            ),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let url = served.url.clone();
     let addr = url.trim_start_matches("http://").to_string();
-    let pid = child.id();
+    let pid = served.child.id();
     // A fresh connection per probe: a new client each time.
     let probe = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -328,8 +309,7 @@ async fn a_slowloris_of_two_thousand_sockets_neither_starves_health_nor_keeps_it
         .status()
         .is_success());
     let after = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     eprintln!("slowloris: RSS {before} KiB before, {after} KiB after; slowest /health {slowest:?} over {probes} probes");
     assert!(
         after <= 2 * before,

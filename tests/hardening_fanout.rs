@@ -5,9 +5,8 @@
 //! memory returns once the endpoint is gone.
 
 use crate::common::*;
+use crate::support::{open_files, rss_kib};
 use futures::StreamExt;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,58 +156,23 @@ async fn read_until_head_end(
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
+/// The broker under test, alone in its process (its descriptors and memory are its own).
 struct Broker {
-    child: Child,
-    url: String,
+    served: crate::cli::Served,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_broker() -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env(
-            "BROKER__EVENTS__MAX_SUBSCRIPTIONS_PER_ORG",
-            SUBSCRIPTIONS.to_string(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the broker says where it listens")
-        .to_string();
-    Broker { child, url, dir }
+    let cap = SUBSCRIPTIONS.to_string();
+    let served = crate::cli::serve_with(
+        dir.path(),
+        &[
+            ("BROKER__EVENTS__MAX_SUBSCRIPTIONS_PER_ORG", cap.as_str()),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    Broker { served, dir }
 }
 
 fn client(broker: &Broker, org: &str, scopes: &str) -> broker_protocol::client::BrokerClient {
@@ -216,7 +180,7 @@ fn client(broker: &Broker, org: &str, scopes: &str) -> broker_protocol::client::
         .unwrap()
         .mint(org, scopes, chrono::Duration::hours(1))
         .unwrap();
-    broker_protocol::client::BrokerClient::new(&broker.url).with_token(token)
+    broker_protocol::client::BrokerClient::new(&broker.served.url).with_token(token)
 }
 
 fn subscription_to(url: &str) -> broker_protocol::subscriptions::SubscriptionRequest {
@@ -347,7 +311,7 @@ async fn fifteen_hundred_subscriptions_to_an_endpoint_that_holds_every_delivery_
     // Another host (127.0.0.2 is loopback too), with one subscriber of another organisation.
     let healthy = Endpoint::start("127.0.0.2").await;
     let broker = start_broker();
-    let pid = broker.child.id();
+    let pid = broker.served.child.id();
 
     let owner = client(&broker, SERVICE_OWNER, SO_SCOPE);
     owner.create_service_owner("Fan-out owner").await.unwrap();
@@ -405,7 +369,7 @@ async fn fifteen_hundred_subscriptions_to_an_endpoint_that_holds_every_delivery_
     holding.hold.store(true, Ordering::SeqCst);
     let stop = CancellationToken::new();
     let load = tokio::spawn(lifecycles(sender(), recipient(), stop.clone()));
-    let probes = probe_health(broker.url.clone(), stop.clone());
+    let probes = probe_health(broker.served.url.clone(), stop.clone());
     let load_started = Instant::now();
     let mut most_files = 0;
     while load_started.elapsed() < Duration::from_secs(20) {
