@@ -2,10 +2,11 @@
 
 mod events;
 mod notify;
+pub mod reference;
 mod scan;
 mod statistics;
 
-pub use events::{EventsConfig, MetricsConfig};
+pub use events::{EventsConfig, MetricsConfig, WebhookContentType};
 pub use notify::{NotifyConfig, SmsConfig, SmtpConfig, SmtpTls, DEFAULT_SMS_TEMPLATE};
 pub use scan::{LargeFileScan, ScanConfig, ScanKind};
 use serde::{Deserialize, Serialize};
@@ -138,7 +139,7 @@ pub struct AuthConfig {
     pub dev_issuer_name: String,
     /// Allow the development issuer on a non-loopback address (never do this in production).
     pub allow_dev_issuer_on_public_address: bool,
-    /// Whether expired tokens are refused (Altinn checks lifetime with no clock skew).
+    /// Seconds a token is still accepted past its expiry (Altinn checks lifetime with no skew).
     pub clock_skew_secs: u64,
     pub issuers: Vec<IssuerConfig>,
 }
@@ -283,7 +284,19 @@ impl Config {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut tree, &path, parse_env_value(&value));
+            let mut parsed = parse_env_value(&value);
+            // A list may also be given comma-separated (`a,b`), not only as TOML (`["a", "b"]`).
+            if is_list(&tree, &path) && !parsed.is_array() {
+                parsed = toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| toml::Value::String(item.to_string()))
+                        .collect(),
+                );
+            }
+            set_path(&mut tree, &path, parsed);
         }
         let mut config: Config = tree
             .try_into()
@@ -387,9 +400,18 @@ impl Config {
             .unwrap_or_else(|| self.storage.data_dir.join("broker.db"))
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    /// The configuration as a commented TOML template (every key; secrets redacted unless
+    /// `show_secrets`).
+    pub fn to_template(&self, show_secrets: bool) -> String {
+        reference::render(self, show_secrets)
     }
+}
+
+/// Whether the key at `path` holds a list in the defaults.
+fn is_list(tree: &toml::Value, path: &[String]) -> bool {
+    path.iter()
+        .try_fold(tree, |node, part| node.get(part.as_str()))
+        .is_some_and(toml::Value::is_array)
 }
 
 fn merge(base: &mut toml::Value, layer: toml::Value) {
@@ -461,6 +483,31 @@ mod tests {
         assert_eq!(c.server.min_data_rate, 7);
         assert_eq!(c.server.listen.port(), 0);
         assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_list_in_the_environment_may_be_comma_separated_or_toml() {
+        let env = vec![
+            (
+                "BROKER__SERVER__CORS_ALLOWED_ORIGINS".to_string(),
+                "http://a.example, http://b.example".to_string(),
+            ),
+            (
+                "BROKER__SERVER__TRUSTED_PROXIES".to_string(),
+                r#"["10.0.0.0/8", "::1"]"#.to_string(),
+            ),
+            (
+                "BROKER__STATISTICS__STATUS_MESSAGE_RESOURCES".to_string(),
+                "one".to_string(),
+            ),
+        ];
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.server.cors_allowed_origins,
+            ["http://a.example", "http://b.example"]
+        );
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        assert_eq!(c.statistics.status_message_resources, ["one"]);
     }
 
     #[test]

@@ -94,10 +94,10 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
             auth::dev_issuer::key_path(&config.storage.data_dir).display()
         );
     }
-    for issuer in &config.auth.issuers {
+    for (i, issuer) in config.auth.issuers.iter().enumerate() {
         auth.add_configured(issuer)
             .await
-            .map_err(anyhow::Error::msg)?;
+            .map_err(|e| anyhow::anyhow!("auth.issuers[{i}] (issuer {:?}): {e}", issuer.issuer))?;
     }
     let registry = match config.registry.mode {
         RegistryMode::Open => Registry::Open,
@@ -107,7 +107,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
                 .file
                 .as_ref()
                 .context("registry.file is not set")?;
-            registry::from_file(path).map_err(anyhow::Error::msg)?
+            registry::from_file(path).map_err(|e| anyhow::anyhow!("registry.file: {e}"))?
         }
     };
     let clock = Arc::new(SystemClock);

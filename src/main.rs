@@ -1,5 +1,5 @@
 //! The `broker` command: `serve`, `token` (mint a development token) and `config`, plus the client
-//! commands `send`, `fetch`, `list` and `status` (in `cli/`).
+//! commands `send`, `fetch`, `list`, `status`, `serviceowner` and `resource` (in `cli/`).
 
 mod cli;
 
@@ -42,8 +42,8 @@ enum Command {
     Token {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Organisation the token acts for: 0192:NNNNNNNNN or the 9-digit number.
-        #[arg(long)]
+        /// Organisation the token acts for: 0192:NNNNNNNNN or the 9-digit organisation number.
+        #[arg(long, value_parser = parse_org_number)]
         org: String,
         /// Space-separated scopes, e.g. "altinn:broker.write altinn:broker.read".
         #[arg(long)]
@@ -52,8 +52,15 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
-    /// Print the resolved configuration.
-    Config(ConfigArgs),
+    /// Print the resolved configuration as a commented TOML template: every key, with its value or
+    /// commented out with an example; secrets redacted.
+    Config {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print secrets (passwords, tokens, API keys) instead of redacting them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Send a file: initialize a transfer, upload it resumably (tus), wait until it is published.
     Send(cli::SendArgs),
     /// Download a transfer's file (resumable, verified), optionally confirming the download.
@@ -62,6 +69,12 @@ enum Command {
     List(cli::ListArgs),
     /// Show a transfer's overview.
     Status(cli::StatusArgs),
+    /// Register or show the token's service owner.
+    #[command(subcommand)]
+    Serviceowner(cli::ServiceOwnerCommand),
+    /// Configure or show a resource (as its service owner).
+    #[command(subcommand)]
+    Resource(cli::ResourceCommand),
 }
 
 fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
@@ -74,6 +87,34 @@ fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
         std::env::vars(),
         &overrides,
     )?)
+}
+
+/// An organisation number as `broker token` takes it: `0192:` and nine digits, or the nine digits,
+/// whose last is the mod-11 check digit of the Norwegian register (a typo is caught here, not as a
+/// token for an organisation that does not exist).
+fn parse_org_number(text: &str) -> Result<String, String> {
+    let digits = text.trim().strip_prefix("0192:").unwrap_or(text.trim());
+    if digits.len() != 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?} is not an organisation number: use 0192:NNNNNNNNN or the nine digits, e.g. 0192:991825827"
+        ));
+    }
+    let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
+    let sum: u32 = [3, 2, 7, 6, 5, 4, 3, 2]
+        .iter()
+        .zip(&d)
+        .map(|(w, n)| w * n)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        c => c,
+    };
+    if check != d[8] {
+        return Err(format!(
+            "{text:?} is not an organisation number: its check digit (mod 11) does not match"
+        ));
+    }
+    Ok(format!("0192:{digits}"))
 }
 
 fn parse_ttl(text: &str) -> anyhow::Result<chrono::Duration> {
@@ -108,16 +149,36 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Runs the command; a failure is one line on stderr and exit status 1, never a backtrace (it is
+/// the user's configuration or invocation, not a bug; panics still print theirs).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Colour in log lines only for a person at a terminal, and never with `NO_COLOR` set
+/// (no-color.org): a log file or a pipe gets plain text.
+fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
                 )
+                .with_ansi(log_colours())
                 .with_writer(std::io::stderr)
                 .init();
             let config = load(&args)?;
@@ -143,13 +204,22 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Config(args) => {
-            print!("{}", load(&args)?.to_toml());
+        Command::Config {
+            config,
+            show_secrets,
+        } => {
+            print!("{}", load(&config)?.to_template(show_secrets));
             Ok(())
         }
         Command::Send(args) => cli::ClientCommand::Send(args).run_and_exit().await,
         Command::Fetch(args) => cli::ClientCommand::Fetch(args).run_and_exit().await,
         Command::List(args) => cli::ClientCommand::List(args).run_and_exit().await,
         Command::Status(args) => cli::ClientCommand::Status(args).run_and_exit().await,
+        Command::Serviceowner(command) => {
+            cli::ClientCommand::ServiceOwner(command)
+                .run_and_exit()
+                .await
+        }
+        Command::Resource(command) => cli::ClientCommand::Resource(command).run_and_exit().await,
     }
 }

@@ -133,7 +133,15 @@ async fn disabling_the_virus_scan_in_production_without_approval_is_400_bro_0002
     let f = Fixture::on(TestServer::start_with(config).await).await;
     let mut body = f.initialize_body(&[RECIPIENT]);
     body.disable_virus_scan = Some(true);
-    expect_problem(f.sender.initialize(&body).await, 400, "BRO-00020");
+    let problem = expect_problem(f.sender.initialize(&body).await, 400, "BRO-00020");
+    // The refusal says how an operator approves it in Broker, not whom to ask at Altinn.
+    let detail = problem.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("approved_for_disabled_virus_scan = true")
+            && detail.contains("registry file")
+            && !detail.contains("Slack"),
+        "{problem:?}"
+    );
     body.disable_virus_scan = Some(false);
     f.sender.initialize(&body).await.unwrap();
 }

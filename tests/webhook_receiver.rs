@@ -85,6 +85,13 @@ impl Receiver {
             .await;
     }
 
+    /// Makes `name` take only bodies of `media_type` (415 for any other), as a framework's JSON body
+    /// parser does.
+    pub async fn accept_only(&self, name: &str, media_type: &str) {
+        self.put(&format!("{name}/accept"), media_type.to_string())
+            .await;
+    }
+
     /// Stops the receiver: its port refuses connections.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -109,7 +109,10 @@ fn assert_signed_and_faithful(records: &[Value], outbox: &HashMap<String, &Outbo
             !r["verified_with"].as_array().unwrap().is_empty(),
             "a signature that did not verify: {r}"
         );
-        assert_eq!(r["content_type"], "application/cloudevents+json");
+        assert_eq!(
+            r["content_type"], "application/json",
+            "sent as Altinn Events sends it"
+        );
         let id = r["webhook_id"].as_str().unwrap();
         assert_eq!(r["event"]["id"], id, "webhook-id is the event id");
         let Some(e) = outbox.get(id) else {
@@ -845,4 +848,158 @@ async fn a_redirecting_endpoint_is_not_followed_and_its_delivery_is_retried() {
             .all(|r| r["name"] != "moved-redirected"),
         "the redirect was followed"
     );
+}
+
+/// Creates a subscription through Altinn Events' path with `body`; the status, `Location` and body.
+async fn create_on_events_path(f: &Fixture, token: &str, body: Value) -> (u16, String, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/events/api/v1/subscriptions", f.server.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, location, response.json().await.unwrap())
+}
+
+fn assert_no_null_fields(subscription: &Value) {
+    for (field, value) in subscription.as_object().unwrap() {
+        assert!(!value.is_null(), "{field} is sent as null: {subscription}");
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_written_from_altinns_documentation_gets_json_it_can_parse_and_altinns_shapes()
+{
+    let (f, _dir) = fixture(|_| {}).await;
+    let mut receiver = Receiver::start().await;
+    // Like Express's express.json(): a body of any other media type is not read (415 here).
+    receiver.accept_only("plain", "application/json").await;
+    let token = f.server.token(RECIPIENT, SUBSCRIBE);
+    let (status, location, created) = create_on_events_path(
+        &f,
+        &token,
+        serde_json::json!({
+            "endPoint": receiver.url("plain"),
+            "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
+            "includeSubunits": true,
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(
+        location,
+        format!("/events/api/v1/subscriptions/{id}"),
+        "named under the path the client used"
+    );
+    assert_eq!(created["includeSubunits"], true);
+    assert!(created.get("sourceFilter").is_none() && created.get("typeFilter").is_none());
+    assert_no_null_fields(&created);
+    receiver
+        .set_secrets("plain", &[created["secret"].as_str().unwrap()])
+        .await;
+    let subscriber = f.server.client(RECIPIENT, SUBSCRIBE);
+    wait_validated(&subscriber, id).await;
+    let read: Value = reqwest::Client::new()
+        .get(format!("{}/events/api/v1/subscriptions/{id}", f.server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["includeSubunits"], true);
+    assert_eq!(read["validated"], true);
+    assert_no_null_fields(&read);
+
+    // (Asked before the receiver knew the secret, it answered 401 until it did.)
+    let validation = receiver
+        .records()
+        .into_iter()
+        .find(|r| r["name"] == "plain" && r["event"]["type"] == VALIDATION && r["answered"] == 200)
+        .expect("the validation event was taken");
+    assert_eq!(validation["content_type"], "application/json");
+    assert!(
+        validation["event"]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/events/api/v1/subscriptions/{id}")),
+        "the validation event's source names the path the client used: {validation}"
+    );
+
+    let transfer = f.publish(&[RECIPIENT], b"for a plain JSON receiver").await;
+    let outbox = outbox_of(&f, &[transfer]).await;
+    let mine = addressed_to(&outbox, RECIPIENT);
+    receiver
+        .wait_for("plain", &ids_of(&mine), Duration::from_secs(10))
+        .await;
+    let by_id: HashMap<String, &OutboxEntry> =
+        mine.iter().map(|e| (e.event.id.to_string(), *e)).collect();
+    assert_signed_and_faithful(&receiver.events_for("plain"), &by_id);
+
+    // Altinn Events takes a resource filter only as a URN.
+    let (status, _, problem) = create_on_events_path(
+        &f,
+        &token,
+        serde_json::json!({"endPoint": receiver.url("bare"), "resourceFilter": RESOURCE}),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    let message = problem["errors"]["resourceFilter"][0].as_str().unwrap();
+    assert!(message.contains("must be a valid urn"), "{problem}");
+    // Through Broker's own path the subscription is named there.
+    let (status, location, created) = {
+        let response = reqwest::Client::new()
+            .post(format!("{}/broker/api/v1/subscriptions", f.server.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "endPoint": receiver.url("own"),
+                "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        (status, location, response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 201);
+    assert_eq!(
+        location,
+        format!("/broker/api/v1/subscriptions/{}", created["id"])
+    );
+    assert_eq!(created["includeSubunits"], false, "false unless asked for");
+}
+
+#[tokio::test]
+async fn the_cloudevents_media_type_is_sent_when_configured() {
+    let (f, _dir) = fixture(|c| {
+        c.events.webhook_content_type = broker::config::WebhookContentType::CloudEvents
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    receiver
+        .accept_only("structured", "application/cloudevents+json")
+        .await;
+    let subscriber = f.server.client(SENDER, SUBSCRIBE);
+    subscribe(&subscriber, &mut receiver, "structured").await;
+    let transfer = f.publish(&[RECIPIENT], b"structured").await;
+    let outbox = outbox_of(&f, &[transfer]).await;
+    let mine = addressed_to(&outbox, SENDER);
+    receiver
+        .wait_for("structured", &ids_of(&mine), Duration::from_secs(10))
+        .await;
+    assert!(receiver
+        .records()
+        .iter()
+        .filter(|r| r["name"] == "structured")
+        .all(|r| r["content_type"] == "application/cloudevents+json"));
 }

@@ -156,6 +156,8 @@ impl Broker {
             created: self.now(),
             // Contact points are not signed; the column is required.
             secret: String::new(),
+            include_subunits: false,
+            api: crate::ports::subscriptions::SubscriptionApi::Broker,
         };
         let subscriptions = &self.ports().subscriptions;
         let row = subscriptions

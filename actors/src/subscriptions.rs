@@ -4,7 +4,7 @@
 use crate::access::Caller;
 use crate::error::{Error, Result};
 use crate::ports::notifier::Channel;
-use crate::ports::subscriptions::{NewSubscription, SubscriptionRow};
+use crate::ports::subscriptions::{NewSubscription, SubscriptionApi, SubscriptionRow};
 use crate::Broker;
 use broker_protocol::events::EventType;
 use broker_protocol::scopes::SERVICE_OWNER;
@@ -27,6 +27,7 @@ impl Broker {
         &self,
         caller: &Caller,
         request: SubscriptionRequest,
+        api: SubscriptionApi,
     ) -> Result<Subscription> {
         let org = caller
             .org
@@ -52,7 +53,13 @@ impl Broker {
             .ok_or_else(|| {
                 Error::field("resourceFilter", "The ResourceFilter field is required.")
             })?;
-        let resource_id = resource.strip_prefix(RESOURCE_PREFIX).unwrap_or(&resource);
+        // Altinn Events takes a resource only as its URN.
+        let resource_id = resource.strip_prefix(RESOURCE_PREFIX).ok_or_else(|| {
+            Error::field(
+                "resourceFilter",
+                format!("Resource filter must be a valid urn: {RESOURCE_PREFIX}{{resource id}}."),
+            )
+        })?;
         let row = self
             .ports()
             .metadata
@@ -98,6 +105,8 @@ impl Broker {
             consumer,
             created: self.now(),
             secret: broker_protocol::webhooks::secret_from_key(&key),
+            include_subunits: request.include_subunits.unwrap_or(false),
+            api,
         };
         let row = self
             .ports()
@@ -258,6 +267,7 @@ fn wire(row: &SubscriptionRow) -> Subscription {
         subject_filter: s.subject_filter.clone(),
         alternative_subject_filter: s.alternative_subject_filter.clone(),
         type_filter: s.type_filter.clone(),
+        include_subunits: s.include_subunits,
         consumer: s.consumer.clone(),
         created_by: s.created_by.clone(),
         created: s.created,

@@ -31,6 +31,10 @@ pub struct SubscriptionRequest {
     /// One `no.altinn.broker.*` event type; none = every type.
     #[serde(default)]
     pub type_filter: Option<String>,
+    /// Altinn Events' flag for events of the subject's subunits too; kept and returned as given
+    /// (Broker has no unit register, so it widens no match). Default false.
+    #[serde(default)]
+    pub include_subunits: Option<bool>,
 }
 
 impl WireFields for SubscriptionRequest {
@@ -41,21 +45,29 @@ impl WireFields for SubscriptionRequest {
         ("subjectFilter", "a string"),
         ("alternativeSubjectFilter", "a string"),
         ("typeFilter", "a string"),
+        ("includeSubunits", "a boolean"),
     ];
 }
 
-/// A subscription as the API returns it.
+/// A subscription as the API returns it: fields without a value are left out, as Altinn Events
+/// leaves them out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub id: i64,
     pub end_point: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_filter: Option<String>,
     pub resource_filter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alternative_subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub type_filter: Option<String>,
+    #[serde(default)]
+    pub include_subunits: bool,
     /// `/organisation/{org}` of the subscriber.
     pub consumer: String,
     pub created_by: String,

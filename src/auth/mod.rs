@@ -215,17 +215,26 @@ impl Authenticator {
 
     pub async fn add_configured(&mut self, config: &IssuerConfig) -> Result<(), String> {
         if let Some(path) = &config.public_key_file {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            return self.add_pem_issuer(&config.issuer, None, &pem);
+            let shown = path.display();
+            let pem = std::fs::read(path).map_err(|e| format!("public_key_file {shown}: {e}"))?;
+            return self
+                .add_pem_issuer(&config.issuer, None, &pem)
+                .map_err(|e| format!("public_key_file {shown}: {e}"));
         }
         let (keys, url) = if let Some(path) = &config.jwks_file {
+            let shown = path.display();
             let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::read_to_string(path).map_err(|e| format!("jwks_file {shown}: {e}"))?;
             let set: JwkSet =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("jwks_file {shown}: {e}"))?;
             (keys_from_jwks(&set), None)
         } else if let Some(url) = &config.jwks_url {
-            (self.fetch_jwks(url).await?, Some(url.clone()))
+            (
+                self.fetch_jwks(url)
+                    .await
+                    .map_err(|e| format!("jwks_url {url}: {e}"))?,
+                Some(url.clone()),
+            )
         } else {
             return Err(format!("issuer {} has no key source", config.issuer));
         };

@@ -1,7 +1,9 @@
-//! The command-line client: `send`, `fetch`, `list` and `status` against a Broker server.
+//! The command-line client: `send`, `fetch`, `list`, `status`, and a service owner's `serviceowner`
+//! and `resource` against a Broker server.
 //!
 //! Every failure ends the process with a non-zero exit code and one line on stderr saying why.
 
+mod admin;
 mod digest;
 mod fetch;
 mod part_file;
@@ -15,6 +17,7 @@ use broker_protocol::client::{BrokerClient, ClientError};
 use broker_protocol::tus::TusError;
 use std::path::PathBuf;
 
+pub use admin::{ResourceCommand, ServiceOwnerCommand};
 pub use fetch::FetchArgs;
 pub use query::{ListArgs, StatusArgs};
 pub use send::SendArgs;
@@ -22,8 +25,8 @@ pub use send::SendArgs;
 /// Where the server is and who we are: shared by every client command.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClientArgs {
-    /// The server's root URL.
-    #[arg(long, env = "BROKER_URL", default_value = "http://127.0.0.1:8080")]
+    /// The server's root URL, with its scheme.
+    #[arg(long, env = "BROKER_URL", default_value = "http://127.0.0.1:8080", value_parser = parse_server_url)]
     pub url: String,
     /// The bearer token (else --token-file, else $BROKER_TOKEN).
     #[arg(long)]
@@ -34,6 +37,20 @@ pub struct ClientArgs {
     /// Print one JSON value on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A server URL must say http:// or https://: `127.0.0.1:8080` alone would be read as a relative
+/// URL (or a scheme named `127.0.0.1`).
+fn parse_server_url(text: &str) -> Result<String, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(text.to_string())
+        }
+        _ => Err(format!(
+            "{text:?} is not a server URL: give its scheme and host, e.g. http://{}",
+            text.split("://").last().unwrap_or(text)
+        )),
+    }
 }
 
 impl ClientArgs {
@@ -63,6 +80,8 @@ pub enum ClientCommand {
     Fetch(FetchArgs),
     List(ListArgs),
     Status(StatusArgs),
+    ServiceOwner(ServiceOwnerCommand),
+    Resource(ResourceCommand),
 }
 
 impl ClientCommand {
@@ -72,6 +91,8 @@ impl ClientCommand {
             ClientCommand::Fetch(_) => "fetch",
             ClientCommand::List(_) => "list",
             ClientCommand::Status(_) => "status",
+            ClientCommand::ServiceOwner(_) => "serviceowner",
+            ClientCommand::Resource(_) => "resource",
         }
     }
 
@@ -83,6 +104,8 @@ impl ClientCommand {
             ClientCommand::Fetch(args) => fetch::run(args).await,
             ClientCommand::List(args) => query::list(args).await,
             ClientCommand::Status(args) => query::status(args).await,
+            ClientCommand::ServiceOwner(command) => admin::service_owner(command).await,
+            ClientCommand::Resource(command) => admin::resource(command).await,
         };
         match outcome {
             Ok(()) => std::process::exit(0),
@@ -124,6 +147,16 @@ pub fn describe(error: &ClientError) -> String {
                     let text: String = body.trim().chars().take(300).collect();
                     line.push_str(&format!(": {text}"));
                 }
+                // The server answers these with an empty body, as the original does; say what to
+                // check.
+                None if *status == 401 => line.push_str(
+                    ": no valid token: it is missing, expired or from an issuer the broker does not trust \
+                     (give one with --token, --token-file or BROKER_TOKEN)",
+                ),
+                None if *status == 403 => line.push_str(
+                    ": the token lacks the scope this needs (send: altinn:broker.write; fetch, list, \
+                     status: altinn:broker.read) or its organisation is not a party to this",
+                ),
                 None => {}
             }
             line

@@ -17,9 +17,9 @@ pub struct ListArgs {
     /// Only transfers where the caller has this role.
     #[arg(long, value_enum)]
     pub role: Option<Role>,
-    /// The resource to search in.
+    /// The resource to search in (the API searches one resource at a time).
     #[arg(long)]
-    pub resource: Option<String>,
+    pub resource: String,
     /// Only transfers with this status (e.g. Published).
     #[arg(long)]
     pub status: Option<String>,
@@ -37,10 +37,7 @@ pub struct StatusArgs {
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let client = args.client.client()?;
-    let mut query: Vec<(&str, &str)> = Vec::new();
-    if let Some(resource) = &args.resource {
-        query.push(("resourceId", resource));
-    }
+    let mut query: Vec<(&str, &str)> = vec![("resourceId", &args.resource)];
     if let Some(status) = &args.status {
         query.push(("status", status));
     }

@@ -71,6 +71,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let file = FileIdentity::of(&args.file)?;
     let store = StateStore::new(args.state_dir.clone())?;
     let server = client.base_url().to_string();
+    let _held = store.lock(&server, &file)?;
     store.remove_stale(&server, &file);
 
     let mut state = match store.load(&server, &file)? {

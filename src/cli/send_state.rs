@@ -65,6 +65,11 @@ pub struct SendState {
     pub parts: Vec<UploadPart>,
 }
 
+/// An exclusive hold on one (server, file)'s send; released when dropped (or the process ends).
+pub struct SendLock {
+    _handle: std::fs::File,
+}
+
 /// The state directory and the file in it for one (server, file).
 pub struct StateStore {
     dir: PathBuf,
@@ -83,6 +88,34 @@ impl StateStore {
             .or_else(|| env_dir("HOME").map(|h| h.join(".local/state/broker")))
             .context("no state directory: set --state-dir, XDG_STATE_HOME or HOME")?;
         Ok(StateStore { dir })
+    }
+
+    /// Holds this (server, file)'s send for as long as the returned lock lives: a second `broker send`
+    /// of the same file to the same server at once is refused rather than racing the first over
+    /// one state file and one transfer.
+    pub fn lock(&self, server: &str, file: &FileIdentity) -> anyhow::Result<SendLock> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.path_for(server, file).with_extension("lock");
+        let handle = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns; it only takes an advisory lock.
+        if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                anyhow::bail!(
+                    "another `broker send` of {} to {server} is running; wait for it to finish (or stop it), then run this again to continue its transfer",
+                    file.path.display()
+                );
+            }
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        Ok(SendLock { _handle: handle })
     }
 
     fn path_for(&self, server: &str, file: &FileIdentity) -> PathBuf {

@@ -8,6 +8,8 @@ pub struct EventsConfig {
     /// Deliver to loopback, link-local and private addresses even in production (they are always
     /// allowed in development).
     pub allow_internal_endpoints: bool,
+    /// The media type webhook bodies (structured CloudEvents) are sent as.
+    pub webhook_content_type: WebhookContentType,
     /// The longest one delivery attempt may take.
     pub timeout_ms: u64,
     /// Delay after a delivery's first failure; doubled per further failure up to `retry_max_secs`.
@@ -36,10 +38,30 @@ pub struct EventsConfig {
     pub forward_token: Option<String>,
 }
 
+/// How a webhook body is labelled: Altinn Events sends `application/json`, which every JSON
+/// receiver parses; CloudEvents' own structured media type is for receivers that ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WebhookContentType {
+    #[serde(rename = "application/json")]
+    Json,
+    #[serde(rename = "application/cloudevents+json")]
+    CloudEvents,
+}
+
+impl WebhookContentType {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            WebhookContentType::Json => "application/json",
+            WebhookContentType::CloudEvents => "application/cloudevents+json",
+        }
+    }
+}
+
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             allow_internal_endpoints: false,
+            webhook_content_type: WebhookContentType::Json,
             timeout_ms: 10_000,
             retry_base_ms: 1_000,
             retry_max_secs: 3_600,
@@ -100,6 +122,7 @@ impl EventsConfig {
             poll: std::time::Duration::from_millis(self.poll_ms),
             secret_overlap: secs(self.secret_overlap_secs),
             forward_token: self.forward_token.clone().map(broker_actors::fanout::Token),
+            webhook_content_type: self.webhook_content_type.media_type(),
         }
     }
 }

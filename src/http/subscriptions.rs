@@ -4,10 +4,11 @@
 use crate::http::app::{json_body, App, Policy};
 use crate::http::error::ApiError;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use broker_actors::ports::SubscriptionApi;
 use broker_protocol::subscriptions::{
     Delivery, Redelivered, Subscription, SubscriptionList, SubscriptionRequest,
 };
@@ -45,13 +46,23 @@ pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
     security(("bearer" = ["altinn:events.subscribe"])))]
 pub async fn create(
     State(app): State<App>,
+    path: MatchedPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = app.authorize(&headers, Policy::Subscriber).await?;
     let request: SubscriptionRequest = json_body(&app, &headers, body).await?;
-    let created = app.broker.create_subscription(&caller, request).await?;
-    let location = format!("/broker/api/v1/subscriptions/{}", created.id);
+    // The subscription is named under the API the client called: Altinn Events' or Broker's.
+    let api = if path.as_str().starts_with(SubscriptionApi::Events.base()) {
+        SubscriptionApi::Events
+    } else {
+        SubscriptionApi::Broker
+    };
+    let created = app
+        .broker
+        .create_subscription(&caller, request, api)
+        .await?;
+    let location = format!("{}/subscriptions/{}", api.base(), created.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],

@@ -5,7 +5,9 @@ the `standardwebhooks` package (against NAME's secret, set with PUT /control/NAM
 parsed with the CloudEvents SDK. Each request is appended as one JSON line to the log file (so a
 restarted receiver keeps the record); it answers as PUT /control/NAME/answer says (a status, 200 by
 default; 0 takes the request and never answers; a redirect status points at /hook/NAME-redirected;
-401 when the signature does not verify).
+401 when the signature does not verify). PUT /control/NAME/accept with a media type makes NAME take
+only bodies of that type, as a JSON framework's body parser does (415 for any other; by default both
+application/json and application/cloudevents+json are read).
 
     python3 receiver.py LOG_FILE [PORT]   prints "listening on PORT" when ready
 """
@@ -22,6 +24,8 @@ from standardwebhooks.webhooks import Webhook
 LOG = sys.argv[1]
 SECRETS = {}
 ANSWERS = {}
+ACCEPTS = {}
+STRUCTURED = ("application/json", "application/cloudevents+json")
 LOCK = threading.Lock()
 
 
@@ -52,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
                     SECRETS[parts[1]] = value.split()
                 elif parts[2] == "answer":
                     ANSWERS[parts[1]] = int(value)
+                elif parts[2] == "accept":
+                    ACCEPTS[parts[1]] = value.strip()
             return self.reply(204)
         self.reply(404)
 
@@ -66,6 +72,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             secrets = SECRETS.get(name, [])
             answer = ANSWERS.get(name, 200)
+            accepted = (ACCEPTS[name],) if name in ACCEPTS else STRUCTURED
+        media_type = (headers.get("content-type") or "").split(";")[0].strip().lower()
         verified = []
         for secret in secrets:
             try:
@@ -83,8 +91,10 @@ class Handler(BaseHTTPRequestHandler):
             "content_type": headers.get("content-type"),
             "answered": answer if verified else 401,
         }
+        if media_type not in accepted:
+            record["answered"] = 415
         try:
-            if not headers.get("content-type", "").startswith("application/cloudevents+json"):
+            if media_type not in STRUCTURED:
                 raise ValueError("not a structured CloudEvent")
             event = from_structured_event(HTTPMessage(headers=headers, body=payload))
             record["event"] = {k: str(v) for k, v in event.get_attributes().items()}

@@ -23,6 +23,8 @@ fn subscription(consumer: &str) -> NewSubscription {
         created_by: consumer.into(),
         created: t0(),
         secret: "whsec_first".into(),
+        include_subunits: false,
+        api: crate::ports::subscriptions::SubscriptionApi::Broker,
     }
 }
 
@@ -52,13 +54,27 @@ pub async fn deliveries_suite(
         .await
         .unwrap()
         .expect("under the cap");
+    let second_spec = NewSubscription {
+        include_subunits: true,
+        api: crate::ports::subscriptions::SubscriptionApi::Events,
+        ..subscription("/organisation/2")
+    };
     let second = subscriptions
-        .create_subscription(subscription("/organisation/2"), 10)
+        .create_subscription(second_spec.clone(), 10)
         .await
         .unwrap()
         .expect("under the cap");
     assert!(!first.validated, "a new subscription is not validated");
     assert_ne!(first.id, second.id);
+    let stored = subscriptions
+        .subscription(second.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.spec, second_spec,
+        "a subscription reads back as it was created (includeSubunits and its API too)"
+    );
 
     // Transfer x has three events, y one.
     let event = |id, t| CloudEvent::new(t, id, "d", OWNER, EventRole::Sender, "test", t0());

@@ -53,6 +53,9 @@ pub struct DeliverySettings {
     pub secret_overlap: chrono::Duration,
     /// The token forwarded events are published with.
     pub forward_token: Option<Token>,
+    /// The `Content-Type` of webhook bodies: `application/json` (as Altinn Events sends) or
+    /// `application/cloudevents+json`.
+    pub webhook_content_type: &'static str,
 }
 
 impl Default for DeliverySettings {
@@ -69,6 +72,7 @@ impl Default for DeliverySettings {
             poll: std::time::Duration::from_secs(1),
             secret_overlap: chrono::Duration::hours(24),
             forward_token: None,
+            webhook_content_type: "application/json",
         }
     }
 }
@@ -179,6 +183,8 @@ impl Broker {
                         created_by: FORWARD_CONSUMER.into(),
                         created: self.now(),
                         secret: String::new(),
+                        include_subunits: false,
+                        api: crate::ports::subscriptions::SubscriptionApi::Broker,
                     },
                     usize::MAX,
                 )

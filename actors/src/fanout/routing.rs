@@ -55,6 +55,8 @@ mod tests {
             created_by: "/organisation/222222222".into(),
             created: t(0),
             secret: "whsec_x".into(),
+            include_subunits: false,
+            api: crate::ports::subscriptions::SubscriptionApi::Broker,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::ports::notifier::Channel;
 use crate::ports::outbox::{Attempt, AttemptOutcome, ClaimedDelivery};
-use crate::ports::subscriptions::SubscriptionRow;
+use crate::ports::subscriptions::{SubscriptionApi, SubscriptionRow};
 use crate::ports::webhooks::{WebhookAnswer, WebhookRequest};
 use crate::Broker;
 use broker_protocol::subscriptions::VALIDATION_EVENT_TYPE;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// What the Altinn Events-compatible publisher that events are forwarded to takes.
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 /// Deliveries claimed per slot of an endpoint's concurrency (rounds of attempts per batch): a batch
 /// is claimed in one transaction and its outcomes recorded in one.
@@ -186,7 +187,7 @@ impl Broker {
             "specversion": "1.0",
             "id": uuid::Uuid::new_v4(),
             "type": VALIDATION_EVENT_TYPE,
-            "source": self.subscription_url(sub.id),
+            "source": self.subscription_url(sub),
             "time": broker_protocol::time::format(&now),
         });
         let body = Bytes::from(serde_json::to_vec(&event).expect("JSON"));
@@ -202,13 +203,23 @@ impl Broker {
         answer.is_success()
     }
 
-    /// The URL a subscription is read at (the validation event's source).
-    fn subscription_url(&self, id: i64) -> String {
+    /// The URL a subscription is read at, under the API it was created with (the validation
+    /// event's source).
+    fn subscription_url(&self, sub: &SubscriptionRow) -> String {
         let source = &self.settings().event_source;
-        let base = source
+        let broker_base = source
             .strip_suffix("/filetransfer")
             .unwrap_or(source.as_str());
-        format!("{base}/subscriptions/{id}")
+        let base = match sub.spec.api {
+            SubscriptionApi::Broker => broker_base.to_string(),
+            SubscriptionApi::Events => {
+                let root = broker_base
+                    .strip_suffix(SubscriptionApi::Broker.base())
+                    .unwrap_or(broker_base);
+                format!("{root}{}", SubscriptionApi::Events.base())
+            }
+        };
+        format!("{base}/subscriptions/{}", sub.id)
     }
 
     async fn post_signed(
@@ -230,7 +241,7 @@ impl Broker {
             .collect();
         let request = WebhookRequest {
             url: sub.spec.end_point.clone(),
-            content_type: CLOUDEVENTS_JSON,
+            content_type: self.settings().deliveries.webhook_content_type,
             headers: vec![
                 ("webhook-id", webhook_id.to_string()),
                 ("webhook-timestamp", timestamp.to_string()),

@@ -25,7 +25,7 @@ pub use outbox::{Attempt, AttemptOutcome, ClaimedDelivery, DeliveryRow, Outbox};
 pub use registry::{Registry, RegistryEntry};
 pub use scanner::{ScanError, Scanner, Verdict};
 pub use statistics::{DailyRow, RecipientType, Statistics};
-pub use subscriptions::{NewSubscription, SubscriptionRow, Subscriptions};
+pub use subscriptions::{NewSubscription, SubscriptionApi, SubscriptionRow, Subscriptions};
 pub use upload_sessions::UploadSessions;
 pub use webhooks::{WebhookAnswer, WebhookRequest, WebhookSender};
 

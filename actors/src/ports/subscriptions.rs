@@ -19,6 +19,30 @@ pub struct NewSubscription {
     pub created_by: String,
     pub created: Timestamp,
     pub secret: String,
+    /// Altinn Events' `includeSubunits`, kept and returned as given (Broker has no unit register,
+    /// so it widens no match).
+    pub include_subunits: bool,
+    /// The API the subscription was created through, whose paths name it.
+    pub api: SubscriptionApi,
+}
+
+/// Where a subscription was created: Altinn Events' path or Broker's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionApi {
+    /// `/events/api/v1/subscriptions`
+    Events,
+    /// `/broker/api/v1/subscriptions`
+    Broker,
+}
+
+impl SubscriptionApi {
+    /// The API's base path (its subscriptions are under `{base}/subscriptions`).
+    pub fn base(self) -> &'static str {
+        match self {
+            SubscriptionApi::Events => "/events/api/v1",
+            SubscriptionApi::Broker => "/broker/api/v1",
+        }
+    }
 }
 
 /// A stored subscription.

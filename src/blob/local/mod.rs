@@ -1,5 +1,6 @@
 //! Files on the local disk, under `<data_dir>/blobs/<first two hex digits>/<transfer id>`. Paths derive
-//! from ids only, never from file names.
+//! from ids only, never from file names. Directories are created 0700 and files 0600 whatever the
+//! umask: only the broker's user reads what senders sent.
 //!
 //! Writes go through one blocking thread per upload that receives whole batches; the file is synced once,
 //! at commit. Reads use large positioned reads on a blocking thread, handed on as `Bytes`.
@@ -23,7 +24,9 @@ pub struct LocalBlobStore {
 impl LocalBlobStore {
     pub fn open(data_dir: &Path) -> std::io::Result<LocalBlobStore> {
         let root = data_dir.join("blobs");
-        std::fs::create_dir_all(&root)?;
+        if !root.exists() {
+            create_private_dir(&root)?;
+        }
         Ok(LocalBlobStore { root })
     }
 
@@ -61,10 +64,41 @@ fn open_for_read(path: PathBuf) -> Result<std::fs::File, BlobError> {
 /// Creates a blob directory if needed; a new directory's entry is synced so it survives a power loss.
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         sync_dir(dir.parent().expect("blob directories have a parent"))?;
     }
     Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, set exactly: the umask could only have
+/// narrowed it, and an unusual one could leave the broker unable to write.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        // Another upload created it at the same moment.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Options that create a file readable and writable by the broker's user only (0600, set exactly
+/// by [`make_private`] after creation).
+fn private_file() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Sets a file the broker just created to 0600 whatever the umask made of it.
+fn make_private(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
 fn remove_if_present(path: &Path) -> std::io::Result<()> {
@@ -92,10 +126,8 @@ impl BlobStore for LocalBlobStore {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?;
+                let file = private_file().write(true).create_new(true).open(&path)?;
+                make_private(&file)?;
                 Ok((file, dir.to_path_buf()))
             })
             .await
@@ -120,11 +152,14 @@ impl BlobStore for LocalBlobStore {
                 if offset == 0 {
                     ensure_dir(path.parent().expect("blob paths have a parent"))?;
                 }
-                let mut file = std::fs::OpenOptions::new()
+                let mut file = private_file()
                     .write(true)
                     .create(offset == 0)
                     .truncate(false)
                     .open(&path)?;
+                if offset == 0 {
+                    make_private(&file)?;
+                }
                 if file.metadata()?.len() < offset {
                     return Err(std::io::Error::other(format!(
                         "the stored file is shorter than the durable offset {offset}"
@@ -207,7 +242,12 @@ impl BlobStore for LocalBlobStore {
         let text: String = parts.iter().map(|p| format!("{p}\n")).collect();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let temp = manifest.with_extension("parts-new");
-            let mut f = std::fs::File::create(&temp)?;
+            let mut f = private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
+            make_private(&f)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&temp, &manifest)?;

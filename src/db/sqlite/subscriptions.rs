@@ -5,7 +5,9 @@ use super::jobs::{from_micros, micros};
 use super::{failure, SqliteStore};
 use crate::db::*;
 use broker_actors::ports::notifier::Channel;
-use broker_actors::ports::subscriptions::{NewSubscription, SubscriptionRow, Subscriptions};
+use broker_actors::ports::subscriptions::{
+    NewSubscription, SubscriptionApi, SubscriptionRow, Subscriptions,
+};
 use rusqlite::{params, Connection, Row};
 
 /// Whether a subscription row is a contact point (`mailto:` or `sms:`, as [`Channel::of_endpoint`]
@@ -15,7 +17,7 @@ const IS_CONTACT_POINT: &str =
 
 const SUBSCRIPTION_COLUMNS: &str = "id, end_point, source_filter, resource_filter, subject_filter,
     alternative_subject_filter, type_filter, consumer, created_by, created, secret, previous_secret,
-    previous_secret_until, validated";
+    previous_secret_until, validated, include_subunits, api";
 
 fn subscription_row(r: &Row) -> rusqlite::Result<(SubscriptionRow, i64, Option<i64>)> {
     let previous: Option<String> = r.get(11)?;
@@ -35,6 +37,11 @@ fn subscription_row(r: &Row) -> rusqlite::Result<(SubscriptionRow, i64, Option<i
                 created_by: r.get(8)?,
                 created: chrono::DateTime::UNIX_EPOCH,
                 secret: r.get(10)?,
+                include_subunits: r.get::<_, i64>(14)? != 0,
+                api: match r.get::<_, String>(15)?.as_str() {
+                    "events" => SubscriptionApi::Events,
+                    _ => SubscriptionApi::Broker,
+                },
             },
             validated: r.get::<_, i64>(13)? != 0,
             previous_secret: previous.map(|p| (p, chrono::DateTime::UNIX_EPOCH)),
@@ -92,8 +99,9 @@ impl Subscriptions for SqliteStore {
                 }
                 conn.prepare_cached(
                     "INSERT INTO subscriptions (end_point, source_filter, resource_filter, subject_filter,
-                        alternative_subject_filter, type_filter, consumer, created_by, created, secret)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        alternative_subject_filter, type_filter, consumer, created_by, created, secret,
+                        include_subunits, api)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -106,7 +114,12 @@ impl Subscriptions for SqliteStore {
                         spec.consumer,
                         spec.created_by,
                         micros(spec.created),
-                        spec.secret
+                        spec.secret,
+                        spec.include_subunits,
+                        match spec.api {
+                            SubscriptionApi::Events => "events",
+                            SubscriptionApi::Broker => "broker",
+                        }
                     ])
                 })
                 .map_err(failure)?;
