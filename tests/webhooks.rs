@@ -658,20 +658,17 @@ async fn the_altinn_events_path_serves_the_same_subscriptions() {
     let (f, _dir) = fixture(|_| {}).await;
     let token = f.server.token(RECIPIENT, SUBSCRIBE);
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/events/api/v1/subscriptions", f.server.url))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({
+    let (_, _, created) = create_on(
+        &f,
+        "/events/api/v1",
+        &token,
+        serde_json::json!({
             "endPoint": "http://127.0.0.1:9/hook",
             "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
             "typeFilter": "no.altinn.broker.published",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
     let listed: Value = http
         .get(format!("{}/broker/api/v1/subscriptions", f.server.url))
@@ -850,10 +847,11 @@ async fn a_redirecting_endpoint_is_not_followed_and_its_delivery_is_retried() {
     );
 }
 
-/// Creates a subscription through Altinn Events' path with `body`; the status, `Location` and body.
-async fn create_on_events_path(f: &Fixture, token: &str, body: Value) -> (u16, String, Value) {
+/// Creates a subscription through the API at `base` (Altinn Events' `/events/api/v1` or Broker's
+/// `/broker/api/v1`) with `body`; the status, `Location` and body.
+async fn create_on(f: &Fixture, base: &str, token: &str, body: Value) -> (u16, String, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{}/events/api/v1/subscriptions", f.server.url))
+        .post(format!("{}{base}/subscriptions", f.server.url))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -882,8 +880,9 @@ async fn a_subscriber_written_from_altinns_documentation_gets_json_it_can_parse_
     // Like Express's express.json(): a body of any other media type is not read (415 here).
     receiver.accept_only("plain", "application/json").await;
     let token = f.server.token(RECIPIENT, SUBSCRIBE);
-    let (status, location, created) = create_on_events_path(
+    let (status, location, created) = create_on(
         &f,
+        "/events/api/v1",
         &token,
         serde_json::json!({
             "endPoint": receiver.url("plain"),
@@ -946,8 +945,9 @@ async fn a_subscriber_written_from_altinns_documentation_gets_json_it_can_parse_
     assert_signed_and_faithful(&receiver.events_for("plain"), &by_id);
 
     // Altinn Events takes a resource filter only as a URN.
-    let (status, _, problem) = create_on_events_path(
+    let (status, _, problem) = create_on(
         &f,
+        "/events/api/v1",
         &token,
         serde_json::json!({"endPoint": receiver.url("bare"), "resourceFilter": RESOURCE}),
     )
@@ -956,21 +956,16 @@ async fn a_subscriber_written_from_altinns_documentation_gets_json_it_can_parse_
     let message = problem["errors"]["resourceFilter"][0].as_str().unwrap();
     assert!(message.contains("must be a valid urn"), "{problem}");
     // Through Broker's own path the subscription is named there.
-    let (status, location, created) = {
-        let response = reqwest::Client::new()
-            .post(format!("{}/broker/api/v1/subscriptions", f.server.url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({
-                "endPoint": receiver.url("own"),
-                "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
-            }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let location = response.headers()["location"].to_str().unwrap().to_string();
-        (status, location, response.json::<Value>().await.unwrap())
-    };
+    let (status, location, created) = create_on(
+        &f,
+        "/broker/api/v1",
+        &token,
+        serde_json::json!({
+            "endPoint": receiver.url("own"),
+            "resourceFilter": format!("urn:altinn:resource:{RESOURCE}"),
+        }),
+    )
+    .await;
     assert_eq!(status, 201);
     assert_eq!(
         location,

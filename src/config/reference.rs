@@ -17,44 +17,45 @@ pub struct Key {
     pub doc: &'static str,
 }
 
-const fn key(section: &'static str, name: &'static str, doc: &'static str) -> Key {
+const fn entry(
+    section: &'static str,
+    name: &'static str,
+    example: &'static str,
+    secret: bool,
+    doc: &'static str,
+) -> Key {
     Key {
         section,
         name,
-        example: "",
-        secret: false,
+        example,
+        secret,
         doc,
     }
 }
 
+/// A key with a default (never unset).
+const fn key(section: &'static str, name: &'static str, doc: &'static str) -> Key {
+    entry(section, name, "", false, doc)
+}
+
+/// A key that may be unset, with the value shown for it then.
 const fn example(
     section: &'static str,
     name: &'static str,
     example: &'static str,
     doc: &'static str,
 ) -> Key {
-    Key {
-        section,
-        name,
-        example,
-        secret: false,
-        doc,
-    }
+    entry(section, name, example, false, doc)
 }
 
+/// A secret: printed only with `--show-secrets`.
 const fn secret(
     section: &'static str,
     name: &'static str,
     example: &'static str,
     doc: &'static str,
 ) -> Key {
-    Key {
-        section,
-        name,
-        example,
-        secret: true,
-        doc,
-    }
+    entry(section, name, example, true, doc)
 }
 
 /// The array of tables whose entries are trusted token issuers.
