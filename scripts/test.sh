@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests,
 # schemathesis over the OpenAPI description, and a short run of every fuzz target.
-# Test-only tools are installed when missing (idempotent, quick when present): the real tus clients
+# Test-only tools are installed when missing (idempotent, quick when present): curl, which the README's
+# examples use (tests/readme.rs runs them as written), the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
 # small-request anchor, clamav-daemon and clamdscan (Debian packages: with apt-get as root, else with
@@ -37,6 +38,9 @@ install_debian() {
 }
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   install_debian "the benchmark smoke test's download anchor" nginx-light
+fi
+if ! command -v curl >/dev/null 2>&1; then
+  install_debian "the README's examples, which tests/readme.rs runs as written" curl
 fi
 if ! command -v wrk >/dev/null 2>&1; then
   install_debian "the benchmark smoke test's small-request anchor" wrk
