@@ -83,6 +83,14 @@ fn usage_lines_show_options_with_defaults_as_optional_and_the_list_resource_as_r
             .to_string()
     };
     assert_eq!(usage("status"), "Usage: broker status [OPTIONS] <ID>");
+    // The usage a mistake prints names only what is missing, not the options the environment or a
+    // default gives.
+    let (code, _, stderr) = run(Command::new(BIN).arg("status").env_remove("BROKER_URL"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("Usage: broker status <ID>") && !stderr.contains("--url"),
+        "{stderr}"
+    );
     assert_eq!(
         usage("list"),
         "Usage: broker list [OPTIONS] --resource <RESOURCE>"
