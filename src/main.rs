@@ -135,6 +135,22 @@ fn parse_ttl(text: &str) -> anyhow::Result<chrono::Duration> {
     })
 }
 
+/// Connections the kernel completes and queues before the broker accepts them (capped by
+/// `net.core.somaxconn`). Tokio's default is 1,024: a flood of connections while the accept loop
+/// is busy fills that, and a new client's SYN is then dropped and retried only after a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind does: a restart may bind while old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Installs the SIGINT/SIGTERM handlers now (before the server reports it is ready) and returns the
 /// future that completes on the first of them.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -182,8 +198,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             let config = load(&args)?;
-            let listener = tokio::net::TcpListener::bind(config.server.listen)
-                .await
+            let listener = listen(config.server.listen)
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
             broker::serve(listener, config, shutdown_signal()?).await
         }
