@@ -106,8 +106,14 @@ fn printed_keys(text: &str) -> BTreeSet<String> {
     keys
 }
 
+/// `broker config` with `env` as its only `BROKER__` settings (the test command itself sets some,
+/// e.g. `BROKER__STORAGE__INLINE_MAX_BYTES=0` for its second integration run).
 fn broker_config(args: &[&str], env: &[(String, String)]) -> String {
-    let out = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("BROKER__")) {
+        command.env_remove(key);
+    }
+    let out = command
         .arg("config")
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
