@@ -2,7 +2,7 @@
 # Runs the whole test suite: formatting, lints, unit, property, integration and benchmark smoke tests,
 # schemathesis over the OpenAPI description, and a short run of every fuzz target.
 # Test-only tools are installed when missing (idempotent, quick when present): curl, which the README's
-# examples use (tests/readme.rs runs them as written), the real tus clients
+# examples use (tests/readme.rs runs them as written), script (bsdutils) for a terminal in a test, the real tus clients
 # tuspy (PyPI) and tus-js-client (npm) that the tus tests drive, @tus/server (npm) that the benchmark
 # smoke test measures beside Broker, nginx-light for the benchmark's download anchor and wrk for its
 # small-request anchor, clamav-daemon and clamdscan (Debian packages: with apt-get as root, else with
@@ -41,6 +41,10 @@ if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
 fi
 if ! command -v curl >/dev/null 2>&1; then
   install_debian "the README's examples, which tests/readme.rs runs as written" curl
+fi
+if ! command -v script >/dev/null 2>&1; then
+  # util-linux's `script` gives the log-colour test a terminal.
+  install_debian "the test that logs are coloured only on a terminal" bsdutils
 fi
 if ! command -v wrk >/dev/null 2>&1; then
   install_debian "the benchmark smoke test's small-request anchor" wrk

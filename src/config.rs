@@ -1,6 +1,7 @@
 //! Typed, layered configuration: defaults -> TOML file -> `BROKER__SECTION__KEY` env -> command-line flags.
 
 mod events;
+mod layers;
 mod notify;
 pub mod reference;
 mod scan;
@@ -277,27 +278,9 @@ impl Config {
                 std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
             let layer: toml::Value = toml::from_str(&text)
                 .map_err(|e| ConfigError::Parse(path.into(), e.to_string()))?;
-            merge(&mut tree, layer);
+            layers::merge(&mut tree, layer);
         }
-        for (key, value) in env {
-            let Some(rest) = key.strip_prefix("BROKER__") else {
-                continue;
-            };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            let mut parsed = parse_env_value(&value);
-            // A list may also be given comma-separated (`a,b`), not only as TOML (`["a", "b"]`).
-            if is_list(&tree, &path) && !parsed.is_array() {
-                parsed = toml::Value::Array(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|item| !item.is_empty())
-                        .map(|item| toml::Value::String(item.to_string()))
-                        .collect(),
-                );
-            }
-            set_path(&mut tree, &path, parsed);
-        }
+        layers::apply_env(&mut tree, env);
         let mut config: Config = tree
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
@@ -405,53 +388,6 @@ impl Config {
     pub fn to_template(&self, show_secrets: bool) -> String {
         reference::render(self, show_secrets)
     }
-}
-
-/// Whether the key at `path` holds a list in the defaults.
-fn is_list(tree: &toml::Value, path: &[String]) -> bool {
-    path.iter()
-        .try_fold(tree, |node, part| node.get(part.as_str()))
-        .is_some_and(toml::Value::is_array)
-}
-
-fn merge(base: &mut toml::Value, layer: toml::Value) {
-    match (base, layer) {
-        (toml::Value::Table(b), toml::Value::Table(l)) => {
-            for (k, v) in l {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, l) => *b = l,
-    }
-}
-
-fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut node = tree;
-    for p in parents {
-        let toml::Value::Table(t) = node else { return };
-        node = t
-            .entry(p.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-    }
-    if let toml::Value::Table(t) = node {
-        t.insert(last.clone(), value);
-    }
-}
-
-/// An env value is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
-fn parse_env_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 #[cfg(test)]

@@ -89,17 +89,17 @@ fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
     )?)
 }
 
-/// An organisation number as `broker token` takes it: `0192:` and nine digits, or the nine digits,
-/// whose last is the mod-11 check digit of the Norwegian register (a typo is caught here, not as a
-/// token for an organisation that does not exist).
+/// An organisation number as `broker token` takes it, in any form the API takes (`0192:NNNNNNNNN`,
+/// its URN) or the bare nine digits, whose last must be the mod-11 check digit of the Norwegian
+/// register (a typo is caught here, not as a token for an organisation that does not exist).
 fn parse_org_number(text: &str) -> Result<String, String> {
-    let digits = text.trim().strip_prefix("0192:").unwrap_or(text.trim());
-    if digits.len() != 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?} is not an organisation number: use 0192:NNNNNNNNN or the nine digits, e.g. 0192:991825827"
-        ));
-    }
-    let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
+    let org = broker_protocol::transfer::parse_org(text).ok_or_else(|| {
+        format!("{text:?} is not an organisation number: use 0192:NNNNNNNNN or the nine digits, e.g. 0192:991825827")
+    })?;
+    let d: Vec<u32> = broker_protocol::events::org_digits(&org)
+        .bytes()
+        .map(|b| u32::from(b - b'0'))
+        .collect();
     let sum: u32 = [3, 2, 7, 6, 5, 4, 3, 2]
         .iter()
         .zip(&d)
@@ -114,7 +114,7 @@ fn parse_org_number(text: &str) -> Result<String, String> {
             "{text:?} is not an organisation number: its check digit (mod 11) does not match"
         ));
     }
-    Ok(format!("0192:{digits}"))
+    Ok(org)
 }
 
 fn parse_ttl(text: &str) -> anyhow::Result<chrono::Duration> {

@@ -206,20 +206,13 @@ impl Broker {
     /// The URL a subscription is read at, under the API it was created with (the validation
     /// event's source).
     fn subscription_url(&self, sub: &SubscriptionRow) -> String {
+        // The event source is `{public_url}/broker/api/v1/filetransfer`.
         let source = &self.settings().event_source;
-        let broker_base = source
+        let root = source
             .strip_suffix("/filetransfer")
+            .and_then(|s| s.strip_suffix(SubscriptionApi::Broker.base()))
             .unwrap_or(source.as_str());
-        let base = match sub.spec.api {
-            SubscriptionApi::Broker => broker_base.to_string(),
-            SubscriptionApi::Events => {
-                let root = broker_base
-                    .strip_suffix(SubscriptionApi::Broker.base())
-                    .unwrap_or(broker_base);
-                format!("{root}{}", SubscriptionApi::Events.base())
-            }
-        };
-        format!("{base}/subscriptions/{}", sub.id)
+        format!("{root}{}/subscriptions/{}", sub.spec.api.base(), sub.id)
     }
 
     async fn post_signed(
