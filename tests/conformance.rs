@@ -161,6 +161,8 @@ mod inline_files {
         TransferChange {
             id,
             expected_status: FileTransferStatus::Initialized,
+            // Each is the first change of a transfer just created.
+            expected_version: 0,
             at: t0(),
             new_status: Some((FileTransferStatus::Published, None)),
             stored_file: Some(StoredFile {
@@ -276,4 +278,39 @@ mod inline_files {
         off.delete(kept).await.unwrap();
         assert!(read(&blobs, kept).await.is_none());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_on_one_sqlite_database_and_disk_agree_on_every_transfer() {
+    use broker::blob::inline::InlineBlobStore;
+    use broker_actors::memory::{MemoryNotifier, MemoryWebhooks};
+    use broker_actors::ports::{Registry, SystemClock};
+    use std::sync::Arc;
+    let (dir, store) = sqlite().await;
+    let store = Arc::new(store);
+    let disk = Arc::new(LocalBlobStore::open(&dir.path().join("files")).unwrap());
+    let ports = broker_actors::Ports {
+        metadata: store.clone(),
+        sessions: store.clone(),
+        outbox: store.clone(),
+        blobs: Arc::new(InlineBlobStore::new(disk, store.clone(), 64 << 10)),
+        clock: Arc::new(SystemClock),
+        registry: Arc::new(Registry::Open),
+        jobs: store.clone(),
+        scanner: None,
+        subscriptions: store.clone(),
+        webhooks: Arc::new(MemoryWebhooks::default()),
+        statistics: store.clone(),
+        notifier: Arc::new(MemoryNotifier::default()),
+    };
+    two_brokers_suite(ports).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_lease_rules_by_the_databases_clock() {
+    use futures::FutureExt;
+    let (_dir, store) = sqlite().await;
+    // The database's clock cannot be moved: time passes by waiting, with margins of seconds.
+    let pass = |ms: u64| tokio::time::sleep(std::time::Duration::from_millis(ms)).boxed();
+    leases_suite(&store, 2_000, &pass).await;
 }

@@ -133,6 +133,12 @@ impl Broker {
         self.inner.lifecycle.live_supervisors()
     }
 
+    /// Makes each of this broker's commits wait for `gate` first (tests order two brokers' commits).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn gate_commits(&self, gate: crate::supervisor::CommitGate) {
+        self.inner.lifecycle.gate_commits(gate);
+    }
+
     pub(crate) fn tus(&self) -> &crate::tus::TusState {
         &self.inner.tus
     }

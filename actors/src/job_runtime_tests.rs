@@ -301,6 +301,7 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
         let change = TransferChange {
             id,
             expected_status: from,
+            expected_version: 0, // set by commit_current
             at: now,
             new_status: Some((to, None)),
             stored_file: None,
@@ -310,7 +311,9 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
             cancelled_jobs: vec![],
             vendor: None,
         };
-        s.store.commit_change(change).await.unwrap();
+        crate::conformance::commit_current(&*s.store, change)
+            .await
+            .unwrap();
     }
     // The broker restarts before the check is due.
     let restarted = s.restart();

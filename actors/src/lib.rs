@@ -45,6 +45,24 @@ mod conformance_tests {
     use crate::conformance::*;
     use crate::memory::{MemoryBlobs, MemoryJobs, MemoryStore};
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_brokers_on_the_in_memory_adapters_agree_on_every_transfer() {
+        two_brokers_suite(crate::memory::memory_ports()).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_lease_rules_by_its_own_clock() {
+        use futures::FutureExt;
+        let store = MemoryStore::default();
+        let clock = std::sync::Arc::new(crate::memory::ManualClock::default());
+        store.use_clock(clock.clone());
+        let pass = move |ms: u64| {
+            clock.advance(chrono::Duration::milliseconds(ms as i64));
+            async {}.boxed()
+        };
+        leases_suite(&store, 30_000, &pass).await;
+    }
+
     #[tokio::test]
     async fn the_in_memory_metadata_store_keeps_the_metadata_rules() {
         metadata_store_suite(&MemoryStore::default()).await;

@@ -109,9 +109,10 @@ fn sqlite_commit(c: &mut Criterion) {
             .create_transfer(transfer, vec![], vec![])
             .await
             .unwrap();
-        let change = |expected, status, file| TransferChange {
+        let change = |expected, version, status, file| TransferChange {
             id,
             expected_status: expected,
+            expected_version: version,
             at: chrono::Utc::now(),
             new_status: Some((status, None)),
             stored_file: file,
@@ -124,6 +125,7 @@ fn sqlite_commit(c: &mut Criterion) {
         store
             .commit_change(change(
                 FileTransferStatus::Initialized,
+                0,
                 FileTransferStatus::UploadStarted,
                 None,
             ))
@@ -137,6 +139,7 @@ fn sqlite_commit(c: &mut Criterion) {
         store
             .commit_change(change(
                 FileTransferStatus::UploadStarted,
+                1,
                 FileTransferStatus::Published,
                 Some(file),
             ))
@@ -146,12 +149,16 @@ fn sqlite_commit(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("sqlite");
     group.sample_size(20);
+    // Each commit moves the version on; the next one is made from it.
+    let mut version = 2;
     group.bench_function("durable_transition_commit", |b| {
         b.iter(|| {
+            version += 1;
             runtime
                 .block_on(store.commit_change(TransferChange {
                     id,
                     expected_status: FileTransferStatus::Published,
+                    expected_version: version - 1,
                     at: chrono::Utc::now(),
                     new_status: None,
                     stored_file: None,

@@ -331,6 +331,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
     let change = |expected, due| TransferChange {
         id,
         expected_status: expected,
+        expected_version: 0, // set by commit_current
         at: t0(),
         new_status: Some((FileTransferStatus::UploadStarted, None)),
         stored_file: None,
@@ -341,15 +342,14 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         vendor: None,
     };
     let refused = change(FileTransferStatus::Published, t0());
-    assert!(metadata.commit_change(refused).await.is_err());
+    assert!(super::commit_current(metadata, refused).await.is_err());
     assert_eq!(
         jobs.get(&grace).await.unwrap(),
         None,
         "a refused change schedules nothing"
     );
     let due = t0() + Duration::hours(2);
-    metadata
-        .commit_change(change(FileTransferStatus::Initialized, due))
+    super::commit_current(metadata, change(FileTransferStatus::Initialized, due))
         .await
         .unwrap();
     assert_eq!(
@@ -364,16 +364,16 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         vendor: None,
         ..change(expected, due)
     };
-    assert!(metadata
-        .commit_change(ending(FileTransferStatus::Published))
-        .await
-        .is_err());
+    assert!(
+        super::commit_current(metadata, ending(FileTransferStatus::Published))
+            .await
+            .is_err()
+    );
     assert!(
         jobs.get(&grace).await.unwrap().is_some(),
         "a refused change cancels nothing"
     );
-    metadata
-        .commit_change(ending(FileTransferStatus::UploadStarted))
+    super::commit_current(metadata, ending(FileTransferStatus::UploadStarted))
         .await
         .unwrap();
     assert_eq!(

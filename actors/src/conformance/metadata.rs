@@ -12,6 +12,7 @@ use chrono::Duration;
 pub async fn metadata_store_suite(store: &dyn MetadataStore) {
     a_created_transfer_reads_back_initialized_with_its_history(store).await;
     a_change_commits_only_from_the_expected_status(store).await;
+    two_changes_made_from_one_version_commit_only_once(store).await;
     a_declared_checksum_outlives_the_computed_one(store).await;
     an_idempotency_key_returns_the_same_transfer_within_a_day(store).await;
     service_owners_are_created_once_and_resources_keep_their_owner(store).await;
@@ -23,6 +24,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
     TransferChange {
         id,
         expected_status: from,
+        expected_version: 0, // set by commit_current
         at: t0() + Duration::minutes(1),
         new_status: Some((to, None)),
         stored_file: None,
@@ -82,7 +84,10 @@ async fn a_change_commits_only_from_the_expected_status(store: &dyn MetadataStor
         FileTransferStatus::Published,
     );
     assert!(
-        matches!(store.commit_change(stale).await, Err(StoreError::Conflict)),
+        matches!(
+            super::commit_current(store, stale).await,
+            Err(StoreError::Conflict)
+        ),
         "a change from a status the transfer is not in is refused"
     );
     assert_eq!(
@@ -95,22 +100,87 @@ async fn a_change_commits_only_from_the_expected_status(store: &dyn MetadataStor
         FileTransferStatus::UploadStarted,
     );
     start.recipient_rows = vec![(RECIPIENT.into(), RecipientStatus::DownloadStarted)];
-    store.commit_change(start).await.unwrap();
+    super::commit_current(store, start).await.unwrap();
     let view = store.transfer(id).await.unwrap().unwrap();
     assert_eq!(view.status, FileTransferStatus::UploadStarted);
     assert_eq!(view.status_changed, t0() + Duration::minutes(1));
     assert_eq!(view.recipients[0].status, RecipientStatus::DownloadStarted);
     assert_eq!(store.status_history(id, 0, 10).await.unwrap().len(), 2);
     assert!(matches!(
-        store
-            .commit_change(change(
+        super::commit_current(
+            store,
+            change(
                 uuid::Uuid::new_v4(),
                 FileTransferStatus::Initialized,
                 FileTransferStatus::UploadStarted
-            ))
-            .await,
+            )
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
+}
+
+async fn two_changes_made_from_one_version_commit_only_once(store: &dyn MetadataStore) {
+    resource(store, "m-version").await;
+    let mut new = new_transfer("m-version", t0());
+    new.recipients.push("0192:333333333".into());
+    let id = new.id;
+    store.create_transfer(new, vec![], vec![]).await.unwrap();
+    let version = store.load_transfer(id).await.unwrap().unwrap().version;
+    // Two nodes each record one recipient's download from the same state: the status does not change,
+    // so only the version tells the second that it decided on a state that is gone.
+    let recipient = |org: &str| TransferChange {
+        id,
+        expected_status: FileTransferStatus::Initialized,
+        expected_version: version,
+        new_status: None,
+        recipient_rows: vec![(org.into(), RecipientStatus::DownloadStarted)],
+        ..change(
+            id,
+            FileTransferStatus::Initialized,
+            FileTransferStatus::Initialized,
+        )
+    };
+    store.commit_change(recipient(RECIPIENT)).await.unwrap();
+    let after_first = store.load_transfer(id).await.unwrap().unwrap();
+    assert_eq!(
+        after_first.version,
+        version + 1,
+        "a commit moves the version on by one"
+    );
+    assert!(
+        matches!(
+            store.commit_change(recipient("0192:333333333")).await,
+            Err(StoreError::Conflict)
+        ),
+        "the second change made from the same version is refused"
+    );
+    let view = store.transfer(id).await.unwrap().unwrap();
+    let status_of = |org: &str| {
+        view.recipients
+            .iter()
+            .find(|r| r.recipient == org)
+            .map(|r| r.status)
+    };
+    assert_eq!(status_of(RECIPIENT), Some(RecipientStatus::DownloadStarted));
+    assert_eq!(
+        status_of("0192:333333333"),
+        Some(RecipientStatus::Initialized),
+        "the refused change wrote nothing"
+    );
+    assert_eq!(store.recipient_history(id, 0, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        store.load_transfer(id).await.unwrap().unwrap().version,
+        version + 1
+    );
+    let mut again = recipient("0192:333333333");
+    again.expected_version = version + 1;
+    store.commit_change(again).await.unwrap();
+    assert_eq!(
+        store.load_transfer(id).await.unwrap().unwrap().version,
+        version + 2,
+        "decided again on the current version, it commits"
+    );
 }
 
 async fn a_declared_checksum_outlives_the_computed_one(store: &dyn MetadataStore) {
@@ -129,7 +199,7 @@ async fn a_declared_checksum_outlives_the_computed_one(store: &dyn MetadataStore
         md5: "computed".into(),
         sha256: "sha".into(),
     });
-    store.commit_change(publish).await.unwrap();
+    super::commit_current(store, publish).await.unwrap();
     let view = store.transfer(id).await.unwrap().unwrap();
     assert_eq!(view.checksum.as_deref(), Some("declared"));
     assert_eq!(view.sha256.as_deref(), Some("sha"));
@@ -288,14 +358,16 @@ async fn search_filters_by_party_role_and_status_newest_first(store: &dyn Metada
         ids[1..].to_vec(),
         "`from` is exclusive"
     );
-    store
-        .commit_change(change(
+    super::commit_current(
+        store,
+        change(
             ids[1],
             FileTransferStatus::Initialized,
             FileTransferStatus::UploadStarted,
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     let mut started = query(OWNER, None);
     started.status = Some(FileTransferStatus::UploadStarted);
     assert_eq!(store.search(&started).await.unwrap(), vec![ids[1]]);
@@ -314,7 +386,7 @@ async fn histories_are_read_page_by_page_in_order(store: &dyn MetadataStore) {
         );
         c.new_status = None;
         c.recipient_rows = vec![(RECIPIENT.into(), RecipientStatus::DownloadStarted)];
-        store.commit_change(c).await.unwrap();
+        super::commit_current(store, c).await.unwrap();
     }
     let first = store.recipient_history(id, 0, 2).await.unwrap();
     assert_eq!(first.len(), 2);

@@ -5,7 +5,9 @@
 mod blobs;
 mod deliveries;
 mod jobs;
+mod leases;
 mod metadata;
+mod nodes;
 mod outbox;
 mod sessions;
 mod statistics;
@@ -13,7 +15,9 @@ mod statistics;
 pub use blobs::blob_store_suite;
 pub use deliveries::deliveries_suite;
 pub use jobs::{jobs_suite, transfer_jobs_suite};
+pub use leases::{leases_suite, PassTime};
 pub use metadata::metadata_store_suite;
+pub use nodes::{suite_settings, two_brokers_suite};
 pub use outbox::outbox_suite;
 pub use sessions::upload_sessions_suite;
 pub use statistics::statistics_suite;
@@ -31,6 +35,18 @@ pub fn t0() -> Timestamp {
     chrono::DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
         .expect("a valid instant")
         .with_timezone(&chrono::Utc)
+}
+
+/// Commits `change` at the transfer's current version (the suites test the status guard with it; the
+/// version guard has its own rule).
+pub async fn commit_current(
+    store: &(impl MetadataStore + ?Sized),
+    mut change: crate::ports::TransferChange,
+) -> Result<(), crate::ports::StoreError> {
+    if let Some(record) = store.load_transfer(change.id).await? {
+        change.expected_version = record.version;
+    }
+    store.commit_change(change).await
 }
 
 /// Makes sure the service owner and the resource `resource` exist.

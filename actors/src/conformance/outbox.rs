@@ -21,6 +21,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
     let change = TransferChange {
         id,
         expected_status: FileTransferStatus::Initialized,
+        expected_version: 0, // set by commit_current
         at: t0(),
         new_status: Some((FileTransferStatus::UploadStarted, None)),
         stored_file: None,
@@ -33,13 +34,14 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
         cancelled_jobs: vec![],
         vendor: None,
     };
-    metadata.commit_change(change).await.unwrap();
+    super::commit_current(metadata, change).await.unwrap();
     let refused = TransferChange {
         expected_status: FileTransferStatus::Initialized,
+        expected_version: 0, // set by commit_current
         events: vec![event(EventType::FilePurged)],
         ..metadata_change(id)
     };
-    assert!(metadata.commit_change(refused).await.is_err());
+    assert!(super::commit_current(metadata, refused).await.is_err());
     let events = outbox.events_after(after, 1000).await.unwrap();
     let types: Vec<_> = events.iter().map(|e| e.event.type_.clone()).collect();
     let expected: Vec<_> = [
@@ -62,6 +64,7 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
     TransferChange {
         id,
         expected_status: FileTransferStatus::Initialized,
+        expected_version: 0, // set by commit_current
         at: t0(),
         new_status: Some((FileTransferStatus::Published, None)),
         stored_file: None,

@@ -174,6 +174,7 @@ async fn a_complete_unverified_upload_is_found_again(
     let started = TransferChange {
         id,
         expected_status: FileTransferStatus::Initialized,
+        expected_version: 0, // set by commit_current
         at: t0(),
         new_status: Some((FileTransferStatus::UploadStarted, None)),
         stored_file: None,
@@ -183,7 +184,7 @@ async fn a_complete_unverified_upload_is_found_again(
         cancelled_jobs: vec![],
         vendor: None,
     };
-    m.commit_change(started).await.unwrap();
+    super::commit_current(m, started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();
     assert!(
         !s.unverified().await.unwrap().contains(&id),

@@ -84,6 +84,7 @@ impl Script<'_> {
         let mut change = TransferChange {
             id,
             expected_status: expected,
+            expected_version: 0, // set by commit_current
             at: at(when),
             new_status: None,
             stored_file: None,
@@ -94,7 +95,7 @@ impl Script<'_> {
             vendor: None,
         };
         edit(&mut change);
-        self.store.commit_change(change).await.unwrap();
+        super::commit_current(self.store, change).await.unwrap();
     }
 }
 

@@ -22,6 +22,8 @@ pub(super) struct Row {
     pub(super) idempotency: Option<(String, String)>,
     /// When a resumable upload of it was last terminated.
     pub(super) tus_activity: Option<Timestamp>,
+    /// Changes committed since it was created.
+    pub(super) version: u64,
 }
 
 #[derive(Default)]
@@ -40,6 +42,7 @@ pub(super) struct Tables {
     pub(super) outbox: Vec<OutboxEntry>,
     pub(super) sessions: super::sessions::Sessions,
     pub(super) deliveries: super::deliveries::Deliveries,
+    pub(super) leases: super::leases::LeaseTable,
     pub(super) next_seq: i64,
 }
 
@@ -97,11 +100,26 @@ pub struct MemoryStore {
     pub(super) tables: Mutex<Tables>,
     /// The jobs port (scheduled with the transitions that ask for them).
     pub(super) jobs: std::sync::Arc<super::MemoryJobs>,
+    /// The store's own clock, which times leases (the machine's unless a test gives its own).
+    pub(super) clock: std::sync::OnceLock<std::sync::Arc<dyn crate::ports::Clock>>,
 }
 
 impl MemoryStore {
     pub(super) fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().expect("memory store")
+    }
+
+    /// Makes `clock` the store's own clock (what times leases); set once, before use.
+    pub fn use_clock(&self, clock: std::sync::Arc<dyn crate::ports::Clock>) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// The store's time: its own clock, the machine's by default.
+    pub(super) fn store_now(&self) -> Timestamp {
+        match self.clock.get() {
+            Some(clock) => clock.now(),
+            None => chrono::Utc::now(),
+        }
     }
 
     /// The store's jobs port: the jobs its transitions schedule.
@@ -180,6 +198,7 @@ impl MetadataStore for MemoryStore {
                     r.grace_period()
                 }),
             expiration_time: view.expiration_time,
+            version: row.version,
         }))
     }
 
@@ -189,9 +208,10 @@ impl MetadataStore for MemoryStore {
             .transfers
             .get_mut(&c.id)
             .ok_or(StoreError::Conflict)?;
-        if row.view.status != c.expected_status {
+        if row.view.status != c.expected_status || row.version != c.expected_version {
             return Err(StoreError::Conflict);
         }
+        row.version += 1;
         let view = &mut row.view;
         if let Some((status, text)) = &c.new_status {
             view.status = *status;
@@ -345,6 +365,7 @@ impl MetadataStore for MemoryStore {
             declared_checksum: t.declared_checksum,
             idempotency: t.idempotency,
             tus_activity: None,
+            version: 0,
         };
         tables.transfers.insert(t.id, row);
         tables.order.push(t.id);

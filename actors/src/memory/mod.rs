@@ -7,6 +7,7 @@ mod blobs;
 mod clock;
 mod deliveries;
 mod jobs;
+mod leases;
 mod metadata;
 mod notifier;
 mod scanner;
@@ -21,3 +22,23 @@ pub use metadata::MemoryStore;
 pub use notifier::MemoryNotifier;
 pub use scanner::{MemoryScanner, EICAR, EICAR_SIGNATURE};
 pub use webhooks::MemoryWebhooks;
+
+/// Every port on fresh in-memory adapters (one store for the metadata, sessions, outbox, jobs,
+/// subscriptions and statistics), with the machine's clock, an open registry and no scanner.
+pub fn memory_ports() -> crate::Ports {
+    let store = std::sync::Arc::new(MemoryStore::default());
+    crate::Ports {
+        metadata: store.clone(),
+        sessions: store.clone(),
+        outbox: store.clone(),
+        blobs: std::sync::Arc::new(MemoryBlobs::default()),
+        clock: std::sync::Arc::new(crate::ports::SystemClock),
+        registry: std::sync::Arc::new(crate::ports::Registry::Open),
+        jobs: store.jobs(),
+        scanner: None,
+        subscriptions: store.clone(),
+        webhooks: std::sync::Arc::new(MemoryWebhooks::default()),
+        statistics: store.clone(),
+        notifier: std::sync::Arc::new(MemoryNotifier::default()),
+    }
+}

@@ -25,14 +25,19 @@ pub struct TransferRecord {
     pub state: TransferState,
     pub purge_grace_period: chrono::Duration,
     pub expiration_time: Timestamp,
+    /// How many changes were committed to the transfer since it was created: a change commits only
+    /// from the version it was computed on, so two nodes cannot both decide from one state.
+    pub version: u64,
 }
 
-/// Everything one transition writes, committed atomically and only if the transfer is still in
-/// `expected_status` (so two requests or two nodes cannot both move it).
+/// Everything one transition writes, committed atomically and only if the transfer is still at
+/// `expected_version` (and in `expected_status`), so two requests or two nodes cannot both decide from
+/// one state; the commit moves the version on by one.
 #[derive(Debug, Clone)]
 pub struct TransferChange {
     pub id: Uuid,
     pub expected_status: FileTransferStatus,
+    pub expected_version: u64,
     pub at: Timestamp,
     pub new_status: Option<(FileTransferStatus, Option<String>)>,
     pub stored_file: Option<StoredFile>,
@@ -167,7 +172,8 @@ pub const SEARCH_LIMIT: i64 = 100;
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     async fn load_transfer(&self, id: Uuid) -> Result<Option<TransferRecord>, StoreError>;
-    /// Persists the change durably (synced) before returning.
+    /// Persists the change durably (synced) before returning; [`StoreError::Conflict`] (nothing
+    /// written) when the transfer is no longer at the change's version and status.
     async fn commit_change(&self, change: TransferChange) -> Result<(), StoreError>;
     async fn health(&self) -> Result<(), StoreError>;
     /// `false` when the service owner already exists.

@@ -6,6 +6,7 @@
 pub mod blobs;
 pub mod clock;
 pub mod jobs;
+pub mod leases;
 pub mod metadata;
 pub mod notifier;
 pub mod outbox;
@@ -19,6 +20,7 @@ pub mod webhooks;
 pub use blobs::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
 pub use clock::{Clock, SystemClock};
 pub use jobs::{ClaimedJob, JobKey, JobKind, Jobs};
+pub use leases::{Acquired, Grant, Leases, Renewal};
 pub use metadata::{MetadataStore, TransferChange, TransferRecord};
 pub use notifier::{Channel, Notification, Notifier};
 pub use outbox::{Attempt, AttemptOutcome, ClaimedDelivery, DeliveryRow, Outbox};

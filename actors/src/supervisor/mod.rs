@@ -8,7 +8,7 @@
 use crate::error::Error;
 use crate::ports::jobs::{JobKey, JobKind};
 use crate::ports::metadata::{Created, NewTransfer};
-use crate::ports::{BlobStore, Clock, MetadataStore, TransferChange, TransferRecord};
+use crate::ports::{BlobStore, Clock, MetadataStore, StoreError, TransferChange, TransferRecord};
 use crate::state::{
     self, transition, Command, Effect, Phase, ScanResult, StoredFile, TransferState, UploadFailure,
 };
@@ -24,7 +24,22 @@ mod lease;
 use events::EventOrigin;
 pub use lease::UploadLease;
 
+/// A supervisor's mailbox: per node by design (a supervisor runs where its requests arrive; what must
+/// agree across nodes is decided by the store's conditional commits).
 const MAILBOX: usize = 64;
+
+/// How many times a command is decided again after another node moved the transfer under it.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Why deciding a command failed: on a record that may be stale (decide again on a fresh one), or for good.
+enum Retry {
+    Stale(Error),
+    Final(Error),
+}
+
+/// Called before each commit with the transfer's id (a test orders two nodes' commits with it).
+pub type CommitGate =
+    Arc<dyn Fn(Uuid) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static>;
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
@@ -55,6 +70,8 @@ struct Shared {
     /// Woken when a commit schedules jobs, so the job runtime looks again before it meant to.
     jobs_scheduled: Arc<JobWakeup>,
     next_lease: std::sync::atomic::AtomicU64,
+    /// Set by tests only.
+    commit_gate: std::sync::OnceLock<CommitGate>,
 }
 
 /// How the job runtime learns of a job due before it meant to wake: it says when it will look again,
@@ -125,8 +142,15 @@ impl Lifecycle {
                 mailboxes: Mutex::new(HashMap::new()),
                 jobs_scheduled: Arc::new(JobWakeup::default()),
                 next_lease: std::sync::atomic::AtomicU64::new(1),
+                commit_gate: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Makes every commit wait for `gate` first (tests order two brokers' commits with it); set once.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn gate_commits(&self, gate: CommitGate) {
+        let _ = self.shared.commit_gate.set(gate);
     }
 
     /// Notified whenever a transition schedules a job.
@@ -396,17 +420,54 @@ impl Supervisor {
         }
     }
 
-    /// Runs the pure transition, persists its effects, then carries out the side effects.
+    /// Runs the pure transition, persists its effects, then carries out the side effects. The record
+    /// may be behind the store (another node committed since it was loaded): a commit refused for its
+    /// version, or a refusal decided on an old record, loads the transfer again and decides anew.
     async fn apply(&mut self, command: Command, vendor: Option<String>) -> Result<(), Error> {
-        let outcome = transition(&self.record.state, &command).map_err(Error::Refused)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_apply(&command, vendor.clone()).await {
+                Err(Retry::Stale(e)) if attempts < MAX_ATTEMPTS => {
+                    if !self.reload().await? {
+                        return Err(e);
+                    }
+                }
+                Err(Retry::Stale(e) | Retry::Final(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// Loads the transfer again; `true` when it changed since this supervisor last saw it.
+    async fn reload(&mut self) -> Result<bool, Error> {
+        match self.shared.store.load_transfer(self.record.id).await? {
+            Some(fresh) => {
+                let moved = fresh.version != self.record.version;
+                self.record = fresh;
+                Ok(moved)
+            }
+            None => Err(Error::Refused(ErrorCode::FileTransferNotFound)),
+        }
+    }
+
+    async fn try_apply(&mut self, command: &Command, vendor: Option<String>) -> Result<(), Retry> {
+        let outcome = transition(&self.record.state, command)
+            .map_err(|code| Retry::Stale(Error::Refused(code)))?;
         if !outcome.effects.is_empty() {
             let change = self.change_for(&outcome.effects, vendor);
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
-            if let Err(e) = self.shared.store.commit_change(change).await {
-                if let Ok(Some(fresh)) = self.shared.store.load_transfer(self.record.id).await {
-                    self.record = fresh;
+            if let Some(gate) = self.shared.commit_gate.get() {
+                gate(self.record.id).await;
+            }
+            match self.shared.store.commit_change(change).await {
+                Ok(()) => self.record.version += 1,
+                Err(StoreError::Conflict) => return Err(Retry::Stale(Error::Conflict)),
+                Err(e) => {
+                    // Whether it was written is unknown until the store is read again.
+                    let _ = self.reload().await;
+                    return Err(Retry::Final(e.into()));
                 }
-                return Err(e.into());
             }
             if let Some(at) = earliest {
                 self.shared.jobs_scheduled.scheduled(at);
@@ -418,7 +479,13 @@ impl Supervisor {
             }
         }
         self.record.state = outcome.next;
-        outcome.reply.map_err(Error::Refused)
+        // A refusal the transition returns with its outcome (a repeated command) was decided on a
+        // record that was current at the commit, or on one with nothing to commit: check it is fresh.
+        match outcome.reply {
+            Ok(()) => Ok(()),
+            Err(code) if outcome.effects.is_empty() => Err(Retry::Stale(Error::Refused(code))),
+            Err(code) => Err(Retry::Final(Error::Refused(code))),
+        }
     }
 
     fn change_for(&self, effects: &[Effect], vendor: Option<String>) -> TransferChange {
@@ -427,6 +494,7 @@ impl Supervisor {
         let mut change = TransferChange {
             id: record.id,
             expected_status: record.state.phase.status(),
+            expected_version: record.version,
             at: now,
             new_status: None,
             stored_file: None,

@@ -27,6 +27,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
         let change = TransferChange {
             id,
             expected_status: FileTransferStatus::UploadStarted,
+            expected_version: 0, // set by commit_current
             at: now,
             new_status: Some((status, None)),
             stored_file: None,
@@ -36,7 +37,9 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             cancelled_jobs: vec![],
             vendor: None,
         };
-        s.store.commit_change(change).await.unwrap();
+        crate::conformance::commit_current(&*s.store, change)
+            .await
+            .unwrap();
     }
 }
 

@@ -97,6 +97,7 @@ struct LoadedRow {
     expiration_time: String,
     purge_after_all_confirmed: Option<bool>,
     purge_grace_period_us: Option<i64>,
+    version: i64,
 }
 
 /// The columns of `transfer`'s query, in order.
@@ -138,7 +139,8 @@ impl MetadataStore for SqliteStore {
         let key = id.to_string();
         let found = self.transfer_row(
             "SELECT f.resource_id, f.sender, f.status, f.size, f.checksum, f.sha256, f.declared_checksum,
-                            f.use_virus_scan, f.expiration_time, r.purge_after_all_confirmed, r.purge_grace_period_us
+                            f.use_virus_scan, f.expiration_time, r.purge_after_all_confirmed, r.purge_grace_period_us,
+                            f.version
                      FROM file_transfers f JOIN resources r ON r.id = f.resource_id WHERE f.id = ?",
             &key,
             |r| {
@@ -154,6 +156,7 @@ impl MetadataStore for SqliteStore {
                     expiration_time: r.get(8)?,
                     purge_after_all_confirmed: r.get(9)?,
                     purge_grace_period_us: r.get(10)?,
+                    version: r.get(11)?,
                 })
             },
         )?;
@@ -195,6 +198,7 @@ impl MetadataStore for SqliteStore {
             },
             purge_grace_period: grace.unwrap_or(Duration::hours(DEFAULT_GRACE_PERIOD_HOURS)),
             expiration_time: ts(&row.expiration_time)?,
+            version: row.version as u64,
         }))
     }
 

@@ -249,6 +249,7 @@ fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()
 
 mod inline;
 mod jobs;
+mod leases;
 mod metadata;
 mod outbox;
 mod search;

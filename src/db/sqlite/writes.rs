@@ -37,8 +37,9 @@ pub(super) fn apply_change(
                 published = COALESCE(?4, published),
                 size = COALESCE(?5, size),
                 checksum = CASE WHEN ?6 IS NULL THEN checksum ELSE COALESCE(declared_checksum, ?6) END,
-                sha256 = COALESCE(?7, sha256)
-             WHERE id = ?8 AND status = ?9",
+                sha256 = COALESCE(?7, sha256),
+                version = version + 1
+             WHERE id = ?8 AND status = ?9 AND version = ?10",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -50,7 +51,8 @@ pub(super) fn apply_change(
                 md5,
                 sha256,
                 id,
-                c.expected_status.code()
+                c.expected_status.code(),
+                c.expected_version as i64
             ])
         })
         .map_err(failure)?;

@@ -1,0 +1,212 @@
+//! Two brokers on one store: what several nodes must agree on, checked with two `Broker`s built on
+//! the same adapters (the in-memory ones here, SQLite and the local disk in the server's tests).
+
+use super::{resource, OWNER};
+use crate::ports::metadata::TransferView;
+use crate::supervisor::CommitGate;
+use crate::{Broker, Caller, Ports, Settings};
+use broker_protocol::transfer::FileTransferInitialize;
+use broker_protocol::FileTransferStatus;
+use bytes::Bytes;
+use futures::FutureExt;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+const RESOURCE: &str = "nodes";
+const FIRST: &str = "0192:222222222";
+const SECOND: &str = "0192:333333333";
+
+/// Settings for a broker in a suite: small caps, no scanning.
+pub fn suite_settings() -> Settings {
+    Settings {
+        production: false,
+        max_recipients: 10,
+        max_tus_parts: 10,
+        tus_upload_expiry: chrono::Duration::hours(1),
+        reserve_bytes: 0,
+        max_concurrent_uploads: 8,
+        event_source: "nodes".into(),
+        tus_sweep_interval: chrono::Duration::minutes(1),
+        scan: Default::default(),
+        deliveries: Default::default(),
+    }
+}
+
+/// Runs every two-node rule on `ports` (fresh adapters), with a broker `a` and a broker `b` on them.
+pub async fn two_brokers_suite(ports: Ports) {
+    resource(&*ports.metadata, RESOURCE).await;
+    let a = Broker::new(ports.clone(), suite_settings(), Default::default());
+    let b = Broker::new(ports.clone(), suite_settings(), Default::default());
+    let held = HeldCommit::install(&a);
+    confirmations_on_two_nodes_end_all_confirmed_when_the_later_commit_decided_first(&a, &b, &held)
+        .await;
+    confirmations_on_two_nodes_at_once_end_all_confirmed(&a, &b, 50).await;
+}
+
+/// Stops broker A's next commit for one transfer until the test lets it go.
+#[derive(Clone, Default)]
+struct HeldCommit(Arc<Mutex<Option<Hold>>>);
+
+struct Hold {
+    id: Uuid,
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+impl HeldCommit {
+    fn install(broker: &Broker) -> HeldCommit {
+        let held = HeldCommit::default();
+        let slot = held.0.clone();
+        let gate: CommitGate = Arc::new(move |id| {
+            let hold = {
+                let mut slot = slot.lock().expect("held commit");
+                slot.take_if(|h| h.id == id)
+            };
+            async move {
+                if let Some(hold) = hold {
+                    let _ = hold.reached.send(());
+                    let _ = hold.release.await;
+                }
+            }
+            .boxed()
+        });
+        broker.gate_commits(gate);
+        held
+    }
+
+    /// Holds the next commit for `id`: the first receiver answers once it is reached, and the commit
+    /// goes on when the sender is used (or dropped).
+    fn hold(&self, id: Uuid) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached, reached_rx) = oneshot::channel();
+        let (release_tx, release) = oneshot::channel();
+        *self.0.lock().expect("held commit") = Some(Hold {
+            id,
+            reached,
+            release,
+        });
+        (reached_rx, release_tx)
+    }
+}
+
+fn caller(org: &str) -> Caller {
+    Caller {
+        org: Some(org.into()),
+        ..Default::default()
+    }
+}
+
+/// A transfer to [`FIRST`] and [`SECOND`], uploaded and published through `broker`, and downloaded by
+/// both (so both may confirm).
+async fn published(broker: &Broker) -> Uuid {
+    let request = FileTransferInitialize {
+        file_name: Some("two-nodes.txt".into()),
+        resource_id: Some(RESOURCE.into()),
+        sender: Some(OWNER.into()),
+        recipients: Some(vec![FIRST.into(), SECOND.into()]),
+        ..Default::default()
+    };
+    let sender = caller(OWNER);
+    let id = broker.initialize(&sender, request, None).await.unwrap();
+    let content = Bytes::from_static(b"one file, two recipients");
+    let body = futures::stream::iter([Ok::<_, String>(content.clone())]);
+    broker
+        .upload(&sender, id, Some(content.len() as u64), body)
+        .await
+        .unwrap();
+    assert_eq!(view(broker, id).await.status, FileTransferStatus::Published);
+    for recipient in [FIRST, SECOND] {
+        let download = broker.open_download(&caller(recipient), id).await.unwrap();
+        let size = content.len() as u64;
+        broker
+            .read_download(&download, 0, size, false, true)
+            .await
+            .unwrap();
+    }
+    id
+}
+
+async fn view(broker: &Broker, id: Uuid) -> TransferView {
+    broker
+        .ports()
+        .metadata
+        .transfer(id)
+        .await
+        .unwrap()
+        .expect("the transfer exists")
+}
+
+/// How many events of each kind (the type's last word) the transfer has in the outbox.
+async fn count_events(broker: &Broker, id: Uuid, kind: &str) -> usize {
+    let events = broker.events_after(0, 100_000).await.unwrap();
+    events
+        .iter()
+        .filter(|e| e.event.resourceinstance == id.to_string())
+        .filter(|e| e.event.type_.rsplit('.').next() == Some(kind))
+        .count()
+}
+
+async fn assert_all_confirmed(broker: &Broker, id: Uuid, case: &str) {
+    let view = view(broker, id).await;
+    assert_eq!(
+        view.status,
+        FileTransferStatus::AllConfirmedDownloaded,
+        "{case}: both recipients confirmed, so the transfer is AllConfirmedDownloaded"
+    );
+    assert_eq!(
+        count_events(broker, id, "downloadconfirmed").await,
+        4,
+        "{case}: two downloadconfirmed events (to the recipient, to the sender) per recipient"
+    );
+    assert_eq!(
+        count_events(broker, id, "allconfirmeddownloaded").await,
+        1,
+        "{case}: one allconfirmeddownloaded event"
+    );
+}
+
+/// A decides its confirmation, B confirms the other recipient and commits, then A commits: A's change
+/// was made from a version that is gone, so A decides again and sees both recipients confirmed.
+async fn confirmations_on_two_nodes_end_all_confirmed_when_the_later_commit_decided_first(
+    a: &Broker,
+    b: &Broker,
+    held: &HeldCommit,
+) {
+    let id = published(a).await;
+    let (reached, release) = held.hold(id);
+    let mut on_a = {
+        let a = a.clone();
+        tokio::spawn(async move { a.confirm_download(&caller(FIRST), id).await })
+    };
+    tokio::select! {
+        reached = reached => reached.expect("A reaches its commit"),
+        refused = &mut on_a => panic!("A's confirmation ended before its commit: {refused:?}"),
+    }
+    b.confirm_download(&caller(SECOND), id).await.unwrap();
+    assert_eq!(
+        view(b, id).await.status,
+        FileTransferStatus::Published,
+        "one confirmation of two leaves the transfer Published"
+    );
+    release.send(()).unwrap();
+    on_a.await.unwrap().expect("A's confirmation succeeds");
+    assert_all_confirmed(a, id, "ordered commits").await;
+}
+
+/// Two confirmations sent to A and B at the same moment, `runs` times.
+async fn confirmations_on_two_nodes_at_once_end_all_confirmed(a: &Broker, b: &Broker, runs: usize) {
+    for run in 0..runs {
+        let id = published(if run % 2 == 0 { a } else { b }).await;
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move { a.confirm_download(&caller(FIRST), id).await })
+        };
+        let second = {
+            let b = b.clone();
+            tokio::spawn(async move { b.confirm_download(&caller(SECOND), id).await })
+        };
+        first.await.unwrap().expect("A's confirmation succeeds");
+        second.await.unwrap().expect("B's confirmation succeeds");
+        assert_all_confirmed(a, id, &format!("run {run}")).await;
+    }
+}

@@ -1,0 +1,117 @@
+//! Upload leases in memory, timed by the store's clock (the test clock when one is given).
+
+use super::MemoryStore;
+use crate::ports::leases::{Acquired, Grant, Leases, Renewal, StoreError};
+use async_trait::async_trait;
+use broker_protocol::time::Timestamp;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The current grant of each upload's lease.
+#[derive(Default)]
+pub(super) struct LeaseTable {
+    grants: HashMap<(Uuid, String), Held>,
+    last_token: u64,
+}
+
+struct Held {
+    holder: String,
+    token: u64,
+    expires: Timestamp,
+    stop_requested: bool,
+}
+
+fn until(now: Timestamp, ttl_ms: u64) -> Timestamp {
+    now + chrono::Duration::milliseconds(ttl_ms as i64)
+}
+
+#[async_trait]
+impl Leases for MemoryStore {
+    async fn acquire(
+        &self,
+        id: Uuid,
+        part: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<Acquired, StoreError> {
+        let now = self.store_now();
+        let mut tables = self.lock();
+        let leases = &mut tables.leases;
+        let key = (id, part.to_string());
+        if let Some(held) = leases.grants.get(&key).filter(|h| h.expires > now) {
+            return Ok(Acquired::Held {
+                holder: held.holder.clone(),
+                token: held.token,
+            });
+        }
+        leases.last_token += 1;
+        let token = leases.last_token;
+        leases.grants.insert(
+            key,
+            Held {
+                holder: holder.to_string(),
+                token,
+                expires: until(now, ttl_ms),
+                stop_requested: false,
+            },
+        );
+        Ok(Acquired::Granted(Grant { token }))
+    }
+
+    async fn renew(
+        &self,
+        id: Uuid,
+        part: &str,
+        token: u64,
+        ttl_ms: u64,
+    ) -> Result<Renewal, StoreError> {
+        let now = self.store_now();
+        let mut tables = self.lock();
+        match tables.leases.grants.get_mut(&(id, part.to_string())) {
+            Some(held) if held.token == token => {
+                held.expires = until(now, ttl_ms);
+                Ok(if held.stop_requested {
+                    Renewal::StopRequested
+                } else {
+                    Renewal::Renewed
+                })
+            }
+            _ => Ok(Renewal::Lost),
+        }
+    }
+
+    async fn request_stop(&self, id: Uuid, part: &str) -> Result<bool, StoreError> {
+        let now = self.store_now();
+        let mut tables = self.lock();
+        match tables.leases.grants.get_mut(&(id, part.to_string())) {
+            Some(held) if held.expires > now => {
+                held.stop_requested = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, id: Uuid, part: &str, token: u64) -> Result<(), StoreError> {
+        let mut tables = self.lock();
+        let key = (id, part.to_string());
+        if tables
+            .leases
+            .grants
+            .get(&key)
+            .is_some_and(|h| h.token == token)
+        {
+            tables.leases.grants.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError> {
+        let tables = self.lock();
+        Ok(tables
+            .leases
+            .grants
+            .get(&(id, part.to_string()))
+            .is_some_and(|h| h.token == token))
+    }
+}
