@@ -123,6 +123,9 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         subscriptions: store.clone(),
         statistics: store.clone(),
         notifier: Arc::new(deliver::notify::Notifiers::new(&config.notify)?),
+        leases: store.clone(),
+        // One process holds the embedded database: its wake-ups stay in the process.
+        signals: Arc::new(broker_actors::local_signals::LocalSignals::default()),
         webhooks: Arc::new(deliver::webhook::HttpWebhooks::new(
             std::time::Duration::from_millis(config.events.timeout_ms),
             config.events.per_host,

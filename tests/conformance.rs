@@ -24,6 +24,7 @@ async fn sqlite_keeps_the_metadata_rules() {
 async fn sqlite_keeps_the_upload_session_rules() {
     let (_dir, store) = sqlite().await;
     upload_sessions_suite(&store, &store).await;
+    fenced_offsets_suite(&store, &store, &store).await;
 }
 
 #[tokio::test]
@@ -302,6 +303,8 @@ async fn two_brokers_on_one_sqlite_database_and_disk_agree_on_every_transfer() {
         webhooks: Arc::new(MemoryWebhooks::default()),
         statistics: store.clone(),
         notifier: Arc::new(MemoryNotifier::default()),
+        leases: store.clone(),
+        signals: Arc::new(broker_actors::local_signals::LocalSignals::default()),
     };
     two_brokers_suite(ports).await;
 }

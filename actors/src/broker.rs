@@ -2,8 +2,8 @@
 //! decodes a request, calls one method here, and encodes what it returns; it never reaches a port.
 
 use crate::ports::{
-    BlobStore, Clock, Jobs, MetadataStore, Notifier, Outbox, Registry, Scanner, Statistics,
-    Subscriptions, UploadSessions, WebhookSender,
+    BlobStore, Clock, Jobs, Leases, MetadataStore, Notifier, Outbox, Registry, Scanner, Signals,
+    Statistics, Subscriptions, UploadSessions, WebhookSender,
 };
 use crate::supervisor::Lifecycle;
 use std::sync::Arc;
@@ -31,6 +31,10 @@ pub struct Ports {
     pub statistics: Arc<dyn Statistics>,
     /// Sends e-mail and SMS to contact points (their deliveries are the outbox's).
     pub notifier: Arc<dyn Notifier>,
+    /// Who may write each upload now (kept by the metadata store's database).
+    pub leases: Arc<dyn Leases>,
+    /// Wake-ups between requests and nodes.
+    pub signals: Arc<dyn Signals>,
 }
 
 /// What the operator configured that the lifecycle needs.
@@ -85,11 +89,19 @@ pub(crate) struct Inner {
 
 impl Broker {
     pub fn new(ports: Ports, settings: Settings, shutdown: CancellationToken) -> Broker {
+        let node = format!("node-{}", uuid::Uuid::new_v4());
+        let desk = crate::upload_leases::LeaseDesk::new(
+            ports.leases.clone(),
+            ports.signals.clone(),
+            node.clone(),
+            crate::upload_leases::LEASE_TTL,
+        );
         let lifecycle = Lifecycle::new(
             ports.metadata.clone(),
             ports.blobs.clone(),
             ports.clock.clone(),
             settings.event_source.clone(),
+            desk,
         );
         Broker {
             inner: Arc::new(Inner {
@@ -105,7 +117,7 @@ impl Broker {
                 settings,
                 lifecycle,
                 shutdown,
-                node: format!("node-{}", uuid::Uuid::new_v4()),
+                node,
                 stuck_alerts: Default::default(),
                 subscriptions_changed: Default::default(),
             }),

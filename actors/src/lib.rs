@@ -14,6 +14,7 @@ pub mod form_upload;
 pub mod hashing;
 mod initialize;
 mod job_runtime;
+pub mod local_signals;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod notifications;
@@ -31,6 +32,7 @@ pub mod telemetry;
 mod test_support;
 pub mod tus;
 pub mod upload;
+pub mod upload_leases;
 
 pub use access::{Caller, MAX_FILE_SIZE, MAX_VIRUS_SCAN_SIZE};
 pub use broker::{Broker, Ports, Settings};
@@ -72,6 +74,7 @@ mod conformance_tests {
     async fn the_in_memory_store_keeps_the_upload_session_rules() {
         let store = MemoryStore::default();
         upload_sessions_suite(&store, &store).await;
+        fenced_offsets_suite(&store, &store, &store).await;
     }
 
     #[tokio::test]

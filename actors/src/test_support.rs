@@ -172,6 +172,8 @@ fn broker_on(
         webhooks: Arc::new(crate::memory::MemoryWebhooks::default()),
         statistics: store.clone(),
         notifier: Arc::new(crate::memory::MemoryNotifier::default()),
+        leases: store.clone(),
+        signals: Arc::new(crate::local_signals::LocalSignals::default()),
     };
     let settings = Settings {
         production: false,

@@ -4,6 +4,7 @@
 use super::{resource, OWNER};
 use crate::ports::metadata::TransferView;
 use crate::supervisor::CommitGate;
+use crate::tus::Patch;
 use crate::{Broker, Caller, Ports, Settings};
 use broker_protocol::transfer::FileTransferInitialize;
 use broker_protocol::FileTransferStatus;
@@ -42,6 +43,7 @@ pub async fn two_brokers_suite(ports: Ports) {
     confirmations_on_two_nodes_end_all_confirmed_when_the_later_commit_decided_first(&a, &b, &held)
         .await;
     confirmations_on_two_nodes_at_once_end_all_confirmed(&a, &b, 50).await;
+    a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_offset(&a, &b).await;
 }
 
 /// Stops broker A's next commit for one transfer until the test lets it go.
@@ -208,5 +210,116 @@ async fn confirmations_on_two_nodes_at_once_end_all_confirmed(a: &Broker, b: &Br
         first.await.unwrap().expect("A's confirmation succeeds");
         second.await.unwrap().expect("B's confirmation succeeds");
         assert_all_confirmed(a, id, &format!("run {run}")).await;
+    }
+}
+
+/// A PATCH body that hands over `first`, then says so on `consumed` and stalls (a half-dead client).
+fn stalling_body(
+    first: Bytes,
+    consumed: oneshot::Sender<()>,
+) -> Patch<futures::stream::BoxStream<'static, Result<Bytes, String>>> {
+    use futures::StreamExt;
+    let stall = futures::stream::once(async move {
+        let _ = consumed.send(());
+        futures::future::pending::<Result<Bytes, String>>().await
+    });
+    Patch {
+        body: futures::stream::iter([Ok(first)]).chain(stall).boxed(),
+        new_length: None,
+        len: None,
+        checksum: None,
+    }
+}
+
+fn whole_body(
+    bytes: Bytes,
+) -> Patch<futures::stream::Iter<std::vec::IntoIter<Result<Bytes, String>>>> {
+    Patch {
+        len: Some(bytes.len() as u64),
+        body: futures::stream::iter(vec![Ok(bytes)]),
+        new_length: None,
+        checksum: None,
+    }
+}
+
+async fn initialized(broker: &Broker) -> Uuid {
+    let request = FileTransferInitialize {
+        file_name: Some("resumed.bin".into()),
+        resource_id: Some(RESOURCE.into()),
+        sender: Some(OWNER.into()),
+        recipients: Some(vec![FIRST.into()]),
+        ..Default::default()
+    };
+    broker
+        .initialize(&caller(OWNER), request, None)
+        .await
+        .unwrap()
+}
+
+async fn downloaded(broker: &Broker, id: Uuid) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let download = broker.open_download(&caller(FIRST), id).await.unwrap();
+    let stream = broker
+        .read_download(&download, 0, download.size, false, true)
+        .await
+        .unwrap()
+        .expect("a non-empty file streams");
+    let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// A PATCH on A stalls after its first bytes. A HEAD on B stops it and reports the bytes A made
+/// durable; B's PATCH goes on from there. For a second transfer B's PATCH itself stops A's.
+async fn a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_offset(
+    a: &Broker,
+    b: &Broker,
+) {
+    let content: Bytes = (0..300_000u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let split = 100_000;
+    let sender = caller(OWNER);
+    for head_first in [true, false] {
+        let id = initialized(a).await;
+        let length = Some(content.len() as u64);
+        a.tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
+            &sender, id, length, None,
+        )
+        .await
+        .unwrap();
+        let (consumed, handed) = oneshot::channel();
+        let on_a = {
+            let (a, sender) = (a.clone(), sender.clone());
+            let body = stalling_body(content.slice(..split), consumed);
+            tokio::spawn(async move { a.tus_patch(&sender, id, None, 0, body).await })
+        };
+        handed.await.expect("A's PATCH reads its first bytes");
+        let from = if head_first {
+            let state = b.tus_head(&sender, id, None).await.unwrap();
+            assert_eq!(
+                state.offset, split as u64,
+                "the HEAD on B waits for A's PATCH to stop and reports what it made durable"
+            );
+            state.offset
+        } else {
+            split as u64
+        };
+        let rest = whole_body(content.slice(from as usize..));
+        let end = b.tus_patch(&sender, id, None, from, rest).await.unwrap();
+        assert_eq!(end, content.len() as u64);
+        assert_eq!(
+            on_a.await
+                .unwrap()
+                .expect("A's PATCH ends with what it stored"),
+            split as u64
+        );
+        let published = view(b, id).await;
+        assert_eq!(published.status, FileTransferStatus::Published);
+        assert_eq!(
+            downloaded(a, id).await,
+            content,
+            "the file is A's bytes then B's"
+        );
     }
 }

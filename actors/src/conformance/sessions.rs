@@ -9,6 +9,54 @@ use broker_protocol::FileTransferStatus;
 use chrono::Duration;
 use uuid::Uuid;
 
+/// The rule that ties offsets to leases: an offset moved under a lease grant that was replaced is
+/// refused, and nothing changes. `sessions` and `leases` are one adapter's (they share a database).
+pub async fn fenced_offsets_suite(
+    metadata: &dyn MetadataStore,
+    sessions: &dyn UploadSessions,
+    leases: &dyn crate::ports::Leases,
+) {
+    use crate::ports::leases::Acquired;
+    resource(metadata, "s-fenced").await;
+    let mut new = new_transfer("s-fenced", t0());
+    new.recipients = vec![super::RECIPIENT.into()];
+    let id = new.id;
+    metadata.create_transfer(new, vec![], vec![]).await.unwrap();
+    sessions.create(id, "", Some(100), t0()).await.unwrap();
+    let grant = |acquired| match acquired {
+        Acquired::Granted(g) => g.token,
+        held => panic!("a free upload is granted: {held:?}"),
+    };
+    let stale = grant(leases.acquire(id, "", "node-a", 60_000).await.unwrap());
+    assert!(
+        sessions
+            .advance(id, "", 0, 10, None, t0(), Some(stale))
+            .await
+            .unwrap(),
+        "the holder moves the offset"
+    );
+    // The grant is released (or taken over after expiry) and a new holder moves on.
+    leases.release(id, "", stale).await.unwrap();
+    let fresh = grant(leases.acquire(id, "", "node-b", 60_000).await.unwrap());
+    assert!(
+        !sessions
+            .advance(id, "", 10, 40, None, t0(), Some(stale))
+            .await
+            .unwrap(),
+        "the replaced holder's offset advance is refused"
+    );
+    assert_eq!(
+        sessions.get(id, "").await.unwrap().unwrap().offset,
+        10,
+        "and nothing moved"
+    );
+    assert!(sessions
+        .advance(id, "", 10, 20, None, t0(), Some(fresh))
+        .await
+        .unwrap());
+    assert_eq!(sessions.get(id, "").await.unwrap().unwrap().offset, 20);
+}
+
 /// Runs every rule of the upload-sessions port against `sessions`, whose transfers live in `metadata`.
 pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn UploadSessions) {
     resource(metadata, "s").await;
@@ -30,7 +78,7 @@ async fn the_last_activity_is_the_latest_touch_or_termination(
     s.create(id, "", Some(10), t(1)).await.unwrap();
     assert_eq!(s.last_activity(id).await.unwrap(), Some(t(1)));
     s.create(id, "p", Some(10), t(2)).await.unwrap();
-    assert!(s.advance(id, "", 0, 5, None, t(3)).await.unwrap());
+    assert!(s.advance(id, "", 0, 5, None, t(3), None).await.unwrap());
     assert_eq!(
         s.last_activity(id).await.unwrap(),
         Some(t(3)),
@@ -63,13 +111,19 @@ async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn Up
             joined: false
         })
     );
-    assert!(s.advance(id, "", 0, 10, None, t0()).await.unwrap());
+    assert!(s.advance(id, "", 0, 10, None, t0(), None).await.unwrap());
     assert!(
-        !s.advance(id, "", 0, 20, None, t0()).await.unwrap(),
+        !s.advance(id, "", 0, 20, None, t0(), None).await.unwrap(),
         "a stale offset does not move it"
     );
-    assert!(s.advance(id, "", 10, 20, Some(30), t0()).await.unwrap());
-    assert!(s.advance(id, "", 20, 25, Some(99), t0()).await.unwrap());
+    assert!(s
+        .advance(id, "", 10, 20, Some(30), t0(), None)
+        .await
+        .unwrap());
+    assert!(s
+        .advance(id, "", 20, 25, Some(99), t0(), None)
+        .await
+        .unwrap());
     assert_eq!(
         s.get(id, "").await.unwrap(),
         Some(SessionRow {
@@ -190,7 +244,7 @@ async fn a_complete_unverified_upload_is_found_again(
         !s.unverified().await.unwrap().contains(&id),
         "an incomplete upload is not"
     );
-    assert!(s.advance(id, "", 0, 4, None, t0()).await.unwrap());
+    assert!(s.advance(id, "", 0, 4, None, t0(), None).await.unwrap());
     assert!(s.unverified().await.unwrap().contains(&id));
     let joined = transfer(m).await;
     s.record_joined(joined, 9, t0()).await.unwrap();
@@ -213,7 +267,7 @@ async fn uploads_untouched_since_a_time_are_stale(m: &dyn MetadataStore, s: &dyn
     s.create(id, "", Some(10), t0()).await.unwrap();
     s.create_part(id, "p", 5, t0(), 10, 100).await.unwrap();
     let later = t0() + Duration::hours(1);
-    assert!(s.advance(id, "", 0, 1, None, later).await.unwrap());
+    assert!(s.advance(id, "", 0, 1, None, later, None).await.unwrap());
     let stale = s.stale(t0() + Duration::minutes(30)).await.unwrap();
     assert!(stale.contains(&(id, "p".to_string())));
     assert!(

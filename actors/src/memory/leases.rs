@@ -14,6 +14,15 @@ pub(super) struct LeaseTable {
     last_token: u64,
 }
 
+impl LeaseTable {
+    /// Whether `token` is the upload's current grant.
+    pub(super) fn is_current(&self, id: Uuid, part: &str, token: u64) -> bool {
+        self.grants
+            .get(&(id, part.to_string()))
+            .is_some_and(|h| h.token == token)
+    }
+}
+
 struct Held {
     holder: String,
     token: u64,
@@ -107,11 +116,6 @@ impl Leases for MemoryStore {
     }
 
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError> {
-        let tables = self.lock();
-        Ok(tables
-            .leases
-            .grants
-            .get(&(id, part.to_string()))
-            .is_some_and(|h| h.token == token))
+        Ok(self.lock().leases.is_current(id, part, token))
     }
 }

@@ -40,5 +40,7 @@ pub fn memory_ports() -> crate::Ports {
         webhooks: std::sync::Arc::new(MemoryWebhooks::default()),
         statistics: store.clone(),
         notifier: std::sync::Arc::new(MemoryNotifier::default()),
+        leases: store.clone(),
+        signals: std::sync::Arc::new(crate::local_signals::LocalSignals::default()),
     }
 }

@@ -53,8 +53,12 @@ impl UploadSessions for MemoryStore {
         to: u64,
         length: Option<u64>,
         at: Timestamp,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError> {
         let mut tables = self.lock();
+        if fence.is_some_and(|token| !tables.leases.is_current(id, part, token)) {
+            return Ok(false);
+        }
         match tables.sessions.get_mut(&(id, part.to_string())) {
             Some((row, touched)) if row.offset == from => {
                 row.offset = to;

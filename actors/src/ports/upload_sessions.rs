@@ -39,8 +39,10 @@ pub trait UploadSessions: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid, part: &str) -> Result<Option<SessionRow>, StoreError>;
-    /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` if the offset
-    /// was no longer `from`.
+    /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` (nothing
+    /// written) if the offset was no longer `from`, or if `fence` is given and is not the upload's
+    /// current lease grant (its holder was replaced: the store and the leases share one database).
+    #[allow(clippy::too_many_arguments)]
     async fn advance(
         &self,
         id: Uuid,
@@ -49,6 +51,7 @@ pub trait UploadSessions: Send + Sync + 'static {
         to: u64,
         length: Option<u64>,
         at: Timestamp,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError>;
     async fn remove(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
     /// Records the transfer's upload as joined from parts: complete at `size` bytes.

@@ -1,8 +1,10 @@
-//! The upload slot as its holder sees it: a lease on a transfer's one streaming upload.
+//! The upload slot as its holder sees it: the store's lease on a transfer's one streaming upload, held
+//! through the transfer's supervisor.
 
 use super::{Lifecycle, Message};
 use crate::error::Error;
 use crate::state::{Command, StoredFile, UploadFailure};
+use crate::upload_leases::HeldLease;
 use uuid::Uuid;
 
 /// The right to stream one upload into a transfer. Dropping it without `complete` or `fail` (the client
@@ -10,7 +12,10 @@ use uuid::Uuid;
 pub struct UploadLease {
     pub(super) lifecycle: Lifecycle,
     pub(super) id: Uuid,
+    /// The grant's fencing token, while this value holds the slot.
     pub(super) lease: Option<u64>,
+    /// The store's grant (renewed in the background until released).
+    pub(super) held: Option<HeldLease>,
     /// Dropped without a result, keep the stored bytes (resumable uploads) instead of removing them.
     pub(super) keep_on_drop: bool,
 }
@@ -18,6 +23,20 @@ pub struct UploadLease {
 impl UploadLease {
     pub fn transfer_id(&self) -> Uuid {
         self.id
+    }
+
+    /// The fencing token of the grant this value holds (0 once it holds none).
+    pub fn token(&self) -> u64 {
+        self.lease.unwrap_or(0)
+    }
+
+    /// Cancelled when a newer request asks this one to stop (or the grant was lost): the body should
+    /// end, keeping what is durable.
+    pub fn stop(&self) -> tokio_util::sync::CancellationToken {
+        match &self.held {
+            Some(held) => held.stop(),
+            None => tokio_util::sync::CancellationToken::new(),
+        }
     }
 
     /// The file is stored and synced: verify it and publish (or fail on a checksum mismatch).
@@ -28,14 +47,19 @@ impl UploadLease {
     /// Ends the upload with `command`, handing the slot back with it.
     async fn end_with(mut self, command: Command) -> Result<(), Error> {
         let lease = self.lease.take();
-        self.lifecycle
+        let result = self
+            .lifecycle
             .ask(self.id, |reply| Message::Apply {
                 command,
                 lease,
                 vendor: None,
                 reply,
             })
-            .await
+            .await;
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
+        result
     }
 
     /// Every byte is stored; the upload request ends here (answered at once) and the check and the
@@ -58,6 +82,9 @@ impl UploadLease {
                 .deliver(self.id, Message::ReleaseUpload { lease })
                 .await;
         }
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
     }
 
     /// Our storage failed: the transfer fails and its bytes are removed.
@@ -68,6 +95,7 @@ impl UploadLease {
 
 impl Drop for UploadLease {
     fn drop(&mut self) {
+        let held = self.held.take();
         if let Some(lease) = self.lease.take() {
             let lifecycle = self.lifecycle.clone();
             let id = self.id;
@@ -77,8 +105,13 @@ impl Drop for UploadLease {
                 Message::AbandonUpload { lease }
             };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // The supervisor frees its slot before the grant goes (and wakes a waiting request),
+                // so the request woken finds the slot free.
                 rt.spawn(async move {
                     lifecycle.deliver(id, message).await;
+                    if let Some(held) = held {
+                        held.release().await;
+                    }
                 });
             }
         }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 mod events;
 mod lease;
 
+use crate::upload_leases::{HeldLease, LeaseDesk};
 use events::EventOrigin;
 pub use lease::UploadLease;
 
@@ -44,8 +45,11 @@ pub type CommitGate =
 type Reply = oneshot::Sender<Result<(), Error>>;
 
 enum Message {
-    /// Start a binary upload: persists UploadStarted and hands out the upload slot.
-    BeginUpload { lease: u64, reply: Reply },
+    /// Start an upload: takes the upload's lease in the store, persists UploadStarted and hands the
+    /// lease out.
+    BeginUpload {
+        reply: oneshot::Sender<Result<HeldLease, Error>>,
+    },
     /// A command for the state machine; `lease` ties upload commands to the upload that holds the slot.
     Apply {
         command: Command,
@@ -69,7 +73,8 @@ struct Shared {
     mailboxes: Mutex<HashMap<Uuid, mpsc::Sender<Message>>>,
     /// Woken when a commit schedules jobs, so the job runtime looks again before it meant to.
     jobs_scheduled: Arc<JobWakeup>,
-    next_lease: std::sync::atomic::AtomicU64,
+    /// Grants and waits for upload leases.
+    desk: LeaseDesk,
     /// Set by tests only.
     commit_gate: std::sync::OnceLock<CommitGate>,
 }
@@ -132,6 +137,7 @@ impl Lifecycle {
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
         event_source: String,
+        desk: LeaseDesk,
     ) -> Self {
         Lifecycle {
             shared: Arc::new(Shared {
@@ -141,7 +147,7 @@ impl Lifecycle {
                 event_source,
                 mailboxes: Mutex::new(HashMap::new()),
                 jobs_scheduled: Arc::new(JobWakeup::default()),
-                next_lease: std::sync::atomic::AtomicU64::new(1),
+                desk,
                 commit_gate: std::sync::OnceLock::new(),
             }),
         }
@@ -212,20 +218,48 @@ impl Lifecycle {
         Ok(created)
     }
 
-    /// Claims the transfer's upload slot (409 if another upload streams) and records UploadStarted.
+    /// Takes the transfer's upload lease (409 if another upload holds it) and records UploadStarted.
     pub async fn begin_upload(&self, id: Uuid) -> Result<UploadLease, Error> {
-        let lease = self
-            .shared
-            .next_lease
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.ask(id, |reply| Message::BeginUpload { lease, reply })
-            .await?;
+        let (reply, answer) = oneshot::channel();
+        self.deliver(id, Message::BeginUpload { reply }).await;
+        let held = answer
+            .await
+            .map_err(|_| Error::Internal("the transfer's supervisor stopped".into()))??;
         Ok(UploadLease {
             lifecycle: self.clone(),
             id,
-            lease: Some(lease),
+            lease: Some(held.token()),
+            held: Some(held),
             keep_on_drop: false,
         })
+    }
+
+    /// As [`Lifecycle::begin_upload`], but a request holding the upload is asked to stop first, and
+    /// waited for (a few seconds at most), as tus wants for half-dead connections.
+    pub async fn take_upload(&self, id: Uuid) -> Result<UploadLease, Error> {
+        let desk = &self.shared.desk;
+        let deadline = tokio::time::Instant::now() + crate::upload_leases::STOP_WAIT;
+        loop {
+            let released = desk.released(id, "");
+            match self.begin_upload(id).await {
+                Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
+                    if desk.ask_to_stop(id, "").await?
+                        && tokio::time::timeout_at(deadline, released).await.is_ok() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks the request holding the transfer's upload (or one part), if any, to stop, and waits until
+    /// it has let go (a few seconds at most).
+    pub async fn stop_upload(&self, id: Uuid, part: &str) -> Result<(), Error> {
+        Ok(self.shared.desk.stop_holder(id, part).await?)
+    }
+
+    /// Where the leases of parts of concatenated uploads are taken (parts stream in parallel, so they
+    /// do not go through the supervisor).
+    pub(crate) fn lease_desk(&self) -> &LeaseDesk {
+        &self.shared.desk
     }
 
     /// Records UploadStarted (if the transfer is not there yet) without taking the upload slot: parts
@@ -328,6 +362,7 @@ impl Lifecycle {
 struct Supervisor {
     shared: Arc<Shared>,
     record: TransferRecord,
+    /// The token of the upload lease a request of this node holds through this supervisor.
     upload_in_flight: Option<u64>,
 }
 
@@ -360,11 +395,15 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
         };
         match supervisor.as_mut() {
             Ok(s) => s.handle(message).await,
-            Err(refusal) => {
-                if let Message::BeginUpload { reply, .. } | Message::Apply { reply, .. } = message {
+            Err(refusal) => match message {
+                Message::BeginUpload { reply } => {
                     let _ = reply.send(Err(refusal.clone()));
                 }
-            }
+                Message::Apply { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                _ => {}
+            },
         }
     }
 }
@@ -372,19 +411,12 @@ async fn supervise(shared: Arc<Shared>, id: Uuid, mut mailbox: mpsc::Receiver<Me
 impl Supervisor {
     async fn handle(&mut self, message: Message) {
         match message {
-            Message::BeginUpload { lease, reply } => {
-                let result = if self.upload_in_flight.is_some() {
-                    Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
-                } else {
-                    let r = self.apply(Command::StartUpload, None).await;
-                    if r.is_ok() {
-                        self.upload_in_flight = Some(lease);
-                    }
-                    r
-                };
+            Message::BeginUpload { reply } => {
+                let result = self.begin_upload().await;
+                let token = result.as_ref().ok().map(HeldLease::token);
                 // The caller may have gone (its request was cancelled): then nobody holds the lease,
-                // so the slot must not stay taken.
-                if reply.send(result).is_err() && self.upload_in_flight == Some(lease) {
+                // so it must not stay taken (the grant is released as it drops).
+                if reply.send(result).is_err() && token.is_some() {
                     self.upload_in_flight = None;
                 }
             }
@@ -418,6 +450,21 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    async fn begin_upload(&mut self) -> Result<HeldLease, Error> {
+        if self.upload_in_flight.is_some() {
+            return Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded));
+        }
+        let held = self
+            .shared
+            .desk
+            .try_acquire(self.record.id, "")
+            .await?
+            .ok_or(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))?;
+        self.apply(Command::StartUpload, None).await?;
+        self.upload_in_flight = Some(held.token());
+        Ok(held)
     }
 
     /// Runs the pure transition, persists its effects, then carries out the side effects. The record

@@ -40,11 +40,18 @@ async fn setup_with_clock() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Arc<Ma
     };
     store.save_resource(resource, t0()).await.unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
+    let desk = crate::upload_leases::LeaseDesk::new(
+        store.clone(),
+        Arc::new(crate::local_signals::LocalSignals::default()),
+        "test-node".into(),
+        crate::upload_leases::LEASE_TTL,
+    );
     let lifecycle = Lifecycle::new(
         store.clone(),
         Arc::new(blobs.clone()),
         clock.clone(),
         "test".into(),
+        desk,
     );
     (lifecycle, store, blobs, clock)
 }

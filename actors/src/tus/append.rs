@@ -7,14 +7,12 @@ use crate::error::{Error, Result, TusRefusal};
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::SessionRow;
 use crate::upload::{stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError};
+use crate::upload_leases::HeldLease;
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -28,61 +26,6 @@ pub struct Patch<S> {
     pub checksum: Option<UploadChecksum>,
 }
 
-/// How long a new request waits for a running PATCH it asked to stop.
-const STOP_WAIT: Duration = Duration::from_secs(5);
-
-/// The running PATCHes by upload (transfer, part), each with a token that asks it to stop.
-#[derive(Default)]
-pub(crate) struct RunningPatches {
-    map: Mutex<HashMap<(Uuid, String), (u64, CancellationToken)>>,
-    next: AtomicU64,
-}
-
-/// A running PATCH's registration; dropping it unregisters.
-struct Running {
-    broker: Broker,
-    key: (Uuid, String),
-    generation: u64,
-}
-
-impl Running {
-    fn register(broker: &Broker, id: Uuid, part: Option<&str>) -> (Running, CancellationToken) {
-        let key = (id, part.unwrap_or("").to_string());
-        let token = CancellationToken::new();
-        let running = &broker.tus().running;
-        let generation = running.next.fetch_add(1, Ordering::Relaxed);
-        running
-            .map
-            .lock()
-            .expect("running patches")
-            .insert(key.clone(), (generation, token.clone()));
-        let registration = Running {
-            broker: broker.clone(),
-            key,
-            generation,
-        };
-        (registration, token)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut map = self
-            .broker
-            .tus()
-            .running
-            .map
-            .lock()
-            .expect("running patches");
-        if map
-            .get(&self.key)
-            .is_some_and(|(g, _)| *g == self.generation)
-        {
-            map.remove(&self.key);
-        }
-    }
-}
-
 /// Records a long PATCH's durable progress as the upload's offset.
 struct OffsetCheckpoint<'a> {
     broker: &'a Broker,
@@ -92,6 +35,8 @@ struct OffsetCheckpoint<'a> {
     base: u64,
     /// The offset last recorded.
     durable: u64,
+    /// The lease grant the PATCH writes under.
+    fence: u64,
 }
 
 #[async_trait::async_trait]
@@ -115,7 +60,15 @@ impl Checkpoint for OffsetCheckpoint<'_> {
         let sessions = &self.broker.ports().sessions;
         let now = self.broker.now();
         match sessions
-            .advance(self.id, self.part, self.durable, to, None, now)
+            .advance(
+                self.id,
+                self.part,
+                self.durable,
+                to,
+                None,
+                now,
+                Some(self.fence),
+            )
             .await
         {
             Ok(true) => {
@@ -132,49 +85,52 @@ impl Checkpoint for OffsetCheckpoint<'_> {
     }
 }
 
-/// What keeps other requests off the bytes a request appends.
+/// What keeps other requests off the bytes a request appends: the upload's lease.
 enum Hold {
     /// The transfer's own upload: its supervisor's upload slot.
     Transfer(UploadLease),
-    /// A part of a concatenated upload: a lock on that part (parts upload in parallel), held until
-    /// this value is dropped.
-    Part { _lock: super::concat::PartLock },
+    /// A part of a concatenated upload: that part's own lease (parts upload in parallel).
+    Part(HeldLease),
 }
 
 impl Hold {
     /// Takes the hold; if a PATCH still holds it, asks that PATCH to stop and waits for it (a few
     /// seconds at most), as tusd does for half-dead connections.
     async fn take(broker: &Broker, id: Uuid, part: Option<&str>) -> Result<Hold> {
-        let deadline = tokio::time::Instant::now() + STOP_WAIT;
-        loop {
-            match Self::try_take(broker, id, part).await {
-                Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))
-                    if broker.interrupt(id, part) && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_take(broker: &Broker, id: Uuid, part: Option<&str>) -> Result<Hold> {
         match part {
             None => {
-                let mut lease = broker.lifecycle().begin_upload(id).await?;
+                let mut lease = broker.lifecycle().take_upload(id).await?;
                 // Whatever happens to this request, the bytes acknowledged before it stay.
                 lease.keep_bytes_on_drop();
                 Ok(Hold::Transfer(lease))
             }
-            Some(part) => Ok(Hold::Part {
-                _lock: super::concat::PartLock::take(broker, id, part)?,
-            }),
+            Some(part) => match broker.lifecycle().lease_desk().take_over(id, part).await? {
+                Some(held) => Ok(Hold::Part(held)),
+                None => Err(ErrorCode::FileTransferAlreadyUploaded.into()),
+            },
+        }
+    }
+
+    /// The fencing token every write under this hold names.
+    fn token(&self) -> u64 {
+        match self {
+            Hold::Transfer(lease) => lease.token(),
+            Hold::Part(held) => held.token(),
+        }
+    }
+
+    /// Cancelled when a newer request on the same upload asks this one to stop.
+    fn stop(&self) -> CancellationToken {
+        match self {
+            Hold::Transfer(lease) => lease.stop(),
+            Hold::Part(held) => held.stop(),
         }
     }
 
     async fn release(self) {
-        if let Hold::Transfer(lease) = self {
-            lease.release().await;
+        match self {
+            Hold::Transfer(lease) => lease.release().await,
+            Hold::Part(held) => held.release().await,
         }
     }
 
@@ -183,7 +139,8 @@ impl Hold {
     async fn storage_failed(self, error: impl std::fmt::Display) -> Error {
         match self {
             Hold::Transfer(lease) => fail_storage(lease, error).await,
-            Hold::Part { .. } => {
+            Hold::Part(held) => {
+                held.release().await;
                 tracing::error!(%error, "storage failed during a partial upload");
                 ErrorCode::UploadFailed.into()
             }
@@ -192,25 +149,10 @@ impl Hold {
 }
 
 impl Broker {
-    /// Asks the PATCH running on this upload, if any, to stop; true if there was one.
-    pub(crate) fn interrupt(&self, id: Uuid, part: Option<&str>) -> bool {
-        let map = self.tus().running.map.lock().expect("running patches");
-        match map.get(&(id, part.unwrap_or("").to_string())) {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Stops the PATCH running on this upload, if any, and waits until it has made its bytes durable,
     /// so a HEAD reports the offset that holds.
-    pub(crate) async fn stop_running(&self, id: Uuid, part: Option<&str>) {
-        let deadline = tokio::time::Instant::now() + STOP_WAIT;
-        while self.interrupt(id, part) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    pub(crate) async fn stop_running(&self, id: Uuid, part: Option<&str>) -> Result<()> {
+        self.lifecycle().stop_upload(id, part.unwrap_or("")).await
     }
 
     /// The upload's hashing at its durable offset: kept in memory between PATCHes, rebuilt from the
@@ -265,7 +207,7 @@ impl Broker {
         }
         // While this PATCH runs, a newer HEAD or PATCH on the same upload may ask it to stop (its
         // connection may be half-dead): the body then ends early and what arrived is kept.
-        let (running, stop) = Running::register(self, view.id, part);
+        let stop = hold.stop();
         let state = match part {
             // A part is hashed with the others once they are concatenated.
             Some(_) => HashState::length_only(row.offset).into(),
@@ -304,6 +246,7 @@ impl Broker {
             part: part.unwrap_or(""),
             base: row.offset,
             durable: row.offset,
+            fence: hold.token(),
         };
         let checkpoint: Option<&mut dyn Checkpoint> = if keep_partial {
             Some(&mut progress)
@@ -366,6 +309,7 @@ impl Broker {
                 new_offset,
                 new_length,
                 self.now(),
+                Some(hold.token()),
             )
             .await?;
         if !moved {
@@ -394,9 +338,8 @@ impl Broker {
                 lease.release().await;
             }
             // A complete part waits for the final upload that concatenates it.
-            Hold::Part { .. } => {}
+            Hold::Part(held) => held.release().await,
         }
-        drop(running);
         if let Some(reason) = appended.interrupted {
             tracing::info!(id = %view.id, offset = new_offset, %reason, "tus PATCH broke off; the received bytes are kept");
         }

@@ -9,40 +9,7 @@ use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::PartAdmission;
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
-use std::collections::HashSet;
-use std::sync::Mutex;
 use uuid::Uuid;
-
-/// Parts with a PATCH in flight: one request at a time per part.
-#[derive(Default)]
-pub(crate) struct PartLocks(Mutex<HashSet<(Uuid, String)>>);
-
-/// Held while a request appends to a part; released on drop.
-pub(crate) struct PartLock {
-    broker: Broker,
-    key: (Uuid, String),
-}
-
-impl PartLock {
-    pub(crate) fn take(broker: &Broker, id: Uuid, part: &str) -> Result<PartLock> {
-        let key = (id, part.to_string());
-        let locks = &broker.tus().part_locks.0;
-        if !locks.lock().expect("part locks").insert(key.clone()) {
-            return Err(ErrorCode::FileTransferAlreadyUploaded.into());
-        }
-        Ok(PartLock {
-            broker: broker.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for PartLock {
-    fn drop(&mut self) {
-        let locks = &self.broker.tus().part_locks.0;
-        locks.lock().expect("part locks").remove(&self.key);
-    }
-}
 
 /// A part's id as this broker makes them: 32 hex digits.
 pub(crate) fn valid_part_id(part: &str) -> bool {
@@ -180,8 +147,13 @@ impl Broker {
         if !valid_part_id(part) || sessions.get(view.id, part).await?.is_none() {
             return Err(TusRefusal::NoSuchPart.into());
         }
-        self.stop_running(view.id, Some(part)).await;
-        let _lock = PartLock::take(self, view.id, part)?;
+        self.stop_running(view.id, Some(part)).await?;
+        let held = self
+            .lifecycle()
+            .lease_desk()
+            .try_acquire(view.id, part)
+            .await?
+            .ok_or(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))?;
         // The upload slot, so a `final` joining this part cannot be under way (409 while it is).
         let lease = self.lifecycle().begin_upload(view.id).await?;
         sessions.terminate(view.id, part, self.now()).await?;
@@ -190,6 +162,7 @@ impl Broker {
             tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
         }
         lease.release().await;
+        held.release().await;
         Ok(())
     }
 }

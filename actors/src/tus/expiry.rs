@@ -2,7 +2,6 @@
 //! renews it) expires, and a sweep removes its bytes. The transfer stays UploadStarted, so the sender
 //! can create a new upload.
 
-use super::concat::PartLock;
 use crate::Broker;
 use broker_protocol::time::Timestamp;
 use broker_protocol::FileTransferStatus;
@@ -64,12 +63,14 @@ impl Broker {
                 lease.release().await;
                 r
             } else {
-                let Ok(_lock) = PartLock::take(self, id, &part) else {
+                let desk = self.lifecycle().lease_desk();
+                let Ok(Some(held)) = desk.try_acquire(id, &part).await else {
                     continue;
                 };
                 self.drop_part_hashing(id);
                 let r = self.ports().blobs.delete_part(id, &part).await;
                 let _ = sessions.remove(id, &part).await;
+                held.release().await;
                 r
             };
             match result {

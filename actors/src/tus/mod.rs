@@ -1,8 +1,9 @@
 //! Resumable uploads (tus 1.0.0, spec 4): creation (with upload, with deferred length), HEAD, PATCH,
 //! termination, concatenation and expiration, and the verification that follows the last byte.
 //!
-//! Every PATCH holds the transfer's upload slot through its supervisor (a part: its part lock), so one
-//! request advances an upload at a time. The bytes stream through the same pipeline as a binary upload,
+//! Every PATCH holds the upload's lease in the store (the transfer's own through its supervisor, a part
+//! its own), so one request on one node advances an upload at a time; a newer request asks the holder to
+//! stop and is woken when it lets go. The offset moves only under the holder's grant (fenced). The bytes stream through the same pipeline as a binary upload,
 //! continuing the upload's MD5 and SHA-256 state; the offset is acknowledged only once the bytes are
 //! synced and the session's offset has moved (conditionally). The hash state lives in memory between
 //! PATCHes; after a restart, or on another node, it is rebuilt from the durable prefix.
@@ -29,18 +30,13 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// What the broker keeps of resumable uploads between and during requests. All of it is one process's
-/// state: the hash state is a cache (a miss re-reads the stored prefix), and a PATCH runs on the node
-/// that received it. With several nodes the part locks and the stop-a-running-PATCH signal must reach
-/// every node, so they move behind the leases port then; the verifying set becomes durable jobs.
+/// What the broker keeps of resumable uploads between requests, in this process: the hash state is a
+/// cache (a miss re-reads the stored prefix). Still to move behind ports for several nodes: the part
+/// hashing position and the verifying set.
 #[derive(Default)]
 pub(crate) struct TusState {
     /// MD5/SHA-256 state of uploads between their PATCHes.
     pub(crate) hashes: std::sync::Arc<hashes::HashCache>,
-    /// PATCHes in flight, so a newer request can ask a half-dead one to stop.
-    pub(crate) running: append::RunningPatches,
-    /// Parts of concatenated uploads with a PATCH in flight.
-    pub(crate) part_locks: concat::PartLocks,
     /// Concatenated uploads hashed in part order while their parts stream.
     pub(crate) part_hashing: part_hashing::PartHashing,
     /// Transfers whose verification runs now.

@@ -22,7 +22,11 @@ fn md5_hex(bytes: &[u8]) -> String {
 async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransferStatus) {
     let now = chrono::Utc::now();
     s.store.create(id, "", Some(stored), now).await.unwrap();
-    assert!(s.store.advance(id, "", 0, stored, None, now).await.unwrap());
+    assert!(s
+        .store
+        .advance(id, "", 0, stored, None, now, None)
+        .await
+        .unwrap());
     if status != FileTransferStatus::UploadStarted {
         let change = TransferChange {
             id,

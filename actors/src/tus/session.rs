@@ -100,7 +100,7 @@ impl Broker {
     ) -> Result<UploadState> {
         let view = self.view(id).await?;
         caller.require_sender(&view)?;
-        self.stop_running(view.id, part).await;
+        self.stop_running(view.id, part).await?;
         if let Some(length) = self.whole_upload(&view, part).await? {
             return Ok(UploadState {
                 offset: length,
@@ -142,12 +142,20 @@ impl Broker {
             return Err(ErrorCode::FileTransferAlreadyUploaded.into());
         }
         let view = self.sender_transfer(caller, id).await?;
-        let row = self
-            .ports()
-            .sessions
+        let sessions = &self.ports().sessions;
+        let mut row = sessions
             .get(view.id, part.unwrap_or(""))
-            .await?;
-        let mut row = row.ok_or(TusRefusal::NoUpload)?;
+            .await?
+            .ok_or(TusRefusal::NoUpload)?;
+        if row.offset != offset {
+            // A PATCH still running (its client may have gone silent, on this node or another) may
+            // hold bytes up to this offset: stop it, as tus's lock rule wants, and look again.
+            self.stop_running(view.id, part).await?;
+            row = sessions
+                .get(view.id, part.unwrap_or(""))
+                .await?
+                .ok_or(TusRefusal::NoUpload)?;
+        }
         if row.offset != offset {
             return Err(TusRefusal::OffsetMismatch {
                 sent: offset,

@@ -143,6 +143,10 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         migrate(path).await?;
         let conn = connect(path)?;
+        // The embedded database is one process's: upload leases left in it were held by a process
+        // that is gone, so none of them can still be writing (a shared database waits for expiry).
+        conn.execute("DELETE FROM upload_leases", [])
+            .map_err(failure)?;
         let (writer, jobs) = mpsc::channel(1024);
         let group_commits = Arc::new(AtomicU64::new(0));
         let commits = group_commits.clone();

@@ -60,14 +60,17 @@ impl UploadSessions for SqliteStore {
         to: u64,
         length: Option<u64>,
         at: Timestamp,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError> {
         let at = time::format(&at);
         let part = part.to_string();
         self.write(move |conn| {
             let advanced = conn
                 .prepare_cached(
-                    "UPDATE tus_uploads SET \"offset\" = ?, length = COALESCE(length, ?), updated = ?
-                     WHERE file_transfer_id = ? AND part = ? AND \"offset\" = ?",
+                    "UPDATE tus_uploads SET \"offset\" = ?1, length = COALESCE(length, ?2), updated = ?3
+                     WHERE file_transfer_id = ?4 AND part = ?5 AND \"offset\" = ?6
+                       AND (?7 IS NULL OR EXISTS (SELECT 1 FROM upload_leases l
+                            WHERE l.file_transfer_id = ?4 AND l.part = ?5 AND l.token = ?7))",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -76,7 +79,8 @@ impl UploadSessions for SqliteStore {
                         at,
                         id.to_string(),
                         part,
-                        from as i64
+                        from as i64,
+                        fence.map(|t| t as i64)
                     ])
                 })
                 .map_err(failure)?;
