@@ -24,7 +24,7 @@ async fn sqlite_keeps_the_metadata_rules() {
 async fn sqlite_keeps_the_upload_session_rules() {
     let (_dir, store) = sqlite().await;
     upload_sessions_suite(&store, &store).await;
-    fenced_offsets_suite(&store, &store, &store).await;
+    fenced_writes_suite(&store, &store, &store).await;
 }
 
 #[tokio::test]
@@ -176,6 +176,7 @@ mod inline_files {
             jobs: vec![],
             cancelled_jobs: vec![],
             vendor: None,
+            ends_lease: None,
         }
     }
 

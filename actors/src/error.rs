@@ -65,7 +65,9 @@ impl From<TusRefusal> for Error {
 impl From<crate::ports::StoreError> for Error {
     fn from(e: crate::ports::StoreError) -> Self {
         match e {
-            crate::ports::StoreError::Conflict => Error::Conflict,
+            crate::ports::StoreError::Conflict | crate::ports::StoreError::LeaseLost => {
+                Error::Conflict
+            }
             crate::ports::StoreError::Failure(m) => Error::Internal(m),
         }
     }

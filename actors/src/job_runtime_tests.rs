@@ -310,6 +310,7 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
             jobs,
             cancelled_jobs: vec![],
             vendor: None,
+            ends_lease: None,
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

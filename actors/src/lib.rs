@@ -74,7 +74,7 @@ mod conformance_tests {
     async fn the_in_memory_store_keeps_the_upload_session_rules() {
         let store = MemoryStore::default();
         upload_sessions_suite(&store, &store).await;
-        fenced_offsets_suite(&store, &store, &store).await;
+        fenced_writes_suite(&store, &store, &store).await;
     }
 
     #[tokio::test]

@@ -60,6 +60,13 @@ impl LeaseDesk {
         }
     }
 
+    /// Ends the grant `token` in the store (its holder signals the release).
+    pub(crate) async fn release_grant(&self, id: Uuid, part: &str, token: u64) {
+        if let Err(e) = self.leases.release(id, part, token).await {
+            tracing::warn!(%id, error = %e, "could not release an upload's lease; it expires");
+        }
+    }
+
     /// Ends once the upload's holder lets go (listen before looking).
     pub(crate) fn released(&self, id: Uuid, part: &str) -> crate::ports::Wakeup {
         self.signals.listen(&released_topic(id, part))
@@ -190,6 +197,14 @@ impl HeldLease {
     /// Cancelled when the holder should stop writing (a newer request asked, or the grant was lost).
     pub fn stop(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// The grant was ended in the store by someone else on this holder's behalf (the commit of the
+    /// upload's last transition): stops renewing and wakes whoever waits for the upload.
+    pub async fn let_go(mut self) {
+        self.stop_renewing();
+        let topic = released_topic(self.id, &self.part);
+        self.desk.signals.signal(&topic).await;
     }
 
     /// Lets go of the upload and wakes whoever waits for it.

@@ -121,6 +121,7 @@ fn sqlite_commit(c: &mut Criterion) {
             jobs: vec![],
             cancelled_jobs: vec![],
             vendor: None,
+            ends_lease: None,
         };
         store
             .commit_change(change(
@@ -170,6 +171,7 @@ fn sqlite_commit(c: &mut Criterion) {
                     jobs: vec![],
                     cancelled_jobs: vec![],
                     vendor: None,
+                    ends_lease: None,
                 }))
                 .unwrap()
         })

@@ -340,6 +340,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         jobs: vec![(grace.clone(), due)],
         cancelled_jobs: vec![],
         vendor: None,
+        ends_lease: None,
     };
     let refused = change(FileTransferStatus::Published, t0());
     assert!(super::commit_current(metadata, refused).await.is_err());
@@ -362,6 +363,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         jobs: vec![],
         cancelled_jobs: vec![expiry.clone(), grace.clone()],
         vendor: None,
+        ends_lease: None,
         ..change(expected, due)
     };
     assert!(

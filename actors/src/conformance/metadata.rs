@@ -33,6 +33,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
         jobs: vec![],
         cancelled_jobs: vec![],
         vendor: None,
+        ends_lease: None,
     }
 }
 

@@ -19,7 +19,7 @@ pub use leases::{leases_suite, PassTime};
 pub use metadata::metadata_store_suite;
 pub use nodes::{suite_settings, two_brokers_suite};
 pub use outbox::outbox_suite;
-pub use sessions::{fenced_offsets_suite, upload_sessions_suite};
+pub use sessions::{fenced_writes_suite, upload_sessions_suite};
 pub use statistics::statistics_suite;
 
 use crate::ports::metadata::{NewTransfer, ResourceRow};

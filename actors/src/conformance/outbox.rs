@@ -33,6 +33,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
         jobs: vec![],
         cancelled_jobs: vec![],
         vendor: None,
+        ends_lease: None,
     };
     super::commit_current(metadata, change).await.unwrap();
     let refused = TransferChange {
@@ -73,5 +74,6 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
         jobs: vec![],
         cancelled_jobs: vec![],
         vendor: None,
+        ends_lease: None,
     }
 }

@@ -9,9 +9,10 @@ use broker_protocol::FileTransferStatus;
 use chrono::Duration;
 use uuid::Uuid;
 
-/// The rule that ties offsets to leases: an offset moved under a lease grant that was replaced is
-/// refused, and nothing changes. `sessions` and `leases` are one adapter's (they share a database).
-pub async fn fenced_offsets_suite(
+/// The rules that tie writes to leases: an offset moved, or an upload's last transition committed,
+/// under a lease grant that was replaced is refused, and nothing changes. `metadata`, `sessions` and
+/// `leases` are one adapter's (they share a database).
+pub async fn fenced_writes_suite(
     metadata: &dyn MetadataStore,
     sessions: &dyn UploadSessions,
     leases: &dyn crate::ports::Leases,
@@ -55,6 +56,45 @@ pub async fn fenced_offsets_suite(
         .await
         .unwrap());
     assert_eq!(sessions.get(id, "").await.unwrap().unwrap().offset, 20);
+
+    let version = metadata.load_transfer(id).await.unwrap().unwrap().version;
+    let ending = |token| TransferChange {
+        id,
+        expected_status: FileTransferStatus::Initialized,
+        expected_version: version,
+        at: t0(),
+        new_status: Some((FileTransferStatus::UploadStarted, None)),
+        stored_file: None,
+        recipient_rows: vec![],
+        events: vec![],
+        jobs: vec![],
+        cancelled_jobs: vec![],
+        vendor: None,
+        ends_lease: Some(token),
+    };
+    assert!(
+        matches!(
+            metadata.commit_change(ending(stale)).await,
+            Err(crate::ports::StoreError::LeaseLost)
+        ),
+        "the replaced holder's transition is refused"
+    );
+    let record = metadata.load_transfer(id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.version, record.state.phase.status()),
+        (version, FileTransferStatus::Initialized),
+        "and nothing changed"
+    );
+    assert!(leases.is_current(id, "", fresh).await.unwrap());
+    metadata.commit_change(ending(fresh)).await.unwrap();
+    assert!(
+        !leases.is_current(id, "", fresh).await.unwrap(),
+        "the holder's last transition ends its grant with it"
+    );
+    assert!(matches!(
+        leases.acquire(id, "", "node-c", 60_000).await.unwrap(),
+        Acquired::Granted(_)
+    ));
 }
 
 /// Runs every rule of the upload-sessions port against `sessions`, whose transfers live in `metadata`.
@@ -237,6 +277,7 @@ async fn a_complete_unverified_upload_is_found_again(
         jobs: vec![],
         cancelled_jobs: vec![],
         vendor: None,
+        ends_lease: None,
     };
     super::commit_current(m, started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();

@@ -93,6 +93,7 @@ impl Script<'_> {
             jobs: vec![],
             cancelled_jobs: vec![],
             vendor: None,
+            ends_lease: None,
         };
         edit(&mut change);
         super::commit_current(self.store, change).await.unwrap();

@@ -15,6 +15,14 @@ pub(super) struct LeaseTable {
 }
 
 impl LeaseTable {
+    /// Removes the grant `token` if it is the upload's current one.
+    pub(super) fn end(&mut self, id: Uuid, part: &str, token: u64) {
+        let key = (id, part.to_string());
+        if self.grants.get(&key).is_some_and(|h| h.token == token) {
+            self.grants.remove(&key);
+        }
+    }
+
     /// Whether `token` is the upload's current grant.
     pub(super) fn is_current(&self, id: Uuid, part: &str, token: u64) -> bool {
         self.grants

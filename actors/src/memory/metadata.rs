@@ -211,6 +211,15 @@ impl MetadataStore for MemoryStore {
         if row.view.status != c.expected_status || row.version != c.expected_version {
             return Err(StoreError::Conflict);
         }
+        if let Some(token) = c.ends_lease {
+            if !tables.leases.is_current(c.id, "", token) {
+                return Err(StoreError::LeaseLost);
+            }
+        }
+        let row = tables
+            .transfers
+            .get_mut(&c.id)
+            .ok_or(StoreError::Conflict)?;
         row.version += 1;
         let view = &mut row.view;
         if let Some((status, text)) = &c.new_status {
@@ -235,6 +244,9 @@ impl MetadataStore for MemoryStore {
                 r.status = r.status.max(*status);
                 r.changed = c.at;
             }
+        }
+        if let Some(token) = c.ends_lease {
+            tables.leases.end(c.id, "", token);
         }
         if let Some((status, text)) = c.new_status {
             tables.record_status(c.id, status, text, c.at);

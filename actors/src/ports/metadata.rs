@@ -50,6 +50,9 @@ pub struct TransferChange {
     pub cancelled_jobs: Vec<JobKey>,
     /// The vendor whose system the recipient acted through (for statistics), on `recipient_rows`.
     pub vendor: Option<String>,
+    /// The grant of the transfer's upload lease this change ends (an upload's last transition): the
+    /// commit is refused with [`StoreError::LeaseLost`] unless it is the current grant, and releases it.
+    pub ends_lease: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

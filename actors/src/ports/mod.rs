@@ -37,6 +37,8 @@ pub use webhooks::{WebhookAnswer, WebhookRequest, WebhookSender};
 pub enum StoreError {
     #[error("the transfer's status changed concurrently")]
     Conflict,
+    #[error("the upload's lease was taken over")]
+    LeaseLost,
     #[error("metadata store failure: {0}")]
     Failure(String),
 }

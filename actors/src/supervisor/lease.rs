@@ -56,8 +56,9 @@ impl UploadLease {
                 reply,
             })
             .await;
+        // The supervisor ended the grant (with the commit, or on its own).
         if let Some(held) = self.held.take() {
-            held.release().await;
+            held.let_go().await;
         }
         result
     }

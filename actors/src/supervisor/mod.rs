@@ -433,7 +433,17 @@ impl Supervisor {
                     }
                     self.upload_in_flight = None;
                 }
-                let _ = reply.send(self.apply(command, vendor).await);
+                // The upload's last transition ends its lease in the same commit (fenced).
+                let mut ending = lease;
+                let result = self.apply(command, vendor, &mut ending).await;
+                if let Some(token) = ending {
+                    // Nothing was committed: the grant is released on its own.
+                    self.shared
+                        .desk
+                        .release_grant(self.record.id, "", token)
+                        .await;
+                }
+                let _ = reply.send(result);
             }
             Message::ReleaseUpload { lease } => {
                 if self.upload_in_flight == Some(lease) {
@@ -462,7 +472,7 @@ impl Supervisor {
             .try_acquire(self.record.id, "")
             .await?
             .ok_or(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))?;
-        self.apply(Command::StartUpload, None).await?;
+        self.apply(Command::StartUpload, None, &mut None).await?;
         self.upload_in_flight = Some(held.token());
         Ok(held)
     }
@@ -470,11 +480,17 @@ impl Supervisor {
     /// Runs the pure transition, persists its effects, then carries out the side effects. The record
     /// may be behind the store (another node committed since it was loaded): a commit refused for its
     /// version, or a refusal decided on an old record, loads the transfer again and decides anew.
-    async fn apply(&mut self, command: Command, vendor: Option<String>) -> Result<(), Error> {
+    /// `ending`: the upload lease grant the change ends, taken (set to `None`) once a commit ended it.
+    async fn apply(
+        &mut self,
+        command: Command,
+        vendor: Option<String>,
+        ending: &mut Option<u64>,
+    ) -> Result<(), Error> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.try_apply(&command, vendor.clone()).await {
+            match self.try_apply(&command, vendor.clone(), ending).await {
                 Err(Retry::Stale(e)) if attempts < MAX_ATTEMPTS => {
                     if !self.reload().await? {
                         return Err(e);
@@ -498,17 +514,26 @@ impl Supervisor {
         }
     }
 
-    async fn try_apply(&mut self, command: &Command, vendor: Option<String>) -> Result<(), Retry> {
+    async fn try_apply(
+        &mut self,
+        command: &Command,
+        vendor: Option<String>,
+        ending: &mut Option<u64>,
+    ) -> Result<(), Retry> {
         let outcome = transition(&self.record.state, command)
             .map_err(|code| Retry::Stale(Error::Refused(code)))?;
         if !outcome.effects.is_empty() {
-            let change = self.change_for(&outcome.effects, vendor);
+            let mut change = self.change_for(&outcome.effects, vendor);
+            change.ends_lease = *ending;
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
             if let Some(gate) = self.shared.commit_gate.get() {
                 gate(self.record.id).await;
             }
             match self.shared.store.commit_change(change).await {
-                Ok(()) => self.record.version += 1,
+                Ok(()) => {
+                    self.record.version += 1;
+                    *ending = None;
+                }
                 Err(StoreError::Conflict) => return Err(Retry::Stale(Error::Conflict)),
                 Err(e) => {
                     // Whether it was written is unknown until the store is read again.
@@ -550,6 +575,7 @@ impl Supervisor {
             jobs: vec![],
             cancelled_jobs: vec![],
             vendor,
+            ends_lease: None,
         };
         for effect in effects {
             match effect {

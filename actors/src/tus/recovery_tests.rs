@@ -40,6 +40,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             jobs: vec![],
             cancelled_jobs: vec![],
             vendor: None,
+            ends_lease: None,
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

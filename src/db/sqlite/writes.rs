@@ -28,6 +28,18 @@ pub(super) fn apply_change(
         ),
         None => (None, None, None),
     };
+    if let Some(token) = c.ends_lease {
+        // Fenced: only the upload's current holder ends it (the savepoint undoes this if refused).
+        let ended = conn
+            .prepare_cached(
+                "DELETE FROM upload_leases WHERE file_transfer_id = ? AND part = '' AND token = ?",
+            )
+            .and_then(|mut s| s.execute(params![id, token as i64]))
+            .map_err(failure)?;
+        if ended == 0 {
+            return Err(StoreError::LeaseLost);
+        }
+    }
     let updated = conn
         .prepare_cached(
             "UPDATE file_transfers SET
