@@ -177,6 +177,7 @@ mod inline_files {
             cancelled_jobs: vec![],
             vendor: None,
             ends_lease: None,
+            begins_lease: None,
         }
     }
 

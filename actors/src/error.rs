@@ -68,6 +68,9 @@ impl From<crate::ports::StoreError> for Error {
             crate::ports::StoreError::Conflict | crate::ports::StoreError::LeaseLost => {
                 Error::Conflict
             }
+            crate::ports::StoreError::LeaseHeld => {
+                Error::Refused(ErrorCode::FileTransferAlreadyUploaded)
+            }
             crate::ports::StoreError::Failure(m) => Error::Internal(m),
         }
     }

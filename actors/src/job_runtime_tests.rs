@@ -311,6 +311,7 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
             cancelled_jobs: vec![],
             vendor: None,
             ends_lease: None,
+            begins_lease: None,
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

@@ -79,12 +79,45 @@ impl LeaseDesk {
         part: &str,
     ) -> Result<Option<HeldLease>, StoreError> {
         // Listening before the grant: a stop asked right after it is not missed.
-        let stop_asked = self.signals.listen(&stop_topic(id, part));
-        let ttl_ms = self.ttl.as_millis() as u64;
-        let token = match self.leases.acquire(id, part, &self.node, ttl_ms).await? {
-            Acquired::Granted(grant) => grant.token,
-            Acquired::Held { .. } => return Ok(None),
-        };
+        let stop_asked = self.listen_stop(id, part);
+        Ok(self
+            .acquire_token(id, part)
+            .await?
+            .map(|token| self.hold(id, part, token, stop_asked)))
+    }
+
+    /// Grants the upload's lease to this node in the store, if nobody holds it now: the token.
+    pub(crate) async fn acquire_token(
+        &self,
+        id: Uuid,
+        part: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(
+            match self
+                .leases
+                .acquire(id, part, &self.node, self.ttl_ms())
+                .await?
+            {
+                Acquired::Granted(grant) => Some(grant.token),
+                Acquired::Held { .. } => None,
+            },
+        )
+    }
+
+    /// Listens for a stop asked of the upload's holder (taken before the grant, handed to `hold`).
+    pub(crate) fn listen_stop(&self, id: Uuid, part: &str) -> crate::ports::Wakeup {
+        self.signals.listen(&stop_topic(id, part))
+    }
+
+    /// This node holds the grant `token` (taken in the store, alone or with a transition): renew it
+    /// until released, and stop when asked.
+    pub(crate) fn hold(
+        &self,
+        id: Uuid,
+        part: &str,
+        token: u64,
+        stop_asked: crate::ports::Wakeup,
+    ) -> HeldLease {
         let stop = CancellationToken::new();
         let renewing = tokio::spawn(renew(
             self.clone(),
@@ -94,14 +127,26 @@ impl LeaseDesk {
             stop.clone(),
             stop_asked,
         ));
-        Ok(Some(HeldLease {
+        HeldLease {
             desk: self.clone(),
             id,
             part: part.to_string(),
             token,
             stop,
             renewing: Some(renewing),
-        }))
+        }
+    }
+
+    /// What a grant taken with a transition says of its holder.
+    pub(crate) fn begin_lease(&self) -> crate::ports::metadata::BeginLease {
+        crate::ports::metadata::BeginLease {
+            holder: self.node.clone(),
+            ttl_ms: self.ttl_ms(),
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
     }
 
     /// The upload's lease; if a request holds it, asks that one to stop and waits for it to let go

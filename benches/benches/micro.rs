@@ -122,6 +122,7 @@ fn sqlite_commit(c: &mut Criterion) {
             cancelled_jobs: vec![],
             vendor: None,
             ends_lease: None,
+            begins_lease: None,
         };
         store
             .commit_change(change(
@@ -172,6 +173,7 @@ fn sqlite_commit(c: &mut Criterion) {
                     cancelled_jobs: vec![],
                     vendor: None,
                     ends_lease: None,
+                    begins_lease: None,
                 }))
                 .unwrap()
         })

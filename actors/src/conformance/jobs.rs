@@ -341,6 +341,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
     };
     let refused = change(FileTransferStatus::Published, t0());
     assert!(super::commit_current(metadata, refused).await.is_err());
@@ -364,6 +365,7 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
         cancelled_jobs: vec![expiry.clone(), grace.clone()],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
         ..change(expected, due)
     };
     assert!(

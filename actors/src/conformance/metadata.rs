@@ -34,6 +34,7 @@ fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> T
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
     }
 }
 

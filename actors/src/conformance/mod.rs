@@ -46,7 +46,7 @@ pub async fn commit_current(
     if let Some(record) = store.load_transfer(change.id).await? {
         change.expected_version = record.version;
     }
-    store.commit_change(change).await
+    store.commit_change(change).await.map(|_| ())
 }
 
 /// Makes sure the service owner and the resource `resource` exist.

@@ -34,6 +34,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
     };
     super::commit_current(metadata, change).await.unwrap();
     let refused = TransferChange {
@@ -75,5 +76,6 @@ fn metadata_change(id: uuid::Uuid) -> TransferChange {
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
     }
 }

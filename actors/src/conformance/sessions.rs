@@ -71,6 +71,7 @@ pub async fn fenced_writes_suite(
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: Some(token),
+        begins_lease: None,
     };
     assert!(
         matches!(
@@ -94,6 +95,46 @@ pub async fn fenced_writes_suite(
     assert!(matches!(
         leases.acquire(id, "", "node-c", 60_000).await.unwrap(),
         Acquired::Granted(_)
+    ));
+
+    // An upload's first transition takes the lease with it, unless another grant is alive.
+    let new = new_transfer("s-fenced", t0());
+    let id = new.id;
+    metadata.create_transfer(new, vec![], vec![]).await.unwrap();
+    let other = grant(leases.acquire(id, "", "node-x", 60_000).await.unwrap());
+    let beginning = TransferChange {
+        id,
+        expected_version: 0,
+        ends_lease: None,
+        begins_lease: Some(crate::ports::metadata::BeginLease {
+            holder: "node-y".into(),
+            ttl_ms: 60_000,
+        }),
+        ..ending(0)
+    };
+    assert!(
+        matches!(
+            metadata.commit_change(beginning.clone()).await,
+            Err(crate::ports::StoreError::LeaseHeld)
+        ),
+        "a transition cannot take a lease another holder has"
+    );
+    assert_eq!(
+        metadata.load_transfer(id).await.unwrap().unwrap().version,
+        0,
+        "and nothing changed"
+    );
+    leases.release(id, "", other).await.unwrap();
+    let began = metadata
+        .commit_change(beginning)
+        .await
+        .unwrap()
+        .expect("the transition took the lease");
+    assert!(began > other);
+    assert!(leases.is_current(id, "", began).await.unwrap());
+    assert!(matches!(
+        leases.acquire(id, "", "node-x", 60_000).await.unwrap(),
+        Acquired::Held { holder, .. } if holder == "node-y"
     ));
 }
 
@@ -278,6 +319,7 @@ async fn a_complete_unverified_upload_is_found_again(
         cancelled_jobs: vec![],
         vendor: None,
         ends_lease: None,
+        begins_lease: None,
     };
     super::commit_current(m, started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();

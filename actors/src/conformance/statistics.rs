@@ -94,6 +94,7 @@ impl Script<'_> {
             cancelled_jobs: vec![],
             vendor: None,
             ends_lease: None,
+            begins_lease: None,
         };
         edit(&mut change);
         super::commit_current(self.store, change).await.unwrap();

@@ -15,6 +15,34 @@ pub(super) struct LeaseTable {
 }
 
 impl LeaseTable {
+    /// Whether a grant of the upload is alive at `now`.
+    pub(super) fn is_alive(&self, id: Uuid, part: &str, now: Timestamp) -> bool {
+        self.grants
+            .get(&(id, part.to_string()))
+            .is_some_and(|h| h.expires > now)
+    }
+
+    /// A new grant for `holder` (replacing any), with a token larger than every one before.
+    pub(super) fn grant(
+        &mut self,
+        id: Uuid,
+        part: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now: Timestamp,
+    ) -> u64 {
+        self.last_token += 1;
+        let token = self.last_token;
+        let held = Held {
+            holder: holder.to_string(),
+            token,
+            expires: until(now, ttl_ms),
+            stop_requested: false,
+        };
+        self.grants.insert((id, part.to_string()), held);
+        token
+    }
+
     /// Removes the grant `token` if it is the upload's current one.
     pub(super) fn end(&mut self, id: Uuid, part: &str, token: u64) {
         let key = (id, part.to_string());
@@ -61,17 +89,7 @@ impl Leases for MemoryStore {
                 token: held.token,
             });
         }
-        leases.last_token += 1;
-        let token = leases.last_token;
-        leases.grants.insert(
-            key,
-            Held {
-                holder: holder.to_string(),
-                token,
-                expires: until(now, ttl_ms),
-                stop_requested: false,
-            },
-        );
+        let token = leases.grant(id, part, holder, ttl_ms, now);
         Ok(Acquired::Granted(Grant { token }))
     }
 

@@ -202,7 +202,8 @@ impl MetadataStore for MemoryStore {
         }))
     }
 
-    async fn commit_change(&self, c: TransferChange) -> Result<(), StoreError> {
+    async fn commit_change(&self, c: TransferChange) -> Result<Option<u64>, StoreError> {
+        let now = self.store_now();
         let mut tables = self.lock();
         let row = tables
             .transfers
@@ -215,6 +216,9 @@ impl MetadataStore for MemoryStore {
             if !tables.leases.is_current(c.id, "", token) {
                 return Err(StoreError::LeaseLost);
             }
+        }
+        if c.begins_lease.is_some() && tables.leases.is_alive(c.id, "", now) {
+            return Err(StoreError::LeaseHeld);
         }
         let row = tables
             .transfers
@@ -248,6 +252,10 @@ impl MetadataStore for MemoryStore {
         if let Some(token) = c.ends_lease {
             tables.leases.end(c.id, "", token);
         }
+        let began = c
+            .begins_lease
+            .as_ref()
+            .map(|b| tables.leases.grant(c.id, "", &b.holder, b.ttl_ms, now));
         if let Some((status, text)) = c.new_status {
             tables.record_status(c.id, status, text, c.at);
         }
@@ -265,7 +273,7 @@ impl MetadataStore for MemoryStore {
         for key in &c.cancelled_jobs {
             self.jobs.cancel_now(key);
         }
-        Ok(())
+        Ok(began)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

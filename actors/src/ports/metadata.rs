@@ -53,6 +53,16 @@ pub struct TransferChange {
     /// The grant of the transfer's upload lease this change ends (an upload's last transition): the
     /// commit is refused with [`StoreError::LeaseLost`] unless it is the current grant, and releases it.
     pub ends_lease: Option<u64>,
+    /// Takes the transfer's upload lease for this holder in the same commit (an upload's first
+    /// transition): refused with [`StoreError::LeaseHeld`] (nothing written) while another grant is alive.
+    pub begins_lease: Option<BeginLease>,
+}
+
+/// A lease taken with a change: for `holder`, for `ttl_ms` milliseconds of the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeginLease {
+    pub holder: String,
+    pub ttl_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -176,8 +186,9 @@ pub const SEARCH_LIMIT: i64 = 100;
 pub trait MetadataStore: Send + Sync + 'static {
     async fn load_transfer(&self, id: Uuid) -> Result<Option<TransferRecord>, StoreError>;
     /// Persists the change durably (synced) before returning; [`StoreError::Conflict`] (nothing
-    /// written) when the transfer is no longer at the change's version and status.
-    async fn commit_change(&self, change: TransferChange) -> Result<(), StoreError>;
+    /// written) when the transfer is no longer at the change's version and status. Returns the token
+    /// of the lease the change began, if it began one.
+    async fn commit_change(&self, change: TransferChange) -> Result<Option<u64>, StoreError>;
     async fn health(&self) -> Result<(), StoreError>;
     /// `false` when the service owner already exists.
     async fn create_service_owner(

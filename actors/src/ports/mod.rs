@@ -39,6 +39,8 @@ pub enum StoreError {
     Conflict,
     #[error("the upload's lease was taken over")]
     LeaseLost,
+    #[error("another request holds the upload's lease")]
+    LeaseHeld,
     #[error("metadata store failure: {0}")]
     Failure(String),
 }

@@ -32,6 +32,20 @@ const MAILBOX: usize = 64;
 /// How many times a command is decided again after another node moved the transfer under it.
 const MAX_ATTEMPTS: usize = 16;
 
+/// What a transition's commit does with the transfer's upload lease.
+#[derive(Clone, Copy)]
+enum LeaseStep {
+    Nothing,
+    /// Take it (an upload begins) ...
+    Begin,
+    /// ... taken with the commit, as this grant.
+    Began(u64),
+    /// End this grant (an upload's last transition) ...
+    End(u64),
+    /// ... ended with the commit.
+    Ended,
+}
+
 /// Why deciding a command failed: on a record that may be stale (decide again on a fresh one), or for good.
 enum Retry {
     Stale(Error),
@@ -434,9 +448,9 @@ impl Supervisor {
                     self.upload_in_flight = None;
                 }
                 // The upload's last transition ends its lease in the same commit (fenced).
-                let mut ending = lease;
-                let result = self.apply(command, vendor, &mut ending).await;
-                if let Some(token) = ending {
+                let mut step = lease.map_or(LeaseStep::Nothing, LeaseStep::End);
+                let result = self.apply(command, vendor, &mut step).await;
+                if let LeaseStep::End(token) = step {
                     // Nothing was committed: the grant is released on its own.
                     self.shared
                         .desk
@@ -466,31 +480,37 @@ impl Supervisor {
         if self.upload_in_flight.is_some() {
             return Err(Error::Refused(ErrorCode::FileTransferAlreadyUploaded));
         }
-        let held = self
-            .shared
-            .desk
-            .try_acquire(self.record.id, "")
-            .await?
-            .ok_or(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))?;
-        self.apply(Command::StartUpload, None, &mut None).await?;
-        self.upload_in_flight = Some(held.token());
-        Ok(held)
+        let (desk, id) = (self.shared.desk.clone(), self.record.id);
+        let stop_asked = desk.listen_stop(id, "");
+        // The grant is taken with the UploadStarted commit; a retry (already UploadStarted) commits
+        // nothing, so it takes the grant alone.
+        let mut step = LeaseStep::Begin;
+        self.apply(Command::StartUpload, None, &mut step).await?;
+        let token = match step {
+            LeaseStep::Began(token) => token,
+            _ => desk
+                .acquire_token(id, "")
+                .await?
+                .ok_or(Error::Refused(ErrorCode::FileTransferAlreadyUploaded))?,
+        };
+        self.upload_in_flight = Some(token);
+        Ok(desk.hold(id, "", token, stop_asked))
     }
 
     /// Runs the pure transition, persists its effects, then carries out the side effects. The record
     /// may be behind the store (another node committed since it was loaded): a commit refused for its
     /// version, or a refusal decided on an old record, loads the transfer again and decides anew.
-    /// `ending`: the upload lease grant the change ends, taken (set to `None`) once a commit ended it.
+    /// `lease`: what the commit does with the transfer's upload lease (moved on once it did it).
     async fn apply(
         &mut self,
         command: Command,
         vendor: Option<String>,
-        ending: &mut Option<u64>,
+        lease: &mut LeaseStep,
     ) -> Result<(), Error> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.try_apply(&command, vendor.clone(), ending).await {
+            match self.try_apply(&command, vendor.clone(), lease).await {
                 Err(Retry::Stale(e)) if attempts < MAX_ATTEMPTS => {
                     if !self.reload().await? {
                         return Err(e);
@@ -518,21 +538,29 @@ impl Supervisor {
         &mut self,
         command: &Command,
         vendor: Option<String>,
-        ending: &mut Option<u64>,
+        lease: &mut LeaseStep,
     ) -> Result<(), Retry> {
         let outcome = transition(&self.record.state, command)
             .map_err(|code| Retry::Stale(Error::Refused(code)))?;
         if !outcome.effects.is_empty() {
             let mut change = self.change_for(&outcome.effects, vendor);
-            change.ends_lease = *ending;
+            match lease {
+                LeaseStep::End(token) => change.ends_lease = Some(*token),
+                LeaseStep::Begin => change.begins_lease = Some(self.shared.desk.begin_lease()),
+                _ => {}
+            }
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
             if let Some(gate) = self.shared.commit_gate.get() {
                 gate(self.record.id).await;
             }
             match self.shared.store.commit_change(change).await {
-                Ok(()) => {
+                Ok(began) => {
                     self.record.version += 1;
-                    *ending = None;
+                    *lease = match (&*lease, began) {
+                        (LeaseStep::Begin, Some(token)) => LeaseStep::Began(token),
+                        (LeaseStep::End(_), _) => LeaseStep::Ended,
+                        (step, _) => step.clone(),
+                    };
                 }
                 Err(StoreError::Conflict) => return Err(Retry::Stale(Error::Conflict)),
                 Err(e) => {
@@ -576,6 +604,7 @@ impl Supervisor {
             cancelled_jobs: vec![],
             vendor,
             ends_lease: None,
+            begins_lease: None,
         };
         for effect in effects {
             match effect {

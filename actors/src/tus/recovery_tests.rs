@@ -41,6 +41,7 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
             cancelled_jobs: vec![],
             vendor: None,
             ends_lease: None,
+            begins_lease: None,
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

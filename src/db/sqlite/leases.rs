@@ -4,10 +4,54 @@
 use super::{failure, SqliteStore};
 use crate::db::*;
 use broker_actors::ports::leases::{Acquired, Grant, Leases, Renewal};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// The database's time in microseconds since the epoch.
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+/// The upload's grant alive now (by the database's clock), if any: its holder and token.
+pub(super) fn alive_grant(
+    conn: &Connection,
+    id: &str,
+    part: &str,
+) -> Result<Option<(String, u64)>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT holder, token FROM upload_leases
+         WHERE file_transfer_id = ? AND part = ? AND expires_us > {NOW_US}"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![id, part], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .optional()
+    })
+    .map_err(failure)
+}
+
+/// Grants the upload's lease to `holder` (replacing any grant) with a token never handed out before.
+pub(super) fn grant(
+    conn: &Connection,
+    id: &str,
+    part: &str,
+    holder: &str,
+    ttl_ms: u64,
+) -> Result<u64, StoreError> {
+    conn.prepare_cached("INSERT INTO lease_tokens DEFAULT VALUES")
+        .and_then(|mut s| s.execute([]))
+        .map_err(failure)?;
+    let token = conn.last_insert_rowid();
+    conn.prepare_cached("DELETE FROM lease_tokens WHERE token < ?")
+        .and_then(|mut s| s.execute(params![token]))
+        .map_err(failure)?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO upload_leases
+             (file_transfer_id, part, holder, token, expires_us, stop_requested)
+         VALUES (?, ?, ?, ?, {NOW_US} + ? * 1000, 0)"
+    ))
+    .and_then(|mut s| s.execute(params![id, part, holder, token, ttl_ms as i64]))
+    .map_err(failure)?;
+    Ok(token as u64)
+}
 
 #[async_trait]
 impl Leases for SqliteStore {
@@ -20,41 +64,11 @@ impl Leases for SqliteStore {
     ) -> Result<Acquired, StoreError> {
         let (id, part, holder) = (id.to_string(), part.to_string(), holder.to_string());
         self.write(move |conn| {
-            let alive = conn
-                .prepare_cached(&format!(
-                    "SELECT holder, token FROM upload_leases
-                     WHERE file_transfer_id = ? AND part = ? AND expires_us > {NOW_US}"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![id, part], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                    })
-                    .optional()
-                })
-                .map_err(failure)?;
-            if let Some((holder, token)) = alive {
-                return Ok(Acquired::Held {
-                    holder,
-                    token: token as u64,
-                });
+            if let Some((holder, token)) = alive_grant(conn, &id, &part)? {
+                return Ok(Acquired::Held { holder, token });
             }
-            conn.prepare_cached("INSERT INTO lease_tokens DEFAULT VALUES")
-                .and_then(|mut s| s.execute([]))
-                .map_err(failure)?;
-            let token = conn.last_insert_rowid();
-            conn.prepare_cached("DELETE FROM lease_tokens WHERE token < ?")
-                .and_then(|mut s| s.execute(params![token]))
-                .map_err(failure)?;
-            conn.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO upload_leases
-                     (file_transfer_id, part, holder, token, expires_us, stop_requested)
-                 VALUES (?, ?, ?, ?, {NOW_US} + ? * 1000, 0)"
-            ))
-            .and_then(|mut s| s.execute(params![id, part, holder, token, ttl_ms as i64]))
-            .map_err(failure)?;
-            Ok(Acquired::Granted(Grant {
-                token: token as u64,
-            }))
+            let token = grant(conn, &id, &part, &holder, ttl_ms)?;
+            Ok(Acquired::Granted(Grant { token }))
         })
         .await
     }

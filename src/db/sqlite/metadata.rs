@@ -202,7 +202,7 @@ impl MetadataStore for SqliteStore {
         }))
     }
 
-    async fn commit_change(&self, change: TransferChange) -> Result<(), StoreError> {
+    async fn commit_change(&self, change: TransferChange) -> Result<Option<u64>, StoreError> {
         let id = change.id;
         // A small file held for this transfer is stored by the transition that stores its file.
         let inline = change
@@ -211,7 +211,8 @@ impl MetadataStore for SqliteStore {
             .and_then(|_| self.staged.get(id));
         let storing = inline.is_some();
         let events = !change.events.is_empty();
-        self.write(move |conn| apply_change(conn, change, inline))
+        let began = self
+            .write(move |conn| apply_change(conn, change, inline))
             .await?;
         if events {
             self.appended.notify_one();
@@ -219,7 +220,7 @@ impl MetadataStore for SqliteStore {
         if storing {
             self.staged.remove(id);
         }
-        Ok(())
+        Ok(began)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

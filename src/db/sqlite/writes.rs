@@ -11,7 +11,7 @@ pub(super) fn apply_change(
     conn: &Connection,
     c: TransferChange,
     inline_file: Option<bytes::Bytes>,
-) -> Result<(), StoreError> {
+) -> Result<Option<u64>, StoreError> {
     let at = time::format(&c.at);
     let id = c.id.to_string();
     let (status, text) = match &c.new_status {
@@ -71,6 +71,21 @@ pub(super) fn apply_change(
     if updated == 0 {
         return Err(StoreError::Conflict);
     }
+    let began = match &c.begins_lease {
+        Some(begin) => {
+            if super::leases::alive_grant(conn, &id, "")?.is_some() {
+                return Err(StoreError::LeaseHeld);
+            }
+            Some(super::leases::grant(
+                conn,
+                &id,
+                "",
+                &begin.holder,
+                begin.ttl_ms,
+            )?)
+        }
+        None => None,
+    };
     if let Some(status) = status {
         conn.prepare_cached("INSERT INTO file_transfer_status_history (file_transfer_id, status, text, changed) VALUES (?, ?, ?, ?)")
             .and_then(|mut s| s.execute(params![id, status, text, at]))
@@ -98,7 +113,7 @@ pub(super) fn apply_change(
     for key in &c.cancelled_jobs {
         cancel_in(conn, key)?;
     }
-    Ok(())
+    Ok(began)
 }
 
 pub(super) fn insert_transfer(
