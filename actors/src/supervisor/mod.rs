@@ -559,7 +559,7 @@ impl Supervisor {
                     *lease = match (&*lease, began) {
                         (LeaseStep::Begin, Some(token)) => LeaseStep::Began(token),
                         (LeaseStep::End(_), _) => LeaseStep::Ended,
-                        (step, _) => step.clone(),
+                        (step, _) => *step,
                     };
                 }
                 Err(StoreError::Conflict) => return Err(Retry::Stale(Error::Conflict)),
