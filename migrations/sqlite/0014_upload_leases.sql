@@ -10,5 +10,6 @@ CREATE TABLE upload_leases (
     stop_requested    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (file_transfer_id, part)
 );
--- Fencing tokens: AUTOINCREMENT never hands out a number twice, even after rows are removed.
-CREATE TABLE lease_tokens (token INTEGER PRIMARY KEY AUTOINCREMENT);
+-- The last fencing token handed out: every grant takes the next, so none is ever handed out twice.
+CREATE TABLE lease_counter (last INTEGER NOT NULL);
+INSERT INTO lease_counter (last) VALUES (0);

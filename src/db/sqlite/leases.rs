@@ -36,12 +36,9 @@ pub(super) fn grant(
     holder: &str,
     ttl_ms: u64,
 ) -> Result<u64, StoreError> {
-    conn.prepare_cached("INSERT INTO lease_tokens DEFAULT VALUES")
-        .and_then(|mut s| s.execute([]))
-        .map_err(failure)?;
-    let token = conn.last_insert_rowid();
-    conn.prepare_cached("DELETE FROM lease_tokens WHERE token < ?")
-        .and_then(|mut s| s.execute(params![token]))
+    let token: i64 = conn
+        .prepare_cached("UPDATE lease_counter SET last = last + 1 RETURNING last")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(failure)?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO upload_leases
