@@ -104,7 +104,7 @@ impl Broker {
     pub(crate) async fn sender_transfer(&self, caller: &Caller, id: Uuid) -> Result<TransferView> {
         let view = self.view(id).await?;
         caller.require_sender(&view)?;
-        if view.status > broker_protocol::FileTransferStatus::UploadStarted {
+        if !view.stage().accepts_upload() {
             return Err(ErrorCode::FileTransferAlreadyUploaded.into());
         }
         Ok(view)

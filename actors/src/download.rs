@@ -58,11 +58,7 @@ impl Broker {
     pub async fn open_download(&self, caller: &Caller, id: Uuid) -> Result<Download> {
         let view = self.view(id).await?;
         let recipient = caller.require_recipient(&view)?;
-        if !matches!(
-            view.status,
-            broker_protocol::FileTransferStatus::Published
-                | broker_protocol::FileTransferStatus::AllConfirmedDownloaded
-        ) {
+        if !view.stage().is_downloadable() {
             return Err(ErrorCode::FileNotReadyForDownload.into());
         }
         self.resource_of(&view).await?;

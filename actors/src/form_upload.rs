@@ -11,7 +11,7 @@ use crate::upload::{stream_into_blob, StreamError};
 use crate::Broker;
 use async_trait::async_trait;
 use broker_protocol::transfer::FileTransferInitialize;
-use broker_protocol::{ErrorCode, FileTransferStatus};
+use broker_protocol::ErrorCode;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use uuid::Uuid;
@@ -58,7 +58,7 @@ impl Broker {
                 .await?;
             if let Some(id) = self.idempotent_replay(&prepared.new).await? {
                 // Sent again: the earlier transfer's id, its file uploaded if that never completed.
-                if self.view(id).await?.status <= FileTransferStatus::UploadStarted {
+                if self.view(id).await?.stage().accepts_upload() {
                     self.store_upload(id, file, prepared.size_limit).await?;
                 }
                 return Ok(id);

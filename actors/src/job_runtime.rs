@@ -7,9 +7,9 @@
 
 use crate::error::{Error, Result};
 use crate::ports::jobs::{ClaimedJob, JobKey, JobKind};
+use crate::state::Stage;
 use crate::Broker;
 use broker_protocol::time::Timestamp;
-use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -109,8 +109,8 @@ impl Broker {
     async fn check_stuck(&self, id: Uuid) -> Result<()> {
         let view = self.view(id).await?;
         let now = self.now();
-        let again = match view.status {
-            FileTransferStatus::UploadStarted => {
+        let again = match view.stage() {
+            Stage::UploadStarted => {
                 let last = self.ports().sessions.last_activity(id).await?;
                 match last.filter(|at| now - *at < STUCK_QUIET) {
                     // Still being uploaded: look again an hour after its last request.
@@ -121,7 +121,7 @@ impl Broker {
                     }
                 }
             }
-            FileTransferStatus::UploadProcessing => {
+            Stage::Verifying | Stage::Scanning => {
                 if !self.is_verifying(id) && !self.is_scanning(id) {
                     self.inner
                         .stuck_alerts

@@ -163,6 +163,11 @@ pub struct TransferView {
 }
 
 impl TransferView {
+    /// Where the transfer stands, for every decision made from its status.
+    pub fn stage(&self) -> crate::state::Stage {
+        crate::state::Stage::of(self.status, self.sha256.is_some())
+    }
+
     pub fn is_recipient(&self, org: &str) -> bool {
         self.recipients.iter().any(|r| r.recipient == org)
     }

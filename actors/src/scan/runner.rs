@@ -7,7 +7,7 @@ use crate::ports::jobs::ClaimedJob;
 use crate::ports::{ScanError, Verdict};
 use crate::state::ScanResult;
 use crate::Broker;
-use broker_protocol::{ErrorCode, FileTransferStatus};
+use broker_protocol::ErrorCode;
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -111,7 +111,7 @@ impl Broker {
             Err(Error::Refused(ErrorCode::FileTransferNotFound)) => return Ok(()),
             other => other?,
         };
-        if view.status != FileTransferStatus::UploadProcessing {
+        if !view.stage().awaits_scan() {
             // A verdict was recorded before (the job ran twice after a crash), or the transfer moved on.
             return Ok(());
         }

@@ -7,7 +7,9 @@ use broker_protocol::events::EventType;
 use broker_protocol::{ErrorCode, FileTransferStatus, RecipientStatus};
 
 mod endings;
+mod stage;
 use endings::{purge, record_scan};
+pub use stage::Stage;
 
 /// What is known about a stored, synced file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,14 +63,11 @@ impl Phase {
 
     /// Still being uploaded or verified: the phases a stuck check watches.
     pub fn is_uploading(&self) -> bool {
-        matches!(
-            self,
-            Phase::UploadStarted | Phase::Verifying | Phase::UploadProcessing(_)
-        )
+        self.stage().is_uploading()
     }
 
     pub fn is_downloadable(&self) -> bool {
-        matches!(self, Phase::Published(_) | Phase::AllConfirmedDownloaded(_))
+        self.stage().is_downloadable()
     }
 }
 

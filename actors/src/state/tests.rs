@@ -396,3 +396,60 @@ proptest! {
         }
     }
 }
+
+fn every_phase() -> Vec<Phase> {
+    vec![
+        Phase::Initialized,
+        Phase::UploadStarted,
+        Phase::Verifying,
+        Phase::UploadProcessing(file("aa")),
+        Phase::Published(file("aa")),
+        Phase::AllConfirmedDownloaded(file("aa")),
+        Phase::Purged,
+        Phase::Failed,
+        Phase::Cancelled,
+    ]
+}
+
+#[test]
+fn the_read_side_sees_each_phase_as_its_own_stage() {
+    for phase in every_phase() {
+        assert_eq!(
+            Stage::of(phase.status(), phase.stored().is_some()),
+            phase.stage(),
+            "{phase:?}"
+        );
+    }
+}
+
+#[test]
+fn the_read_side_allows_an_upload_or_a_download_exactly_when_the_transition_does() {
+    for phase in every_phase() {
+        let s = state(phase.clone(), &["0192:1"]);
+        let stage = phase.stage();
+        assert_eq!(
+            transition(&s, &Command::StartUpload).is_ok(),
+            stage.accepts_upload(),
+            "StartUpload from {phase:?}"
+        );
+        let download = Command::RecordDownload {
+            recipient: "0192:1".into(),
+        };
+        assert_eq!(
+            transition(&s, &download).is_ok(),
+            stage.is_downloadable(),
+            "RecordDownload from {phase:?}"
+        );
+        let scan = Command::RecordScan(ScanResult::Clean);
+        if stage.awaits_scan() {
+            assert!(
+                transition(&s, &scan).is_ok(),
+                "a scan's verdict from {phase:?}"
+            );
+        }
+        assert!(
+            !(stage.accepts_upload() && stage.upload_over()),
+            "{phase:?}: an upload cannot be both open and over"
+        );
+    }
+}

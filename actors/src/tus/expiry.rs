@@ -4,7 +4,6 @@
 
 use crate::Broker;
 use broker_protocol::time::Timestamp;
-use broker_protocol::FileTransferStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -90,9 +89,7 @@ impl Broker {
         let Ok(view) = self.view(id).await else {
             return;
         };
-        let verifying =
-            view.status == FileTransferStatus::UploadProcessing && view.sha256.is_none();
-        if view.status > FileTransferStatus::UploadStarted && !verifying {
+        if view.stage().upload_over() {
             let _ = self.ports().sessions.remove(id, "").await;
         }
     }

@@ -9,7 +9,7 @@ use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::SessionRow;
 use crate::upload::HashState;
 use crate::Broker;
-use broker_protocol::{ErrorCode, FileTransferStatus};
+use broker_protocol::ErrorCode;
 use bytes::Bytes;
 use futures::Stream;
 use uuid::Uuid;
@@ -29,10 +29,7 @@ impl Broker {
         let Ok(view) = self.view(id).await else {
             return Ok(false);
         };
-        let uploading = matches!(
-            view.status,
-            FileTransferStatus::UploadStarted | FileTransferStatus::UploadProcessing
-        );
+        let uploading = view.stage().is_uploading();
         let sender = caller.org.as_deref() == Some(view.sender_org.as_str())
             && caller.has_scope(broker_protocol::scopes::WRITE);
         if !(uploading && sender) {
@@ -134,7 +131,7 @@ impl Broker {
         E: std::fmt::Display + Send + 'static,
     {
         let view = self.view(id).await?;
-        if part.is_none() && view.status > FileTransferStatus::UploadStarted {
+        if part.is_none() && !view.stage().accepts_upload() {
             caller.require_sender(&view)?;
             if self.whole_upload(&view, part).await? == Some(offset) {
                 return Ok(offset);
@@ -211,18 +208,10 @@ impl Broker {
         if part.is_some() {
             return Ok(None);
         }
-        let verified = |view: &TransferView| match view.status {
-            FileTransferStatus::Published | FileTransferStatus::AllConfirmedDownloaded => true,
-            FileTransferStatus::UploadProcessing => view.sha256.is_some(),
-            _ => false,
-        };
-        if verified(view) {
+        if view.stage().upload_hashed() {
             return Ok(Some(view.size as u64));
         }
-        if !matches!(
-            view.status,
-            FileTransferStatus::UploadStarted | FileTransferStatus::UploadProcessing
-        ) {
+        if !view.stage().is_uploading() {
             return Ok(None);
         }
         let row = self.ports().sessions.get(view.id, "").await?;
@@ -236,7 +225,7 @@ impl Broker {
             // The check may have ended between our two reads.
             None => {
                 let now = self.view(view.id).await?;
-                Ok(verified(&now).then_some(now.size as u64))
+                Ok(now.stage().upload_hashed().then_some(now.size as u64))
             }
         }
     }

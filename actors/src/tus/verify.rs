@@ -6,9 +6,10 @@
 
 use crate::error::{Error, Result};
 use crate::ports::metadata::TransferView;
+use crate::state::Stage;
 use crate::upload::{hash_stream, HashState};
 use crate::{Broker, StoredFile, UploadLease};
-use broker_protocol::{ErrorCode, FileTransferStatus};
+use broker_protocol::ErrorCode;
 use uuid::Uuid;
 
 /// What [`Broker::complete_tus`] made of an upload.
@@ -113,10 +114,10 @@ impl Broker {
             return Ok(());
         };
         let view = self.view(id).await?;
-        match view.status {
+        match view.stage() {
             // The server stopped (or the request was cut off) between storing the last byte and
             // recording it: record it now. The check, if any, goes on below.
-            FileTransferStatus::UploadStarted => {
+            Stage::UploadStarted => {
                 let mut lease = match self.lifecycle().begin_upload(id).await {
                     Ok(lease) => lease,
                     // The request that stored the last byte still holds the upload and completes it.
@@ -131,7 +132,7 @@ impl Broker {
                     return Ok(());
                 }
             }
-            FileTransferStatus::UploadProcessing if view.sha256.is_none() => {}
+            Stage::Verifying => {}
             // Verified already (the row outlived its use): nothing left to do.
             _ => return Ok(sessions.remove(id, "").await?),
         }
