@@ -68,7 +68,8 @@ pub(crate) struct Inner {
     pub(crate) ports: Ports,
     pub(crate) settings: Settings,
     pub(crate) lifecycle: Lifecycle,
-    /// Bounds how many uploads stream at once.
+    /// Bounds how many uploads stream at once: per node by design (each node bounds its own threads
+    /// and memory; which upload may write is the store's lease).
     pub(crate) upload_permits: tokio::sync::Semaphore,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub(crate) shutdown: CancellationToken,

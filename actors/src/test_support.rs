@@ -176,16 +176,9 @@ fn broker_on(
         signals: Arc::new(crate::local_signals::LocalSignals::default()),
     };
     let settings = Settings {
-        production: false,
-        max_recipients: 10,
-        max_tus_parts: 10,
-        tus_upload_expiry: chrono::Duration::hours(1),
-        reserve_bytes: 0,
-        max_concurrent_uploads: 8,
         event_source: "test".into(),
-        tus_sweep_interval: chrono::Duration::minutes(1),
         scan,
-        deliveries: Default::default(),
+        ..crate::conformance::suite_settings()
     };
     Broker::new(ports, settings, Default::default())
 }

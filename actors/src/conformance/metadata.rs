@@ -1,6 +1,6 @@
 //! The metadata port's rules.
 
-use super::{new_transfer, resource, t0, OWNER, RECIPIENT};
+use super::{new_transfer, resource, status_change as change, t0, OWNER, RECIPIENT};
 use crate::ports::metadata::*;
 use crate::ports::{MetadataStore, StoreError};
 use crate::state::{Phase, StoredFile};
@@ -18,24 +18,6 @@ pub async fn metadata_store_suite(store: &dyn MetadataStore) {
     service_owners_are_created_once_and_resources_keep_their_owner(store).await;
     search_filters_by_party_role_and_status_newest_first(store).await;
     histories_are_read_page_by_page_in_order(store).await;
-}
-
-fn change(id: uuid::Uuid, from: FileTransferStatus, to: FileTransferStatus) -> TransferChange {
-    TransferChange {
-        id,
-        expected_status: from,
-        expected_version: 0, // set by commit_current
-        at: t0() + Duration::minutes(1),
-        new_status: Some((to, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
-    }
 }
 
 async fn a_created_transfer_reads_back_initialized_with_its_history(store: &dyn MetadataStore) {

@@ -23,8 +23,9 @@ pub use sessions::{fenced_writes_suite, upload_sessions_suite};
 pub use statistics::statistics_suite;
 
 use crate::ports::metadata::{NewTransfer, ResourceRow};
-use crate::ports::MetadataStore;
+use crate::ports::{MetadataStore, TransferChange};
 use broker_protocol::time::Timestamp;
+use broker_protocol::FileTransferStatus;
 use uuid::Uuid;
 
 pub const OWNER: &str = "0192:111111111";
@@ -47,6 +48,29 @@ pub async fn commit_current(
         change.expected_version = record.version;
     }
     store.commit_change(change).await.map(|_| ())
+}
+
+/// A change moving the transfer from one status to another a minute after [`t0`], and nothing else.
+pub(crate) fn status_change(
+    id: uuid::Uuid,
+    from: FileTransferStatus,
+    to: FileTransferStatus,
+) -> TransferChange {
+    TransferChange {
+        id,
+        expected_status: from,
+        expected_version: 0, // set by commit_current
+        at: t0() + chrono::Duration::minutes(1),
+        new_status: Some((to, None)),
+        stored_file: None,
+        recipient_rows: vec![],
+        events: vec![],
+        jobs: vec![],
+        cancelled_jobs: vec![],
+        vendor: None,
+        ends_lease: None,
+        begins_lease: None,
+    }
 }
 
 /// Makes sure the service owner and the resource `resource` exist.

@@ -59,19 +59,13 @@ pub async fn fenced_writes_suite(
 
     let version = metadata.load_transfer(id).await.unwrap().unwrap().version;
     let ending = |token| TransferChange {
-        id,
-        expected_status: FileTransferStatus::Initialized,
         expected_version: version,
-        at: t0(),
-        new_status: Some((FileTransferStatus::UploadStarted, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
         ends_lease: Some(token),
-        begins_lease: None,
+        ..super::status_change(
+            id,
+            FileTransferStatus::Initialized,
+            FileTransferStatus::UploadStarted,
+        )
     };
     assert!(
         matches!(
@@ -306,21 +300,11 @@ async fn a_complete_unverified_upload_is_found_again(
     s: &dyn UploadSessions,
 ) {
     let id = transfer(m).await;
-    let started = TransferChange {
+    let started = super::status_change(
         id,
-        expected_status: FileTransferStatus::Initialized,
-        expected_version: 0, // set by commit_current
-        at: t0(),
-        new_status: Some((FileTransferStatus::UploadStarted, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
-    };
+        FileTransferStatus::Initialized,
+        FileTransferStatus::UploadStarted,
+    );
     super::commit_current(m, started).await.unwrap();
     s.create(id, "", Some(4), t0()).await.unwrap();
     assert!(
