@@ -254,8 +254,6 @@ pub async fn serve(
     // Printed once everything is ready, so scripts can wait for this line and then mint tokens.
     println!("listening on http://{local}");
     let stopping = app.shutdown.clone();
-    let every = std::time::Duration::from_secs(app.config.server.tus_sweep_interval_secs.max(1));
-    let sweeper = tokio::spawn(app.broker.clone().run_tus_sweeper(every));
     let jobs = tokio::spawn(app.broker.clone().run_job_runtime());
     let mut fan_out = tokio::spawn(app.broker.clone().run_fan_out());
     app.broker.recover_unverified_uploads().await;
@@ -279,7 +277,6 @@ pub async fn serve(
             Ok(())
         }
     };
-    sweeper.abort();
     jobs.abort();
     // The delivery workers finish their attempts in flight (each bounded by its timeout).
     if tokio::time::timeout(grace, &mut fan_out).await.is_err() {

@@ -4,7 +4,7 @@
 
 use broker_bench::report::{Machine, Report, ScenarioResult, SCHEMA_VERSION};
 use broker_bench::scenarios::{
-    deliveries, lifecycle, mixed, scan, statistics, transfer, tus, Context,
+    deliveries, lifecycle, mixed, resume, scan, statistics, transfer, tus, Context,
 };
 use broker_bench::target::{Target, TargetSpec};
 use std::sync::Arc;
@@ -228,6 +228,26 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         .get("scan_to_clamdscan")
         .is_some_and(|v| *v > 0.0));
 
+    // A tus upload whose broker is SIGKILLed past its second checkpoint (every 64 MiB), then resumed.
+    let spec = TargetSpec::Spawn {
+        broker_bin: env!("CARGO_BIN_EXE_broker").into(),
+        env: vec![],
+    };
+    let options = resume::ResumeOptions {
+        size: 160 << 20,
+        stop_at: 144 << 20,
+        chunk: 8 << 20,
+    };
+    let resumed = resume::run(&spec, "bench-smoke", cache.path(), &options)
+        .await
+        .unwrap();
+    assert_clean(&resumed);
+    assert!(resumed.figures["durable_at_kill_mib"] >= 64.0);
+    assert!(resumed
+        .ratios
+        .get("restart_to_first_patch_to_md5_of_prefix")
+        .is_some_and(|v| *v > 0.0));
+
     let report = Report {
         schema_version: SCHEMA_VERSION,
         tool: "broker-bench".into(),
@@ -235,7 +255,7 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         started: chrono::Utc::now().to_rfc3339(),
         target: "spawned".into(),
         machine: Machine::detect(),
-        scenarios: vec![upload, download, resumable, small, both, reports, scanned],
+        scenarios: vec![upload, download, resumable, small, both, reports, scanned, resumed],
     };
     let json = serde_json::to_value(&report).unwrap();
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");

@@ -64,7 +64,6 @@ impl Broker {
         let lease = self.lifecycle().begin_upload(id).await?;
         // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
         self.ports().sessions.remove(id, "").await?;
-        self.tus().hashes.forget(id);
         self.drop_part_hashing(id);
         let writer = match self.ports().blobs.create(id).await {
             Ok(w) => w,

@@ -7,6 +7,8 @@
 
 use crate::ports::{Batch, BlobError};
 use crate::state::StoredFile;
+use md5::digest::common::hazmat::{SerializableState, SerializedState};
+use md5::digest::typenum::Unsigned;
 use md5::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,6 +24,13 @@ pub fn lower_thread_priority() {
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
+
+/// The tag of [`HashState::to_bytes`]'s format (md-5 0.11's and sha2 0.11's serialized states). A
+/// build that changes the layout takes a new tag; an unknown tag is never guessed at.
+const STATE_FORMAT: u8 = 1;
+const MD5_STATE_BYTES: usize = <md5::Md5 as SerializableState>::SerializedStateSize::USIZE;
+const SHA256_STATE_BYTES: usize = <sha2::Sha256 as SerializableState>::SerializedStateSize::USIZE;
+const STATE_BYTES: usize = 1 + 8 + MD5_STATE_BYTES + SHA256_STATE_BYTES;
 
 /// MD5 and SHA-256 of the bytes seen so far, and how many there were.
 #[derive(Clone)]
@@ -70,6 +79,38 @@ impl HashState {
         self.len += bytes.len() as u64;
     }
 
+    /// The state as bytes to keep with the upload's durable offset: a format tag, the length, then
+    /// MD5's and SHA-256's own serialized states. `None` for a state that only counts.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        if !self.hashing {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(STATE_BYTES);
+        bytes.push(STATE_FORMAT);
+        bytes.extend_from_slice(&self.len.to_le_bytes());
+        bytes.extend_from_slice(&self.md5.serialize());
+        bytes.extend_from_slice(&self.sha256.serialize());
+        Some(bytes)
+    }
+
+    /// A state kept by [`HashState::to_bytes`]; `None` for another format (an older or newer build's,
+    /// or damaged bytes): the caller then hashes the stored prefix again.
+    pub fn from_bytes(bytes: &[u8]) -> Option<HashState> {
+        if bytes.len() != STATE_BYTES || bytes[0] != STATE_FORMAT {
+            return None;
+        }
+        let len = u64::from_le_bytes(bytes[1..9].try_into().ok()?);
+        let (md5, sha256) = bytes[9..].split_at(MD5_STATE_BYTES);
+        let md5 = SerializedState::<md5::Md5>::try_from(md5).ok()?;
+        let sha256 = SerializedState::<sha2::Sha256>::try_from(sha256).ok()?;
+        Some(HashState {
+            md5: md5::Md5::deserialize(&md5).ok()?,
+            sha256: sha2::Sha256::deserialize(&sha256).ok()?,
+            len,
+            hashing: true,
+        })
+    }
+
     /// The hex digests of everything seen: the stored file's identity.
     pub fn finish(self) -> StoredFile {
         StoredFile {
@@ -115,6 +156,14 @@ impl Hashing {
         }
     }
 
+    /// The state after every byte seen so far; running threads go on.
+    pub(crate) async fn snapshot(&mut self) -> Result<HashState, BlobError> {
+        match self {
+            Hashing::Ready(s) => Ok(s.clone()),
+            Hashing::Running(t) => t.snapshot().await,
+        }
+    }
+
     /// Hashes `batch` after every byte seen so far.
     pub(crate) async fn feed(&mut self, batch: &Batch) {
         match self.threads() {
@@ -144,8 +193,8 @@ impl Hashing {
 
 /// The MD5 and SHA-256 threads of one upload, fed batches through bounded queues.
 pub struct HashThreads {
-    md5_tx: mpsc::Sender<Batch>,
-    sha_tx: mpsc::Sender<Batch>,
+    md5_tx: mpsc::Sender<ToThread<md5::Md5>>,
+    sha_tx: mpsc::Sender<ToThread<sha2::Sha256>>,
     md5: oneshot::Receiver<md5::Md5>,
     sha256: oneshot::Receiver<sha2::Sha256>,
     len: u64,
@@ -187,9 +236,25 @@ impl HashThreads {
 
     pub(crate) async fn feed(&mut self, batch: &Batch) {
         // A send only fails if a hashing thread died; `finish` then reports it.
-        let _ = self.md5_tx.send(batch.clone()).await;
-        let _ = self.sha_tx.send(batch.clone()).await;
+        let _ = self.md5_tx.send(ToThread::Hash(batch.clone())).await;
+        let _ = self.sha_tx.send(ToThread::Hash(batch.clone())).await;
         self.len += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+    }
+
+    /// The state after every byte fed so far, while the threads go on (a checkpoint keeps it with
+    /// the offset it made durable).
+    pub(crate) async fn snapshot(&mut self) -> Result<HashState, BlobError> {
+        let (md5_tx, md5) = oneshot::channel();
+        let (sha_tx, sha256) = oneshot::channel();
+        let _ = self.md5_tx.send(ToThread::Snapshot(md5_tx)).await;
+        let _ = self.sha_tx.send(ToThread::Snapshot(sha_tx)).await;
+        let failed = || BlobError::Io(std::io::Error::other("a hashing thread failed"));
+        Ok(HashState {
+            md5: md5.await.map_err(|_| failed())?,
+            sha256: sha256.await.map_err(|_| failed())?,
+            len: self.len,
+            hashing: true,
+        })
     }
 
     pub(crate) async fn finish(self) -> Result<HashState, BlobError> {
@@ -205,10 +270,19 @@ impl HashThreads {
     }
 }
 
-fn hash_all<D: sha2::Digest>(mut rx: mpsc::Receiver<Batch>, mut digest: D) -> D {
-    while let Some(batch) = rx.blocking_recv() {
-        for chunk in batch.iter() {
-            digest.update(chunk);
+/// What a hashing thread is sent: bytes to hash, or a request for its state so far.
+enum ToThread<D> {
+    Hash(Batch),
+    Snapshot(oneshot::Sender<D>),
+}
+
+fn hash_all<D: sha2::Digest + Clone>(mut rx: mpsc::Receiver<ToThread<D>>, mut digest: D) -> D {
+    while let Some(message) = rx.blocking_recv() {
+        match message {
+            ToThread::Hash(batch) => batch.iter().for_each(|chunk| digest.update(chunk)),
+            ToThread::Snapshot(reply) => {
+                let _ = reply.send(digest.clone());
+            }
         }
     }
     digest
@@ -228,4 +302,55 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashed(parts: &[&[u8]]) -> HashState {
+        let mut state = HashState::default();
+        parts.iter().for_each(|p| state.update(p));
+        state
+    }
+
+    #[test]
+    fn a_state_kept_as_bytes_continues_to_the_same_hashes_as_one_never_stopped() {
+        let (head, tail) = (vec![7u8; 100_003], vec![9u8; 50_001]);
+        let kept = hashed(&[&head])
+            .to_bytes()
+            .expect("a hashing state is kept");
+        let mut resumed = HashState::from_bytes(&kept).expect("this build's format is read");
+        assert_eq!(resumed.len(), head.len() as u64);
+        resumed.update(&tail);
+        assert_eq!(resumed.finish(), hashed(&[&head, &tail]).finish());
+    }
+
+    #[test]
+    fn a_state_in_another_format_or_cut_short_is_not_read() {
+        let kept = hashed(&[b"abc"]).to_bytes().unwrap();
+        let mut other = kept.clone();
+        other[0] = STATE_FORMAT + 1;
+        assert!(HashState::from_bytes(&other).is_none());
+        assert!(HashState::from_bytes(&kept[..kept.len() - 1]).is_none());
+        assert!(
+            HashState::length_only(10).to_bytes().is_none(),
+            "a count is not a state"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_running_threads_is_the_state_after_every_byte_fed() {
+        let batch: Batch = std::sync::Arc::new(vec![bytes::Bytes::from(vec![3u8; 300_000])]);
+        let mut hashing: Hashing = HashState::default().into();
+        hashing.feed(&batch).await;
+        let snapshot = hashing.snapshot().await.unwrap();
+        hashing.feed(&batch).await;
+        let whole = hashing.finish().await.unwrap();
+        assert_eq!(snapshot.finish(), hashed(&[&[3u8; 300_000]]).finish());
+        assert_eq!(
+            whole.finish(),
+            hashed(&[&[3u8; 300_000], &[3u8; 300_000]]).finish()
+        );
+    }
 }

@@ -45,8 +45,9 @@ pub enum Live {
 /// most one interval (tus records the new offset).
 #[async_trait::async_trait]
 pub trait Checkpoint: Send {
-    /// The first `written` bytes of this body are durable.
-    async fn durable(&mut self, written: u64);
+    /// The first `written` bytes of this body are durable, and `hashes` is the hash state after them
+    /// (to be kept with the offset).
+    async fn durable(&mut self, written: u64, hashes: HashState);
 
     /// The batch after the first `written` bytes of this body is about to be stored: whether it was
     /// hashed here (a part of a concatenated upload feeds the joined file's hash live).
@@ -121,8 +122,9 @@ where
             if let Some(cp) = checkpoint.as_deref_mut() {
                 let mut live = cp.before_batch(before, &full).await;
                 if live == Live::AfterDurable {
-                    writer.sync().await?;
-                    cp.durable(before).await;
+                    let (synced, hashes) = tokio::join!(writer.sync(), hashing.snapshot());
+                    synced?;
+                    cp.durable(before, hashes?).await;
                     since_checkpoint = before;
                     live = cp.before_batch(before, &full).await;
                 }
@@ -136,8 +138,10 @@ where
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
                 if total / CHECKPOINT_BYTES > since_checkpoint / CHECKPOINT_BYTES {
-                    writer.sync().await?;
-                    cp.durable(total).await;
+                    // The hashes catch up while the bytes are synced: the checkpoint keeps both.
+                    let (synced, hashes) = tokio::join!(writer.sync(), hashing.snapshot());
+                    synced?;
+                    cp.durable(total, hashes?).await;
                     since_checkpoint = total;
                 }
             }

@@ -121,6 +121,16 @@ enum Scenario {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         uptime: Duration,
     },
+    /// One tus upload whose broker is SIGKILLed at --stop-at bytes and started again: the time from
+    /// the restart to the first acknowledged PATCH, beside MD5 of the durable prefix in the same run.
+    Resume {
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "1536MiB", value_parser = parse_size)]
+        stop_at: u64,
+        #[arg(long, default_value = "8MiB", value_parser = parse_positive_size)]
+        chunk: u64,
+    },
     /// Signed webhook deliveries to a local receiver: events/s delivered and the lag from commit to
     /// arrival at each offered rate; then lifecycles/s without and with one subscription per party.
     Deliveries {
@@ -256,6 +266,29 @@ async fn main() -> anyhow::Result<()> {
             max_uptime: *uptime * 2,
         };
         let result = broker_bench::scenarios::crash::run(&spec, &g.resource, &options).await?;
+        return finish(vec![result], &g, chrono::Utc::now().to_rfc3339(), "spawned");
+    }
+    if let Scenario::Resume {
+        size,
+        stop_at,
+        chunk,
+    } = &cli.scenario
+    {
+        anyhow::ensure!(
+            g.url.is_none(),
+            "resume kills the broker it starts; drop --url"
+        );
+        let options = broker_bench::scenarios::resume::ResumeOptions {
+            size: *size,
+            stop_at: *stop_at,
+            chunk: *chunk,
+        };
+        let cache_dir = g
+            .cache_dir
+            .clone()
+            .unwrap_or_else(broker_bench::payload::default_cache_dir);
+        let result =
+            broker_bench::scenarios::resume::run(&spec, &g.resource, &cache_dir, &options).await?;
         return finish(vec![result], &g, chrono::Utc::now().to_rfc3339(), "spawned");
     }
     let started = chrono::Utc::now().to_rfc3339();
@@ -426,7 +459,7 @@ async fn run_round(
             };
             vec![broker_bench::scenarios::statistics::run(ctx.clone(), &options).await?]
         }
-        Scenario::Report { .. } | Scenario::Crash { .. } => {
+        Scenario::Report { .. } | Scenario::Crash { .. } | Scenario::Resume { .. } => {
             unreachable!("handled before a broker is started")
         }
     })

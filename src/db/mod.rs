@@ -6,7 +6,7 @@ pub mod sqlite;
 pub use async_trait::async_trait;
 pub use broker_actors::ports::jobs::JobKey;
 pub use broker_actors::ports::metadata::*;
-pub use broker_actors::ports::upload_sessions::{PartAdmission, SessionRow};
+pub use broker_actors::ports::upload_sessions::{Advance, PartAdmission, SessionRow};
 pub use broker_actors::ports::StoreError;
 pub use broker_protocol::events::{CloudEvent, OutboxEntry};
 pub use broker_protocol::status::Role;

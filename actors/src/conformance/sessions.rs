@@ -3,7 +3,7 @@
 
 use super::{new_transfer, resource, t0};
 use crate::ports::metadata::TransferChange;
-use crate::ports::upload_sessions::{PartAdmission, SessionRow};
+use crate::ports::upload_sessions::{Advance, PartAdmission, SessionRow};
 use crate::ports::{MetadataStore, UploadSessions};
 use broker_protocol::FileTransferStatus;
 use chrono::Duration;
@@ -31,7 +31,7 @@ pub async fn fenced_writes_suite(
     let stale = grant(leases.acquire(id, "", "node-a", 60_000).await.unwrap());
     assert!(
         sessions
-            .advance(id, "", 0, 10, None, t0(), Some(stale))
+            .advance(id, "", Advance::new(0, 10, t0()).fenced(stale))
             .await
             .unwrap(),
         "the holder moves the offset"
@@ -41,7 +41,7 @@ pub async fn fenced_writes_suite(
     let fresh = grant(leases.acquire(id, "", "node-b", 60_000).await.unwrap());
     assert!(
         !sessions
-            .advance(id, "", 10, 40, None, t0(), Some(stale))
+            .advance(id, "", Advance::new(10, 40, t0()).fenced(stale))
             .await
             .unwrap(),
         "the replaced holder's offset advance is refused"
@@ -52,7 +52,7 @@ pub async fn fenced_writes_suite(
         "and nothing moved"
     );
     assert!(sessions
-        .advance(id, "", 10, 20, None, t0(), Some(fresh))
+        .advance(id, "", Advance::new(10, 20, t0()).fenced(fresh))
         .await
         .unwrap());
     assert_eq!(sessions.get(id, "").await.unwrap().unwrap().offset, 20);
@@ -141,6 +141,42 @@ pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn 
     a_complete_unverified_upload_is_found_again(metadata, sessions).await;
     uploads_untouched_since_a_time_are_stale(metadata, sessions).await;
     the_last_activity_is_the_latest_touch_or_termination(metadata, sessions).await;
+    the_hash_state_is_kept_with_the_offset_it_belongs_to(metadata, sessions).await;
+}
+
+async fn the_hash_state_is_kept_with_the_offset_it_belongs_to(
+    m: &dyn MetadataStore,
+    s: &dyn UploadSessions,
+) {
+    let id = transfer(m).await;
+    s.create(id, "", Some(30), t0()).await.unwrap();
+    let state = |id: Uuid| async move { s.get(id, "").await.unwrap().unwrap().hash_state };
+    let at_10 = Advance::new(0, 10, t0()).hashed(Some(b"state at 10"));
+    assert!(s.advance(id, "", at_10).await.unwrap());
+    assert_eq!(state(id).await.as_deref(), Some(&b"state at 10"[..]));
+    let refused = Advance::new(0, 20, t0()).hashed(Some(b"state at 20"));
+    assert!(!s.advance(id, "", refused).await.unwrap());
+    assert_eq!(
+        state(id).await.as_deref(),
+        Some(&b"state at 10"[..]),
+        "a refused advance leaves the state with its offset"
+    );
+    assert!(s.advance(id, "", Advance::new(10, 20, t0())).await.unwrap());
+    assert_eq!(
+        state(id).await,
+        None,
+        "an advance without a state clears the old one (it no longer matches the offset)"
+    );
+    let at_20 = Advance::new(20, 25, t0()).hashed(Some(b"state at 25"));
+    assert!(s.advance(id, "", at_20).await.unwrap());
+    s.create(id, "", Some(30), t0()).await.unwrap();
+    assert_eq!(
+        state(id).await,
+        None,
+        "an upload created again starts with no state"
+    );
+    s.record_joined(id, 30, t0()).await.unwrap();
+    assert_eq!(state(id).await, None, "nor does a joined one");
 }
 
 async fn the_last_activity_is_the_latest_touch_or_termination(
@@ -153,7 +189,7 @@ async fn the_last_activity_is_the_latest_touch_or_termination(
     s.create(id, "", Some(10), t(1)).await.unwrap();
     assert_eq!(s.last_activity(id).await.unwrap(), Some(t(1)));
     s.create(id, "p", Some(10), t(2)).await.unwrap();
-    assert!(s.advance(id, "", 0, 5, None, t(3), None).await.unwrap());
+    assert!(s.advance(id, "", Advance::new(0, 5, t(3))).await.unwrap());
     assert_eq!(
         s.last_activity(id).await.unwrap(),
         Some(t(3)),
@@ -183,20 +219,21 @@ async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn Up
         Some(SessionRow {
             length: None,
             offset: 0,
-            joined: false
+            joined: false,
+            hash_state: None,
         })
     );
-    assert!(s.advance(id, "", 0, 10, None, t0(), None).await.unwrap());
+    assert!(s.advance(id, "", Advance::new(0, 10, t0())).await.unwrap());
     assert!(
-        !s.advance(id, "", 0, 20, None, t0(), None).await.unwrap(),
+        !s.advance(id, "", Advance::new(0, 20, t0())).await.unwrap(),
         "a stale offset does not move it"
     );
     assert!(s
-        .advance(id, "", 10, 20, Some(30), t0(), None)
+        .advance(id, "", Advance::new(10, 20, t0()).declaring(Some(30)))
         .await
         .unwrap());
     assert!(s
-        .advance(id, "", 20, 25, Some(99), t0(), None)
+        .advance(id, "", Advance::new(20, 25, t0()).declaring(Some(99)))
         .await
         .unwrap());
     assert_eq!(
@@ -204,7 +241,8 @@ async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn Up
         Some(SessionRow {
             length: Some(30),
             offset: 25,
-            joined: false
+            joined: false,
+            hash_state: None,
         }),
         "a deferred length is set once"
     );
@@ -248,7 +286,8 @@ async fn parts_are_admitted_up_to_their_count_and_total(
         Some(SessionRow {
             length: Some(40),
             offset: 0,
-            joined: false
+            joined: false,
+            hash_state: None,
         })
     );
     assert_eq!(
@@ -311,7 +350,7 @@ async fn a_complete_unverified_upload_is_found_again(
         !s.unverified().await.unwrap().contains(&id),
         "an incomplete upload is not"
     );
-    assert!(s.advance(id, "", 0, 4, None, t0(), None).await.unwrap());
+    assert!(s.advance(id, "", Advance::new(0, 4, t0())).await.unwrap());
     assert!(s.unverified().await.unwrap().contains(&id));
     let joined = transfer(m).await;
     s.record_joined(joined, 9, t0()).await.unwrap();
@@ -320,7 +359,8 @@ async fn a_complete_unverified_upload_is_found_again(
         Some(SessionRow {
             length: Some(9),
             offset: 9,
-            joined: true
+            joined: true,
+            hash_state: None,
         })
     );
     assert!(
@@ -334,7 +374,7 @@ async fn uploads_untouched_since_a_time_are_stale(m: &dyn MetadataStore, s: &dyn
     s.create(id, "", Some(10), t0()).await.unwrap();
     s.create_part(id, "p", 5, t0(), 10, 100).await.unwrap();
     let later = t0() + Duration::hours(1);
-    assert!(s.advance(id, "", 0, 1, None, later, None).await.unwrap());
+    assert!(s.advance(id, "", Advance::new(0, 1, later)).await.unwrap());
     let stale = s.stale(t0() + Duration::minutes(30)).await.unwrap();
     assert!(stale.contains(&(id, "p".to_string())));
     assert!(

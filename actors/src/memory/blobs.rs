@@ -25,6 +25,8 @@ pub struct MemoryBlobs {
     file_reads: Arc<std::sync::atomic::AtomicUsize>,
     /// Bytes read back from parts.
     part_bytes_read: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes read back from transfers' files.
+    file_bytes_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryBlobs {
@@ -36,6 +38,12 @@ impl MemoryBlobs {
     /// How many reads of transfers' files (parts not counted) were made.
     pub fn file_reads(&self) -> usize {
         self.file_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many bytes of transfers' files (parts not counted) were read back.
+    pub fn file_bytes_read(&self) -> u64 {
+        self.file_bytes_read
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many bytes of parts were read back.
@@ -165,6 +173,8 @@ impl BlobStore for MemoryBlobs {
         let from = (start as usize).min(whole.len());
         let to = (start.saturating_add(len) as usize).min(whole.len());
         let slice = Bytes::copy_from_slice(&whole[from..to]);
+        self.file_bytes_read
+            .fetch_add(slice.len() as u64, std::sync::atomic::Ordering::SeqCst);
         Ok(Box::pin(futures::stream::iter([Ok(slice)])))
     }
 

@@ -1,7 +1,7 @@
 //! The upload-sessions port in memory (kept in the same tables as the transfers it joins).
 
 use super::MemoryStore;
-use crate::ports::upload_sessions::{PartAdmission, SessionRow, UploadSessions};
+use crate::ports::upload_sessions::{Advance, PartAdmission, SessionRow, UploadSessions};
 use crate::ports::StoreError;
 use async_trait::async_trait;
 use broker_protocol::time::Timestamp;
@@ -30,6 +30,7 @@ impl UploadSessions for MemoryStore {
                     length,
                     offset: 0,
                     joined,
+                    hash_state: None,
                 },
                 at,
             ),
@@ -42,28 +43,23 @@ impl UploadSessions for MemoryStore {
             .lock()
             .sessions
             .get(&(id, part.to_string()))
-            .map(|(row, _)| *row))
+            .map(|(row, _)| row.clone()))
     }
 
-    async fn advance(
-        &self,
-        id: Uuid,
-        part: &str,
-        from: u64,
-        to: u64,
-        length: Option<u64>,
-        at: Timestamp,
-        fence: Option<u64>,
-    ) -> Result<bool, StoreError> {
+    async fn advance(&self, id: Uuid, part: &str, step: Advance<'_>) -> Result<bool, StoreError> {
         let mut tables = self.lock();
-        if fence.is_some_and(|token| !tables.leases.is_current(id, part, token)) {
+        if step
+            .fence
+            .is_some_and(|token| !tables.leases.is_current(id, part, token))
+        {
             return Ok(false);
         }
         match tables.sessions.get_mut(&(id, part.to_string())) {
-            Some((row, touched)) if row.offset == from => {
-                row.offset = to;
-                row.length = row.length.or(length);
-                *touched = at;
+            Some((row, touched)) if row.offset == step.from => {
+                row.offset = step.to;
+                row.length = row.length.or(step.length);
+                row.hash_state = step.hash_state.map(<[u8]>::to_vec);
+                *touched = step.at;
                 Ok(true)
             }
             _ => Ok(false),
@@ -80,6 +76,7 @@ impl UploadSessions for MemoryStore {
             length: Some(size),
             offset: size,
             joined: true,
+            hash_state: None,
         };
         self.lock().sessions.insert((id, String::new()), (row, at));
         Ok(())
@@ -112,6 +109,7 @@ impl UploadSessions for MemoryStore {
             length: Some(length),
             offset: 0,
             joined: false,
+            hash_state: None,
         };
         tables.sessions.insert((id, part.to_string()), (row, at));
         Ok(PartAdmission::Created)

@@ -9,12 +9,61 @@ use uuid::Uuid;
 pub use super::StoreError;
 
 /// A resumable upload in progress: its declared length (None while deferred) and durable offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
     pub length: Option<u64>,
     pub offset: u64,
     /// The transfer's upload joined from parts (tus concatenation), complete.
     pub joined: bool,
+    /// The hashes' state after the first `offset` bytes, written with the offset (opaque here: the
+    /// upload pipeline's tagged format); `None` when not kept, and then the stored prefix is read back.
+    pub hash_state: Option<Vec<u8>>,
+}
+
+/// One move of an upload's durable offset, written in one conditional write.
+#[derive(Debug, Clone, Copy)]
+pub struct Advance<'a> {
+    /// The offset the writer read: nothing is written if it is no longer this.
+    pub from: u64,
+    pub to: u64,
+    /// A deferred length, declared now.
+    pub length: Option<u64>,
+    pub at: Timestamp,
+    /// The writer's lease grant: nothing is written unless it is still the upload's current one.
+    pub fence: Option<u64>,
+    /// The hashes' state after `to` bytes (replaces the one kept; `None` clears it).
+    pub hash_state: Option<&'a [u8]>,
+}
+
+impl<'a> Advance<'a> {
+    pub fn new(from: u64, to: u64, at: Timestamp) -> Self {
+        Advance {
+            from,
+            to,
+            length: None,
+            at,
+            fence: None,
+            hash_state: None,
+        }
+    }
+
+    pub fn declaring(self, length: Option<u64>) -> Self {
+        Advance { length, ..self }
+    }
+
+    pub fn fenced(self, token: u64) -> Self {
+        Advance {
+            fence: Some(token),
+            ..self
+        }
+    }
+
+    pub fn hashed(self, state: Option<&'a [u8]>) -> Self {
+        Advance {
+            hash_state: state,
+            ..self
+        }
+    }
 }
 
 /// What creating a part of a concatenated upload came to.
@@ -39,20 +88,11 @@ pub trait UploadSessions: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid, part: &str) -> Result<Option<SessionRow>, StoreError>;
-    /// Moves the durable offset from `from` to `to` (and sets a deferred length); `false` (nothing
-    /// written) if the offset was no longer `from`, or if `fence` is given and is not the upload's
-    /// current lease grant (its holder was replaced: the store and the leases share one database).
-    #[allow(clippy::too_many_arguments)]
-    async fn advance(
-        &self,
-        id: Uuid,
-        part: &str,
-        from: u64,
-        to: u64,
-        length: Option<u64>,
-        at: Timestamp,
-        fence: Option<u64>,
-    ) -> Result<bool, StoreError>;
+    /// Moves the durable offset from `step.from` to `step.to` with the hashes' state there (and sets
+    /// a deferred length); `false` (nothing written) if the offset was no longer `from`, or if a fence
+    /// is given and is not the upload's current lease grant (its holder was replaced: the store and the
+    /// leases share one database).
+    async fn advance(&self, id: Uuid, part: &str, step: Advance<'_>) -> Result<bool, StoreError>;
     async fn remove(&self, id: Uuid, part: &str) -> Result<(), StoreError>;
     /// Records the transfer's upload as joined from parts: complete at `size` bytes.
     async fn record_joined(&self, id: Uuid, size: u64, at: Timestamp) -> Result<(), StoreError>;

@@ -5,7 +5,7 @@ use super::checksum::UploadChecksum;
 use crate::binary_upload::fail_storage;
 use crate::error::{Error, Result, TusRefusal};
 use crate::ports::metadata::TransferView;
-use crate::ports::upload_sessions::SessionRow;
+use crate::ports::upload_sessions::{Advance, SessionRow};
 use crate::upload::{stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError};
 use crate::upload_leases::HeldLease;
 use crate::{Broker, UploadLease};
@@ -55,22 +55,14 @@ impl Checkpoint for OffsetCheckpoint<'_> {
             .await
     }
 
-    async fn durable(&mut self, written: u64) {
+    async fn durable(&mut self, written: u64, hashes: HashState) {
         let to = self.base + written;
         let sessions = &self.broker.ports().sessions;
-        let now = self.broker.now();
-        match sessions
-            .advance(
-                self.id,
-                self.part,
-                self.durable,
-                to,
-                None,
-                now,
-                Some(self.fence),
-            )
-            .await
-        {
+        let state = hashes.to_bytes();
+        let step = Advance::new(self.durable, to, self.broker.now())
+            .fenced(self.fence)
+            .hashed(state.as_deref());
+        match sessions.advance(self.id, self.part, step).await {
             Ok(true) => {
                 self.durable = to;
                 if !self.part.is_empty() {
@@ -155,16 +147,17 @@ impl Broker {
         self.lifecycle().stop_upload(id, part.unwrap_or("")).await
     }
 
-    /// The upload's hashing at its durable offset: kept in memory between PATCHes, rebuilt from the
-    /// stored prefix when missing or stale (after a restart, or a refused PATCH).
-    async fn hashing(&self, id: Uuid, offset: u64) -> Result<Hashing> {
-        if let Some(hashing) = self.tus().hashes.take(id).filter(|h| h.len() == offset) {
-            return Ok(hashing);
+    /// The upload's hash state at its durable offset: the one kept with the offset, or (when none is,
+    /// or in a format this build does not know) the stored prefix hashed again.
+    async fn hashing(&self, id: Uuid, row: &SessionRow) -> Result<Hashing> {
+        let kept = row.hash_state.as_deref().and_then(HashState::from_bytes);
+        if let Some(state) = kept.filter(|s| s.len() == row.offset) {
+            return Ok(state.into());
         }
-        if offset == 0 {
+        if row.offset == 0 {
             return Ok(HashState::default().into());
         }
-        Ok(self.hash_stored(id, offset).await?.into())
+        Ok(self.hash_stored(id, row.offset).await?.into())
     }
 
     /// Streams one request body onto the upload at `row.offset`, makes it durable and moves the
@@ -184,8 +177,8 @@ impl Broker {
         let Patch {
             body,
             new_length,
-            len: body_len,
             checksum,
+            ..
         } = patch;
         let room = match row.length {
             Some(length) => length - row.offset,
@@ -201,17 +194,17 @@ impl Broker {
             .sessions
             .get(view.id, part.unwrap_or(""))
             .await?;
-        if current.map(|r| r.offset) != Some(row.offset) {
+        let Some(row) = current.filter(|r| r.offset == row.offset) else {
             hold.release().await;
             return Err(TusRefusal::OffsetMoved.into());
-        }
+        };
         // While this PATCH runs, a newer HEAD or PATCH on the same upload may ask it to stop (its
         // connection may be half-dead): the body then ends early and what arrived is kept.
         let stop = hold.stop();
         let state = match part {
             // A part is hashed with the others once they are concatenated.
             Some(_) => HashState::length_only(row.offset).into(),
-            None => match self.hashing(view.id, row.offset).await {
+            None => match self.hashing(view.id, &row).await {
                 Ok(s) => s,
                 Err(e) => {
                     hold.release().await;
@@ -253,22 +246,15 @@ impl Broker {
         } else {
             None
         };
-        // A body known to end the upload waits for the hashes (overlapped with its final sync); any
-        // other leaves them running into the next PATCH.
-        let last = part.is_none()
-            && body_len.is_some_and(|n| row.length.or(new_length) == Some(row.offset + n));
-        let after = if last {
-            HashesAfter::Finish
-        } else {
-            HashesAfter::KeepRunning
-        };
+        // Every PATCH waits for its hashes (overlapped with its final sync), so the state is kept with
+        // the offset it acknowledges and the next PATCH, on any process, reads nothing back.
         let streamed = stream_append(
             Box::pin(body),
             writer,
             state,
             Some(room),
             keep_partial,
-            after,
+            HashesAfter::Finish,
             checkpoint,
         )
         .await;
@@ -299,18 +285,18 @@ impl Broker {
             }
         }
         let new_offset = appended.hashing.len();
+        let state = match &appended.hashing {
+            Hashing::Ready(state) => state.to_bytes(),
+            Hashing::Running(_) => None,
+        };
+        let step = Advance::new(progress.durable, new_offset, self.now())
+            .declaring(new_length)
+            .fenced(hold.token())
+            .hashed(state.as_deref());
         let moved = self
             .ports()
             .sessions
-            .advance(
-                view.id,
-                part.unwrap_or(""),
-                progress.durable,
-                new_offset,
-                new_length,
-                self.now(),
-                Some(hold.token()),
-            )
+            .advance(view.id, part.unwrap_or(""), step)
             .await?;
         if !moved {
             if part.is_some() {
@@ -333,10 +319,7 @@ impl Broker {
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))??;
             }
-            Hold::Transfer(lease) => {
-                self.tus().hashes.put(view.id, appended.hashing);
-                lease.release().await;
-            }
+            Hold::Transfer(lease) => lease.release().await,
             // A complete part waits for the final upload that concatenates it.
             Hold::Part(held) => held.release().await,
         }

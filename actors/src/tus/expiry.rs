@@ -4,7 +4,6 @@
 
 use crate::Broker;
 use broker_protocol::time::Timestamp;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The one job that sweeps expired resumable uploads.
@@ -55,7 +54,6 @@ impl Broker {
                     self.forget_if_finished(id).await;
                     continue;
                 };
-                self.tus().hashes.forget(id);
                 self.drop_part_hashing(id);
                 let r = self.ports().blobs.delete(id).await;
                 let _ = sessions.remove(id, "").await;
@@ -91,17 +89,6 @@ impl Broker {
         };
         if view.stage().upload_over() {
             let _ = self.ports().sessions.remove(id, "").await;
-        }
-    }
-
-    /// Every `every`, until the broker shuts down: settles this process's idle hashing (the sweep of
-    /// expired uploads, shared by every node, is a durable job: [`Broker::ensure_tus_sweep`]).
-    pub async fn run_tus_sweeper(self, every: Duration) {
-        loop {
-            tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => self.tus().hashes.settle_idle(every).await,
-            }
         }
     }
 }

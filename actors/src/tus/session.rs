@@ -7,7 +7,6 @@ use crate::binary_upload::fail_storage;
 use crate::error::{Result, TusRefusal};
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::SessionRow;
-use crate::upload::HashState;
 use crate::Broker;
 use broker_protocol::ErrorCode;
 use bytes::Bytes;
@@ -74,7 +73,6 @@ impl Broker {
             .create(view.id, "", length, self.now())
             .await?;
         self.drop_part_hashing(view.id);
-        self.tus().hashes.put(view.id, HashState::default().into());
         lease.release().await;
         let Some(first) = first else {
             return Ok(None);
@@ -83,6 +81,7 @@ impl Broker {
             length,
             offset: 0,
             joined: false,
+            hash_state: None,
         };
         Ok(Some(self.append(&view, None, row, first).await?))
     }
@@ -192,7 +191,6 @@ impl Broker {
             return Err(TusRefusal::NoUpload.into());
         }
         let lease = self.lifecycle().begin_upload(view.id).await?;
-        self.tus().hashes.forget(view.id);
         self.drop_part_hashing(view.id);
         sessions.terminate(view.id, "", self.now()).await?;
         if let Err(e) = self.ports().blobs.delete(view.id).await {

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod lifecycle;
 pub mod mixed;
 pub mod request_cost;
+pub mod resume;
 pub mod scan;
 pub mod statistics;
 pub mod transfer;
