@@ -255,7 +255,9 @@ async fn every_benchmark_scenario_produces_figures_and_a_report_that_matches_its
         started: chrono::Utc::now().to_rfc3339(),
         target: "spawned".into(),
         machine: Machine::detect(),
-        scenarios: vec![upload, download, resumable, small, both, reports, scanned, resumed],
+        scenarios: vec![
+            upload, download, resumable, small, both, reports, scanned, resumed,
+        ],
     };
     let json = serde_json::to_value(&report).unwrap();
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/schema/report-v1.json");

@@ -122,7 +122,7 @@ impl Broker {
                 }
             }
             Stage::Verifying | Stage::Scanning => {
-                if !self.is_verifying(id) && !self.is_scanning(id) {
+                if !self.is_verifying(id).await && !self.is_scanning(id).await {
                     self.inner
                         .stuck_alerts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

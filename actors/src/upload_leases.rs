@@ -86,6 +86,18 @@ impl LeaseDesk {
             .map(|token| self.hold(id, part, token, stop_asked)))
     }
 
+    /// Whether any node holds the lease now (by the store's clock); a store that cannot say counts
+    /// as held, so a caller that would start work on `false` does not run it twice.
+    pub(crate) async fn is_held(&self, id: Uuid, part: &str) -> bool {
+        match self.leases.holder(id, part).await {
+            Ok(holder) => holder.is_some(),
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "cannot tell who holds a lease");
+                true
+            }
+        }
+    }
+
     /// Grants the upload's lease to this node in the store, if nobody holds it now: the token.
     pub(crate) async fn acquire_token(
         &self,

@@ -41,6 +41,11 @@ async fn a_free_upload_is_granted_and_a_second_holder_is_told_who_holds_it(
         "a live grant is not given to another holder"
     );
     assert!(leases.is_current(id, "", token).await.unwrap());
+    assert_eq!(
+        leases.holder(id, "").await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(leases.holder(id, "p1").await.unwrap(), None);
     // Each part of a concatenated upload has a lease of its own.
     let part = granted(leases.acquire(id, "p1", "node-b", ttl_ms).await.unwrap());
     assert_ne!(part, token);
@@ -80,6 +85,11 @@ async fn an_expired_grant_is_taken_over_and_its_token_is_fenced_off(
         "half way through its time the grant is alive"
     );
     pass(ttl_ms).await;
+    assert_eq!(
+        leases.holder(id, "").await.unwrap(),
+        None,
+        "an expired grant has no holder"
+    );
     assert!(
         leases.is_current(id, "", stale).await.unwrap(),
         "expired but not yet replaced, the grant is still the upload's"
@@ -158,6 +168,7 @@ async fn a_released_grant_frees_the_upload_and_a_stale_release_frees_nothing(
     let token = granted(leases.acquire(id, "", "node-a", ttl_ms).await.unwrap());
     leases.release(id, "", token).await.unwrap();
     assert!(!leases.is_current(id, "", token).await.unwrap());
+    assert_eq!(leases.holder(id, "").await.unwrap(), None);
     assert_eq!(
         leases.renew(id, "", token, ttl_ms).await.unwrap(),
         Renewal::Lost

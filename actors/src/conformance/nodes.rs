@@ -44,6 +44,50 @@ pub async fn two_brokers_suite(ports: Ports) {
         .await;
     confirmations_on_two_nodes_at_once_end_all_confirmed(&a, &b, 50).await;
     a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_offset(&a, &b).await;
+    a_verification_claimed_on_a_is_not_started_again_on_b(&a, &b).await;
+    a_scan_running_on_a_is_seen_running_from_b(&a, &b).await;
+}
+
+async fn a_scan_running_on_a_is_seen_running_from_b(a: &Broker, b: &Broker) {
+    let id = initialized(a).await;
+    assert!(!b.is_scanning(id).await);
+    let claim = a
+        .lifecycle()
+        .lease_desk()
+        .try_acquire(id, crate::scan::SCAN_CLAIM)
+        .await
+        .unwrap()
+        .expect("nobody scans the transfer yet");
+    assert!(
+        b.is_scanning(id).await,
+        "B's stuck check sees A's scan running"
+    );
+    claim.release().await;
+    assert!(!b.is_scanning(id).await);
+}
+
+async fn a_verification_claimed_on_a_is_not_started_again_on_b(a: &Broker, b: &Broker) {
+    use crate::tus::VERIFICATION_CLAIM;
+    let id = initialized(a).await;
+    // A check running on A holds the transfer's verification claim.
+    let claim = a
+        .lifecycle()
+        .lease_desk()
+        .try_acquire(id, VERIFICATION_CLAIM)
+        .await
+        .unwrap()
+        .expect("nobody verifies the transfer yet");
+    assert!(b.is_verifying(id).await, "B sees A's check running");
+    assert!(
+        !b.start_verification(id, None).await,
+        "B does not start a second check while A's runs"
+    );
+    claim.release().await;
+    assert!(!b.is_verifying(id).await);
+    assert!(
+        b.start_verification(id, None).await,
+        "once A let go, B may check it (as after a crash of A)"
+    );
 }
 
 /// Stops broker A's next commit for one transfer until the test lets it go.

@@ -141,6 +141,17 @@ impl Leases for MemoryStore {
         Ok(())
     }
 
+    async fn holder(&self, id: Uuid, part: &str) -> Result<Option<String>, StoreError> {
+        let now = self.store_now();
+        let tables = self.lock();
+        Ok(tables
+            .leases
+            .grants
+            .get(&(id, part.to_string()))
+            .filter(|h| h.expires > now)
+            .map(|h| h.holder.clone()))
+    }
+
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError> {
         Ok(self.lock().leases.is_current(id, part, token))
     }

@@ -64,6 +64,8 @@ pub trait Leases: Send + Sync + 'static {
     async fn request_stop(&self, id: Uuid, part: &str) -> Result<bool, StoreError>;
     /// Ends the grant `token` (a later grant, or none, is left as it is).
     async fn release(&self, id: Uuid, part: &str, token: u64) -> Result<(), StoreError>;
+    /// The holder of the grant alive now (by the store's clock), if any.
+    async fn holder(&self, id: Uuid, part: &str) -> Result<Option<String>, StoreError>;
     /// Whether `token` is the upload's current grant (alive or expired but not yet replaced).
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError>;
 }

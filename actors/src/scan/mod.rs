@@ -7,7 +7,6 @@
 //! UploadProcessing: never published unscanned, never failed for want of a scanner.
 
 use std::sync::atomic::AtomicUsize;
-use uuid::Uuid;
 
 mod runner;
 
@@ -48,18 +47,11 @@ pub(crate) struct ScanRunner {
     pub(super) permits: tokio::sync::Semaphore,
     pub(super) active: AtomicUsize,
     pub(super) idle: tokio::sync::Notify,
-    /// Transfers being read by the scanner now (a stuck check leaves them be).
-    pub(super) scanning: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
-/// Marks a transfer as being scanned while it lives.
-pub(crate) struct Scanning<'a>(&'a ScanRunner, Uuid);
-
-impl Drop for Scanning<'_> {
-    fn drop(&mut self) {
-        self.0.scanning.lock().expect("scanning").remove(&self.1);
-    }
-}
+/// The lease name of a transfer's scan claim, held while its file is read (tus part names are hex
+/// UUIDs, so it never collides with a part's).
+pub(crate) const SCAN_CLAIM: &str = "scan";
 
 impl ScanRunner {
     pub(crate) fn new(max_concurrent: usize) -> ScanRunner {
@@ -67,13 +59,7 @@ impl ScanRunner {
             permits: tokio::sync::Semaphore::new(max_concurrent.max(1)),
             active: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
-            scanning: Default::default(),
         }
-    }
-
-    pub(super) fn mark(&self, id: Uuid) -> Scanning<'_> {
-        self.scanning.lock().expect("scanning").insert(id);
-        Scanning(self, id)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The scan job: a permit, the file's windows through the blob port to the scanner, the verdict to
 //! the transfer's supervisor, the lease renewed meanwhile.
 
-use super::{windows, LargeFiles};
+use super::{windows, LargeFiles, SCAN_CLAIM};
 use crate::error::{Error, Result};
 use crate::ports::jobs::ClaimedJob;
 use crate::ports::{ScanError, Verdict};
@@ -32,14 +32,9 @@ impl Broker {
         });
     }
 
-    /// Whether the transfer's file is being read by the scanner now.
-    pub(crate) fn is_scanning(&self, id: Uuid) -> bool {
-        self.inner
-            .scans
-            .scanning
-            .lock()
-            .expect("scanning")
-            .contains(&id)
+    /// Whether the transfer's file is being read by a scanner now, on any node.
+    pub(crate) async fn is_scanning(&self, id: Uuid) -> bool {
+        self.lifecycle().lease_desk().is_held(id, SCAN_CLAIM).await
     }
 
     /// Waits until no scan is running or waiting for a permit.
@@ -124,7 +119,18 @@ impl Broker {
         let size = view.size.max(0) as u64;
         let settings = &self.settings().scan;
         let ranges = windows(size, settings);
-        let _scanning = self.inner.scans.mark(id);
+        // The scan's claim in the store, held while the file is read: the stuck check on any node
+        // sees it. A job run twice (its lease ran out while the first run still reads) waits its turn.
+        let Some(_claim) = self
+            .lifecycle()
+            .lease_desk()
+            .try_acquire(id, SCAN_CLAIM)
+            .await?
+        else {
+            return Err(Error::Internal(
+                "another run is scanning this file now; the job is tried again".into(),
+            ));
+        };
         let started = std::time::Instant::now();
         // The windows of a large file go to the scanner two at a time (clamd scans each on a thread of
         // its own); the first malware found ends the scan.

@@ -25,17 +25,13 @@ mod tests;
 pub use append::Patch;
 pub use checksum::UploadChecksum;
 pub use session::UploadState;
-
-use std::collections::HashSet;
-use std::sync::Mutex;
-use uuid::Uuid;
+pub(crate) use verify::VERIFICATION_CLAIM;
 
 /// What the broker keeps of resumable uploads between requests, in this process. Still to move behind
-/// ports for several nodes: the part hashing position and the verifying set.
+/// ports for several nodes: the part hashing position (a restart, or another node, hashes the joined
+/// file by reading it back).
 #[derive(Default)]
 pub(crate) struct TusState {
     /// Concatenated uploads hashed in part order while their parts stream.
     pub(crate) part_hashing: part_hashing::PartHashing,
-    /// Transfers whose verification runs now.
-    pub(crate) verifying: Mutex<HashSet<Uuid>>,
 }

@@ -217,7 +217,7 @@ impl Broker {
             // Every byte is stored but the transfer is not verified: make sure its check runs (the
             // request that stored the last byte may have been cut off, spec 4.5 recovery).
             Some(length) => {
-                self.start_verification(view.id, None);
+                self.start_verification(view.id, None).await;
                 Ok(Some(length))
             }
             // The check may have ended between our two reads.

@@ -12,6 +12,10 @@ use crate::{Broker, StoredFile, UploadLease};
 use broker_protocol::ErrorCode;
 use uuid::Uuid;
 
+/// The lease name of a transfer's verification claim (tus part names are hex UUIDs, so it never
+/// collides with a part's).
+pub(crate) const VERIFICATION_CLAIM: &str = "verification";
+
 /// What [`Broker::complete_tus`] made of an upload.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Completed {
@@ -21,40 +25,49 @@ pub(crate) enum Completed {
 }
 
 impl Broker {
-    /// Starts the background check of `id` unless one runs already. `hashes`: the file's hashes when
-    /// they are known (a single upload's last PATCH); otherwise the stored bytes are read back.
-    /// Returns whether it started one.
-    pub(crate) fn start_verification(&self, id: Uuid, hashes: Option<StoredFile>) -> bool {
-        if !self.tus().verifying.lock().expect("verifying").insert(id) {
-            return false;
-        }
-        let broker = self.clone();
-        tokio::spawn(async move {
-            let stopping = broker.inner.shutdown.clone();
-            tokio::select! {
-                // A check cut short by a shutdown runs again at the next start.
-                _ = stopping.cancelled() => {}
-                result = broker.verify(id, hashes) => if let Err(e) = result {
-                    tracing::error!(%id, error = %e, "verifying a resumable upload failed; it is retried on the next sweep, HEAD or restart");
+    /// Starts the background check of `id` unless one runs already, on this node or another: the
+    /// check holds the transfer's verification claim (a lease of its own in the store, renewed while it
+    /// runs). `hashes`: the file's hashes when they are known (a single upload's last PATCH); otherwise
+    /// the stored bytes are read back. Returns whether it started one.
+    pub(crate) fn start_verification(
+        &self,
+        id: Uuid,
+        hashes: Option<StoredFile>,
+    ) -> futures::future::BoxFuture<'_, bool> {
+        // Boxed with its type spelled out: the check it spawns may start another (a cycle the
+        // compiler cannot see through to prove it Send).
+        Box::pin(async move {
+            let desk = self.lifecycle().lease_desk();
+            let claim = match desk.try_acquire(id, VERIFICATION_CLAIM).await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "cannot claim a verification; it is retried on the next sweep, HEAD or restart");
+                    return false;
                 }
-            }
-            broker
-                .tus()
-                .verifying
-                .lock()
-                .expect("verifying")
-                .remove(&id);
-        });
-        true
+            };
+            let broker = self.clone();
+            tokio::spawn(async move {
+                let stopping = broker.inner.shutdown.clone();
+                tokio::select! {
+                    // A check cut short by a shutdown runs again at the next start.
+                    _ = stopping.cancelled() => {}
+                    result = broker.verify(id, hashes) => if let Err(e) = result {
+                        tracing::error!(%id, error = %e, "verifying a resumable upload failed; it is retried on the next sweep, HEAD or restart");
+                    }
+                }
+                claim.release().await;
+            });
+            true
+        })
     }
 
-    /// Whether the background check of `id` runs now.
-    pub(crate) fn is_verifying(&self, id: Uuid) -> bool {
-        self.tus()
-            .verifying
-            .lock()
-            .expect("verifying")
-            .contains(&id)
+    /// Whether the background check of `id` runs now, on any node.
+    pub(crate) async fn is_verifying(&self, id: Uuid) -> bool {
+        self.lifecycle()
+            .lease_desk()
+            .is_held(id, VERIFICATION_CLAIM)
+            .await
     }
 
     /// Picks up complete but unverified uploads: those a stopped server left, and those whose check
@@ -62,10 +75,12 @@ impl Broker {
     pub async fn recover_unverified_uploads(&self) {
         match self.ports().sessions.unverified().await {
             Ok(ids) => {
-                let started = ids
-                    .into_iter()
-                    .filter(|id| self.start_verification(*id, None))
-                    .count();
+                let mut started = 0;
+                for id in ids {
+                    if self.start_verification(id, None).await {
+                        started += 1;
+                    }
+                }
                 if started > 0 {
                     tracing::info!(
                         count = started,
@@ -93,7 +108,7 @@ impl Broker {
         let check_pending = view.checksum.is_some() || view.use_virus_scan;
         if joined || check_pending {
             lease.await_verification(!joined).await?;
-            self.start_verification(id, hashes);
+            self.start_verification(id, hashes).await;
             return Ok(Completed::Checking);
         }
         let file = match hashes {

@@ -129,6 +129,11 @@ impl Leases for SqliteStore {
         .await
     }
 
+    async fn holder(&self, id: Uuid, part: &str) -> Result<Option<String>, StoreError> {
+        let (id, part) = (id.to_string(), part.to_string());
+        self.read(move |conn| Ok(alive_grant(conn, &id, &part)?.map(|(holder, _)| holder)))
+    }
+
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(
