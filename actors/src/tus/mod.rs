@@ -25,6 +25,7 @@ mod tests;
 pub use append::Patch;
 pub use checksum::UploadChecksum;
 pub use session::UploadState;
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use verify::VERIFICATION_CLAIM;
 
 /// What the broker keeps of resumable uploads between requests, in this process. Still to move behind
