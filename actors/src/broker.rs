@@ -73,7 +73,6 @@ pub(crate) struct Inner {
     pub(crate) upload_permits: tokio::sync::Semaphore,
     /// Cancelled when the server starts shutting down: streaming uploads stop and stay retryable.
     pub(crate) shutdown: CancellationToken,
-    pub(crate) downloads: crate::download::DownloadDebounce,
     /// What resumable uploads keep between and during requests.
     pub(crate) tus: crate::tus::TusState,
     /// This process's name as the claimer of jobs.
@@ -112,7 +111,6 @@ impl Broker {
                     settings.deliveries.max_in_flight,
                     settings.deliveries.per_host,
                 ),
-                downloads: Default::default(),
                 tus: Default::default(),
                 ports,
                 settings,

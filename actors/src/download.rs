@@ -6,39 +6,12 @@ use crate::error::Result;
 use crate::ports::ByteStream;
 use crate::state::Command;
 use crate::Broker;
-use broker_protocol::time::Timestamp;
 use broker_protocol::ErrorCode;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Range downloads record at most one DownloadStarted per recipient and transfer in this window.
-const RANGE_DEBOUNCE: chrono::Duration = chrono::Duration::minutes(5);
-/// Past this many remembered range downloads, those outside the window are forgotten.
-const DEBOUNCE_ENTRIES: usize = 100_000;
-
-/// The last recorded range download per (transfer, recipient). One process's state: on several nodes a
-/// recipient whose ranges land on two nodes is recorded once per node, which the spec allows (the
-/// window only keeps the history from growing with every range).
-#[derive(Default)]
-pub(crate) struct DownloadDebounce(Mutex<HashMap<(Uuid, String), Timestamp>>);
-
-impl DownloadDebounce {
-    fn should_record(&self, id: Uuid, recipient: &str, now: Timestamp) -> bool {
-        let mut seen = self.0.lock().expect("download debounce");
-        if seen.len() > DEBOUNCE_ENTRIES {
-            seen.retain(|_, t| now - *t < RANGE_DEBOUNCE);
-        }
-        let key = (id, recipient.to_string());
-        match seen.get(&key) {
-            Some(t) if now - *t < RANGE_DEBOUNCE => false,
-            _ => {
-                seen.insert(key, now);
-                true
-            }
-        }
-    }
-}
+const RANGE_DEBOUNCE: Duration = Duration::from_secs(5 * 60);
 
 /// A download the caller may make: what the transport needs to answer it.
 #[derive(Debug, Clone)]
@@ -88,11 +61,7 @@ impl Broker {
         if !bytes {
             return Ok(None);
         }
-        let record = !is_range
-            || self
-                .inner
-                .downloads
-                .should_record(download.id, &download.recipient, self.now());
+        let record = !is_range || self.range_download_due(download).await;
         if record {
             self.lifecycle()
                 .command_by(
@@ -110,6 +79,17 @@ impl Broker {
         Ok(Some(
             self.ports().blobs.read(download.id, start, len).await?,
         ))
+    }
+
+    /// Whether a range download is recorded: the first of the recipient's ranges in
+    /// [`RANGE_DEBOUNCE`] is, on whichever node it lands (the window is a claim in the store, by the
+    /// store's clock). A store that cannot tell records it: one DownloadStarted too many is harmless.
+    async fn range_download_due(&self, download: &Download) -> bool {
+        let name = format!("range-download:{}", download.recipient);
+        let desk = self.lifecycle().lease_desk();
+        desk.claim_window(download.id, &name, RANGE_DEBOUNCE)
+            .await
+            .unwrap_or(true)
     }
 
     /// A recipient confirms it has downloaded the file.

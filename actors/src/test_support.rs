@@ -219,6 +219,9 @@ async fn setup_with(
     configure(&mut resource);
     store.save_resource(resource, now).await.unwrap();
     let clock = Arc::new(ManualClock::new(now));
+    // The store keeps time by the same clock (lease expiry, the range-download window), as a
+    // database shares its own clock with every node.
+    store.use_clock(clock.clone());
     let broker = broker_on(
         store.clone(),
         &blobs,

@@ -98,6 +98,21 @@ impl LeaseDesk {
         }
     }
 
+    /// Claims `name` of the transfer for `window` (the store's clock), never renewed nor released: true
+    /// when nobody claimed it within the window, on any node (a debounce several nodes share).
+    pub(crate) async fn claim_window(
+        &self,
+        id: Uuid,
+        name: &str,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl_ms = window.as_millis() as u64;
+        Ok(matches!(
+            self.leases.acquire(id, name, &self.node, ttl_ms).await?,
+            Acquired::Granted(_)
+        ))
+    }
+
     /// Grants the upload's lease to this node in the store, if nobody holds it now: the token.
     pub(crate) async fn acquire_token(
         &self,

@@ -46,6 +46,38 @@ pub async fn two_brokers_suite(ports: Ports) {
     a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_offset(&a, &b).await;
     a_verification_claimed_on_a_is_not_started_again_on_b(&a, &b).await;
     a_scan_running_on_a_is_seen_running_from_b(&a, &b).await;
+    ranges_of_one_recipient_on_a_and_b_are_recorded_once_per_window(&a, &b).await;
+}
+
+async fn ranges_of_one_recipient_on_a_and_b_are_recorded_once_per_window(a: &Broker, b: &Broker) {
+    use broker_protocol::RecipientStatus;
+    let id = published(a).await;
+    let started_rows = || async {
+        let rows = a
+            .ports()
+            .metadata
+            .recipient_history(id, 0, 1000)
+            .await
+            .unwrap();
+        rows.iter()
+            .filter(|(_, r)| r.recipient == FIRST)
+            .filter(|(_, r)| {
+                r.recipient_file_transfer_status_code == RecipientStatus::DownloadStarted
+            })
+            .count()
+    };
+    let before = started_rows().await;
+    for (node, start) in [(a, 0), (b, 4), (a, 8), (b, 12)] {
+        let download = node.open_download(&caller(FIRST), id).await.unwrap();
+        node.read_download(&download, start, 4, true, true)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        started_rows().await,
+        before + 1,
+        "four ranges on two nodes within the window record one DownloadStarted"
+    );
 }
 
 async fn a_scan_running_on_a_is_seen_running_from_b(a: &Broker, b: &Broker) {
