@@ -227,10 +227,11 @@ impl TusClient {
             .ok_or_else(|| TusError::Protocol("PATCH answered no Upload-Offset".into()))
     }
 
-    /// Sends `len` bytes of `file` from `file_position` to an upload the server holds `offset` bytes
-    /// of, in PATCHes of `chunk_size`. After a network error or a busy server it pauses, asks the server
-    /// for its offset and goes on from there (a bounded number of failures in a row). Returns the bytes
-    /// the server acknowledged during this call.
+    /// Sends an upload of `len` bytes (its whole length), whose byte 0 is `file`'s byte
+    /// `file_position`, to the server that holds `offset` bytes of it: bytes `offset..len` go in
+    /// PATCHes of `chunk_size`. After a network error or a busy server it pauses, asks the server for
+    /// its offset and goes on from there (a bounded number of failures in a row). Returns the bytes the
+    /// server acknowledged during this call.
     pub async fn upload_range(
         &self,
         upload_url: &str,
