@@ -137,6 +137,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     let broker = Broker::new(ports, settings(&config), shutdown.clone());
     let development = config.registry.environment == config::Environment::Development;
     let daily_summary_limit = http::rate_limit::RateLimiter::new(
+        store.clone(),
         config
             .statistics
             .rate_limit_requests

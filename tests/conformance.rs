@@ -312,6 +312,12 @@ async fn two_brokers_on_one_sqlite_database_and_disk_agree_on_every_transfer() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_the_rate_limit_rules() {
+    let (_dir, store) = sqlite().await;
+    rate_limits_suite(&store).await;
+}
+
+#[tokio::test]
 async fn sqlite_keeps_the_lease_rules_by_the_databases_clock() {
     use futures::FutureExt;
     let (_dir, store) = sqlite().await;

@@ -81,8 +81,6 @@ pub(crate) struct Inner {
     pub(crate) stuck_alerts: std::sync::atomic::AtomicU64,
     /// Scans running or waiting for a permit.
     pub(crate) scans: crate::scan::ScanRunner,
-    /// Wakes the fan-out when subscriptions change.
-    pub(crate) subscriptions_changed: tokio::sync::Notify,
     /// Delivery attempts in flight on this node, in all and per destination host.
     pub(crate) delivery_budget: crate::fanout::DeliveryBudget,
 }
@@ -102,6 +100,7 @@ impl Broker {
             ports.clock.clone(),
             settings.event_source.clone(),
             desk,
+            ports.signals.clone(),
         );
         Broker {
             inner: Arc::new(Inner {
@@ -118,7 +117,6 @@ impl Broker {
                 shutdown,
                 node,
                 stuck_alerts: Default::default(),
-                subscriptions_changed: Default::default(),
             }),
         }
     }

@@ -70,6 +70,7 @@ impl Broker {
     pub async fn run_job_runtime(self) {
         let scheduled = self.lifecycle().jobs_scheduled();
         loop {
+            let woken = scheduled.awake();
             if let Err(e) = self.run_due_jobs().await {
                 tracing::error!(error = %e, "the job runtime could not run its jobs");
             }
@@ -81,10 +82,11 @@ impl Broker {
                 Err(_) => now + chrono::Duration::seconds(1),
             };
             let sleep = (look - now).to_std().unwrap_or_default();
+            scheduled.sleeping_until(look);
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = scheduled.sleep_until_woken(look) => {}
-                _ = tokio::time::sleep(sleep) => scheduled.awake(),
+                _ = woken => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
@@ -92,7 +94,7 @@ impl Broker {
     /// Schedules (or moves) the job `key` at `at`, and wakes the runtime in case it is the earliest.
     pub(crate) async fn schedule_job(&self, key: &JobKey, at: Timestamp) -> Result<()> {
         self.ports().jobs.schedule(key, at).await?;
-        self.lifecycle().jobs_scheduled().scheduled(at);
+        self.lifecycle().jobs_scheduled().scheduled(at).await;
         Ok(())
     }
 

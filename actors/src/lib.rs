@@ -66,6 +66,11 @@ mod conformance_tests {
     }
 
     #[tokio::test]
+    async fn the_in_memory_rate_limits_keep_the_rate_limit_rules() {
+        rate_limits_suite(&crate::memory::MemoryRateLimits::default()).await;
+    }
+
+    #[tokio::test]
     async fn the_in_memory_metadata_store_keeps_the_metadata_rules() {
         metadata_store_suite(&MemoryStore::default()).await;
     }

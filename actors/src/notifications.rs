@@ -166,7 +166,7 @@ impl Broker {
             .ok_or(ErrorCode::TooManyContactPoints)?;
         // Nothing to validate: the address is the organisation's own word.
         subscriptions.mark_validated(row.id).await?;
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         wire(&row).ok_or_else(|| Error::Internal("a contact point without its address".into()))
     }
 
@@ -188,7 +188,7 @@ impl Broker {
     pub async fn delete_contact_point(&self, caller: &Caller, id: i64) -> Result<()> {
         self.own_contact_point(caller, id).await?;
         self.ports().subscriptions.delete_subscription(id).await?;
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         Ok(())
     }
 

@@ -114,7 +114,7 @@ impl Broker {
             .create_subscription(new, self.settings().deliveries.max_subscriptions)
             .await?
             .ok_or(ErrorCode::TooManySubscriptions)?;
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         let mut answer = wire(&row);
         answer.secret = Some(row.spec.secret);
         Ok(answer)
@@ -147,7 +147,7 @@ impl Broker {
     pub async fn delete_subscription(&self, caller: &Caller, id: i64) -> Result<()> {
         self.own_subscription(caller, id).await?;
         self.ports().subscriptions.delete_subscription(id).await?;
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl Broker {
     pub async fn redeliver(&self, caller: &Caller, id: i64) -> Result<u64> {
         self.own_subscription(caller, id).await?;
         let n = self.ports().outbox.redeliver(id, self.now()).await?;
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         Ok(n)
     }
 

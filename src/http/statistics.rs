@@ -4,16 +4,15 @@
 use crate::daily_report;
 use crate::http::app::{App, Policy};
 use crate::http::error::ApiError;
-use crate::http::rate_limit::Decision;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use broker_actors::ports::RateDecision as Decision;
 use broker_actors::statistics::MonthlyReportQuery;
 use broker_protocol::ErrorCode;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
-use std::time::SystemTime;
 
 fn flag(pairs: &[(String, String)], name: &str, default: bool) -> Result<bool, ApiError> {
     match pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
@@ -137,14 +136,19 @@ fn unauthorized(message: &str) -> Response {
 
 /// The daily summary's gate: the client's rate limit (every call counts, so keys cannot be guessed
 /// quickly), then the API key. The refusal, if any, comes with the decision.
-fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<Response>) {
-    let now = SystemTime::now();
+async fn admit(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Decision, Option<Response>), ApiError> {
+    let now = chrono::Utc::now();
     let decision = app
         .daily_summary_limit
-        .check(&app.trusted_proxies.client(headers, peer).to_string(), now);
+        .check(&app.trusted_proxies.client(headers, peer).to_string(), now)
+        .await?;
     if !decision.allowed {
         let retry_after = decision.retry_after(now);
-        let reset = chrono::DateTime::<chrono::Utc>::from(decision.reset);
+        let reset = decision.reset;
         let body = DailySummaryRateLimited {
             error: "Rate limit exceeded. Too many requests for the daily summary report.".into(),
             retry_after,
@@ -155,7 +159,7 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<
             [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
             Json(body),
         );
-        return (decision, Some(response.into_response()));
+        return Ok((decision, Some(response.into_response())));
     }
     let given = headers
         .get("x-api-key")
@@ -168,7 +172,7 @@ fn admit(app: &App, headers: &HeaderMap, peer: SocketAddr) -> (Decision, Option<
         Some(expected) if !same_key(given, expected.trim()) => Some("The API key is not valid."),
         Some(_) => None,
     };
-    (decision, refusal.map(unauthorized))
+    Ok((decision, refusal.map(unauthorized)))
 }
 
 /// Answers an admitted call with what `answer` makes; the rate limit's headers go on every answer,
@@ -179,7 +183,10 @@ async fn gated<F: std::future::Future<Output = Response>>(
     peer: SocketAddr,
     answer: impl FnOnce() -> F,
 ) -> Response {
-    let (decision, refusal) = admit(app, headers, peer);
+    let (decision, refusal) = match admit(app, headers, peer).await {
+        Ok(admitted) => admitted,
+        Err(e) => return e.into_response(),
+    };
     let mut response = match refusal {
         Some(refused) => refused,
         None => answer().await,

@@ -9,6 +9,7 @@ mod leases;
 mod metadata;
 mod nodes;
 mod outbox;
+mod rate_limits;
 mod sessions;
 mod statistics;
 
@@ -19,6 +20,7 @@ pub use leases::{leases_suite, PassTime};
 pub use metadata::metadata_store_suite;
 pub use nodes::{suite_settings, two_brokers_suite};
 pub use outbox::outbox_suite;
+pub use rate_limits::rate_limits_suite;
 pub use sessions::{fenced_writes_suite, upload_sessions_suite};
 pub use statistics::statistics_suite;
 

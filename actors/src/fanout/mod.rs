@@ -9,6 +9,7 @@ mod worker;
 pub use budget::{destination, DeliveryBudget};
 pub use routing::matches;
 
+use crate::ports::signals::topics;
 use crate::Broker;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ impl Broker {
     /// other nodes' routing). A worker also sleeps until its own next delivery is due, so no idle
     /// worker polls: idle subscriptions cost nothing however many there are.
     pub async fn run_fan_out(self) {
-        let appended = self.ports().outbox.appended();
+        let signals = self.ports().signals.clone();
         let poll = self.settings().deliveries.poll;
         let mut workers: HashMap<i64, Worker> = HashMap::new();
         let mut subscriptions_changed = true;
@@ -102,6 +103,11 @@ impl Broker {
         // Each sweep names what came due since the last one (the first, everything due).
         let mut swept_until = None;
         loop {
+            // Listened on before looking, so a change made while this round reads is not missed.
+            let (appended, changed) = (
+                signals.listen(topics::OUTBOX),
+                signals.listen(topics::SUBSCRIPTIONS),
+            );
             let sweep = tokio::time::Instant::now() >= next_sweep;
             if sweep {
                 next_sweep = tokio::time::Instant::now() + poll;
@@ -140,8 +146,8 @@ impl Broker {
             let idle = workers.is_empty();
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => break,
-                _ = appended.notified(), if !idle => {}
-                _ = self.inner.subscriptions_changed.notified() => subscriptions_changed = true,
+                _ = appended, if !idle => {}
+                _ = changed => subscriptions_changed = true,
                 _ = tokio::time::sleep_until(next_sweep) => {}
             }
         }
@@ -198,8 +204,13 @@ impl Broker {
             subscriptions.mark_validated(row.id).await?;
             tracing::info!(end_point = %row.spec.end_point, "every event is forwarded");
         }
-        self.inner.subscriptions_changed.notify_one();
+        self.subscriptions_changed().await;
         Ok(())
+    }
+
+    /// Tells every node's fan-out that subscriptions changed.
+    pub(crate) async fn subscriptions_changed(&self) {
+        self.ports().signals.signal(topics::SUBSCRIPTIONS).await;
     }
 
     /// Routes every unrouted event; returns the subscriptions that got deliveries.

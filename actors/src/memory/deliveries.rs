@@ -10,11 +10,9 @@ use broker_protocol::events::OutboxEntry;
 use broker_protocol::subscriptions::DeliveryState;
 use broker_protocol::time::Timestamp;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 #[derive(Default)]
 pub(super) struct Deliveries {
-    pub(super) appended: Arc<tokio::sync::Notify>,
     subscriptions: BTreeMap<i64, SubscriptionRow>,
     next_id: i64,
     routed: HashSet<i64>,
@@ -43,10 +41,6 @@ impl Outbox for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
-    }
-
-    fn appended(&self) -> Arc<tokio::sync::Notify> {
-        self.lock().deliveries.appended.clone()
     }
 
     async fn unrouted_events(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {

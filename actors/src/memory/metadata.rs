@@ -57,7 +57,6 @@ impl Tables {
             let sequence = self.outbox.len() as i64 + 1;
             self.outbox.push(OutboxEntry { sequence, event });
         }
-        self.deliveries.appended.notify_one();
     }
 
     fn record_status(

@@ -10,6 +10,7 @@ mod jobs;
 mod leases;
 mod metadata;
 mod notifier;
+mod rate_limits;
 mod scanner;
 mod sessions;
 mod statistics;
@@ -20,6 +21,7 @@ pub use clock::ManualClock;
 pub use jobs::MemoryJobs;
 pub use metadata::MemoryStore;
 pub use notifier::MemoryNotifier;
+pub use rate_limits::MemoryRateLimits;
 pub use scanner::{MemoryScanner, EICAR, EICAR_SIGNATURE};
 pub use webhooks::MemoryWebhooks;
 

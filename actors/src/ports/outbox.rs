@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use broker_protocol::events::{CloudEvent, OutboxEntry};
 use broker_protocol::subscriptions::DeliveryState;
 use broker_protocol::time::Timestamp;
-use std::sync::Arc;
 
 /// A delivery a claimer holds until its lease ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,8 +70,6 @@ pub struct DeliveryBacklog {
 pub trait Outbox: Send + Sync + 'static {
     /// Up to `limit` events with a sequence number above `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Signalled (a stored permit, never lost) whenever events are appended.
-    fn appended(&self) -> Arc<tokio::sync::Notify>;
     /// Up to `limit` events not yet routed, oldest first.
     async fn unrouted_events(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
     /// For each `(sequence, subscriptions)`: records a pending delivery of the event to each

@@ -15,3 +15,13 @@ pub trait Signals: Send + Sync + 'static {
     /// Wakes everyone listening on `topic`.
     async fn signal(&self, topic: &str);
 }
+
+/// Topics every node listens on (per-upload topics are named by the lease desk).
+pub mod topics {
+    /// Events were appended to the outbox (the fan-out routes them).
+    pub const OUTBOX: &str = "outbox";
+    /// A subscription was created, validated, changed or removed (the fan-out reconciles its workers).
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    /// A job was scheduled before a runtime meant to look again.
+    pub const JOBS: &str = "jobs";
+}

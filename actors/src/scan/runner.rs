@@ -89,7 +89,7 @@ impl Broker {
                 tracing::warn!(subject = %job.key.subject, attempts = job.attempts + 1, error = %e, "a scan could not run; it is retried");
                 let retried = jobs.retry(job, owner, at, &e.to_string()).await;
                 // The runtime went back to sleep while this scan ran: wake it for the retry.
-                self.lifecycle().jobs_scheduled().scheduled(at);
+                self.lifecycle().jobs_scheduled().scheduled(at).await;
                 retried
             }
         };

@@ -6,6 +6,7 @@ use super::events::EventOrigin;
 use super::Supervisor;
 use crate::error::Error;
 use crate::ports::jobs::{JobKey, JobKind};
+use crate::ports::signals::topics;
 use crate::ports::{StoreError, TransferChange};
 use crate::state::{transition, Command, Effect};
 use broker_protocol::ErrorCode;
@@ -87,6 +88,7 @@ impl Supervisor {
                 _ => {}
             }
             let earliest = change.jobs.iter().map(|(_, at)| *at).min();
+            let appends_events = !change.events.is_empty();
             if let Some(gate) = self.shared.commit_gate.get() {
                 gate(self.record.id).await;
             }
@@ -106,8 +108,11 @@ impl Supervisor {
                     return Err(Retry::Final(e.into()));
                 }
             }
+            if appends_events {
+                self.shared.signals.signal(topics::OUTBOX).await;
+            }
             if let Some(at) = earliest {
-                self.shared.jobs_scheduled.scheduled(at);
+                self.shared.jobs_scheduled.scheduled(at).await;
             }
         }
         if outcome.effects.contains(&Effect::DeleteBlob) {

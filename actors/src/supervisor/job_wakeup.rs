@@ -1,47 +1,45 @@
 //! How the job runtime learns that a transition scheduled a job due before it meant to look again.
 
-/// How the job runtime learns of a job due before it meant to wake: it says when it will look again,
-/// and a schedule earlier than that wakes it. Jobs due later (a purge in 30 days) cost it nothing.
-pub struct JobWakeup {
-    /// When the runtime looks next, in microseconds since the epoch; `i64::MAX` while it is awake (a
-    /// schedule then leaves a wake-up for its next sleep).
-    next_look: std::sync::atomic::AtomicI64,
-    notify: tokio::sync::Notify,
-}
+use crate::ports::signals::{topics, Signals, Wakeup};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
-impl Default for JobWakeup {
-    fn default() -> Self {
-        JobWakeup {
-            next_look: std::sync::atomic::AtomicI64::new(i64::MAX),
-            notify: tokio::sync::Notify::new(),
-        }
-    }
+/// How the job runtime learns of a job due before it meant to wake: it says when it will look again,
+/// and a schedule earlier than that signals the jobs topic. Jobs due later (a purge in 30 days) cost
+/// no signal.
+pub struct JobWakeup {
+    /// When this node's runtime looks next, in microseconds since the epoch; `i64::MAX` while it is
+    /// awake (any schedule then signals, so a job scheduled while it looks is not missed).
+    next_look: AtomicI64,
+    signals: Arc<dyn Signals>,
 }
 
 impl JobWakeup {
-    /// A job was scheduled at `at`.
-    pub fn scheduled(&self, at: broker_protocol::time::Timestamp) {
-        let next = self.next_look.load(std::sync::atomic::Ordering::Acquire);
-        if at.timestamp_micros() < next {
-            self.notify.notify_one();
+    pub fn new(signals: Arc<dyn Signals>) -> JobWakeup {
+        JobWakeup {
+            next_look: AtomicI64::new(i64::MAX),
+            signals,
         }
     }
 
-    /// The runtime will look again at `at` unless woken: waits until woken.
-    pub async fn sleep_until_woken(&self, at: broker_protocol::time::Timestamp) {
-        let woken = self.notify.notified();
-        tokio::pin!(woken);
-        // Registered before the time is published, so a schedule in between is not missed.
-        woken.as_mut().enable();
-        self.next_look
-            .store(at.timestamp_micros(), std::sync::atomic::Ordering::Release);
-        woken.await;
-        self.awake();
+    /// A job was scheduled at `at`.
+    pub async fn scheduled(&self, at: broker_protocol::time::Timestamp) {
+        if at.timestamp_micros() < self.next_look.load(Ordering::Acquire) {
+            self.signals.signal(topics::JOBS).await;
+        }
     }
 
-    /// The runtime is awake (looking for due jobs).
-    pub fn awake(&self) {
+    /// The runtime is awake and about to look for due jobs: the returned wake-up ends when a job is
+    /// scheduled from now on (listened on before the look, so none scheduled during it is missed).
+    pub fn awake(&self) -> Wakeup {
+        let woken = self.signals.listen(topics::JOBS);
+        self.next_look.store(i64::MAX, Ordering::Release);
+        woken
+    }
+
+    /// The runtime looked and will look again at `at` unless woken.
+    pub fn sleeping_until(&self, at: broker_protocol::time::Timestamp) {
         self.next_look
-            .store(i64::MAX, std::sync::atomic::Ordering::Release);
+            .store(at.timestamp_micros(), Ordering::Release);
     }
 }

@@ -8,7 +8,8 @@
 use crate::error::Error;
 use crate::ports::jobs::{JobKey, JobKind};
 use crate::ports::metadata::{Created, NewTransfer};
-use crate::ports::{BlobStore, Clock, MetadataStore, TransferRecord};
+use crate::ports::signals::topics;
+use crate::ports::{BlobStore, Clock, MetadataStore, Signals, TransferRecord};
 use crate::state::{
     self, Command, Effect, Phase, ScanResult, StoredFile, TransferState, UploadFailure,
 };
@@ -68,6 +69,8 @@ struct Shared {
     mailboxes: Mutex<HashMap<Uuid, mpsc::Sender<Message>>>,
     /// Woken when a commit schedules jobs, so the job runtime looks again before it meant to.
     jobs_scheduled: Arc<JobWakeup>,
+    /// Commits that append events signal the outbox's topic.
+    signals: Arc<dyn Signals>,
     /// Grants and waits for upload leases.
     desk: LeaseDesk,
     /// Set by tests only.
@@ -87,6 +90,7 @@ impl Lifecycle {
         clock: Arc<dyn Clock>,
         event_source: String,
         desk: LeaseDesk,
+        signals: Arc<dyn Signals>,
     ) -> Self {
         Lifecycle {
             shared: Arc::new(Shared {
@@ -95,7 +99,8 @@ impl Lifecycle {
                 clock,
                 event_source,
                 mailboxes: Mutex::new(HashMap::new()),
-                jobs_scheduled: Arc::new(JobWakeup::default()),
+                jobs_scheduled: Arc::new(JobWakeup::new(signals.clone())),
+                signals,
                 desk,
                 commit_gate: std::sync::OnceLock::new(),
             }),
@@ -161,8 +166,11 @@ impl Lifecycle {
         }
         let earliest = jobs.iter().map(|(_, at)| *at).min();
         let created = self.shared.store.create_transfer(new, events, jobs).await?;
+        if matches!(created, Created::New(_)) {
+            self.shared.signals.signal(topics::OUTBOX).await;
+        }
         if let Some(at) = earliest {
-            self.shared.jobs_scheduled.scheduled(at);
+            self.shared.jobs_scheduled.scheduled(at).await;
         }
         Ok(created)
     }

@@ -40,9 +40,10 @@ async fn setup_with_clock() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Arc<Ma
     };
     store.save_resource(resource, t0()).await.unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
+    let signals: Arc<crate::local_signals::LocalSignals> = Arc::default();
     let desk = crate::upload_leases::LeaseDesk::new(
         store.clone(),
-        Arc::new(crate::local_signals::LocalSignals::default()),
+        signals.clone(),
         "test-node".into(),
         crate::upload_leases::LEASE_TTL,
     );
@@ -52,6 +53,7 @@ async fn setup_with_clock() -> (Lifecycle, Arc<MemoryStore>, MemoryBlobs, Arc<Ma
         clock.clone(),
         "test".into(),
         desk,
+        signals,
     );
     (lifecycle, store, blobs, clock)
 }
@@ -104,6 +106,48 @@ async fn initialize_goes_through_the_supervisors_and_tells_the_sender_once() {
         published.1.file_transfer_status_changed,
         t0() + chrono::Duration::minutes(3)
     );
+    settle(&lifecycle).await;
+}
+
+#[tokio::test]
+async fn every_commit_that_appends_events_signals_the_outbox_and_one_that_appends_none_does_not() {
+    use crate::ports::signals::topics;
+    let (lifecycle, store, _, _) = setup_with_clock().await;
+    let signals = lifecycle.shared.signals.clone();
+    let signalled = |wakeup: crate::ports::Wakeup| async move {
+        tokio::time::timeout(std::time::Duration::from_millis(200), wakeup)
+            .await
+            .is_ok()
+    };
+    let new = NewTransfer {
+        idempotency: Some(("key".into(), "request".into())),
+        ..new_transfer()
+    };
+    let id = new.id;
+    let heard = signals.listen(topics::OUTBOX);
+    lifecycle.initialize(new.clone()).await.unwrap();
+    assert!(
+        signalled(heard).await,
+        "initialize appends FileTransferInitialized"
+    );
+    let heard = signals.listen(topics::OUTBOX);
+    let repeated = NewTransfer {
+        id: Uuid::new_v4(),
+        ..new
+    };
+    assert_eq!(
+        lifecycle.initialize(repeated).await.unwrap(),
+        Created::Existing(id)
+    );
+    assert!(
+        !signalled(heard).await,
+        "a repeated initialize appends nothing"
+    );
+    let lease = lifecycle.begin_upload(id).await.unwrap();
+    let heard = signals.listen(topics::OUTBOX);
+    lease.complete(file()).await.unwrap();
+    assert!(signalled(heard).await, "publishing appends its events");
+    assert!(store.events_after(0, 100).await.unwrap().len() > 1);
     settle(&lifecycle).await;
 }
 

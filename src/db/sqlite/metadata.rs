@@ -210,13 +210,9 @@ impl MetadataStore for SqliteStore {
             .as_ref()
             .and_then(|_| self.staged.get(id));
         let storing = inline.is_some();
-        let events = !change.events.is_empty();
         let began = self
             .write(move |conn| apply_change(conn, change, inline))
             .await?;
-        if events {
-            self.appended.notify_one();
-        }
         if storing {
             self.staged.remove(id);
         }
@@ -328,7 +324,6 @@ impl MetadataStore for SqliteStore {
         let created = self
             .write(move |conn| insert_transfer(conn, t, events, jobs))
             .await?;
-        self.appended.notify_one();
         Ok(created)
     }
 

@@ -33,8 +33,6 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     /// Transactions committed by the writer (each one fsync), for metrics and tests.
     group_commits: Arc<AtomicU64>,
-    /// Signalled after a commit that appended events (the fan-out waits on it).
-    appended: Arc<tokio::sync::Notify>,
 }
 
 fn failure(e: impl std::fmt::Display) -> StoreError {
@@ -160,7 +158,6 @@ impl SqliteStore {
             staged: inline::Staged::default(),
             writer,
             group_commits,
-            appended: Default::default(),
         })
     }
 
@@ -256,6 +253,7 @@ mod jobs;
 mod leases;
 mod metadata;
 mod outbox;
+mod rate_limits;
 mod search;
 mod sessions;
 mod statistics;

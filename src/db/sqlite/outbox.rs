@@ -9,7 +9,6 @@ use broker_actors::ports::outbox::{
 };
 use broker_protocol::subscriptions::DeliveryState;
 use rusqlite::{params, Connection, Row};
-use std::sync::Arc;
 
 /// Routed with one insert per subscription; an event for more is one statement over all of them.
 const FEW_SUBSCRIPTIONS: usize = 8;
@@ -59,10 +58,6 @@ impl Outbox for SqliteStore {
                 params![after, limit as i64],
             )
         })
-    }
-
-    fn appended(&self) -> Arc<tokio::sync::Notify> {
-        self.appended.clone()
     }
 
     async fn unrouted_events(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
