@@ -160,24 +160,13 @@ mod inline_files {
 
     fn stored(id: uuid::Uuid, size: u64) -> TransferChange {
         TransferChange {
-            id,
-            expected_status: FileTransferStatus::Initialized,
-            // Each is the first change of a transfer just created.
-            expected_version: 0,
-            at: t0(),
             new_status: Some((FileTransferStatus::Published, None)),
             stored_file: Some(StoredFile {
                 size,
                 md5: "m".into(),
                 sha256: "s".into(),
             }),
-            recipient_rows: vec![],
-            events: vec![],
-            jobs: vec![],
-            cancelled_jobs: vec![],
-            vendor: None,
-            ends_lease: None,
-            begins_lease: None,
+            ..TransferChange::new(id, FileTransferStatus::Initialized, 0, t0())
         }
     }
 

@@ -299,19 +299,9 @@ async fn a_transfer_left_in_upload_processing_with_no_check_running_raises_an_al
         ),
     ] {
         let change = TransferChange {
-            id,
-            expected_status: from,
-            expected_version: 0, // set by commit_current
-            at: now,
             new_status: Some((to, None)),
-            stored_file: None,
-            recipient_rows: vec![],
-            events: vec![],
             jobs,
-            cancelled_jobs: vec![],
-            vendor: None,
-            ends_lease: None,
-            begins_lease: None,
+            ..TransferChange::new(id, from, 0, now)
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

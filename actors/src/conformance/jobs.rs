@@ -329,19 +329,9 @@ pub async fn transfer_jobs_suite(metadata: &dyn MetadataStore, jobs: &dyn Jobs) 
     );
     let grace = key(JobKind::PurgeAfterConfirm, &id.to_string());
     let change = |expected, due| TransferChange {
-        id,
-        expected_status: expected,
-        expected_version: 0, // set by commit_current
-        at: t0(),
         new_status: Some((FileTransferStatus::UploadStarted, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
         jobs: vec![(grace.clone(), due)],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
+        ..TransferChange::new(id, expected, 0, t0())
     };
     let refused = change(FileTransferStatus::Published, t0());
     assert!(super::commit_current(metadata, refused).await.is_err());

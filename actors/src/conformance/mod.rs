@@ -59,19 +59,8 @@ pub(crate) fn status_change(
     to: FileTransferStatus,
 ) -> TransferChange {
     TransferChange {
-        id,
-        expected_status: from,
-        expected_version: 0, // set by commit_current
-        at: t0() + chrono::Duration::minutes(1),
         new_status: Some((to, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
+        ..TransferChange::new(id, from, 0, t0() + chrono::Duration::minutes(1))
     }
 }
 

@@ -19,22 +19,12 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
         .await
         .unwrap();
     let change = TransferChange {
-        id,
-        expected_status: FileTransferStatus::Initialized,
-        expected_version: 0, // set by commit_current
-        at: t0(),
         new_status: Some((FileTransferStatus::UploadStarted, None)),
-        stored_file: None,
-        recipient_rows: vec![],
         events: vec![
             event(EventType::Published),
             event(EventType::UploadProcessing),
         ],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
+        ..TransferChange::new(id, FileTransferStatus::Initialized, 0, t0())
     };
     super::commit_current(metadata, change).await.unwrap();
     let refused = TransferChange {
@@ -64,18 +54,7 @@ pub async fn outbox_suite(metadata: &dyn MetadataStore, outbox: &dyn Outbox) {
 
 fn metadata_change(id: uuid::Uuid) -> TransferChange {
     TransferChange {
-        id,
-        expected_status: FileTransferStatus::Initialized,
-        expected_version: 0, // set by commit_current
-        at: t0(),
         new_status: Some((FileTransferStatus::Published, None)),
-        stored_file: None,
-        recipient_rows: vec![],
-        events: vec![],
-        jobs: vec![],
-        cancelled_jobs: vec![],
-        vendor: None,
-        ends_lease: None,
-        begins_lease: None,
+        ..TransferChange::new(id, FileTransferStatus::Initialized, 0, t0())
     }
 }

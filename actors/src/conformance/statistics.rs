@@ -81,21 +81,7 @@ impl Script<'_> {
         when: &str,
         edit: impl FnOnce(&mut TransferChange),
     ) {
-        let mut change = TransferChange {
-            id,
-            expected_status: expected,
-            expected_version: 0, // set by commit_current
-            at: at(when),
-            new_status: None,
-            stored_file: None,
-            recipient_rows: vec![],
-            events: vec![],
-            jobs: vec![],
-            cancelled_jobs: vec![],
-            vendor: None,
-            ends_lease: None,
-            begins_lease: None,
-        };
+        let mut change = TransferChange::new(id, expected, 0, at(when));
         edit(&mut change);
         super::commit_current(self.store, change).await.unwrap();
     }

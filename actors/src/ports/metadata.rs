@@ -58,6 +58,33 @@ pub struct TransferChange {
     pub begins_lease: Option<BeginLease>,
 }
 
+impl TransferChange {
+    /// A change of the transfer `id` made at `at` from `expected_status` at `expected_version` that
+    /// writes nothing yet: the transition's effects fill it in.
+    pub fn new(
+        id: Uuid,
+        expected_status: FileTransferStatus,
+        expected_version: u64,
+        at: Timestamp,
+    ) -> TransferChange {
+        TransferChange {
+            id,
+            expected_status,
+            expected_version,
+            at,
+            new_status: None,
+            stored_file: None,
+            recipient_rows: vec![],
+            events: vec![],
+            jobs: vec![],
+            cancelled_jobs: vec![],
+            vendor: None,
+            ends_lease: None,
+            begins_lease: None,
+        }
+    }
+}
+
 /// A lease taken with a change: for `holder`, for `ttl_ms` milliseconds of the store's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BeginLease {

@@ -134,19 +134,8 @@ impl Supervisor {
         let record = &self.record;
         let now = self.shared.clock.now();
         let mut change = TransferChange {
-            id: record.id,
-            expected_status: record.state.phase.status(),
-            expected_version: record.version,
-            at: now,
-            new_status: None,
-            stored_file: None,
-            recipient_rows: vec![],
-            events: vec![],
-            jobs: vec![],
-            cancelled_jobs: vec![],
             vendor,
-            ends_lease: None,
-            begins_lease: None,
+            ..TransferChange::new(record.id, record.state.phase.status(), record.version, now)
         };
         for effect in effects {
             match effect {

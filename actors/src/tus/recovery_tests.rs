@@ -30,19 +30,8 @@ async fn leave_unverified(s: &Setup, id: Uuid, stored: u64, status: FileTransfer
         .unwrap());
     if status != FileTransferStatus::UploadStarted {
         let change = TransferChange {
-            id,
-            expected_status: FileTransferStatus::UploadStarted,
-            expected_version: 0, // set by commit_current
-            at: now,
             new_status: Some((status, None)),
-            stored_file: None,
-            recipient_rows: vec![],
-            events: vec![],
-            jobs: vec![],
-            cancelled_jobs: vec![],
-            vendor: None,
-            ends_lease: None,
-            begins_lease: None,
+            ..TransferChange::new(id, FileTransferStatus::UploadStarted, 0, now)
         };
         crate::conformance::commit_current(&*s.store, change)
             .await

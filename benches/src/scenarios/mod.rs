@@ -53,3 +53,38 @@ impl Context {
             .unwrap_or_else(|| self.cache_dir.clone())
     }
 }
+
+/// How long a finished upload may take to be Published.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until the transfer `id` is Published, then checks the broker stored exactly the bytes whose
+/// SHA-256 is `sha256`; fails at once if the transfer failed.
+pub(crate) async fn published_with(
+    sender: &broker_protocol::client::BrokerClient,
+    id: Uuid,
+    sha256: &str,
+) -> anyhow::Result<()> {
+    use broker_protocol::FileTransferStatus;
+    let started = std::time::Instant::now();
+    let overview = loop {
+        let overview = sender.overview(id).await?;
+        match overview.summary.file_transfer_status {
+            FileTransferStatus::Published => break overview,
+            FileTransferStatus::Failed => anyhow::bail!(
+                "the transfer failed: {}",
+                overview.summary.file_transfer_status_text
+            ),
+            status if started.elapsed() > PUBLISH_TIMEOUT => {
+                anyhow::bail!("not published within {PUBLISH_TIMEOUT:?}: still {status:?}")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    if overview.summary.sha256.as_deref() != Some(sha256) {
+        anyhow::bail!(
+            "the broker stored different bytes: sha256 {:?}, expected {sha256}",
+            overview.summary.sha256
+        );
+    }
+    Ok(())
+}

@@ -9,7 +9,6 @@ use crate::target::{Target, TargetSpec};
 use crate::MIB;
 use anyhow::{bail, Context as _};
 use broker_protocol::tus::TusClient;
-use broker_protocol::FileTransferStatus;
 use serde_json::json;
 use std::io::Read;
 use std::path::Path;
@@ -24,8 +23,6 @@ pub struct ResumeOptions {
     /// The size of the PATCH sent first after the restart (and of the ones that finish the upload).
     pub chunk: u64,
 }
-
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Milliseconds MD5 takes over the first `len` bytes of `path` (read as the broker would read them).
 fn md5_of_prefix_ms(path: &Path, len: u64) -> anyhow::Result<f64> {
@@ -112,30 +109,7 @@ pub async fn run(
         .upload_range(&url, &path, 0, o.size, offset + first, o.chunk)
         .await
         .context("finishing the upload")?;
-    let started = Instant::now();
-    let overview = loop {
-        let overview = target.sender.overview(id).await?;
-        match overview.summary.file_transfer_status {
-            FileTransferStatus::Published => break overview,
-            FileTransferStatus::Failed => bail!(
-                "the transfer failed: {}",
-                overview.summary.file_transfer_status_text
-            ),
-            status if started.elapsed() > PUBLISH_TIMEOUT => {
-                bail!(
-                    "not published within {PUBLISH_TIMEOUT:?} ({:?}): still {status:?}",
-                    started.elapsed()
-                )
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
-    if overview.summary.sha256.as_deref() != Some(sha256.as_str()) {
-        bail!(
-            "the broker stored different bytes: sha256 {:?}, expected {sha256}",
-            overview.summary.sha256
-        );
-    }
+    super::published_with(&target.sender, id, &sha256).await?;
     let proc = watch.map(crate::procwatch::ProcWatch::finish);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     eprintln!(

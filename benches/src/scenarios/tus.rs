@@ -11,7 +11,6 @@ use crate::tus::{Mode, TusEndpoint};
 use crate::MIB;
 use anyhow::{bail, Context as _};
 use broker_protocol::client::BrokerClient;
-use broker_protocol::FileTransferStatus;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,9 +23,6 @@ pub struct TusOptions {
     /// Peer servers to measure beside Broker (see `peers::NAMES`).
     pub peers: Vec<String>,
 }
-
-/// How long a concatenated upload may take to be verified and published.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn modes(o: &TusOptions) -> Vec<(&'static str, Mode)> {
     let mut modes = vec![
@@ -117,27 +113,8 @@ async fn broker_upload(
     let endpoint = TusEndpoint::new(sender, upload_url)?;
     let started = Instant::now();
     let (answered, _) = endpoint.upload(path, size, mode).await?;
-    let overview = loop {
-        let overview = sender.overview(id).await?;
-        match overview.summary.file_transfer_status {
-            FileTransferStatus::Published => break overview,
-            FileTransferStatus::Failed => bail!(
-                "the transfer failed: {}",
-                overview.summary.file_transfer_status_text
-            ),
-            _ if started.elapsed() > PUBLISH_TIMEOUT => {
-                bail!("the transfer was not published within {PUBLISH_TIMEOUT:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    super::published_with(sender, id, sha256).await?;
     let published = started.elapsed();
-    if overview.summary.sha256.as_deref() != Some(sha256) {
-        bail!(
-            "the broker stored different bytes: sha256 {:?}, expected {sha256}",
-            overview.summary.sha256
-        );
-    }
     Ok((answered, published))
 }
 
