@@ -118,7 +118,9 @@ async fn the_local_disk_keeps_the_blob_rules() {
 mod inline_files {
     use super::*;
     use broker::blob::inline::InlineBlobStore;
-    use broker_actors::ports::{BlobStore, MetadataStore, TransferChange};
+    use broker_actors::ports::{
+        complete_object, BlobStore, MetadataStore, ObjectKey, TransferChange,
+    };
     use broker_actors::state::StoredFile;
     use broker_protocol::FileTransferStatus;
     use bytes::Bytes;
@@ -136,16 +138,19 @@ mod inline_files {
     }
 
     async fn write(blobs: &dyn BlobStore, id: uuid::Uuid, bytes: &[u8]) -> u64 {
-        let mut writer = blobs.create(id).await.unwrap();
+        let key = ObjectKey::file(id);
+        let mut writer = blobs.write_whole(&key, 1).await.unwrap();
         writer
             .append(Arc::new(vec![Bytes::copy_from_slice(bytes)]))
             .await
             .unwrap();
-        writer.commit().await.unwrap()
+        let written = writer.commit().await.unwrap();
+        complete_object(blobs, &key, written).await.unwrap();
+        written
     }
 
     async fn read(blobs: &dyn BlobStore, id: uuid::Uuid) -> Option<Vec<u8>> {
-        let mut stream = blobs.read(id, 0, 1 << 20).await.ok()?;
+        let mut stream = blobs.read(&ObjectKey::file(id), 0, 1 << 20).await.ok()?;
         let mut out = vec![];
         while let Some(chunk) = stream.next().await {
             out.extend_from_slice(&chunk.ok()?);
@@ -210,7 +215,7 @@ mod inline_files {
         // As after a crash: the file whose transition committed is there, the other never was.
         let (store, blobs) = open(dir.path()).await;
         assert_eq!(read(&blobs, b).await.as_deref(), Some(&small[..]));
-        let mut range = blobs.read(b, 10, 5).await.unwrap();
+        let mut range = blobs.read(&ObjectKey::file(b), 10, 5).await.unwrap();
         assert_eq!(range.next().await.unwrap().unwrap(), small[10..15]);
         assert!(
             read(&blobs, a).await.is_none(),
@@ -244,12 +249,19 @@ mod inline_files {
         assert_eq!(read(&blobs, id).await.map(|b| b.len()), Some(large.len()));
 
         let appended = uuid::Uuid::new_v4();
-        let started = blobs.open_append(appended, None, 0).await.unwrap();
-        assert_eq!(started.commit().await.unwrap(), 0);
-        assert!(
-            on_disk(dir.path(), appended),
-            "a tus upload's file is on disk from its start"
+        let key = ObjectKey::file(appended);
+        let mut part = blobs.write_parts(&key, 0, 1).await.unwrap();
+        part.append(Arc::new(vec![Bytes::from_static(b"tus")]))
+            .await
+            .unwrap();
+        assert_eq!(part.commit().await.unwrap(), 3);
+        assert_eq!(
+            blobs.list_parts(&key).await.unwrap().len(),
+            1,
+            "a tus upload's parts go to disk, however small"
         );
+        complete_object(&blobs, &key, 3).await.unwrap();
+        assert!(on_disk(dir.path(), appended));
 
         let off = InlineBlobStore::new(
             Arc::new(LocalBlobStore::open(dir.path()).unwrap()),

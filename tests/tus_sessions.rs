@@ -20,7 +20,12 @@ async fn an_upload_left_untouched_expires_its_bytes_are_removed_and_a_new_one_ca
     let expires = r.headers()["upload-expires"].to_str().unwrap().to_string();
     assert!(expires.ends_with(" GMT"), "{expires}");
     let name = id.simple().to_string();
-    let blob = dir.path().join("blobs").join(&name[..2]).join(&name);
+    // An upload in progress keeps its parts in the transfer's own directory of the blob store.
+    let blob = dir
+        .path()
+        .join("blobs")
+        .join(&name[..2])
+        .join(format!("{name}.d"));
     assert!(blob.exists());
     let mut gone = false;
     for _ in 0..100 {

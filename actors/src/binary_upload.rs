@@ -3,6 +3,7 @@
 
 use crate::access::Caller;
 use crate::error::{Error, Result};
+use crate::ports::{complete_object, ObjectKey};
 use crate::state::UploadFailure;
 use crate::upload::{stream_into_blob, StreamError};
 use crate::{Broker, UploadLease};
@@ -65,7 +66,8 @@ impl Broker {
         // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
         self.ports().sessions.remove(id, "").await?;
         self.drop_part_hashing(id);
-        let writer = match self.ports().blobs.create(id).await {
+        let key = ObjectKey::file(id);
+        let writer = match self.ports().blobs.write_whole(&key, lease.token()).await {
             Ok(w) => w,
             Err(e) => return Err(fail_storage(lease, e).await),
         };
@@ -75,7 +77,13 @@ impl Broker {
             _ = self.inner.shutdown.cancelled() => return Err(ErrorCode::ShuttingDown.into()),
         };
         match streamed {
-            Ok(file) => lease.complete(file).await,
+            Ok(file) => {
+                let blobs = self.ports().blobs.as_ref();
+                if let Err(e) = complete_object(blobs, &key, file.size).await {
+                    return Err(fail_storage(lease, e).await);
+                }
+                lease.complete(file).await
+            }
             Err(StreamError::Body(e)) => Err(interrupted(e)),
             Err(StreamError::TooLarge(_)) => Err(ErrorCode::FileSizeExceedsMaximum.into()),
             Err(StreamError::Storage(e)) => Err(fail_storage(lease, e).await),

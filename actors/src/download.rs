@@ -77,7 +77,10 @@ impl Broker {
             return Ok(None);
         }
         Ok(Some(
-            self.ports().blobs.read(download.id, start, len).await?,
+            self.ports()
+                .blobs
+                .read(&crate::ports::ObjectKey::file(download.id), start, len)
+                .await?,
         ))
     }
 

@@ -6,6 +6,7 @@
 use crate::access::Caller;
 use crate::binary_upload::interrupted;
 use crate::error::{Error, Result};
+use crate::ports::{complete_object, ObjectKey};
 use crate::state::StoredFile;
 use crate::upload::{stream_into_blob, StreamError};
 use crate::Broker;
@@ -154,13 +155,18 @@ impl Broker {
 
     /// Streams the body into a new file for `id` (no transfer holds it yet) with hashing.
     async fn store_unclaimed(&self, id: Uuid, body: FilePart, limit: u64) -> Result<StoredFile> {
-        let writer = self.ports().blobs.create(id).await?;
+        // No transfer holds a lease yet: any grant taken later has a larger token.
+        let key = ObjectKey::file(id);
+        let writer = self.ports().blobs.write_whole(&key, 0).await?;
         let streamed = tokio::select! {
             r = stream_into_blob(body, writer, Some(limit)) => r,
             _ = self.inner.shutdown.cancelled() => Err(StreamError::Body("the broker is shutting down".into())),
         };
         match streamed {
-            Ok(file) => Ok(file),
+            Ok(file) => {
+                complete_object(self.ports().blobs.as_ref(), &key, file.size).await?;
+                Ok(file)
+            }
             Err(_) if self.is_shutting_down() => Err(ErrorCode::ShuttingDown.into()),
             Err(StreamError::Body(e)) => Err(interrupted(e)),
             Err(StreamError::TooLarge(_)) => Err(ErrorCode::FileSizeExceedsMaximum.into()),

@@ -43,6 +43,9 @@ pub use state::{Phase, StoredFile, TransferState};
 pub use supervisor::{Lifecycle, UploadLease};
 
 #[cfg(test)]
+mod object_store_tests;
+
+#[cfg(test)]
 mod conformance_tests {
     use crate::conformance::*;
     use crate::memory::{MemoryBlobs, MemoryJobs, MemoryStore};
@@ -103,6 +106,11 @@ mod conformance_tests {
     #[tokio::test]
     async fn the_in_memory_blob_store_keeps_the_blob_rules() {
         blob_store_suite(&MemoryBlobs::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_strict_in_memory_blob_store_keeps_the_blob_rules_and_an_object_stores() {
+        blob_store_suite(&MemoryBlobs::strict(64 << 10, 16)).await;
     }
 
     #[tokio::test]

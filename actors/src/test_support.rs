@@ -194,6 +194,19 @@ pub(crate) async fn setup_resource(configure: impl FnOnce(&mut ResourceRow)) -> 
     setup_with(configure, None, Default::default()).await
 }
 
+/// A broker whose blob store keeps an object store's rules (scaled down: parts of at least 64 KiB
+/// but the last, at most 10,000 per object, nothing read before it is completed), on a resource of
+/// files up to 64 MiB.
+pub(crate) async fn setup_on_an_object_store() -> Setup {
+    setup_on(
+        |r| r.max_file_transfer_size = Some(64 << 20),
+        None,
+        Default::default(),
+        MemoryBlobs::strict(64 << 10, 10_000),
+    )
+    .await
+}
+
 /// A broker that scans every upload with an in-memory scanner, windows as `scan` says.
 pub(crate) async fn setup_scanned(scan: crate::ScanSettings) -> Setup {
     setup_with(|_| {}, Some(Arc::default()), scan).await
@@ -204,8 +217,16 @@ async fn setup_with(
     scanner: Option<Arc<MemoryScanner>>,
     scan: crate::ScanSettings,
 ) -> Setup {
+    setup_on(configure, scanner, scan, MemoryBlobs::default()).await
+}
+
+async fn setup_on(
+    configure: impl FnOnce(&mut ResourceRow),
+    scanner: Option<Arc<MemoryScanner>>,
+    scan: crate::ScanSettings,
+    blobs: MemoryBlobs,
+) -> Setup {
     let store = Arc::new(MemoryStore::default());
-    let blobs = MemoryBlobs::default();
     let now = chrono::Utc::now();
     store
         .create_service_owner(SENDER, "owner", now)

@@ -54,6 +54,14 @@ pub trait Checkpoint: Send {
     async fn before_batch(&mut self, _written: u64, _batch: &Batch) -> Live {
         Live::No
     }
+
+    /// `batch` goes to the writer now (every batch, the last short one too).
+    fn stored(&mut self, _batch: &Batch) {}
+
+    /// How many bytes of the body pass between two checkpoints.
+    fn interval(&self) -> u64 {
+        CHECKPOINT_BYTES
+    }
 }
 
 /// How often a long body is made durable mid-stream when a [`Checkpoint`] is given.
@@ -135,9 +143,13 @@ where
                 }
             }
             hashing.feed(&full).await;
+            if let Some(cp) = checkpoint.as_deref_mut() {
+                cp.stored(&full);
+            }
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
-                if total / CHECKPOINT_BYTES > since_checkpoint / CHECKPOINT_BYTES {
+                let interval = cp.interval();
+                if total / interval > since_checkpoint / interval {
                     // The hashes catch up while the bytes are synced: the checkpoint keeps both.
                     let (synced, hashes) = tokio::join!(writer.sync(), hashing.snapshot());
                     synced?;
@@ -148,6 +160,9 @@ where
         }
     }
     let last: Batch = Arc::new(batch);
+    if let Some(cp) = checkpoint {
+        cp.stored(&last);
+    }
     let state = match hashing {
         Hashing::Running(mut threads) => {
             threads.feed(&last).await;

@@ -1,12 +1,16 @@
 //! Small files kept in the metadata database instead of a file each: a file no larger than
-//! `[storage] inline_max_bytes` that arrives in one request (a binary or form upload) is held in
-//! memory until the transition that stores it commits, and is written in that same transaction, so a
-//! small upload costs one commit and no inode. Everything else, and every tus upload (whose offsets
-//! are acknowledged PATCH by PATCH, through `open_append`), goes to the disk store underneath. Reads, Range,
-//! hashing and scanning see no difference: they all read through this port.
+//! `[storage] inline_max_bytes` written whole in one request (a binary or form upload, through
+//! `write_whole`) is held in memory until the transition that stores it commits, and is written in
+//! that same transaction, so a small upload costs one commit and no inode. Everything else, and every
+//! tus upload (whose offsets are acknowledged PATCH by PATCH, through `write_parts`), goes to the disk
+//! store underneath. Reads, Range, hashing and scanning see no difference: they all read through this
+//! port.
 
 use async_trait::async_trait;
-use broker_actors::ports::{Batch, BlobError, BlobStore, BlobWriter, ByteStream, StoreError};
+use broker_actors::ports::{
+    Batch, BlobError, BlobStore, BlobWriter, ByteStream, ObjectKey, PartName, PartRules,
+    StoreError, StoredPart,
+};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -54,17 +58,36 @@ fn slice(bytes: Bytes, start: u64, len: u64) -> ByteStream {
     ))
 }
 
+impl<D: BlobStore> InlineBlobStore<D> {
+    /// The transfer's file kept inline, if `key` is a transfer's file and it is.
+    async fn inline(&self, key: &ObjectKey) -> Result<Option<Bytes>, BlobError> {
+        match key.piece {
+            Some(_) => Ok(None),
+            None => self.files.inline_file(key.id).await.map_err(io),
+        }
+    }
+}
+
 #[async_trait]
 impl<D: BlobStore> BlobStore for InlineBlobStore<D> {
-    async fn create(&self, id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
+    fn rules(&self) -> PartRules {
+        self.disk.rules()
+    }
+
+    async fn write_whole(
+        &self,
+        key: &ObjectKey,
+        token: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
         // A new attempt replaces an earlier held one. A committed inline file cannot be there: a
         // transfer stores its file once, and nothing uploads to it after that.
-        self.files.unstage(id);
-        if self.max_bytes == 0 {
-            return self.disk.create(id).await;
+        if key.piece.is_some() || self.max_bytes == 0 {
+            return self.disk.write_whole(key, token).await;
         }
+        self.files.unstage(key.id);
         Ok(Box::new(InlineWriter {
-            id,
+            key: key.clone(),
+            token,
             disk: self.disk.clone(),
             files: self.files.clone(),
             max_bytes: self.max_bytes,
@@ -74,43 +97,64 @@ impl<D: BlobStore> BlobStore for InlineBlobStore<D> {
         }))
     }
 
-    async fn open_append(
+    async fn write_parts(
         &self,
-        id: Uuid,
-        part: Option<&str>,
-        offset: u64,
+        key: &ObjectKey,
+        start: u64,
+        token: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
         // tus acknowledges every PATCH on its own, so its bytes always go to disk.
-        if part.is_none() {
-            self.files.unstage(id);
+        if key.piece.is_none() {
+            self.files.unstage(key.id);
         }
-        self.disk.open_append(id, part, offset).await
+        self.disk.write_parts(key, start, token).await
     }
 
-    async fn read_part(
+    async fn list_parts(&self, key: &ObjectKey) -> Result<Vec<StoredPart>, BlobError> {
+        self.disk.list_parts(key).await
+    }
+
+    async fn read_parts(
         &self,
-        id: Uuid,
-        part: &str,
+        key: &ObjectKey,
+        parts: &[PartName],
         start: u64,
         len: u64,
     ) -> Result<ByteStream, BlobError> {
-        self.disk.read_part(id, part, start, len).await
+        self.disk.read_parts(key, parts, start, len).await
     }
 
-    async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError> {
-        self.disk.concat(id, parts).await
+    async fn complete(&self, key: &ObjectKey, parts: &[PartName]) -> Result<u64, BlobError> {
+        if let Some(bytes) = self.inline(key).await? {
+            return Ok(bytes.len() as u64);
+        }
+        self.disk.complete(key, parts).await
     }
 
-    async fn delete_part(&self, id: Uuid, part: &str) -> Result<(), BlobError> {
-        self.disk.delete_part(id, part).await
+    async fn completed_len(&self, key: &ObjectKey) -> Result<Option<u64>, BlobError> {
+        if let Some(bytes) = self.inline(key).await? {
+            return Ok(Some(bytes.len() as u64));
+        }
+        self.disk.completed_len(key).await
     }
 
-    async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
+    async fn compose(&self, id: Uuid, pieces: &[String]) -> Result<u64, BlobError> {
+        self.disk.compose(id, pieces).await
+    }
+
+    async fn abort(&self, key: &ObjectKey) -> Result<(), BlobError> {
+        if key.piece.is_none() {
+            self.files.unstage(key.id);
+        }
+        self.disk.abort(key).await
+    }
+
+    async fn read(&self, key: &ObjectKey, start: u64, len: u64) -> Result<ByteStream, BlobError> {
         // Whatever the threshold is now, a file may have been kept inline under an earlier one.
-        if let Some(bytes) = self.files.inline_file(id).await.map_err(io)? {
+        if let Some(bytes) = self.inline(key).await? {
             return Ok(slice(bytes, start, len));
         }
-        self.disk.read(id, start, len).await
+        self.disk.read(key, start, len).await
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
@@ -131,7 +175,8 @@ impl<D: BlobStore> BlobStore for InlineBlobStore<D> {
 /// Holds a single-request upload in memory while it stays small; past the threshold it moves what it
 /// holds to a disk writer and carries on there.
 struct InlineWriter<D> {
-    id: Uuid,
+    key: ObjectKey,
+    token: u64,
     disk: Arc<D>,
     files: Arc<dyn InlineFiles>,
     max_bytes: u64,
@@ -143,7 +188,7 @@ struct InlineWriter<D> {
 impl<D: BlobStore> InlineWriter<D> {
     async fn spill(&mut self) -> Result<&mut Box<dyn BlobWriter>, BlobError> {
         if self.spilled.is_none() {
-            let mut writer = self.disk.create(self.id).await?;
+            let mut writer = self.disk.write_whole(&self.key, self.token).await?;
             let held = std::mem::take(&mut self.held);
             if !held.is_empty() {
                 writer.append(Arc::new(held)).await?;
@@ -187,7 +232,7 @@ impl<D: BlobStore> BlobWriter for InlineWriter<D> {
                 whole.freeze()
             }
         };
-        this.files.stage(this.id, whole);
+        this.files.stage(this.key.id, whole);
         Ok(this.held_len)
     }
 

@@ -44,6 +44,7 @@ pub async fn two_brokers_suite(ports: Ports) {
         .await;
     confirmations_on_two_nodes_at_once_end_all_confirmed(&a, &b, 50).await;
     a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_offset(&a, &b).await;
+    b_takes_over_the_expired_lease_of_a_frozen_node_whose_late_writes_are_refused(&ports, &b).await;
     a_verification_claimed_on_a_is_not_started_again_on_b(&a, &b).await;
     a_scan_running_on_a_is_seen_running_from_b(&a, &b).await;
     ranges_of_one_recipient_on_a_and_b_are_recorded_once_per_window(&a, &b).await;
@@ -342,6 +343,81 @@ async fn downloaded(broker: &Broker, id: Uuid) -> Vec<u8> {
         .expect("a non-empty file streams");
     let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
     chunks.concat()
+}
+
+/// A node that froze mid-PATCH (its lease ran out, never renewed) stands for A: it acknowledged its
+/// first bytes under its grant. B takes the upload over and goes on; when A wakes up, the part it
+/// writes and its advance under the old grant are refused or ignored, and the file holds none of its
+/// late bytes.
+async fn b_takes_over_the_expired_lease_of_a_frozen_node_whose_late_writes_are_refused(
+    ports: &Ports,
+    b: &Broker,
+) {
+    use crate::ports::leases::Acquired;
+    use crate::ports::upload_sessions::Advance;
+    use crate::ports::ObjectKey;
+    let content: Bytes = (0..300_000u32)
+        .map(|i| (i % 241) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let sender = caller(OWNER);
+    let id = initialized(b).await;
+    let length = Some(content.len() as u64);
+    b.tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
+        &sender, id, length, None,
+    )
+    .await
+    .unwrap();
+    let Acquired::Granted(frozen) = ports
+        .leases
+        .acquire(id, "", "frozen-node", 200)
+        .await
+        .unwrap()
+    else {
+        panic!("nobody holds the new upload");
+    };
+    let file = &ObjectKey::file(id);
+    let write = |from: usize, bytes: Bytes, token: u64| async move {
+        let mut writer = ports.blobs.write_parts(file, from as u64, token).await?;
+        writer.append(Arc::new(vec![bytes])).await?;
+        writer.commit().await
+    };
+    write(0, content.slice(..100_000), frozen.token)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let acknowledged = Advance::new(0, 100_000, now).fenced(frozen.token);
+    assert!(ports.sessions.advance(id, "", acknowledged).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    let state = b.tus_head(&sender, id, None).await.unwrap();
+    assert_eq!(state.offset, 100_000, "B sees what A acknowledged");
+    let middle = whole_body(content.slice(100_000..200_000));
+    let end = b
+        .tus_patch(&sender, id, None, 100_000, middle)
+        .await
+        .unwrap();
+    assert_eq!(end, 200_000, "B took the expired lease over");
+
+    // A wakes up and stores what it had received next, then tries to acknowledge it.
+    let garbage = Bytes::from(vec![0xEE; 100_000]);
+    let _ = write(200_000, garbage, frozen.token).await;
+    let late = Advance::new(200_000, 300_000, now).fenced(frozen.token);
+    assert!(
+        !ports.sessions.advance(id, "", late).await.unwrap(),
+        "A's advance under its replaced grant is refused"
+    );
+    let row = ports.sessions.get(id, "").await.unwrap().unwrap();
+    assert_eq!(row.offset, 200_000, "and changes nothing");
+
+    let rest = whole_body(content.slice(200_000..));
+    let end = b.tus_patch(&sender, id, None, 200_000, rest).await.unwrap();
+    assert_eq!(end, content.len() as u64);
+    assert_eq!(view(b, id).await.status, FileTransferStatus::Published);
+    assert!(
+        downloaded(b, id).await == content,
+        "the file holds A's acknowledged bytes and B's, none of A's late ones"
+    );
 }
 
 /// A PATCH on A stalls after its first bytes. A HEAD on B stops it and reports the bytes A made

@@ -141,25 +141,37 @@ pub async fn upload_sessions_suite(metadata: &dyn MetadataStore, sessions: &dyn 
     a_complete_unverified_upload_is_found_again(metadata, sessions).await;
     uploads_untouched_since_a_time_are_stale(metadata, sessions).await;
     the_last_activity_is_the_latest_touch_or_termination(metadata, sessions).await;
-    the_hash_state_is_kept_with_the_offset_it_belongs_to(metadata, sessions).await;
+    the_hash_state_and_the_staged_tail_are_kept_with_the_offset_they_belong_to(metadata, sessions)
+        .await;
 }
 
-async fn the_hash_state_is_kept_with_the_offset_it_belongs_to(
+async fn the_hash_state_and_the_staged_tail_are_kept_with_the_offset_they_belong_to(
     m: &dyn MetadataStore,
     s: &dyn UploadSessions,
 ) {
     let id = transfer(m).await;
     s.create(id, "", Some(30), t0()).await.unwrap();
-    let state = |id: Uuid| async move { s.get(id, "").await.unwrap().unwrap().hash_state };
-    let at_10 = Advance::new(0, 10, t0()).hashed(Some(b"state at 10"));
+    let row = |id: Uuid| async move { s.get(id, "").await.unwrap().unwrap() };
+    let state = |id: Uuid| async move { row(id).await.hash_state };
+    let at_10 = Advance::new(0, 10, t0())
+        .hashed(Some(b"state at 10"))
+        .staging(Some(b"0123456789"));
     assert!(s.advance(id, "", at_10).await.unwrap());
     assert_eq!(state(id).await.as_deref(), Some(&b"state at 10"[..]));
-    let refused = Advance::new(0, 20, t0()).hashed(Some(b"state at 20"));
+    assert_eq!(row(id).await.staged.as_deref(), Some(&b"0123456789"[..]));
+    let refused = Advance::new(0, 20, t0())
+        .hashed(Some(b"state at 20"))
+        .staging(Some(b"x"));
     assert!(!s.advance(id, "", refused).await.unwrap());
     assert_eq!(
         state(id).await.as_deref(),
         Some(&b"state at 10"[..]),
         "a refused advance leaves the state with its offset"
+    );
+    assert_eq!(
+        row(id).await.staged.as_deref(),
+        Some(&b"0123456789"[..]),
+        "and the staged tail"
     );
     assert!(s.advance(id, "", Advance::new(10, 20, t0())).await.unwrap());
     assert_eq!(
@@ -167,16 +179,27 @@ async fn the_hash_state_is_kept_with_the_offset_it_belongs_to(
         None,
         "an advance without a state clears the old one (it no longer matches the offset)"
     );
-    let at_20 = Advance::new(20, 25, t0()).hashed(Some(b"state at 25"));
-    assert!(s.advance(id, "", at_20).await.unwrap());
+    assert_eq!(
+        row(id).await.staged,
+        None,
+        "an advance without a staged tail clears the old one"
+    );
+    let at_25 = Advance::new(20, 25, t0())
+        .hashed(Some(b"state at 25"))
+        .staging(Some(b"tail"));
+    assert!(s.advance(id, "", at_25).await.unwrap());
     s.create(id, "", Some(30), t0()).await.unwrap();
     assert_eq!(
         state(id).await,
         None,
         "an upload created again starts with no state"
     );
+    assert_eq!(row(id).await.staged, None, "and nothing staged");
+    let at_5 = Advance::new(0, 5, t0()).staging(Some(b"abcde"));
+    assert!(s.advance(id, "", at_5).await.unwrap());
     s.record_joined(id, 30, t0()).await.unwrap();
     assert_eq!(state(id).await, None, "nor does a joined one");
+    assert_eq!(row(id).await.staged, None);
 }
 
 async fn the_last_activity_is_the_latest_touch_or_termination(
@@ -221,6 +244,7 @@ async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn Up
             offset: 0,
             joined: false,
             hash_state: None,
+            staged: None,
         })
     );
     assert!(s.advance(id, "", Advance::new(0, 10, t0())).await.unwrap());
@@ -243,6 +267,7 @@ async fn an_offset_moves_only_from_where_it_is(m: &dyn MetadataStore, s: &dyn Up
             offset: 25,
             joined: false,
             hash_state: None,
+            staged: None,
         }),
         "a deferred length is set once"
     );
@@ -288,6 +313,7 @@ async fn parts_are_admitted_up_to_their_count_and_total(
             offset: 0,
             joined: false,
             hash_state: None,
+            staged: None,
         })
     );
     assert_eq!(
@@ -361,6 +387,7 @@ async fn a_complete_unverified_upload_is_found_again(
             offset: 9,
             joined: true,
             hash_state: None,
+            staged: None,
         })
     );
     assert!(

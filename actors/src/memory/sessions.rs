@@ -31,6 +31,7 @@ impl UploadSessions for MemoryStore {
                     offset: 0,
                     joined,
                     hash_state: None,
+                    staged: None,
                 },
                 at,
             ),
@@ -59,6 +60,7 @@ impl UploadSessions for MemoryStore {
                 row.offset = step.to;
                 row.length = row.length.or(step.length);
                 row.hash_state = step.hash_state.map(<[u8]>::to_vec);
+                row.staged = step.staged.map(<[u8]>::to_vec);
                 *touched = step.at;
                 Ok(true)
             }
@@ -77,6 +79,7 @@ impl UploadSessions for MemoryStore {
             offset: size,
             joined: true,
             hash_state: None,
+            staged: None,
         };
         self.lock().sessions.insert((id, String::new()), (row, at));
         Ok(())
@@ -110,6 +113,7 @@ impl UploadSessions for MemoryStore {
             offset: 0,
             joined: false,
             hash_state: None,
+            staged: None,
         };
         tables.sessions.insert((id, part.to_string()), (row, at));
         Ok(PartAdmission::Created)

@@ -19,7 +19,10 @@ pub mod subscriptions;
 pub mod upload_sessions;
 pub mod webhooks;
 
-pub use blobs::{Batch, BlobError, BlobStore, BlobWriter, ByteStream};
+pub use blobs::{
+    complete_object, Batch, BlobError, BlobStore, BlobWriter, ByteStream, ObjectKey, PartName,
+    PartRules, StoredPart,
+};
 pub use clock::{Clock, SystemClock};
 pub use jobs::{ClaimedJob, JobKey, JobKind, Jobs};
 pub use leases::{Acquired, Grant, Leases, Renewal};

@@ -18,6 +18,10 @@ pub struct SessionRow {
     /// The hashes' state after the first `offset` bytes, written with the offset (opaque here: the
     /// upload pipeline's tagged format); `None` when not kept, and then the stored prefix is read back.
     pub hash_state: Option<Vec<u8>>,
+    /// The last bytes before `offset`, kept here when the part that holds them in the blob store is
+    /// too small to be any part but an object's last (an object store's minimum part size): the next
+    /// request writes them again at the head of its first part. `None` when nothing is staged.
+    pub staged: Option<Vec<u8>>,
 }
 
 /// One move of an upload's durable offset, written in one conditional write.
@@ -33,6 +37,8 @@ pub struct Advance<'a> {
     pub fence: Option<u64>,
     /// The hashes' state after `to` bytes (replaces the one kept; `None` clears it).
     pub hash_state: Option<&'a [u8]>,
+    /// The last bytes before `to` to stage (replaces what was staged; `None` clears it).
+    pub staged: Option<&'a [u8]>,
 }
 
 impl<'a> Advance<'a> {
@@ -44,6 +50,7 @@ impl<'a> Advance<'a> {
             at,
             fence: None,
             hash_state: None,
+            staged: None,
         }
     }
 
@@ -63,6 +70,10 @@ impl<'a> Advance<'a> {
             hash_state: state,
             ..self
         }
+    }
+
+    pub fn staging(self, staged: Option<&'a [u8]>) -> Self {
+        Advance { staged, ..self }
     }
 }
 

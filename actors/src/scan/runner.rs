@@ -139,7 +139,10 @@ impl Broker {
             .map(|(start, len)| {
                 let scanner = scanner.clone();
                 async move {
-                    let stream = blobs.read(id, start, len).await.map_err(Error::from)?;
+                    let stream = blobs
+                        .read(&crate::ports::ObjectKey::file(id), start, len)
+                        .await
+                        .map_err(Error::from)?;
                     Ok::<_, Error>(scanner.scan(stream).await)
                 }
             })

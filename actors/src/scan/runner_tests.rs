@@ -205,7 +205,11 @@ async fn a_broker_that_refuses_large_files_refuses_a_declared_length_over_one_wi
         Err(Error::Refused(ErrorCode::FileTooLargeToScan))
     ));
     assert_eq!(status(&s, id).await.0, FileTransferStatus::Initialized);
-    assert!(s.blobs.read(id, 0, 1).await.is_err(), "nothing was stored");
+    let file = crate::ports::ObjectKey::file(id);
+    assert!(
+        s.blobs.read(&file, 0, 1).await.is_err(),
+        "nothing was stored"
+    );
 }
 
 #[tokio::test]

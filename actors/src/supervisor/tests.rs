@@ -200,7 +200,11 @@ async fn a_second_upload_is_refused_while_the_first_holds_the_slot() {
 async fn an_abandoned_upload_frees_the_slot_removes_the_bytes_and_stays_retryable() {
     let (lifecycle, store, blobs, id) = setup().await;
     let lease = lifecycle.begin_upload(id).await.unwrap();
-    blobs.create(id).await.unwrap().commit().await.unwrap();
+    let key = crate::ports::ObjectKey::file(id);
+    let mut writer = blobs.write_whole(&key, lease.token()).await.unwrap();
+    let partial = vec![bytes::Bytes::from_static(b"partial")];
+    writer.append(Arc::new(partial)).await.unwrap();
+    writer.commit().await.unwrap();
     assert!(blobs.holds(id));
     drop(lease);
     settle(&lifecycle).await;

@@ -4,9 +4,13 @@
 use super::checksum::UploadChecksum;
 use crate::binary_upload::fail_storage;
 use crate::error::{Error, Result, TusRefusal};
+use crate::ports::blobs::chain;
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::{Advance, SessionRow};
-use crate::upload::{stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError};
+use crate::ports::{complete_object, ObjectKey};
+use crate::upload::{
+    hash_stream, stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError,
+};
 use crate::upload_leases::HeldLease;
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
@@ -26,7 +30,8 @@ pub struct Patch<S> {
     pub checksum: Option<UploadChecksum>,
 }
 
-/// Records a long PATCH's durable progress as the upload's offset.
+/// Records a long PATCH's durable progress as the upload's offset, and keeps the bytes written since
+/// the last sealed part while they may have to be staged.
 struct OffsetCheckpoint<'a> {
     broker: &'a Broker,
     id: Uuid,
@@ -37,6 +42,56 @@ struct OffsetCheckpoint<'a> {
     durable: u64,
     /// The lease grant the PATCH writes under.
     fence: u64,
+    /// Whether checkpoints move the offset (a PATCH with a checksum is all or nothing: they only seal
+    /// parts).
+    advances: bool,
+    /// Body bytes between checkpoints.
+    interval: u64,
+    /// The bytes since the last sealed part, while fewer than `stage_below` (0: nothing is staged).
+    tail: StagedTail,
+}
+
+/// The bytes written since the last sealed part, kept (as shared chunks, not copied) while they are
+/// too few to be any part but an object's last.
+struct StagedTail {
+    below: u64,
+    chunks: Vec<Bytes>,
+    len: u64,
+    /// Too many to stage (or staging is off): not kept.
+    enough: bool,
+}
+
+impl StagedTail {
+    fn new(below: u64) -> StagedTail {
+        StagedTail {
+            below,
+            chunks: Vec::new(),
+            len: 0,
+            enough: below == 0,
+        }
+    }
+
+    fn add(&mut self, batch: &crate::ports::Batch) {
+        if self.enough {
+            return;
+        }
+        self.len += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+        if self.len >= self.below {
+            (self.enough, self.chunks) = (true, Vec::new());
+        } else {
+            self.chunks.extend(batch.iter().cloned());
+        }
+    }
+
+    /// A part was sealed: what follows begins a new one.
+    fn sealed(&mut self) {
+        (self.chunks, self.len, self.enough) = (Vec::new(), 0, self.below == 0);
+    }
+
+    /// The bytes to stage with the offset, if the last part is too small to stay a middle part.
+    fn to_stage(&self) -> Option<Vec<u8>> {
+        (!self.enough && self.len > 0).then(|| self.chunks.concat())
+    }
 }
 
 #[async_trait::async_trait]
@@ -46,7 +101,7 @@ impl Checkpoint for OffsetCheckpoint<'_> {
         written: u64,
         batch: &crate::ports::Batch,
     ) -> crate::upload::Live {
-        if self.part.is_empty() {
+        if self.part.is_empty() || !self.advances {
             return crate::upload::Live::No;
         }
         let offset = self.base + written;
@@ -55,7 +110,19 @@ impl Checkpoint for OffsetCheckpoint<'_> {
             .await
     }
 
+    fn stored(&mut self, batch: &crate::ports::Batch) {
+        self.tail.add(batch);
+    }
+
+    fn interval(&self) -> u64 {
+        self.interval
+    }
+
     async fn durable(&mut self, written: u64, hashes: HashState) {
+        self.tail.sealed();
+        if !self.advances {
+            return;
+        }
         let to = self.base + written;
         let sessions = &self.broker.ports().sessions;
         let state = hashes.to_bytes();
@@ -66,7 +133,7 @@ impl Checkpoint for OffsetCheckpoint<'_> {
             Ok(true) => {
                 self.durable = to;
                 if !self.part.is_empty() {
-                    self.broker.part_progressed(self.id, self.part, to);
+                    self.broker.part_progressed(self.id, self.part, to, false);
                 }
             }
             Ok(false) => {
@@ -157,7 +224,49 @@ impl Broker {
         if row.offset == 0 {
             return Ok(HashState::default().into());
         }
-        Ok(self.hash_stored(id, row.offset).await?.into())
+        Ok(self.hash_uploaded(id, row.offset).await?.into())
+    }
+
+    /// MD5 and SHA-256 of the first `len` acknowledged bytes of the transfer's upload, read back from
+    /// the parts that hold them.
+    async fn hash_uploaded(&self, id: Uuid, len: u64) -> Result<HashState> {
+        let key = ObjectKey::file(id);
+        let blobs = self.ports().blobs.as_ref();
+        let parts = blobs.list_parts(&key).await?;
+        let chosen = chain(&parts, len).ok_or_else(|| {
+            Error::Internal(format!(
+                "the stored parts do not hold the {len} bytes acknowledged"
+            ))
+        })?;
+        let names: Vec<_> = chosen.iter().map(|p| p.name).collect();
+        let stream = blobs.read_parts(&key, &names, 0, len).await?;
+        let state = hash_stream(stream)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if state.len() != len {
+            return Err(Error::Internal(format!(
+                "{} of {len} bytes could be read",
+                state.len()
+            )));
+        }
+        Ok(state)
+    }
+
+    /// How far apart a PATCH's checkpoints are, and below what size its last part is staged (0: never),
+    /// on this store for this upload: every part but an object's last must reach the store's minimum,
+    /// and the parts must be few enough for the store's most parts however long the file grows.
+    async fn part_sizes(&self, view: &TransferView, row: &SessionRow) -> Result<(u64, u64)> {
+        let rules = self.ports().blobs.rules();
+        if rules.min_part == 0 {
+            return Ok((crate::upload::CHECKPOINT_BYTES, 0));
+        }
+        let longest = match row.length {
+            Some(length) => length,
+            None => self.size_limit(view).await?,
+        };
+        let parts = rules.max_parts.max(1) as u64;
+        let floor = rules.min_part.max(longest.div_ceil(parts));
+        Ok((crate::upload::CHECKPOINT_BYTES.max(floor), floor))
     }
 
     /// Streams one request body onto the upload at `row.offset`, makes it durable and moves the
@@ -212,12 +321,27 @@ impl Broker {
                 }
             },
         };
-        let writer = match self
-            .ports()
-            .blobs
-            .open_append(view.id, part, row.offset)
-            .await
-        {
+        let key = ObjectKey::of(view.id, part);
+        // Bytes staged by the PATCH before are written again at the head of this one's first part.
+        let staged = row
+            .staged
+            .as_deref()
+            .filter(|s| !s.is_empty() && s.len() as u64 <= row.offset)
+            .map(|s| -> crate::ports::Batch { Arc::new(vec![Bytes::copy_from_slice(s)]) });
+        let start = row.offset - staged.as_ref().map_or(0, |s| s[0].len() as u64);
+        let (interval, stage_below) = self.part_sizes(view, &row).await?;
+        let opened = async {
+            let mut writer = self
+                .ports()
+                .blobs
+                .write_parts(&key, start, hold.token())
+                .await?;
+            if let Some(staged) = &staged {
+                writer.append(staged.clone()).await?;
+            }
+            Ok::<_, crate::ports::BlobError>(writer)
+        };
+        let writer = match opened.await {
             Ok(w) => w,
             Err(e) => return Err(hold.storage_failed(e).await),
         };
@@ -240,12 +364,14 @@ impl Broker {
             base: row.offset,
             durable: row.offset,
             fence: hold.token(),
+            advances: keep_partial,
+            interval,
+            tail: StagedTail::new(stage_below),
         };
-        let checkpoint: Option<&mut dyn Checkpoint> = if keep_partial {
-            Some(&mut progress)
-        } else {
-            None
-        };
+        if let Some(staged) = &staged {
+            progress.tail.add(staged);
+        }
+        let checkpoint: Option<&mut dyn Checkpoint> = Some(&mut progress);
         // Every PATCH waits for its hashes (overlapped with its final sync), so the state is kept with
         // the offset it acknowledges and the next PATCH, on any process, reads nothing back.
         let streamed = stream_append(
@@ -289,10 +415,14 @@ impl Broker {
             Hashing::Ready(state) => state.to_bytes(),
             Hashing::Running(_) => None,
         };
+        let complete = row.length.or(new_length) == Some(new_offset);
+        // The last part of an object may be small; any other one the store would refuse is staged.
+        let tail = (!complete).then(|| progress.tail.to_stage()).flatten();
         let step = Advance::new(progress.durable, new_offset, self.now())
             .declaring(new_length)
             .fenced(hold.token())
-            .hashed(state.as_deref());
+            .hashed(state.as_deref())
+            .staging(tail.as_deref());
         let moved = self
             .ports()
             .sessions
@@ -306,9 +436,16 @@ impl Broker {
             return Err(ErrorCode::FileTransferAlreadyUploaded.into());
         }
         if let Some(part) = part {
-            self.part_progressed(view.id, part, new_offset);
+            if complete {
+                // A complete piece is completed in the store at once: it can then be read back (and
+                // hashed) on any store, and the final only composes.
+                if let Err(e) = complete_object(self.ports().blobs.as_ref(), &key, new_offset).await
+                {
+                    return Err(hold.storage_failed(e).await);
+                }
+            }
+            self.part_progressed(view.id, part, new_offset, complete);
         }
-        let complete = row.length.or(new_length) == Some(new_offset);
         match hold {
             // The last byte is durable: completing must not be cut short by the client going away, so
             // it runs on its own task.

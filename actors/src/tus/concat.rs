@@ -7,6 +7,7 @@ use crate::access::Caller;
 use crate::error::{Error, Result, TusRefusal};
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::PartAdmission;
+use crate::ports::{complete_object, ObjectKey};
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
 use uuid::Uuid;
@@ -47,18 +48,6 @@ impl Broker {
             PartAdmission::Created => {}
             PartAdmission::TooManyParts => return Err(ErrorCode::TooManyTusParts.into()),
             PartAdmission::TooLarge => return Err(ErrorCode::FileSizeExceedsMaximum.into()),
-        }
-        let created = async {
-            let writer = self
-                .ports()
-                .blobs
-                .open_append(view.id, Some(&part), 0)
-                .await?;
-            writer.commit().await
-        };
-        if let Err(e) = created.await {
-            let _ = sessions.remove(view.id, &part).await;
-            return Err(e.into());
         }
         self.part_created(view.id, &part, length);
         Ok(part)
@@ -122,13 +111,25 @@ impl Broker {
     ) -> Result<u64> {
         let id = lease.transfer_id();
         let sessions = &self.ports().sessions;
-        self.ports().blobs.concat(id, &parts).await?;
-        let mut size = 0u64;
+        let blobs = self.ports().blobs.as_ref();
+        let mut lengths = Vec::with_capacity(parts.len());
         for part in &parts {
+            // Each complete piece was completed in the store by its last PATCH, unless the broker
+            // stopped in between: complete it now.
             let length = sessions.get(id, part).await?.and_then(|r| r.length);
-            size +=
+            let length =
                 length.ok_or_else(|| Error::Internal(format!("the part {part} disappeared")))?;
+            complete_object(blobs, &ObjectKey::piece(id, part), length).await?;
+            lengths.push(length);
         }
+        // A store that composes pieces as parts of the file needs each but the last to be a part's
+        // size; smaller pieces (a small file sent in pieces) are copied into the file instead.
+        let min_part = blobs.rules().min_part;
+        let small = lengths.iter().rev().skip(1).any(|l| *l < min_part);
+        let size = match small {
+            false => blobs.compose(id, &parts).await?,
+            true => self.copy_pieces(id, &parts, lease.token()).await?,
+        };
         // The joined upload is recorded complete before its parts are forgotten, so a restart in
         // between still finds it (and verifies it).
         sessions.record_joined(id, size, self.now()).await?;
@@ -138,6 +139,30 @@ impl Broker {
         }
         // UploadProcessing silently (spec 4.5); the whole file is hashed, parts in order, after the reply.
         self.complete_tus(lease, &view, true, size, None).await?;
+        Ok(size)
+    }
+
+    /// Writes the transfer's file as one part holding `pieces` in order, read back from the store;
+    /// returns its length.
+    async fn copy_pieces(&self, id: Uuid, pieces: &[String], token: u64) -> Result<u64> {
+        use futures::StreamExt;
+        let blobs = self.ports().blobs.as_ref();
+        let file = ObjectKey::file(id);
+        let mut writer = blobs.write_parts(&file, 0, token).await?;
+        for piece in pieces {
+            let key = ObjectKey::piece(id, piece);
+            let len = blobs
+                .completed_len(&key)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("the piece {piece} is not completed")))?;
+            let mut stream = blobs.read(&key, 0, len).await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(crate::ports::BlobError::Io)?;
+                writer.append(std::sync::Arc::new(vec![chunk])).await?;
+            }
+        }
+        let size = writer.commit().await?;
+        complete_object(blobs, &file, size).await?;
         Ok(size)
     }
 
@@ -158,7 +183,8 @@ impl Broker {
         let lease = self.lifecycle().begin_upload(view.id).await?;
         sessions.terminate(view.id, part, self.now()).await?;
         self.drop_part_hashing(view.id);
-        if let Err(e) = self.ports().blobs.delete_part(view.id, part).await {
+        let piece = ObjectKey::piece(view.id, part);
+        if let Err(e) = self.ports().blobs.abort(&piece).await {
             tracing::warn!(id = %view.id, part, error = %e, "could not remove a terminated part's bytes");
         }
         lease.release().await;

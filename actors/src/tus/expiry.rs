@@ -65,7 +65,11 @@ impl Broker {
                     continue;
                 };
                 self.drop_part_hashing(id);
-                let r = self.ports().blobs.delete_part(id, &part).await;
+                let r = self
+                    .ports()
+                    .blobs
+                    .abort(&crate::ports::ObjectKey::piece(id, &part))
+                    .await;
                 let _ = sessions.remove(id, &part).await;
                 held.release().await;
                 r

@@ -17,7 +17,8 @@
 //! reads the joined file back.
 
 use crate::error::{Error, Result};
-use crate::ports::Batch;
+use crate::ports::blobs::chain;
+use crate::ports::{Batch, BlobError, ByteStream, ObjectKey};
 use crate::upload::{stream_append, Discard, HashState, HashesAfter, Hashing, Live};
 use crate::Broker;
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ struct PartProgress {
     durable: u64,
     /// Bytes received so far, durable or not.
     received: u64,
+    /// Completed in the store (every byte there, readable as one object on any store).
+    completed: bool,
     /// Its recent rate in bytes/s, the window it is measured over, and when data last came.
     rate: f64,
     rate_since: (Instant, u64),
@@ -59,6 +62,7 @@ impl PartProgress {
             length,
             durable: 0,
             received: 0,
+            completed: false,
             rate: 0.0,
             rate_since: (now, 0),
             last_data: now,
@@ -132,6 +136,9 @@ struct Position {
 
 struct Tail {
     parts: Mutex<Parts>,
+    /// Whether the store reads a piece's sealed parts before the piece is completed; if not, a piece
+    /// not hashed live is read back once completed.
+    sealed_readable: bool,
     /// Wakes the task.
     news: Notify,
     /// Wakes PATCHes waiting for the hash to move on.
@@ -155,6 +162,7 @@ impl Broker {
                 started = true;
                 Arc::new(Tail {
                     parts: Mutex::default(),
+                    sealed_readable: self.ports().blobs.rules().parts_readable,
                     news: Notify::new(),
                     pace: Notify::new(),
                     hash: tokio::sync::Mutex::new(Position {
@@ -189,12 +197,14 @@ impl Broker {
         tail.news.notify_one();
     }
 
-    /// A part's durable offset moved to `offset`.
-    pub(crate) fn part_progressed(&self, id: Uuid, part: &str, offset: u64) {
+    /// A part's durable offset moved to `offset` (`completed`: the part is whole and completed in the
+    /// store).
+    pub(crate) fn part_progressed(&self, id: Uuid, part: &str, offset: u64, completed: bool) {
         let Some(tail) = self.tail(id) else { return };
         let mut parts = tail.parts.lock().expect("part hashing");
         if let Some(entry) = parts.entry(part) {
             entry.durable = entry.durable.max(offset);
+            entry.completed |= completed;
         }
         drop(parts);
         tail.news.notify_one();
@@ -266,6 +276,8 @@ impl Broker {
                         tail.pace.notify_waiters();
                         return Live::Fed;
                     }
+                    // The store cannot read the bytes before it back until the part is completed.
+                    Standing::Behind if !tail.sealed_readable => return Live::No,
                     Standing::Behind if durable < offset => return Live::AfterDurable,
                     // The task reads back what is durable, then this PATCH goes on live.
                     Standing::Behind => {
@@ -382,13 +394,18 @@ impl Broker {
                     None if parts.joined.is_some() => Step::Finish,
                     None => Step::Wait,
                     Some(p) if pos.hashed == p.length => Step::Next,
-                    Some(p) if p.durable <= pos.hashed => Step::Wait,
-                    Some(p) => {
-                        let step = Step::Hash(p.name.clone(), p.durable);
-                        // Begun before its first byte is hashed: a final cannot reorder it any more.
-                        parts.begun = parts.begun.max(pos.index + 1);
-                        step
+                    Some(p) if p.completed || tail.sealed_readable => {
+                        let upto = if p.completed { p.length } else { p.durable };
+                        if upto <= pos.hashed {
+                            Step::Wait
+                        } else {
+                            let step = Step::Hash(p.name.clone(), upto, p.completed);
+                            // Begun before its first byte is hashed: a final cannot reorder it any more.
+                            parts.begun = parts.begun.max(pos.index + 1);
+                            step
+                        }
                     }
+                    Some(_) => Step::Wait,
                 }
             };
             match step {
@@ -414,13 +431,9 @@ impl Broker {
                         _ = stopping => return Err(Error::Internal("the broker is stopping".into())),
                     }
                 }
-                Step::Hash(part, durable) => {
+                Step::Hash(part, durable, completed) => {
                     let (from, wanted) = (pos.hashed, durable - pos.hashed);
-                    let stream = self
-                        .ports()
-                        .blobs
-                        .read_part(id, &part, from, wanted)
-                        .await?;
+                    let stream = self.read_piece(id, &part, from, wanted, completed).await?;
                     let hashing = pos.hashing.take().expect("the task owns a hashing");
                     let before = hashing.len();
                     let discard = Box::new(Discard::default());
@@ -442,6 +455,33 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// `len` bytes of the piece `part` from `from`: from the completed piece, or from its sealed parts
+    /// while it is not completed (it may complete meanwhile: its parts are then gone into it).
+    async fn read_piece(
+        &self,
+        id: Uuid,
+        part: &str,
+        from: u64,
+        len: u64,
+        completed: bool,
+    ) -> Result<ByteStream> {
+        let key = ObjectKey::piece(id, part);
+        let blobs = self.ports().blobs.as_ref();
+        if !completed {
+            let parts = blobs.list_parts(&key).await?;
+            if let Some(chosen) = chain(&parts, from + len) {
+                let names: Vec<_> = chosen.iter().map(|p| p.name).collect();
+                match blobs.read_parts(&key, &names, from, len).await {
+                    Err(BlobError::NotFound) => {}
+                    read => return Ok(read?),
+                }
+            }
+        }
+        Ok(blobs.read(&key, from, len).await?)
+    }
+}
+
 /// Where the hash stands for a PATCH of the frontier.
 enum Standing {
     /// At the PATCH's offset: its batch is hashed as it passes.
@@ -460,6 +500,6 @@ enum Step {
     Next,
     /// Nothing new is durable yet.
     Wait,
-    /// Read back the frontier up to this durable offset.
-    Hash(String, u64),
+    /// Read back the frontier up to this durable offset (from the completed piece, if it is).
+    Hash(String, u64, bool),
 }

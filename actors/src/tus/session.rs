@@ -3,7 +3,6 @@
 
 use super::append::Patch;
 use crate::access::Caller;
-use crate::binary_upload::fail_storage;
 use crate::error::{Result, TusRefusal};
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::SessionRow;
@@ -58,16 +57,8 @@ impl Broker {
         if length.is_some_and(|l| l > 0) && length > Some(self.size_limit(&view).await?) {
             return Err(ErrorCode::FileSizeExceedsMaximum.into());
         }
-        // Claim the slot (this records UploadStarted), start an empty file, and let the slot go.
+        // Claim the slot (this records UploadStarted) and let it go: the PATCHes write the parts.
         let lease = self.lifecycle().begin_upload(view.id).await?;
-        // Appended to from offset 0, as its PATCHes will: a store keeps a tus file where appends go.
-        let writer = match self.ports().blobs.open_append(view.id, None, 0).await {
-            Ok(w) => w,
-            Err(e) => return Err(fail_storage(lease, e).await),
-        };
-        if let Err(e) = writer.commit().await {
-            return Err(fail_storage(lease, e).await);
-        }
         self.ports()
             .sessions
             .create(view.id, "", length, self.now())
@@ -82,6 +73,7 @@ impl Broker {
             offset: 0,
             joined: false,
             hash_state: None,
+            staged: None,
         };
         Ok(Some(self.append(&view, None, row, first).await?))
     }

@@ -4,8 +4,10 @@
 //! it streamed); a concatenated one is read back and hashed over its parts in order. After a restart
 //! every upload that was complete but not yet verified is picked up again.
 
+use crate::binary_upload::fail_storage;
 use crate::error::{Error, Result};
 use crate::ports::metadata::TransferView;
+use crate::ports::{complete_object, ObjectKey};
 use crate::state::Stage;
 use crate::upload::{hash_stream, HashState};
 use crate::{Broker, StoredFile, UploadLease};
@@ -105,6 +107,13 @@ impl Broker {
         hashes: Option<StoredFile>,
     ) -> Result<Completed> {
         let id = lease.transfer_id();
+        if !joined {
+            // Every byte is acknowledged: the parts that hold them become the file.
+            let file = ObjectKey::file(id);
+            if let Err(e) = complete_object(self.ports().blobs.as_ref(), &file, length).await {
+                return Err(fail_storage(lease, e).await);
+            }
+        }
         let check_pending = view.checksum.is_some() || view.use_virus_scan;
         if joined || check_pending {
             lease.await_verification(!joined).await?;
@@ -151,6 +160,15 @@ impl Broker {
             // Verified already (the row outlived its use): nothing left to do.
             _ => return Ok(sessions.remove(id, "").await?),
         }
+        if !row.joined && hashes.is_none() {
+            // Stopped after the check began: the parts became the file before it did, or become it now.
+            let file = ObjectKey::file(id);
+            if let Err(e) = complete_object(self.ports().blobs.as_ref(), &file, length).await {
+                tracing::error!(%id, error = %e, "the stored parts do not make the upload; the transfer fails");
+                self.lifecycle().fail_verification(id).await?;
+                return Ok(sessions.remove(id, "").await?);
+            }
+        }
         let hashed_live = match (&hashes, row.joined) {
             (None, true) => self.joined_hashes(id).await.filter(|s| s.len() == length),
             _ => None,
@@ -178,7 +196,11 @@ impl Broker {
     /// MD5 and SHA-256 of the first `len` stored bytes of the transfer's file (parts spanned), read back
     /// from storage; MD5 and SHA-256 each on its own thread.
     pub(crate) async fn hash_stored(&self, id: Uuid, len: u64) -> Result<HashState> {
-        let stream = self.ports().blobs.read(id, 0, len).await?;
+        let stream = self
+            .ports()
+            .blobs
+            .read(&ObjectKey::file(id), 0, len)
+            .await?;
         let state = hash_stream(stream)
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;

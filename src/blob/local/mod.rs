@@ -1,12 +1,24 @@
-//! Files on the local disk, under `<data_dir>/blobs/<first two hex digits>/<transfer id>`. Paths derive
+//! Files on the local disk, under `<data_dir>/blobs/<first two hex digits of the id>/`. Paths derive
 //! from ids only, never from file names. Directories are created 0700 and files 0600 whatever the
 //! umask: only the broker's user reads what senders sent.
 //!
-//! Writes go through one blocking thread per upload that receives whole batches; the file is synced once,
-//! at commit. Reads use large positioned reads on a blocking thread, handed on as `Bytes`.
+//! For a transfer `<id>`:
+//! - `<id>`: its completed file, when it was completed from one part (the part file is renamed there:
+//!   a single-request upload reads exactly as one file);
+//! - `<id>.manifest`: its completed file as a list of segment files (paths relative to this
+//!   directory), when it was completed from several parts or composed from pieces: nothing is copied;
+//! - `<id>.d/file/` and `<id>.d/piece-<name>/`: sealed parts of the file's and of each piece's upload,
+//!   named `<first byte>-<token>` in hex (`.tmp` while written, renamed once synced);
+//! - `<id>.d/piece-<name>.done` or `.manifest`: a completed piece;
+//! - `<id>.parts` listing `<id>.part-<name>` files: a file joined by an earlier build (read and removed).
+//!
+//! Writes go through one blocking thread per writer that receives whole batches; each part is synced
+//! once, when it is sealed. Reads use large positioned reads on a blocking thread, handed on as `Bytes`.
 
 use async_trait::async_trait;
-use broker_actors::ports::{BlobError, BlobStore, BlobWriter, ByteStream};
+use broker_actors::ports::{
+    BlobError, BlobStore, BlobWriter, ByteStream, ObjectKey, PartName, PartRules, StoredPart,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -21,6 +33,20 @@ pub struct LocalBlobStore {
     root: PathBuf,
 }
 
+/// Where one object's bytes are, relative to its transfer's directory of the blob root.
+struct Layout {
+    /// `<root>/<xx>`: segment paths in manifests are relative to it.
+    dir: PathBuf,
+    /// The completed object as one file.
+    whole: PathBuf,
+    /// The completed object as a list of segments.
+    manifest: PathBuf,
+    /// The sealed parts of its upload.
+    parts: PathBuf,
+    /// The transfer's own directory (`<id>.d`).
+    transfer: PathBuf,
+}
+
 impl LocalBlobStore {
     pub fn open(data_dir: &Path) -> std::io::Result<LocalBlobStore> {
         let root = data_dir.join("blobs");
@@ -30,27 +56,173 @@ impl LocalBlobStore {
         Ok(LocalBlobStore { root })
     }
 
-    fn path(&self, id: Uuid) -> PathBuf {
+    fn dir(&self, id: Uuid) -> (PathBuf, String) {
         let name = id.simple().to_string();
-        self.root.join(&name[..2]).join(name)
+        (self.root.join(&name[..2]), name)
     }
 
-    /// A part of a transfer's file; `part` is a 32-hex id chosen by the server.
-    fn part_path(&self, id: Uuid, part: &str) -> PathBuf {
-        part_of(&self.path(id), part)
-    }
-
-    /// The list of parts a concatenated file is made of.
-    fn manifest_path(&self, id: Uuid) -> PathBuf {
-        let mut path = self.path(id);
-        path.set_extension("parts");
-        path
+    fn layout(&self, key: &ObjectKey) -> Layout {
+        let (dir, name) = self.dir(key.id);
+        let transfer = dir.join(format!("{name}.d"));
+        match &key.piece {
+            None => Layout {
+                whole: dir.join(&name),
+                manifest: dir.join(format!("{name}.manifest")),
+                parts: transfer.join("file"),
+                transfer,
+                dir,
+            },
+            Some(piece) => Layout {
+                whole: transfer.join(format!("piece-{piece}.done")),
+                manifest: transfer.join(format!("piece-{piece}.manifest")),
+                parts: transfer.join(format!("piece-{piece}")),
+                transfer,
+                dir,
+            },
+        }
     }
 }
 
-/// The path of a part of the file at `file`.
-fn part_of(file: &Path, part: &str) -> PathBuf {
-    file.with_extension(format!("part-{part}"))
+/// A part's file name: its first byte and its grant's token, in fixed-width hex.
+fn part_file(name: PartName) -> String {
+    format!("{:016x}-{:016x}", name.start, name.token)
+}
+
+fn parse_part_file(file: &str) -> Option<PartName> {
+    let (start, token) = file.split_once('-')?;
+    if start.len() != 16 || token.len() != 16 {
+        return None;
+    }
+    Some(PartName {
+        start: u64::from_str_radix(start, 16).ok()?,
+        token: u64::from_str_radix(token, 16).ok()?,
+    })
+}
+
+fn blocking_error(e: tokio::task::JoinError) -> BlobError {
+    BlobError::Io(std::io::Error::other(e))
+}
+
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, BlobError> + Send + 'static,
+) -> Result<R, BlobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(blocking_error)?
+}
+
+/// The segments of a completed object, in order (none: not completed). A legacy join lists piece
+/// names of the transfer's file.
+fn segments(layout: &Layout, legacy: Option<&Path>) -> Result<Option<Vec<PathBuf>>, BlobError> {
+    if layout.whole.exists() {
+        return Ok(Some(vec![layout.whole.clone()]));
+    }
+    match std::fs::read_to_string(&layout.manifest) {
+        Ok(text) => {
+            return Ok(Some(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| layout.dir.join(l))
+                    .collect(),
+            ))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(BlobError::Io(e)),
+        Err(_) => {}
+    }
+    if let Some(legacy) = legacy {
+        if let Ok(text) = std::fs::read_to_string(legacy) {
+            let stem = layout.whole.clone();
+            return Ok(Some(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|p| stem.with_extension(format!("part-{p}")))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// Opens every segment with its length.
+fn open_segments(paths: Vec<PathBuf>) -> Result<Vec<(std::fs::File, u64)>, BlobError> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let file = open_for_read(p)?;
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        })
+        .collect()
+}
+
+/// Streams the slices of `[start, start + len)` the segments hold.
+fn stream_segments(files: Vec<(std::fs::File, u64)>, start: u64, len: u64) -> ByteStream {
+    let mut streams = Vec::new();
+    let (end, mut segment_start) = (start.saturating_add(len), 0u64);
+    for (file, size) in files {
+        let segment_end = segment_start + size;
+        let (from, to) = (start.max(segment_start), end.min(segment_end));
+        if from < to {
+            streams.push(read_range(
+                std::sync::Arc::new(file),
+                from - segment_start,
+                to - from,
+            ));
+        }
+        segment_start = segment_end;
+    }
+    Box::pin(futures::StreamExt::flatten(futures::stream::iter(streams)))
+}
+
+/// Writes `lines` as the manifest at `path`, durably, replacing it atomically.
+fn write_manifest(path: &Path, lines: &[String]) -> std::io::Result<()> {
+    let temp = path.with_extension("manifest-new");
+    let mut f = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
+    make_private(&f)?;
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    sync_dir(path.parent().expect("blob paths have a parent"))
+}
+
+/// `path` relative to `dir` (segments are named relative to the transfer's directory of the root).
+fn relative(path: &Path, dir: &Path) -> String {
+    path.strip_prefix(dir)
+        .expect("segments live under their transfer's directory")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn list_sealed(parts: &Path) -> std::io::Result<Vec<StoredPart>> {
+    let entries = match std::fs::read_dir(parts) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        entries => entries?,
+    };
+    let mut listed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = parse_part_file(&file) {
+            listed.push(StoredPart {
+                name,
+                len: entry.metadata()?.len(),
+            });
+        }
+    }
+    listed.sort_by_key(|p| p.name);
+    Ok(listed)
 }
 
 /// Opens a file for positioned reads, mapping a missing file to `NotFound`.
@@ -114,202 +286,231 @@ pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn create(&self, id: Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let path = self.path(id);
-        let file =
-            tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
-                let dir = path.parent().expect("blob paths have a parent");
-                ensure_dir(dir)?;
-                // Unlink first: a writer of an abandoned earlier attempt may still hold the old inode.
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-                let file = private_file().write(true).create_new(true).open(&path)?;
-                make_private(&file)?;
-                Ok((file, dir.to_path_buf()))
-            })
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1, 0, false))
+    fn rules(&self) -> PartRules {
+        PartRules::NONE
     }
 
-    async fn open_append(
+    async fn write_parts(
         &self,
-        id: Uuid,
-        part: Option<&str>,
-        offset: u64,
-    ) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let path = match part {
-            None if offset == 0 => return self.create(id).await,
-            None => self.path(id),
-            Some(part) => self.part_path(id, part),
-        };
-        let file =
-            tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, PathBuf)> {
-                use std::io::{Seek, SeekFrom};
-                if offset == 0 {
-                    ensure_dir(path.parent().expect("blob paths have a parent"))?;
-                }
-                let mut file = private_file()
-                    .write(true)
-                    .create(offset == 0)
-                    .truncate(false)
-                    .open(&path)?;
-                if offset == 0 {
-                    make_private(&file)?;
-                }
-                if file.metadata()?.len() < offset {
-                    return Err(std::io::Error::other(format!(
-                        "the stored file is shorter than the durable offset {offset}"
-                    )));
-                }
-                file.set_len(offset)?;
-                file.seek(SeekFrom::Start(offset))?;
-                Ok((
-                    file,
-                    path.parent()
-                        .expect("blob paths have a parent")
-                        .to_path_buf(),
-                ))
-            })
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(start_writer(file.0, file.1, offset, part.is_some()))
-    }
-
-    async fn read(&self, id: Uuid, start: u64, len: u64) -> Result<ByteStream, BlobError> {
-        let (path, manifest) = (self.path(id), self.manifest_path(id));
-        // Open every segment (the parts a manifest lists, else the file) with its length, then stream
-        // the slices of those that overlap the range.
-        let files =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(std::fs::File, u64)>, BlobError> {
-                let parts: Vec<PathBuf> = match std::fs::read_to_string(&manifest) {
-                    Ok(text) => text
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(|p| part_of(&path, p))
-                        .collect(),
-                    Err(_) => vec![path],
-                };
-                parts
-                    .into_iter()
-                    .map(|p| {
-                        let file = open_for_read(p)?;
-                        let size = file.metadata()?.len();
-                        Ok((file, size))
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        let mut streams = Vec::new();
-        let (end, mut segment_start) = (start + len, 0u64);
-        for (file, size) in files {
-            let segment_end = segment_start + size;
-            let (from, to) = (start.max(segment_start), end.min(segment_end));
-            if from < to {
-                streams.push(read_range(
-                    std::sync::Arc::new(file),
-                    from - segment_start,
-                    to - from,
-                ));
-            }
-            segment_start = segment_end;
-        }
-        Ok(Box::pin(futures::StreamExt::flatten(
-            futures::stream::iter(streams),
-        )))
-    }
-
-    async fn read_part(
-        &self,
-        id: Uuid,
-        part: &str,
+        key: &ObjectKey,
         start: u64,
-        len: u64,
-    ) -> Result<ByteStream, BlobError> {
-        let path = self.part_path(id, part);
-        let file = tokio::task::spawn_blocking(move || open_for_read(path))
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(Box::pin(read_range(std::sync::Arc::new(file), start, len)))
-    }
-
-    async fn concat(&self, id: Uuid, parts: &[String]) -> Result<(), BlobError> {
-        let (path, manifest) = (self.path(id), self.manifest_path(id));
-        let text: String = parts.iter().map(|p| format!("{p}\n")).collect();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let temp = manifest.with_extension("parts-new");
-            let mut f = private_file()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)?;
-            make_private(&f)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&temp, &manifest)?;
-            remove_if_present(&path)?;
-            sync_dir(manifest.parent().expect("blob paths have a parent"))
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-        .map_err(BlobError::Io)
-    }
-
-    async fn delete_part(&self, id: Uuid, part: &str) -> Result<(), BlobError> {
-        let path = self.part_path(id, part);
-        tokio::task::spawn_blocking(move || remove_if_present(&path))
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-            .map_err(BlobError::Io)
-    }
-
-    async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
-        let path = self.path(id);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            remove_if_present(&path)?;
-            // Parts and the manifest share the file's name as their stem.
-            let stem = path
-                .file_name()
-                .expect("blob paths have a name")
-                .to_string_lossy()
-                .into_owned();
-            let dir = path.parent().expect("blob paths have a parent");
-            let entries = match std::fs::read_dir(dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                entries => entries?,
-            };
-            for entry in entries {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&format!("{stem}.")) {
-                    remove_if_present(&dir.join(name))?;
-                }
+        token: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let layout = self.layout(key);
+        let parts = layout.parts.clone();
+        blocking(move || {
+            if segments(&layout, None)?.is_some() {
+                return Err(BlobError::Refused("the object is completed".into()));
+            }
+            if !parts.exists() {
+                ensure_dir(&layout.dir)?;
+                ensure_dir(&layout.transfer)?;
+                ensure_dir(&parts)?;
             }
             Ok(())
         })
+        .await?;
+        // A piece is read back by the in-order hashing soon after it completes: keep it cached.
+        let keep_cached = key.piece.is_some();
+        start_writer(self.layout(key).parts, start, token, keep_cached).map_err(BlobError::Io)
+    }
+
+    async fn list_parts(&self, key: &ObjectKey) -> Result<Vec<StoredPart>, BlobError> {
+        let layout = self.layout(key);
+        let legacy = self.legacy_manifest(key);
+        blocking(move || {
+            // A completed object's segments may still sit among its parts: they are its, not parts.
+            if segments(&layout, legacy.as_deref())?.is_some() {
+                return Ok(vec![]);
+            }
+            Ok(list_sealed(&layout.parts)?)
+        })
         .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-        .map_err(BlobError::Io)
+    }
+
+    async fn read_parts(
+        &self,
+        key: &ObjectKey,
+        names: &[PartName],
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream, BlobError> {
+        let dir = self.layout(key).parts;
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(part_file(*n))).collect();
+        let files = blocking(move || open_segments(paths)).await?;
+        Ok(stream_segments(files, start, len))
+    }
+
+    async fn complete(&self, key: &ObjectKey, names: &[PartName]) -> Result<u64, BlobError> {
+        let layout = self.layout(key);
+        let legacy = self.legacy_manifest(key);
+        let names = names.to_vec();
+        blocking(move || {
+            if let Some(done) = segments(&layout, legacy.as_deref())? {
+                return total_len(&done);
+            }
+            let listed = list_sealed(&layout.parts)?;
+            let mut at = 0u64;
+            for name in &names {
+                let part = listed
+                    .iter()
+                    .find(|p| p.name == *name)
+                    .ok_or_else(|| BlobError::Refused(format!("no sealed part {name:?}")))?;
+                if name.start != at {
+                    return Err(BlobError::Refused(format!(
+                        "part {name:?} does not begin at byte {at}"
+                    )));
+                }
+                at += part.len;
+            }
+            let paths: Vec<PathBuf> = names
+                .iter()
+                .map(|n| layout.parts.join(part_file(*n)))
+                .collect();
+            match paths.as_slice() {
+                // One part becomes the object itself: reads open one file, as they always did.
+                [one] => {
+                    std::fs::rename(one, &layout.whole)?;
+                    sync_dir(layout.whole.parent().expect("blob paths have a parent"))?;
+                }
+                [] => {
+                    ensure_dir(&layout.dir)?;
+                    ensure_dir(layout.whole.parent().expect("blob paths have a parent"))?;
+                    let f = private_file()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&layout.whole)?;
+                    make_private(&f)?;
+                    f.sync_all()?;
+                    sync_dir(layout.whole.parent().expect("blob paths have a parent"))?;
+                }
+                several => {
+                    let lines: Vec<String> =
+                        several.iter().map(|p| relative(p, &layout.dir)).collect();
+                    write_manifest(&layout.manifest, &lines)?;
+                }
+            }
+            // Parts not chosen (a stale holder's, an abandoned attempt's) were never acknowledged.
+            for part in listed.iter().filter(|p| !names.contains(&p.name)) {
+                remove_if_present(&layout.parts.join(part_file(part.name)))?;
+            }
+            Ok(at)
+        })
+        .await
+    }
+
+    async fn completed_len(&self, key: &ObjectKey) -> Result<Option<u64>, BlobError> {
+        let layout = self.layout(key);
+        let legacy = self.legacy_manifest(key);
+        blocking(move || match segments(&layout, legacy.as_deref())? {
+            Some(paths) => Ok(Some(total_len(&paths)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn compose(&self, id: Uuid, pieces: &[String]) -> Result<u64, BlobError> {
+        let file = self.layout(&ObjectKey::file(id));
+        let legacy = self.legacy_manifest(&ObjectKey::file(id));
+        let layouts: Vec<(String, Layout)> = pieces
+            .iter()
+            .map(|p| (p.clone(), self.layout(&ObjectKey::piece(id, p))))
+            .collect();
+        blocking(move || {
+            if let Some(done) = segments(&file, legacy.as_deref())? {
+                return total_len(&done);
+            }
+            let mut all = Vec::new();
+            for (piece, layout) in &layouts {
+                let done = segments(layout, None)?.ok_or_else(|| {
+                    BlobError::Refused(format!("the piece {piece} is not completed"))
+                })?;
+                all.extend(done);
+            }
+            let total = total_len(&all)?;
+            let lines: Vec<String> = all.iter().map(|p| relative(p, &file.dir)).collect();
+            write_manifest(&file.manifest, &lines)?;
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn abort(&self, key: &ObjectKey) -> Result<(), BlobError> {
+        let layout = self.layout(key);
+        blocking(move || {
+            remove_dir_if_present(&layout.parts)?;
+            remove_if_present(&layout.whole)?;
+            remove_if_present(&layout.manifest)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read(&self, key: &ObjectKey, start: u64, len: u64) -> Result<ByteStream, BlobError> {
+        let layout = self.layout(key);
+        let legacy = self.legacy_manifest(key);
+        let files = blocking(move || {
+            let paths = segments(&layout, legacy.as_deref())?.ok_or(BlobError::NotFound)?;
+            open_segments(paths)
+        })
+        .await?;
+        Ok(stream_segments(files, start, len))
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
+        let layout = self.layout(&ObjectKey::file(id));
+        let legacy = self.legacy_manifest(&ObjectKey::file(id));
+        blocking(move || {
+            if let Some(legacy) = &legacy {
+                // An earlier build's join: its parts are named in its list.
+                if let Ok(text) = std::fs::read_to_string(legacy) {
+                    for p in text.lines().filter(|l| !l.is_empty()) {
+                        remove_if_present(&layout.whole.with_extension(format!("part-{p}")))?;
+                    }
+                }
+                remove_if_present(legacy)?;
+            }
+            remove_if_present(&layout.whole)?;
+            remove_if_present(&layout.manifest)?;
+            remove_dir_if_present(&layout.transfer)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn available_space(&self) -> Result<Option<u64>, BlobError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || free_bytes(&root).map(Some))
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-            .map_err(BlobError::Io)
+        blocking(move || Ok(free_bytes(&root).map(Some)?)).await
     }
 
     async fn check(&self) -> Result<(), BlobError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|_| ()))
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-            .map_err(BlobError::Io)
+        blocking(move || Ok(std::fs::metadata(&root).map(|_| ())?)).await
     }
+}
+
+impl LocalBlobStore {
+    /// The list an earlier build wrote for a joined file (transfers' files only).
+    fn legacy_manifest(&self, key: &ObjectKey) -> Option<PathBuf> {
+        key.piece.is_none().then(|| {
+            let (dir, name) = self.dir(key.id);
+            dir.join(format!("{name}.parts"))
+        })
+    }
+}
+
+fn total_len(paths: &[PathBuf]) -> Result<u64, BlobError> {
+    let mut total = 0;
+    for path in paths {
+        total += std::fs::metadata(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BlobError::NotFound,
+                _ => BlobError::Io(e),
+            })?
+            .len();
+    }
+    Ok(total)
 }
 
 fn free_bytes(path: &Path) -> std::io::Result<u64> {

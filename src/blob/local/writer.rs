@@ -1,9 +1,10 @@
-//! The writer of one upload: a blocking thread that receives whole batches, writes them with vectored
-//! writes, starts writeback early and syncs at commit points.
+//! The writer of one upload's parts: a blocking thread that receives whole batches, writes them with
+//! vectored writes into the part being written, starts writeback early, and seals a part (synced,
+//! then renamed from its `.tmp` name to its own) at each sync and at the commit.
 
-use super::sync_dir;
+use super::{make_private, part_file, private_file, remove_if_present, sync_dir};
 use async_trait::async_trait;
-use broker_actors::ports::{Batch, BlobError, BlobWriter};
+use broker_actors::ports::{Batch, BlobError, BlobWriter, PartName};
 use broker_actors::upload::{lower_thread_priority, spawn_thread};
 use bytes::Bytes;
 use std::io::Write;
@@ -16,8 +17,10 @@ const WRITE_QUEUE: usize = 4;
 /// What the writer thread is asked to do, in order.
 enum WriteCommand {
     Append(Batch),
-    /// Make everything appended so far durable, then answer.
+    /// Seal everything appended so far as a part, then answer.
     Sync(tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    /// Seal the rest and stop.
+    Commit,
     /// Stop keeping the written pages cached.
     DropBehind,
 }
@@ -34,67 +37,88 @@ struct LocalWriter {
 /// far less CPU than growing the cache: measured ~0.70 -> ~0.88 of the MD5 ceiling on 2 cores).
 /// Small windows also keep each resumable-upload PATCH's final sync short (most of its bytes are on
 /// their way to disk before its body ends: 8 MiB PATCHes went from ~0.55 to ~0.7 of a single binary
-/// upload). Files smaller than two windows stay cached.
+/// upload). Parts smaller than two windows stay cached.
 const WRITEBACK_WINDOW: u64 = 2 << 20;
 
-/// Starts the writer thread of a file positioned at `base` (where this writer's bytes begin).
-/// `keep_cached`: leave the written pages in the page cache (a part of a concatenated upload, which
-/// the in-order hasher reads back right behind the writer); writeback still starts every window.
+/// Starts the writer thread of parts in `dir` from byte `start` under the grant `token`.
+/// `keep_cached`: leave the written pages in the page cache (a piece of a concatenated upload, which
+/// the in-order hasher reads back once it completes); writeback still starts every window.
 pub(super) fn start_writer(
-    file: std::fs::File,
     dir: PathBuf,
-    base: u64,
+    start: u64,
+    token: u64,
     keep_cached: bool,
-) -> Box<dyn BlobWriter> {
+) -> std::io::Result<Box<dyn BlobWriter>> {
     let (tx, rx) = mpsc::channel::<WriteCommand>(WRITE_QUEUE);
     let writer = spawn_thread("blob-writer", move || {
         lower_thread_priority();
-        write_batches(file, &dir, base, keep_cached, rx)
+        write_parts(&dir, start, token, keep_cached, rx)
     });
-    Box::new(LocalWriter {
+    Ok(Box::new(LocalWriter {
         tx: Some(tx),
         writer,
-    })
+    }))
 }
 
-fn write_batches(
+/// The part being written.
+struct OpenPart {
     file: std::fs::File,
-    dir: &Path,
-    base: u64,
-    mut keep_cached: bool,
-    mut rx: mpsc::Receiver<WriteCommand>,
-) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let mut file = file;
-    let mut written = 0u64;
-    let mut flushed = 0u64;
-    while let Some(command) = rx.blocking_recv() {
-        let batch = match command {
-            WriteCommand::Append(batch) => batch,
-            WriteCommand::Sync(reply) => {
-                let _ = reply.send(file.sync_data());
-                continue;
-            }
-            WriteCommand::DropBehind => {
-                keep_cached = false;
-                continue;
-            }
-        };
-        written += write_all_vectored(&mut file, &batch)?;
-        while written - flushed >= WRITEBACK_WINDOW {
-            let fd = file.as_raw_fd();
-            // SAFETY: fd is an open file descriptor owned by `file`; the ranges lie within it.
+    temp: PathBuf,
+    name: PartName,
+    written: u64,
+    flushed: u64,
+}
+
+impl OpenPart {
+    fn open(dir: &Path, start: u64, token: u64) -> std::io::Result<OpenPart> {
+        let name = PartName { start, token };
+        let temp = dir.join(format!("{}.tmp", part_file(name)));
+        let file = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        make_private(&file)?;
+        Ok(OpenPart {
+            file,
+            temp,
+            name,
+            written: 0,
+            flushed: 0,
+        })
+    }
+
+    /// Makes the part durable under its own name; returns its length.
+    fn seal(self, dir: &Path) -> std::io::Result<u64> {
+        if self.written == 0 {
+            remove_if_present(&self.temp)?;
+            return Ok(0);
+        }
+        self.file.sync_data()?;
+        std::fs::rename(&self.temp, dir.join(part_file(self.name)))?;
+        sync_dir(dir)?;
+        Ok(self.written)
+    }
+
+    fn write(&mut self, batch: &[Bytes], keep_cached: bool) -> std::io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let n = write_all_vectored(&mut self.file, batch)?;
+        self.written += n;
+        while self.written - self.flushed >= WRITEBACK_WINDOW {
+            let fd = self.file.as_raw_fd();
+            let flushed = self.flushed;
+            // SAFETY: fd is an open file descriptor owned by `self.file`; the ranges lie within it.
             unsafe {
                 libc::sync_file_range(
                     fd,
-                    (base + flushed) as i64,
+                    flushed as i64,
                     WRITEBACK_WINDOW as i64,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
                 if flushed >= WRITEBACK_WINDOW && !keep_cached {
                     libc::sync_file_range(
                         fd,
-                        (base + flushed - WRITEBACK_WINDOW) as i64,
+                        (flushed - WRITEBACK_WINDOW) as i64,
                         WRITEBACK_WINDOW as i64,
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
@@ -102,18 +126,60 @@ fn write_batches(
                     );
                     libc::posix_fadvise(
                         fd,
-                        (base + flushed - WRITEBACK_WINDOW) as i64,
+                        (flushed - WRITEBACK_WINDOW) as i64,
                         WRITEBACK_WINDOW as i64,
                         libc::POSIX_FADV_DONTNEED,
                     );
                 }
             }
-            flushed += WRITEBACK_WINDOW;
+            self.flushed += WRITEBACK_WINDOW;
+        }
+        Ok(n)
+    }
+}
+
+fn write_parts(
+    dir: &Path,
+    start: u64,
+    token: u64,
+    mut keep_cached: bool,
+    mut rx: mpsc::Receiver<WriteCommand>,
+) -> std::io::Result<u64> {
+    let mut part = OpenPart::open(dir, start, token)?;
+    let mut total = 0u64;
+    while let Some(command) = rx.blocking_recv() {
+        match command {
+            WriteCommand::Append(batch) => total += part.write(&batch, keep_cached)?,
+            WriteCommand::Sync(reply) => {
+                if part.written == 0 {
+                    let _ = reply.send(Ok(()));
+                    continue;
+                }
+                let next = part.name.start + part.written;
+                let sealed = part
+                    .seal(dir)
+                    .and_then(|_| OpenPart::open(dir, next, token));
+                match sealed {
+                    Ok(open) => {
+                        part = open;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                }
+            }
+            WriteCommand::Commit => {
+                part.seal(dir)?;
+                return Ok(total);
+            }
+            WriteCommand::DropBehind => keep_cached = false,
         }
     }
-    file.sync_data()?;
-    sync_dir(dir)?;
-    Ok(written)
+    // Dropped without a commit: what was not sealed was never acknowledged.
+    remove_if_present(&part.temp)?;
+    Err(std::io::Error::other("the writer was dropped"))
 }
 
 /// Writes a batch of chunks with as few syscalls as the kernel allows (one `writev` per ~1024 chunks).
@@ -203,10 +269,14 @@ impl BlobWriter for LocalWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64, BlobError> {
-        self.tx = None;
+        let sent = match self.tx.take() {
+            Some(tx) => tx.send(WriteCommand::Commit).await.is_ok(),
+            None => false,
+        };
         match (&mut self.writer).await {
-            Ok(result) => result.map_err(BlobError::Io),
-            Err(_) => Err(BlobError::Io(std::io::Error::other(
+            Ok(result) if sent => result.map_err(BlobError::Io),
+            Ok(Err(e)) => Err(BlobError::Io(e)),
+            _ => Err(BlobError::Io(std::io::Error::other(
                 "the writer thread failed",
             ))),
         }

@@ -24,7 +24,7 @@ impl UploadSessions for SqliteStore {
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO tus_uploads (file_transfer_id, part, length, \"offset\", updated) VALUES (?, ?, ?, 0, ?)
-                 ON CONFLICT(file_transfer_id, part) DO UPDATE SET length = excluded.length, \"offset\" = 0, hash_state = NULL, updated = excluded.updated",
+                 ON CONFLICT(file_transfer_id, part) DO UPDATE SET length = excluded.length, \"offset\" = 0, hash_state = NULL, staged = NULL, updated = excluded.updated",
             )
             .and_then(|mut s| s.execute(params![id.to_string(), part, length.map(|l| l as i64), at]))
             .map_err(failure)?;
@@ -36,7 +36,7 @@ impl UploadSessions for SqliteStore {
     async fn get(&self, id: Uuid, part: &str) -> Result<Option<SessionRow>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT length, \"offset\", joined, hash_state FROM tus_uploads WHERE file_transfer_id = ? AND part = ?",
+                "SELECT length, \"offset\", joined, hash_state, staged FROM tus_uploads WHERE file_transfer_id = ? AND part = ?",
             )
             .and_then(|mut s| {
                 s.query_row(params![id.to_string(), part], |r| {
@@ -45,6 +45,7 @@ impl UploadSessions for SqliteStore {
                         offset: r.get::<_, i64>(1)? as u64,
                         joined: r.get::<_, i64>(2)? != 0,
                         hash_state: r.get(3)?,
+                        staged: r.get(4)?,
                     })
                 })
                 .optional()
@@ -58,10 +59,11 @@ impl UploadSessions for SqliteStore {
         let part = part.to_string();
         let (from, to, length, fence) = (step.from, step.to, step.length, step.fence);
         let hash_state = step.hash_state.map(<[u8]>::to_vec);
+        let staged = step.staged.map(<[u8]>::to_vec);
         self.write(move |conn| {
             let advanced = conn
                 .prepare_cached(
-                    "UPDATE tus_uploads SET \"offset\" = ?1, length = COALESCE(length, ?2), updated = ?3, hash_state = ?8
+                    "UPDATE tus_uploads SET \"offset\" = ?1, length = COALESCE(length, ?2), updated = ?3, hash_state = ?8, staged = ?9
                      WHERE file_transfer_id = ?4 AND part = ?5 AND \"offset\" = ?6
                        AND (?7 IS NULL OR EXISTS (SELECT 1 FROM upload_leases l
                             WHERE l.file_transfer_id = ?4 AND l.part = ?5 AND l.token = ?7))",
@@ -75,7 +77,8 @@ impl UploadSessions for SqliteStore {
                         part,
                         from as i64,
                         fence.map(|t| t as i64),
-                        hash_state
+                        hash_state,
+                        staged
                     ])
                 })
                 .map_err(failure)?;
@@ -223,7 +226,7 @@ impl UploadSessions for SqliteStore {
             conn.prepare_cached(
                 "INSERT INTO tus_uploads (file_transfer_id, part, length, \"offset\", updated, joined) VALUES (?1, '', ?2, ?2, ?3, 1)
                  ON CONFLICT(file_transfer_id, part) DO UPDATE SET length = excluded.length, \"offset\" = excluded.\"offset\",
-                    updated = excluded.updated, joined = 1, hash_state = NULL",
+                    updated = excluded.updated, joined = 1, hash_state = NULL, staged = NULL",
             )
             .and_then(|mut s| s.execute(params![id.to_string(), size as i64, at]))
             .map_err(failure)?;
