@@ -7,6 +7,19 @@
 //! holder that lost its lease can never touch bytes a newer holder acknowledged. When every byte is
 //! acknowledged, the parts that make the object are chosen ([`chain`]: at each byte, the part of the
 //! newest grant) and the object is completed from them; only a completed object is read.
+//!
+//! Object stores demand more of parts (S3: every part but the last at least 5 MiB, at most 10,000);
+//! their rules are [`PartRules`], and the upload logic keeps them so that their adapters need none:
+//! - a tus PATCH that ends before the upload does, in a part smaller than the store's minimum, keeps
+//!   that part's bytes with the offset in the upload's session (`staged`, one conditional write); the
+//!   next PATCH writes them again at the head of its own first part, which begins at the same byte
+//!   under a newer grant and so supersedes the small one. At most one part's worth of bytes per upload
+//!   sits in the database, and only on stores with a minimum;
+//! - parts grow with the file: none but the last is smaller than max(the store's minimum, the longest
+//!   the file may grow / the most parts), and a long PATCH seals a part every max(64 MiB, that floor),
+//!   so no file needs more parts than the store allows;
+//! - pieces of a concatenated upload too small to be parts are copied into the file rather than
+//!   composed.
 
 use async_trait::async_trait;
 use bytes::Bytes;
