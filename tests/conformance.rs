@@ -115,6 +115,115 @@ async fn the_local_disk_keeps_the_blob_rules() {
     blob_store_suite(&blobs).await;
 }
 
+#[tokio::test]
+async fn the_local_disk_goes_on_with_the_uploads_and_files_an_earlier_build_left() {
+    use broker_actors::ports::{complete_object, BlobStore, ObjectKey};
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = LocalBlobStore::open(dir.path()).unwrap();
+    let place = |id: uuid::Uuid| {
+        let name = id.simple().to_string();
+        let here = dir.path().join("blobs").join(&name[..2]);
+        std::fs::create_dir_all(&here).unwrap();
+        (here, name)
+    };
+    let read = |key: ObjectKey, len: u64| {
+        let blobs = &blobs;
+        async move {
+            let mut stream = blobs.read(&key, 0, len).await.expect("the file reads");
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.unwrap());
+            }
+            out
+        }
+    };
+    let write = |key: ObjectKey, start: u64, bytes: &'static [u8]| {
+        let blobs = &blobs;
+        async move {
+            let mut writer = blobs.write_parts(&key, start, 9).await.unwrap();
+            writer
+                .append(Arc::new(vec![Bytes::from_static(bytes)]))
+                .await
+                .unwrap();
+            writer.commit().await.unwrap();
+        }
+    };
+
+    // A tus upload written in place: 60 bytes acknowledged, 20 more that never were.
+    let id = uuid::Uuid::new_v4();
+    let (here, name) = place(id);
+    let old: Vec<u8> = (0..80u8).collect();
+    std::fs::write(here.join(&name), &old).unwrap();
+    write(
+        ObjectKey::file(id),
+        60,
+        b"the rest, forty bytes long, sent anew!!!",
+    )
+    .await;
+    complete_object(&blobs, &ObjectKey::file(id), 100)
+        .await
+        .expect("the earlier bytes and the new make the file");
+    let mut expected = old[..60].to_vec();
+    expected.extend_from_slice(b"the rest, forty bytes long, sent anew!!!");
+    assert_eq!(read(ObjectKey::file(id), 100).await, expected);
+
+    // Pieces: one stored complete, one still being written (its last 15 bytes never acknowledged).
+    let joined = uuid::Uuid::new_v4();
+    let (here, name) = place(joined);
+    std::fs::write(here.join(format!("{name}.part-a")), b"complete piece;").unwrap();
+    std::fs::write(
+        here.join(format!("{name}.part-b")),
+        b"half of it|unacknowledged",
+    )
+    .unwrap();
+    complete_object(&blobs, &ObjectKey::piece(joined, "a"), 15)
+        .await
+        .expect("a complete piece of an earlier build completes");
+    write(ObjectKey::piece(joined, "b"), 10, b" and the rest").await;
+    complete_object(&blobs, &ObjectKey::piece(joined, "b"), 23)
+        .await
+        .unwrap();
+    let total = blobs
+        .compose(joined, &["a".to_string(), "b".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        read(ObjectKey::file(joined), total).await,
+        b"complete piece;half of it and the rest"
+    );
+
+    // A file joined from parts by an earlier build, and one it completed whole.
+    let listed = uuid::Uuid::new_v4();
+    let (here, name) = place(listed);
+    std::fs::write(here.join(format!("{name}.part-x")), b"hello ").unwrap();
+    std::fs::write(here.join(format!("{name}.part-y")), b"world").unwrap();
+    std::fs::write(here.join(format!("{name}.parts")), "x\ny\n").unwrap();
+    assert_eq!(
+        blobs.completed_len(&ObjectKey::file(listed)).await.unwrap(),
+        Some(11)
+    );
+    assert_eq!(read(ObjectKey::file(listed), 11).await, b"hello world");
+    blobs.delete(listed).await.unwrap();
+    assert!(
+        std::fs::read_dir(&here).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&name)),
+        "its parts and list are removed with it"
+    );
+    let whole = uuid::Uuid::new_v4();
+    let (here, name) = place(whole);
+    std::fs::write(here.join(&name), b"published earlier").unwrap();
+    assert_eq!(
+        read(ObjectKey::file(whole), 100).await,
+        b"published earlier"
+    );
+}
+
 mod inline_files {
     use super::*;
     use broker::blob::inline::InlineBlobStore;

@@ -65,8 +65,13 @@ impl Broker {
         let lease = self.lifecycle().begin_upload(id).await?;
         // A binary upload starts the file over: a resumable upload begun earlier no longer applies.
         self.ports().sessions.remove(id, "").await?;
-        self.drop_part_hashing(id);
         let key = ObjectKey::file(id);
+        // What an earlier attempt stored goes too (even a file it completed before the broker
+        // stopped short of publishing it).
+        if let Err(e) = self.ports().blobs.abort(&key).await {
+            return Err(fail_storage(lease, e).await);
+        }
+        self.drop_part_hashing(id);
         let writer = match self.ports().blobs.write_whole(&key, lease.token()).await {
             Ok(w) => w,
             Err(e) => return Err(fail_storage(lease, e).await),

@@ -255,3 +255,46 @@ async fn a_hash_state_in_an_unknown_format_is_rebuilt_by_reading_the_stored_pref
     );
     assert_eq!(view.sha256, Some(hex(&sha2::Sha256::digest(&bytes))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_retried_after_a_stop_between_storing_its_file_and_publishing_it_replaces_the_file(
+) {
+    use crate::ports::{complete_object, BlobStore, ObjectKey};
+    for resumable in [false, true] {
+        let s = setup().await;
+        let id = s.initialize(None).await;
+        // The stop: the earlier attempt's file is complete in the store, the transfer UploadStarted.
+        let lease = s.broker.lifecycle().begin_upload(id).await.unwrap();
+        let file = ObjectKey::file(id);
+        let mut writer = s.blobs.write_whole(&file, lease.token()).await.unwrap();
+        let earlier = bytes::Bytes::from_static(b"the earlier attempt");
+        writer
+            .append(std::sync::Arc::new(vec![earlier]))
+            .await
+            .unwrap();
+        let size = writer.commit().await.unwrap();
+        complete_object(&s.blobs, &file, size).await.unwrap();
+        // The process dies: nothing of it runs again, and its lease runs out.
+        std::mem::forget(lease);
+        s.clock.advance(chrono::Duration::minutes(1));
+        let restarted = s.restart();
+        let bytes = content(50_000, 3);
+        if resumable {
+            restarted.upload_part_of(id, bytes.len(), &bytes).await;
+        } else {
+            let body =
+                futures::stream::iter(vec![Ok::<_, String>(bytes::Bytes::from(bytes.clone()))]);
+            restarted
+                .broker
+                .upload(&restarted.sender, id, Some(bytes.len() as u64), body)
+                .await
+                .unwrap();
+        }
+        let view = published(&restarted, id).await;
+        assert_eq!(
+            view.sha256,
+            Some(hex(&sha2::Sha256::digest(&bytes))),
+            "the retried upload's bytes are the file (resumable: {resumable})"
+        );
+    }
+}

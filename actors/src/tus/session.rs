@@ -59,6 +59,12 @@ impl Broker {
         }
         // Claim the slot (this records UploadStarted) and let it go: the PATCHes write the parts.
         let lease = self.lifecycle().begin_upload(view.id).await?;
+        // A new upload starts the file over: what an earlier attempt stored (even a file it completed
+        // before the broker stopped short of publishing it) no longer applies.
+        let file = crate::ports::ObjectKey::file(view.id);
+        if let Err(e) = self.ports().blobs.abort(&file).await {
+            return Err(crate::binary_upload::fail_storage(lease, e).await);
+        }
         self.ports()
             .sessions
             .create(view.id, "", length, self.now())

@@ -298,14 +298,22 @@ impl BlobStore for LocalBlobStore {
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
         let layout = self.layout(key);
         let parts = layout.parts.clone();
+        let legacy = self.legacy_upload(key);
+        let piece = key.piece.is_some();
         blocking(move || {
-            if segments(&layout, None)?.is_some() {
-                return Err(BlobError::Refused("the object is completed".into()));
-            }
+            // This build makes the transfer's directory before it writes any part, so a file in the
+            // transfer's place without one is an upload an earlier build was writing in place.
+            let earlier = piece || (legacy.exists() && !layout.transfer.exists());
             if !parts.exists() {
                 ensure_dir(&layout.dir)?;
                 ensure_dir(&layout.transfer)?;
                 ensure_dir(&parts)?;
+            }
+            if earlier {
+                adopt_legacy_upload(&legacy, &parts, Some(start))?;
+            }
+            if segments(&layout, None)?.is_some() {
+                return Err(BlobError::Refused("the object is completed".into()));
             }
             Ok(())
         })
@@ -318,7 +326,16 @@ impl BlobStore for LocalBlobStore {
     async fn list_parts(&self, key: &ObjectKey) -> Result<Vec<StoredPart>, BlobError> {
         let layout = self.layout(key);
         let legacy = self.legacy_manifest(key);
+        // A piece an earlier build stored (complete, waiting for its final) becomes its first part.
+        let legacy_piece = key.piece.is_some().then(|| self.legacy_upload(key));
         blocking(move || {
+            if let Some(legacy_piece) = &legacy_piece {
+                if legacy_piece.exists() {
+                    ensure_dir(&layout.transfer)?;
+                    ensure_dir(&layout.parts)?;
+                    adopt_legacy_upload(legacy_piece, &layout.parts, None)?;
+                }
+            }
             // A completed object's segments may still sit among its parts: they are its, not parts.
             if segments(&layout, legacy.as_deref())?.is_some() {
                 return Ok(vec![]);
@@ -375,7 +392,7 @@ impl BlobStore for LocalBlobStore {
                 }
                 [] => {
                     ensure_dir(&layout.dir)?;
-                    ensure_dir(layout.whole.parent().expect("blob paths have a parent"))?;
+                    ensure_dir(&layout.transfer)?;
                     let f = private_file()
                         .write(true)
                         .create(true)
@@ -490,7 +507,52 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
+/// Makes an upload an earlier build wrote in place (at `legacy`) the first part of the upload in
+/// `parts`, named by token 0 (older than any grant): cut to `acknowledged` bytes when a writer goes on
+/// from there (what lay past it was never acknowledged, as that build cut it off too).
+fn adopt_legacy_upload(
+    legacy: &Path,
+    parts: &Path,
+    acknowledged: Option<u64>,
+) -> Result<(), BlobError> {
+    let adopted = parts.join(part_file(PartName { start: 0, token: 0 }));
+    if legacy.exists() {
+        std::fs::rename(legacy, &adopted)?;
+        sync_dir(parts)?;
+        sync_dir(legacy.parent().expect("blob paths have a parent"))?;
+    }
+    let Some(acknowledged) = acknowledged.filter(|a| *a > 0) else {
+        return Ok(());
+    };
+    let len = match std::fs::metadata(&adopted) {
+        Ok(meta) => meta.len(),
+        Err(_) => return Ok(()),
+    };
+    if len < acknowledged {
+        return Err(BlobError::Refused(format!(
+            "the stored upload is shorter than the {acknowledged} bytes acknowledged"
+        )));
+    }
+    if len > acknowledged {
+        let file = std::fs::OpenOptions::new().write(true).open(&adopted)?;
+        file.set_len(acknowledged)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
 impl LocalBlobStore {
+    /// Where an earlier build wrote an upload in progress: the transfer's file itself (told from a
+    /// completed file by the transfer's directory, which this build always makes first), or a part
+    /// file beside it.
+    fn legacy_upload(&self, key: &ObjectKey) -> PathBuf {
+        let (dir, name) = self.dir(key.id);
+        match &key.piece {
+            None => dir.join(&name),
+            Some(piece) => dir.join(format!("{name}.part-{piece}")),
+        }
+    }
+
     /// The list an earlier build wrote for a joined file (transfers' files only).
     fn legacy_manifest(&self, key: &ObjectKey) -> Option<PathBuf> {
         key.piece.is_none().then(|| {
