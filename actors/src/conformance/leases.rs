@@ -17,6 +17,7 @@ pub async fn leases_suite(leases: &dyn Leases, ttl_ms: u64, pass: PassTime<'_>) 
     a_renewed_grant_outlives_its_first_expiry(leases, ttl_ms, pass).await;
     a_holder_asked_to_stop_learns_it_when_it_renews(leases, ttl_ms).await;
     a_released_grant_frees_the_upload_and_a_stale_release_frees_nothing(leases, ttl_ms).await;
+    grants_expired_long_ago_are_forgotten_and_no_other(leases, ttl_ms, pass).await;
 }
 
 fn granted(acquired: Acquired) -> u64 {
@@ -110,6 +111,44 @@ async fn an_expired_grant_is_taken_over_and_its_token_is_fenced_off(
     assert!(
         leases.is_current(id, "", fresh).await.unwrap(),
         "a stale holder's release leaves the new grant"
+    );
+}
+
+async fn grants_expired_long_ago_are_forgotten_and_no_other(
+    leases: &dyn Leases,
+    ttl_ms: u64,
+    pass: PassTime<'_>,
+) {
+    let (old, recent, alive) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let old_token = granted(leases.acquire(old, "", "node-a", ttl_ms).await.unwrap());
+    pass(ttl_ms * 2).await;
+    // `old` expired a whole time to live ago; `recent` expires now; `alive` lives on.
+    let recent_token = granted(leases.acquire(recent, "", "node-a", 1).await.unwrap());
+    granted(
+        leases
+            .acquire(alive, "", "node-a", ttl_ms * 10)
+            .await
+            .unwrap(),
+    );
+    pass(ttl_ms / 4).await;
+    assert!(leases.forget_expired(ttl_ms / 2).await.unwrap() >= 1);
+    assert!(
+        !leases.is_current(old, "", old_token).await.unwrap(),
+        "a grant expired longer ago than asked is forgotten"
+    );
+    assert!(
+        leases.is_current(recent, "", recent_token).await.unwrap(),
+        "one expired more recently is kept"
+    );
+    assert_eq!(
+        leases.holder(alive, "").await.unwrap().as_deref(),
+        Some("node-a"),
+        "a live grant is kept"
+    );
+    let again = granted(leases.acquire(old, "", "node-b", ttl_ms).await.unwrap());
+    assert!(
+        again > old_token,
+        "tokens still grow after a grant is forgotten"
     );
 }
 

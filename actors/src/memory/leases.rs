@@ -155,4 +155,13 @@ impl Leases for MemoryStore {
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError> {
         Ok(self.lock().leases.is_current(id, part, token))
     }
+
+    async fn forget_expired(&self, expired_for_ms: u64) -> Result<u64, StoreError> {
+        let now = self.store_now();
+        let mut tables = self.lock();
+        let grants = &mut tables.leases.grants;
+        let before = grants.len();
+        grants.retain(|_, held| until(held.expires, expired_for_ms) > now);
+        Ok((before - grants.len()) as u64)
+    }
 }

@@ -68,4 +68,8 @@ pub trait Leases: Send + Sync + 'static {
     async fn holder(&self, id: Uuid, part: &str) -> Result<Option<String>, StoreError>;
     /// Whether `token` is the upload's current grant (alive or expired but not yet replaced).
     async fn is_current(&self, id: Uuid, part: &str, token: u64) -> Result<bool, StoreError>;
+    /// Removes the grants that expired more than `expired_for_ms` milliseconds ago by the store's
+    /// clock (their holders are long gone: a write under one is refused as under a replaced one), so
+    /// claims never taken again (a download window) do not pile up; returns how many.
+    async fn forget_expired(&self, expired_for_ms: u64) -> Result<u64, StoreError>;
 }

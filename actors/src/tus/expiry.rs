@@ -6,6 +6,9 @@ use crate::Broker;
 use broker_protocol::time::Timestamp;
 use uuid::Uuid;
 
+/// How long after its expiry a lease is forgotten: a holder silent for a day is gone.
+const FORGET_EXPIRED_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The one job that sweeps expired resumable uploads.
 fn tus_sweep() -> crate::ports::JobKey {
     crate::ports::JobKey::new(crate::ports::JobKind::TusExpiry, "sweep")
@@ -22,6 +25,10 @@ impl Broker {
     pub(crate) async fn run_tus_sweep(&self) -> crate::error::Result<()> {
         self.sweep_expired_uploads().await;
         self.recover_unverified_uploads().await;
+        // Claims nobody takes again (a recipient's download window) would otherwise stay forever.
+        if let Err(e) = self.ports().leases.forget_expired(FORGET_EXPIRED_MS).await {
+            tracing::warn!(error = %e, "cannot forget long-expired leases");
+        }
         let next = self.now() + self.settings().tus_sweep_interval;
         self.schedule_job(&tus_sweep(), next).await
     }

@@ -147,4 +147,17 @@ impl Leases for SqliteStore {
             .map_err(failure)
         })
     }
+
+    async fn forget_expired(&self, expired_for_ms: u64) -> Result<u64, StoreError> {
+        let grace_us = i64::try_from(expired_for_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "DELETE FROM upload_leases WHERE expires_us < {NOW_US} - ?"
+            ))
+            .and_then(|mut s| s.execute([grace_us]))
+            .map(|n| n as u64)
+            .map_err(failure)
+        })
+        .await
+    }
 }
