@@ -1,5 +1,6 @@
-//! Signals within one process: what the in-memory and the embedded (SQLite) deployments need, whose
-//! nodes are one process. A store shared by processes brings its own (PostgreSQL's LISTEN/NOTIFY).
+//! The signals port's adapter within one process: what the in-memory and the embedded (SQLite)
+//! deployments need, whose nodes are one process (so its listener map is the adapter's state, not a
+//! registry of transfers). A store shared by processes brings its own (PostgreSQL's LISTEN/NOTIFY).
 
 use crate::ports::signals::{Signals, Wakeup};
 use async_trait::async_trait;

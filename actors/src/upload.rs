@@ -141,11 +141,9 @@ where
                     writer.drop_behind();
                     dropping_behind = true;
                 }
-            }
-            hashing.feed(&full).await;
-            if let Some(cp) = checkpoint.as_deref_mut() {
                 cp.stored(&full);
             }
+            hashing.feed(&full).await;
             writer.append(full).await?;
             if let Some(cp) = checkpoint.as_deref_mut() {
                 let interval = cp.interval();

@@ -110,19 +110,9 @@ fn sqlite_commit(c: &mut Criterion) {
             .await
             .unwrap();
         let change = |expected, version, status, file| TransferChange {
-            id,
-            expected_status: expected,
-            expected_version: version,
-            at: chrono::Utc::now(),
             new_status: Some((status, None)),
             stored_file: file,
-            recipient_rows: vec![],
-            events: vec![],
-            jobs: vec![],
-            cancelled_jobs: vec![],
-            vendor: None,
-            ends_lease: None,
-            begins_lease: None,
+            ..TransferChange::new(id, expected, version, chrono::Utc::now())
         };
         store
             .commit_change(change(
@@ -158,22 +148,16 @@ fn sqlite_commit(c: &mut Criterion) {
             version += 1;
             runtime
                 .block_on(store.commit_change(TransferChange {
-                    id,
-                    expected_status: FileTransferStatus::Published,
-                    expected_version: version - 1,
-                    at: chrono::Utc::now(),
-                    new_status: None,
-                    stored_file: None,
                     recipient_rows: vec![(
                         "0192:222222222".into(),
                         RecipientStatus::DownloadStarted,
                     )],
-                    events: vec![],
-                    jobs: vec![],
-                    cancelled_jobs: vec![],
-                    vendor: None,
-                    ends_lease: None,
-                    begins_lease: None,
+                    ..TransferChange::new(
+                        id,
+                        FileTransferStatus::Published,
+                        version - 1,
+                        chrono::Utc::now(),
+                    )
                 }))
                 .unwrap()
         })

@@ -333,6 +333,29 @@ async fn initialized(broker: &Broker) -> Uuid {
         .unwrap()
 }
 
+/// A new transfer with its resumable upload of `length` bytes created on `broker`.
+async fn resumable(broker: &Broker, length: usize) -> Uuid {
+    let id = initialized(broker).await;
+    broker
+        .tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
+            &caller(OWNER),
+            id,
+            Some(length as u64),
+            None,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// `len` bytes counting up modulo `modulus`.
+fn cycling(len: u32, modulus: u32) -> Bytes {
+    (0..len)
+        .map(|i| (i % modulus) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 async fn downloaded(broker: &Broker, id: Uuid) -> Vec<u8> {
     use futures::TryStreamExt;
     let download = broker.open_download(&caller(FIRST), id).await.unwrap();
@@ -356,18 +379,9 @@ async fn b_takes_over_the_expired_lease_of_a_frozen_node_whose_late_writes_are_r
     use crate::ports::leases::Acquired;
     use crate::ports::upload_sessions::Advance;
     use crate::ports::ObjectKey;
-    let content: Bytes = (0..300_000u32)
-        .map(|i| (i % 241) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+    let content = cycling(300_000, 241);
     let sender = caller(OWNER);
-    let id = initialized(b).await;
-    let length = Some(content.len() as u64);
-    b.tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
-        &sender, id, length, None,
-    )
-    .await
-    .unwrap();
+    let id = resumable(b, content.len()).await;
     let Acquired::Granted(frozen) = ports
         .leases
         .acquire(id, "", "frozen-node", 200)
@@ -426,20 +440,11 @@ async fn a_request_on_b_stops_a_patch_running_on_a_and_goes_on_from_its_durable_
     a: &Broker,
     b: &Broker,
 ) {
-    let content: Bytes = (0..300_000u32)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+    let content = cycling(300_000, 251);
     let split = 100_000;
     let sender = caller(OWNER);
     for head_first in [true, false] {
-        let id = initialized(a).await;
-        let length = Some(content.len() as u64);
-        a.tus_create::<futures::stream::Empty<Result<Bytes, String>>, String>(
-            &sender, id, length, None,
-        )
-        .await
-        .unwrap();
+        let id = resumable(a, content.len()).await;
         let (consumed, handed) = oneshot::channel();
         let on_a = {
             let (a, sender) = (a.clone(), sender.clone());

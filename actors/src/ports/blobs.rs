@@ -211,6 +211,24 @@ pub trait BlobWriter: Send {
     fn drop_behind(&mut self) {}
 }
 
+/// The names of the sealed parts of `key`'s upload that make its first `length` bytes (see
+/// [`chain`]); `None` when the stored parts do not make them.
+pub async fn acknowledged_parts(
+    blobs: &dyn BlobStore,
+    key: &ObjectKey,
+    length: u64,
+) -> Result<Option<Vec<PartName>>, BlobError> {
+    let parts = blobs.list_parts(key).await?;
+    Ok(chain(&parts, length).map(|chosen| chosen.iter().map(|p| p.name).collect()))
+}
+
+/// Why an upload cannot be read or completed: its parts do not make what was acknowledged.
+pub fn parts_missing(length: u64) -> BlobError {
+    BlobError::Refused(format!(
+        "the stored parts do not make the {length} bytes acknowledged"
+    ))
+}
+
 /// Completes `key` from the parts that make its first `length` bytes (see [`chain`]); a completed
 /// object of that length is left as it is.
 pub async fn complete_object(
@@ -221,13 +239,9 @@ pub async fn complete_object(
     if blobs.completed_len(key).await? == Some(length) {
         return Ok(());
     }
-    let parts = blobs.list_parts(key).await?;
-    let chosen = chain(&parts, length).ok_or_else(|| {
-        BlobError::Refused(format!(
-            "the stored parts do not make the {length} bytes acknowledged"
-        ))
-    })?;
-    let names: Vec<PartName> = chosen.iter().map(|p| p.name).collect();
+    let names = acknowledged_parts(blobs, key, length)
+        .await?
+        .ok_or_else(|| parts_missing(length))?;
     let stored = blobs.complete(key, &names).await?;
     if stored != length {
         return Err(BlobError::Refused(format!(

@@ -4,13 +4,11 @@
 use super::checksum::UploadChecksum;
 use crate::binary_upload::fail_storage;
 use crate::error::{Error, Result, TusRefusal};
-use crate::ports::blobs::chain;
+use crate::ports::blobs::{acknowledged_parts, parts_missing};
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::{Advance, SessionRow};
 use crate::ports::{complete_object, ObjectKey};
-use crate::upload::{
-    hash_stream, stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError,
-};
+use crate::upload::{stream_append, Checkpoint, HashState, HashesAfter, Hashing, StreamError};
 use crate::upload_leases::HeldLease;
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
@@ -232,24 +230,11 @@ impl Broker {
     async fn hash_uploaded(&self, id: Uuid, len: u64) -> Result<HashState> {
         let key = ObjectKey::file(id);
         let blobs = self.ports().blobs.as_ref();
-        let parts = blobs.list_parts(&key).await?;
-        let chosen = chain(&parts, len).ok_or_else(|| {
-            Error::Internal(format!(
-                "the stored parts do not hold the {len} bytes acknowledged"
-            ))
-        })?;
-        let names: Vec<_> = chosen.iter().map(|p| p.name).collect();
+        let names = acknowledged_parts(blobs, &key, len)
+            .await?
+            .ok_or_else(|| parts_missing(len))?;
         let stream = blobs.read_parts(&key, &names, 0, len).await?;
-        let state = hash_stream(stream)
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        if state.len() != len {
-            return Err(Error::Internal(format!(
-                "{} of {len} bytes could be read",
-                state.len()
-            )));
-        }
-        Ok(state)
+        super::verify::hash_exactly(stream, len).await
     }
 
     /// How far apart a PATCH's checkpoints are, and below what size its last part is staged (0: never),
@@ -303,7 +288,7 @@ impl Broker {
             .sessions
             .get(view.id, part.unwrap_or(""))
             .await?;
-        let Some(row) = current.filter(|r| r.offset == row.offset) else {
+        let Some(mut row) = current.filter(|r| r.offset == row.offset) else {
             hold.release().await;
             return Err(TusRefusal::OffsetMoved.into());
         };
@@ -325,9 +310,9 @@ impl Broker {
         // Bytes staged by the PATCH before are written again at the head of this one's first part.
         let staged = row
             .staged
-            .as_deref()
+            .take()
             .filter(|s| !s.is_empty() && s.len() as u64 <= row.offset)
-            .map(|s| -> crate::ports::Batch { Arc::new(vec![Bytes::copy_from_slice(s)]) });
+            .map(|s| -> crate::ports::Batch { Arc::new(vec![Bytes::from(s)]) });
         let start = row.offset - staged.as_ref().map_or(0, |s| s[0].len() as u64);
         let (interval, stage_below) = self.part_sizes(view, &row).await?;
         let opened = async {

@@ -5,9 +5,10 @@
 
 use crate::access::Caller;
 use crate::error::{Error, Result, TusRefusal};
+use crate::ports::blobs::acknowledged_parts;
 use crate::ports::metadata::TransferView;
 use crate::ports::upload_sessions::PartAdmission;
-use crate::ports::{complete_object, ObjectKey};
+use crate::ports::{complete_object, BlobError, ByteStream, ObjectKey};
 use crate::{Broker, UploadLease};
 use broker_protocol::ErrorCode;
 use uuid::Uuid;
@@ -157,13 +158,36 @@ impl Broker {
                 .ok_or_else(|| Error::Internal(format!("the piece {piece} is not completed")))?;
             let mut stream = blobs.read(&key, 0, len).await?;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(crate::ports::BlobError::Io)?;
+                let chunk = chunk.map_err(BlobError::Io)?;
                 writer.append(std::sync::Arc::new(vec![chunk])).await?;
             }
         }
         let size = writer.commit().await?;
         complete_object(blobs, &file, size).await?;
         Ok(size)
+    }
+
+    /// `len` bytes of the piece `part` from `from`: from the completed piece, or from its sealed parts
+    /// while it is not completed (it may complete meanwhile: its parts are then gone into it).
+    pub(crate) async fn read_piece(
+        &self,
+        id: Uuid,
+        part: &str,
+        from: u64,
+        len: u64,
+        completed: bool,
+    ) -> Result<ByteStream> {
+        let key = ObjectKey::piece(id, part);
+        let blobs = self.ports().blobs.as_ref();
+        if !completed {
+            if let Some(names) = acknowledged_parts(blobs, &key, from + len).await? {
+                match blobs.read_parts(&key, &names, from, len).await {
+                    Err(BlobError::NotFound) => {}
+                    read => return Ok(read?),
+                }
+            }
+        }
+        Ok(blobs.read(&key, from, len).await?)
     }
 
     /// Terminates one part: removes its bytes; a PATCH still running on it is stopped first.

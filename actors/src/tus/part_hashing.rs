@@ -17,8 +17,7 @@
 //! reads the joined file back.
 
 use crate::error::{Error, Result};
-use crate::ports::blobs::chain;
-use crate::ports::{Batch, BlobError, ByteStream, ObjectKey};
+use crate::ports::Batch;
 use crate::upload::{stream_append, Discard, HashState, HashesAfter, Hashing, Live};
 use crate::Broker;
 use std::collections::HashMap;
@@ -431,8 +430,8 @@ impl Broker {
                         _ = stopping => return Err(Error::Internal("the broker is stopping".into())),
                     }
                 }
-                Step::Hash(part, durable, completed) => {
-                    let (from, wanted) = (pos.hashed, durable - pos.hashed);
+                Step::Hash(part, upto, completed) => {
+                    let (from, wanted) = (pos.hashed, upto - pos.hashed);
                     let stream = self.read_piece(id, &part, from, wanted, completed).await?;
                     let hashing = pos.hashing.take().expect("the task owns a hashing");
                     let before = hashing.len();
@@ -446,39 +445,12 @@ impl Broker {
                         return Err(Error::Internal(format!("part {part}: a short read")));
                     }
                     pos.hashing = Some(appended.hashing);
-                    pos.hashed = durable;
+                    pos.hashed = upto;
                     drop(pos);
                     tail.pace.notify_waiters();
                 }
             }
         }
-    }
-}
-
-impl Broker {
-    /// `len` bytes of the piece `part` from `from`: from the completed piece, or from its sealed parts
-    /// while it is not completed (it may complete meanwhile: its parts are then gone into it).
-    async fn read_piece(
-        &self,
-        id: Uuid,
-        part: &str,
-        from: u64,
-        len: u64,
-        completed: bool,
-    ) -> Result<ByteStream> {
-        let key = ObjectKey::piece(id, part);
-        let blobs = self.ports().blobs.as_ref();
-        if !completed {
-            let parts = blobs.list_parts(&key).await?;
-            if let Some(chosen) = chain(&parts, from + len) {
-                let names: Vec<_> = chosen.iter().map(|p| p.name).collect();
-                match blobs.read_parts(&key, &names, from, len).await {
-                    Err(BlobError::NotFound) => {}
-                    read => return Ok(read?),
-                }
-            }
-        }
-        Ok(blobs.read(&key, from, len).await?)
     }
 }
 
@@ -500,6 +472,7 @@ enum Step {
     Next,
     /// Nothing new is durable yet.
     Wait,
-    /// Read back the frontier up to this durable offset (from the completed piece, if it is).
+    /// Read back the frontier up to this offset (its length when the piece is completed: read from
+    /// the completed piece; else its durable offset: read from its sealed parts).
     Hash(String, u64, bool),
 }

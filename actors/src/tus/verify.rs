@@ -156,18 +156,18 @@ impl Broker {
                     return Ok(());
                 }
             }
+            // Stopped after the check began: the parts became the file before it did, or become it now.
+            Stage::Verifying if !row.joined => {
+                let file = ObjectKey::file(id);
+                if let Err(e) = complete_object(self.ports().blobs.as_ref(), &file, length).await {
+                    tracing::error!(%id, error = %e, "the stored parts do not make the upload; the transfer fails");
+                    self.lifecycle().fail_verification(id).await?;
+                    return Ok(sessions.remove(id, "").await?);
+                }
+            }
             Stage::Verifying => {}
             // Verified already (the row outlived its use): nothing left to do.
             _ => return Ok(sessions.remove(id, "").await?),
-        }
-        if !row.joined && hashes.is_none() {
-            // Stopped after the check began: the parts became the file before it did, or become it now.
-            let file = ObjectKey::file(id);
-            if let Err(e) = complete_object(self.ports().blobs.as_ref(), &file, length).await {
-                tracing::error!(%id, error = %e, "the stored parts do not make the upload; the transfer fails");
-                self.lifecycle().fail_verification(id).await?;
-                return Ok(sessions.remove(id, "").await?);
-            }
         }
         let hashed_live = match (&hashes, row.joined) {
             (None, true) => self.joined_hashes(id).await.filter(|s| s.len() == length),
@@ -201,15 +201,20 @@ impl Broker {
             .blobs
             .read(&ObjectKey::file(id), 0, len)
             .await?;
-        let state = hash_stream(stream)
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        if state.len() != len {
-            return Err(Error::Internal(format!(
-                "{} of {len} bytes could be read",
-                state.len()
-            )));
-        }
-        Ok(state)
+        hash_exactly(stream, len).await
     }
+}
+
+/// MD5 and SHA-256 of `stream`, which must hold exactly `len` bytes.
+pub(crate) async fn hash_exactly(stream: crate::ports::ByteStream, len: u64) -> Result<HashState> {
+    let state = hash_stream(stream)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if state.len() != len {
+        return Err(Error::Internal(format!(
+            "{} of {len} bytes could be read",
+            state.len()
+        )));
+    }
+    Ok(state)
 }

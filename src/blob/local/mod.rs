@@ -19,32 +19,19 @@ use async_trait::async_trait;
 use broker_actors::ports::{
     BlobError, BlobStore, BlobWriter, ByteStream, ObjectKey, PartName, PartRules, StoredPart,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+mod layout;
 mod reader;
 mod writer;
 
+use layout::{total_len, Layout};
 use reader::read_range;
 use writer::start_writer;
 
 pub struct LocalBlobStore {
     root: PathBuf,
-}
-
-/// Where one object's bytes are, relative to its transfer's directory of the blob root.
-struct Layout {
-    /// `<root>/<xx>`: segment paths in manifests are relative to it.
-    dir: PathBuf,
-    /// The completed object as one file.
-    whole: PathBuf,
-    /// The completed object as a list of segments.
-    manifest: PathBuf,
-    /// The sealed parts of its upload.
-    parts: PathBuf,
-    /// The transfer's own directory (`<id>.d`).
-    transfer: PathBuf,
 }
 
 impl LocalBlobStore {
@@ -56,47 +43,9 @@ impl LocalBlobStore {
         Ok(LocalBlobStore { root })
     }
 
-    fn dir(&self, id: Uuid) -> (PathBuf, String) {
-        let name = id.simple().to_string();
-        (self.root.join(&name[..2]), name)
-    }
-
     fn layout(&self, key: &ObjectKey) -> Layout {
-        let (dir, name) = self.dir(key.id);
-        let transfer = dir.join(format!("{name}.d"));
-        match &key.piece {
-            None => Layout {
-                whole: dir.join(&name),
-                manifest: dir.join(format!("{name}.manifest")),
-                parts: transfer.join("file"),
-                transfer,
-                dir,
-            },
-            Some(piece) => Layout {
-                whole: transfer.join(format!("piece-{piece}.done")),
-                manifest: transfer.join(format!("piece-{piece}.manifest")),
-                parts: transfer.join(format!("piece-{piece}")),
-                transfer,
-                dir,
-            },
-        }
+        Layout::of(&self.root, key)
     }
-}
-
-/// A part's file name: its first byte and its grant's token, in fixed-width hex.
-fn part_file(name: PartName) -> String {
-    format!("{:016x}-{:016x}", name.start, name.token)
-}
-
-fn parse_part_file(file: &str) -> Option<PartName> {
-    let (start, token) = file.split_once('-')?;
-    if start.len() != 16 || token.len() != 16 {
-        return None;
-    }
-    Some(PartName {
-        start: u64::from_str_radix(start, 16).ok()?,
-        token: u64::from_str_radix(token, 16).ok()?,
-    })
 }
 
 fn blocking_error(e: tokio::task::JoinError) -> BlobError {
@@ -109,38 +58,6 @@ async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(blocking_error)?
-}
-
-/// The segments of a completed object, in order (none: not completed). A legacy join lists piece
-/// names of the transfer's file.
-fn segments(layout: &Layout, legacy: Option<&Path>) -> Result<Option<Vec<PathBuf>>, BlobError> {
-    if layout.whole.exists() {
-        return Ok(Some(vec![layout.whole.clone()]));
-    }
-    match std::fs::read_to_string(&layout.manifest) {
-        Ok(text) => {
-            return Ok(Some(
-                text.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| layout.dir.join(l))
-                    .collect(),
-            ))
-        }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(BlobError::Io(e)),
-        Err(_) => {}
-    }
-    if let Some(legacy) = legacy {
-        if let Ok(text) = std::fs::read_to_string(legacy) {
-            let stem = layout.whole.clone();
-            return Ok(Some(
-                text.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|p| stem.with_extension(format!("part-{p}")))
-                    .collect(),
-            ));
-        }
-    }
-    Ok(None)
 }
 
 /// Opens every segment with its length.
@@ -174,55 +91,11 @@ fn stream_segments(files: Vec<(std::fs::File, u64)>, start: u64, len: u64) -> By
     Box::pin(futures::StreamExt::flatten(futures::stream::iter(streams)))
 }
 
-/// Writes `lines` as the manifest at `path`, durably, replacing it atomically.
-fn write_manifest(path: &Path, lines: &[String]) -> std::io::Result<()> {
-    let temp = path.with_extension("manifest-new");
-    let mut f = private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)?;
-    make_private(&f)?;
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    sync_dir(path.parent().expect("blob paths have a parent"))
-}
-
-/// `path` relative to `dir` (segments are named relative to the transfer's directory of the root).
-fn relative(path: &Path, dir: &Path) -> String {
-    path.strip_prefix(dir)
-        .expect("segments live under their transfer's directory")
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-fn list_sealed(parts: &Path) -> std::io::Result<Vec<StoredPart>> {
-    let entries = match std::fs::read_dir(parts) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        entries => entries?,
-    };
-    let mut listed = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if let Some(name) = parse_part_file(&file) {
-            listed.push(StoredPart {
-                name,
-                len: entry.metadata()?.len(),
-            });
-        }
-    }
-    listed.sort_by_key(|p| p.name);
-    Ok(listed)
 }
 
 /// Opens a file for positioned reads, mapping a missing file to `NotFound`.
@@ -297,50 +170,44 @@ impl BlobStore for LocalBlobStore {
         token: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
         let layout = self.layout(key);
-        let parts = layout.parts.clone();
-        let legacy = self.legacy_upload(key);
         let piece = key.piece.is_some();
-        blocking(move || {
+        let parts = blocking(move || {
             // This build makes the transfer's directory before it writes any part, so a file in the
             // transfer's place without one is an upload an earlier build was writing in place.
-            let earlier = piece || (legacy.exists() && !layout.transfer.exists());
-            if !parts.exists() {
+            let earlier = piece || (layout.legacy_upload.exists() && !layout.transfer.exists());
+            if !layout.parts.exists() {
                 ensure_dir(&layout.dir)?;
                 ensure_dir(&layout.transfer)?;
-                ensure_dir(&parts)?;
+                ensure_dir(&layout.parts)?;
             }
             if earlier {
-                adopt_legacy_upload(&legacy, &parts, Some(start))?;
+                layout.adopt_legacy_upload(Some(start))?;
             }
-            if segments(&layout, None)?.is_some() {
+            if layout.segments()?.is_some() {
                 return Err(BlobError::Refused("the object is completed".into()));
             }
-            Ok(())
+            Ok(layout.parts)
         })
         .await?;
         // A piece is read back by the in-order hashing soon after it completes: keep it cached.
-        let keep_cached = key.piece.is_some();
-        start_writer(self.layout(key).parts, start, token, keep_cached).map_err(BlobError::Io)
+        Ok(start_writer(parts, start, token, piece))
     }
 
     async fn list_parts(&self, key: &ObjectKey) -> Result<Vec<StoredPart>, BlobError> {
         let layout = self.layout(key);
-        let legacy = self.legacy_manifest(key);
-        // A piece an earlier build stored (complete, waiting for its final) becomes its first part.
-        let legacy_piece = key.piece.is_some().then(|| self.legacy_upload(key));
+        let piece = key.piece.is_some();
         blocking(move || {
-            if let Some(legacy_piece) = &legacy_piece {
-                if legacy_piece.exists() {
-                    ensure_dir(&layout.transfer)?;
-                    ensure_dir(&layout.parts)?;
-                    adopt_legacy_upload(legacy_piece, &layout.parts, None)?;
-                }
+            // A piece an earlier build stored (complete, waiting for its final) becomes its first part.
+            if piece && layout.legacy_upload.exists() {
+                ensure_dir(&layout.transfer)?;
+                ensure_dir(&layout.parts)?;
+                layout.adopt_legacy_upload(None)?;
             }
             // A completed object's segments may still sit among its parts: they are its, not parts.
-            if segments(&layout, legacy.as_deref())?.is_some() {
+            if layout.segments()?.is_some() {
                 return Ok(vec![]);
             }
-            Ok(list_sealed(&layout.parts)?)
+            Ok(layout.sealed()?)
         })
         .await
     }
@@ -352,21 +219,20 @@ impl BlobStore for LocalBlobStore {
         start: u64,
         len: u64,
     ) -> Result<ByteStream, BlobError> {
-        let dir = self.layout(key).parts;
-        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(part_file(*n))).collect();
+        let layout = self.layout(key);
+        let paths: Vec<PathBuf> = names.iter().map(|n| layout.part(*n)).collect();
         let files = blocking(move || open_segments(paths)).await?;
         Ok(stream_segments(files, start, len))
     }
 
     async fn complete(&self, key: &ObjectKey, names: &[PartName]) -> Result<u64, BlobError> {
         let layout = self.layout(key);
-        let legacy = self.legacy_manifest(key);
         let names = names.to_vec();
         blocking(move || {
-            if let Some(done) = segments(&layout, legacy.as_deref())? {
+            if let Some(done) = layout.segments()? {
                 return total_len(&done);
             }
-            let listed = list_sealed(&layout.parts)?;
+            let listed = layout.sealed()?;
             let mut at = 0u64;
             for name in &names {
                 let part = listed
@@ -380,10 +246,7 @@ impl BlobStore for LocalBlobStore {
                 }
                 at += part.len;
             }
-            let paths: Vec<PathBuf> = names
-                .iter()
-                .map(|n| layout.parts.join(part_file(*n)))
-                .collect();
+            let paths: Vec<PathBuf> = names.iter().map(|n| layout.part(*n)).collect();
             match paths.as_slice() {
                 // One part becomes the object itself: reads open one file, as they always did.
                 [one] => {
@@ -402,15 +265,11 @@ impl BlobStore for LocalBlobStore {
                     f.sync_all()?;
                     sync_dir(layout.whole.parent().expect("blob paths have a parent"))?;
                 }
-                several => {
-                    let lines: Vec<String> =
-                        several.iter().map(|p| relative(p, &layout.dir)).collect();
-                    write_manifest(&layout.manifest, &lines)?;
-                }
+                several => layout.write_manifest(several)?,
             }
             // Parts not chosen (a stale holder's, an abandoned attempt's) were never acknowledged.
             for part in listed.iter().filter(|p| !names.contains(&p.name)) {
-                remove_if_present(&layout.parts.join(part_file(part.name)))?;
+                remove_if_present(&layout.part(part.name))?;
             }
             Ok(at)
         })
@@ -419,8 +278,7 @@ impl BlobStore for LocalBlobStore {
 
     async fn completed_len(&self, key: &ObjectKey) -> Result<Option<u64>, BlobError> {
         let layout = self.layout(key);
-        let legacy = self.legacy_manifest(key);
-        blocking(move || match segments(&layout, legacy.as_deref())? {
+        blocking(move || match layout.segments()? {
             Some(paths) => Ok(Some(total_len(&paths)?)),
             None => Ok(None),
         })
@@ -429,25 +287,23 @@ impl BlobStore for LocalBlobStore {
 
     async fn compose(&self, id: Uuid, pieces: &[String]) -> Result<u64, BlobError> {
         let file = self.layout(&ObjectKey::file(id));
-        let legacy = self.legacy_manifest(&ObjectKey::file(id));
         let layouts: Vec<(String, Layout)> = pieces
             .iter()
             .map(|p| (p.clone(), self.layout(&ObjectKey::piece(id, p))))
             .collect();
         blocking(move || {
-            if let Some(done) = segments(&file, legacy.as_deref())? {
+            if let Some(done) = file.segments()? {
                 return total_len(&done);
             }
             let mut all = Vec::new();
             for (piece, layout) in &layouts {
-                let done = segments(layout, None)?.ok_or_else(|| {
+                let done = layout.segments()?.ok_or_else(|| {
                     BlobError::Refused(format!("the piece {piece} is not completed"))
                 })?;
                 all.extend(done);
             }
             let total = total_len(&all)?;
-            let lines: Vec<String> = all.iter().map(|p| relative(p, &file.dir)).collect();
-            write_manifest(&file.manifest, &lines)?;
+            file.write_manifest(&all)?;
             Ok(total)
         })
         .await
@@ -466,9 +322,8 @@ impl BlobStore for LocalBlobStore {
 
     async fn read(&self, key: &ObjectKey, start: u64, len: u64) -> Result<ByteStream, BlobError> {
         let layout = self.layout(key);
-        let legacy = self.legacy_manifest(key);
         let files = blocking(move || {
-            let paths = segments(&layout, legacy.as_deref())?.ok_or(BlobError::NotFound)?;
+            let paths = layout.segments()?.ok_or(BlobError::NotFound)?;
             open_segments(paths)
         })
         .await?;
@@ -477,16 +332,13 @@ impl BlobStore for LocalBlobStore {
 
     async fn delete(&self, id: Uuid) -> Result<(), BlobError> {
         let layout = self.layout(&ObjectKey::file(id));
-        let legacy = self.legacy_manifest(&ObjectKey::file(id));
         blocking(move || {
-            if let Some(legacy) = &legacy {
-                // An earlier build's join: its parts are named in its list.
-                if let Ok(text) = std::fs::read_to_string(legacy) {
-                    for p in text.lines().filter(|l| !l.is_empty()) {
-                        remove_if_present(&layout.whole.with_extension(format!("part-{p}")))?;
-                    }
-                }
-                remove_if_present(legacy)?;
+            // An earlier build's join: its parts are named in its list.
+            for part in layout.legacy_segments().into_iter().flatten() {
+                remove_if_present(&part)?;
+            }
+            for path in layout.legacy_manifest.iter() {
+                remove_if_present(path)?;
             }
             remove_if_present(&layout.whole)?;
             remove_if_present(&layout.manifest)?;
@@ -505,74 +357,6 @@ impl BlobStore for LocalBlobStore {
         let root = self.root.clone();
         blocking(move || Ok(std::fs::metadata(&root).map(|_| ())?)).await
     }
-}
-
-/// Makes an upload an earlier build wrote in place (at `legacy`) the first part of the upload in
-/// `parts`, named by token 0 (older than any grant): cut to `acknowledged` bytes when a writer goes on
-/// from there (what lay past it was never acknowledged, as that build cut it off too).
-fn adopt_legacy_upload(
-    legacy: &Path,
-    parts: &Path,
-    acknowledged: Option<u64>,
-) -> Result<(), BlobError> {
-    let adopted = parts.join(part_file(PartName { start: 0, token: 0 }));
-    if legacy.exists() {
-        std::fs::rename(legacy, &adopted)?;
-        sync_dir(parts)?;
-        sync_dir(legacy.parent().expect("blob paths have a parent"))?;
-    }
-    let Some(acknowledged) = acknowledged.filter(|a| *a > 0) else {
-        return Ok(());
-    };
-    let len = match std::fs::metadata(&adopted) {
-        Ok(meta) => meta.len(),
-        Err(_) => return Ok(()),
-    };
-    if len < acknowledged {
-        return Err(BlobError::Refused(format!(
-            "the stored upload is shorter than the {acknowledged} bytes acknowledged"
-        )));
-    }
-    if len > acknowledged {
-        let file = std::fs::OpenOptions::new().write(true).open(&adopted)?;
-        file.set_len(acknowledged)?;
-        file.sync_all()?;
-    }
-    Ok(())
-}
-
-impl LocalBlobStore {
-    /// Where an earlier build wrote an upload in progress: the transfer's file itself (told from a
-    /// completed file by the transfer's directory, which this build always makes first), or a part
-    /// file beside it.
-    fn legacy_upload(&self, key: &ObjectKey) -> PathBuf {
-        let (dir, name) = self.dir(key.id);
-        match &key.piece {
-            None => dir.join(&name),
-            Some(piece) => dir.join(format!("{name}.part-{piece}")),
-        }
-    }
-
-    /// The list an earlier build wrote for a joined file (transfers' files only).
-    fn legacy_manifest(&self, key: &ObjectKey) -> Option<PathBuf> {
-        key.piece.is_none().then(|| {
-            let (dir, name) = self.dir(key.id);
-            dir.join(format!("{name}.parts"))
-        })
-    }
-}
-
-fn total_len(paths: &[PathBuf]) -> Result<u64, BlobError> {
-    let mut total = 0;
-    for path in paths {
-        total += std::fs::metadata(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => BlobError::NotFound,
-                _ => BlobError::Io(e),
-            })?
-            .len();
-    }
-    Ok(total)
 }
 
 fn free_bytes(path: &Path) -> std::io::Result<u64> {

@@ -2,7 +2,8 @@
 //! vectored writes into the part being written, starts writeback early, and seals a part (synced,
 //! then renamed from its `.tmp` name to its own) at each sync and at the commit.
 
-use super::{make_private, part_file, private_file, remove_if_present, sync_dir};
+use super::layout::part_file;
+use super::{make_private, private_file, remove_if_present, sync_dir};
 use async_trait::async_trait;
 use broker_actors::ports::{Batch, BlobError, BlobWriter, PartName};
 use broker_actors::upload::{lower_thread_priority, spawn_thread};
@@ -48,16 +49,16 @@ pub(super) fn start_writer(
     start: u64,
     token: u64,
     keep_cached: bool,
-) -> std::io::Result<Box<dyn BlobWriter>> {
+) -> Box<dyn BlobWriter> {
     let (tx, rx) = mpsc::channel::<WriteCommand>(WRITE_QUEUE);
     let writer = spawn_thread("blob-writer", move || {
         lower_thread_priority();
         write_parts(&dir, start, token, keep_cached, rx)
     });
-    Ok(Box::new(LocalWriter {
+    Box::new(LocalWriter {
         tx: Some(tx),
         writer,
-    }))
+    })
 }
 
 /// The part being written.
